@@ -1,0 +1,88 @@
+"""Parameters, MACs and FLOPs from an ArchSpec alone (no module is built).
+
+Conventions, stated wherever numbers are printed:
+- `macs`: multiply-accumulates of conv and linear layers, per image, forward pass.
+  FLOPs = 2 x MACs.
+- `original`: the FLOP counter of the "Rethinking" code (compute_flops.py, from
+  simochen/model-tools), which Scratch-B budgets in the paper used: conv and linear as
+  2 x MACs plus one op per bias, plus 2 ops per BN element, 1 per ReLU element and k*k
+  per pooling output.
+- A sparse (masked) net counts its conv weights and conv MACs as the non-zero weights
+  only (`params_nonzero`, `macs_nonzero`); the dense figures are kept beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .archs import get_family
+from .spec import ArchSpec
+
+CONVENTIONS = ("macs", "original")
+
+
+@dataclass(frozen=True)
+class Counts:
+    params: int           # all trainable parameters of the dense module
+    params_nonzero: int   # the same with masked conv weights left out
+    macs: int             # conv + linear multiply-accumulates per image (dense)
+    macs_nonzero: int     # the same counting only non-zero conv weights
+    original_flops: int   # the "Rethinking" code's FLOP count per image
+
+    @property
+    def flops(self) -> int:
+        """FLOPs = 2 x MACs (non-zero MACs for a sparse net)."""
+        return 2 * self.macs_nonzero
+
+    def cost(self, convention: str = "macs") -> int:
+        """The compute figure used for Scratch-B ratios under `convention`."""
+        if convention == "macs":
+            return self.macs_nonzero
+        if convention == "original":
+            return self.original_flops
+        raise ValueError(f"unknown counting convention {convention!r}; use one of {CONVENTIONS}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["flops"] = self.flops
+        d["flops_note"] = "FLOPs = 2 x MACs; MACs count conv and linear layers per image, forward"
+        return d
+
+
+def count(spec: ArchSpec) -> Counts:
+    params = nz_params = macs = nz_macs = orig = 0
+    for op in get_family(spec.family).ops(spec):
+        n_out = op.cout * op.hw * op.hw
+        if op.kind == "conv":
+            w = op.cin * op.cout * op.k * op.k
+            nz = w if op.nonzero is None else op.nonzero
+            params += w
+            nz_params += nz
+            macs += w * op.hw * op.hw
+            nz_macs += nz * op.hw * op.hw
+            orig += 2 * w * op.hw * op.hw  # no bias in these convs
+        elif op.kind == "linear":
+            w = op.cin * op.cout + op.cout
+            params += w
+            nz_params += w
+            macs += op.cin * op.cout
+            nz_macs += op.cin * op.cout
+            orig += 2 * op.cin * op.cout + op.cout
+        elif op.kind == "bn":
+            params += 2 * op.cout
+            nz_params += 2 * op.cout
+            orig += 2 * n_out
+        elif op.kind == "relu":
+            orig += n_out
+        elif op.kind in ("maxpool", "avgpool"):
+            orig += op.k * op.k * n_out
+        else:
+            raise ValueError(f"unknown op kind {op.kind}")
+    return Counts(params, nz_params, macs, nz_macs, orig)
+
+
+def fmt_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"

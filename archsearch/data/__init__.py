@@ -1,0 +1,82 @@
+"""Datasets: one registry by the short names users type (`digits`, `c10`, `c100`).
+
+A loader returns a `Dataset` of uint8 NHWC arrays, decoded once and cached (see
+`cache.py`); `DeviceLoader` (loader.py) then keeps the whole set on the training
+device and augments there, with no per-image Python work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ArchsearchError
+
+# Paper's normalisation for CIFAR (DESIGN.md "Paper settings"); the same for CIFAR-100
+# in the Rethinking code.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray  # uint8 (N, H, W, 3)
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    flip: bool  # horizontal flip is a valid augmentation for this data
+    source: str = ""
+    classes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test, "
+                f"{self.num_classes} classes, from {self.source}")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    num_classes: int
+    load: Callable[..., Dataset]
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, title: str, num_classes: int):
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS[name] = DatasetInfo(name, title, num_classes, fn)
+        return fn
+    return deco
+
+
+def get_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ArchsearchError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ARCHSEARCH_DATA", Path.home() / ".cache" / "archsearch" / "data"))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """Load a registered dataset. `data_dir` defaults to $ARCHSEARCH_DATA or ~/.cache/archsearch/data."""
+    info = get_info(name)
+    ds = info.load(Path(data_dir) if data_dir is not None else default_data_dir(), download=download)
+    assert ds.num_classes == info.num_classes
+    return ds
+
+
+from . import cifar, digits  # noqa: E402,F401  (register the datasets)
+from .loader import DeviceLoader  # noqa: E402,F401

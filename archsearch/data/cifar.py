@@ -1,0 +1,246 @@
+"""CIFAR-10 and CIFAR-100 from whatever copy is at hand, decoded once into uint8 arrays.
+
+Looked for under `data_dir`, in this order:
+1. torchvision's own files: `cifar-10-batches-py/` or `cifar-100-python/` (the pickles),
+2. an ImageFolder tree: `cifar10/{train,test}/<class>/*.{png,jpg}` (or `train/`, `test/`
+   directly in `data_dir`),
+3. a `.tar.gz` of either of those: `cifar10.tar.gz`, `cifar-10-python.tar.gz`, ...
+4. torchvision's download into `data_dir`, where there is a network.
+Class indices follow sorted class-folder names, which equals torchvision's order.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArchsearchError
+from . import CIFAR_MEAN, CIFAR_STD, Dataset, register_dataset
+from .cache import cached_arrays, source_key
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    name: str             # c10 | c100
+    title: str
+    num_classes: int
+    pickle_dir: str       # torchvision's folder of pickles
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: bytes      # b"labels" or b"fine_labels"
+    names_key: bytes      # key of the class names in the meta pickle
+    tree_names: tuple[str, ...]
+    archive_names: tuple[str, ...]
+    tv_class: str         # torchvision.datasets class for download
+
+
+C10 = CifarFormat(
+    "c10", "CIFAR-10", 10, "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
+    b"labels", b"label_names", ("cifar10", "cifar-10", "CIFAR10", "CIFAR-10"),
+    ("cifar10.tar.gz", "cifar10.tgz", "cifar-10.tar.gz", "cifar-10-python.tar.gz"), "CIFAR10",
+)
+C100 = CifarFormat(
+    "c100", "CIFAR-100", 100, "cifar-100-python", ("train",), ("test",), "meta",
+    b"fine_labels", b"fine_label_names", ("cifar100", "cifar-100", "CIFAR100", "CIFAR-100"),
+    ("cifar100.tar.gz", "cifar100.tgz", "cifar-100.tar.gz", "cifar-100-python.tar.gz"), "CIFAR100",
+)
+
+
+# -- 1. torchvision's pickles -----------------------------------------------------------
+def _unpickle(f) -> dict:
+    try:
+        return pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001  any unpickling failure means a damaged file
+        raise ArchsearchError(f"cannot read CIFAR pickle {getattr(f, 'name', '')}: {e}") from None
+
+
+def _pickle_arrays(fmt: CifarFormat, read) -> dict[str, np.ndarray]:
+    """`read(name)` returns an open binary file of the pickle `name`."""
+    out: dict[str, np.ndarray] = {}
+    for split, files in (("train", fmt.train_files), ("test", fmt.test_files)):
+        xs, ys = [], []
+        for name in files:
+            with read(name) as f:
+                d = _unpickle(f)
+            try:
+                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                ys.append(np.asarray(d[fmt.label_key], dtype=np.int64))
+            except (KeyError, ValueError) as e:
+                raise ArchsearchError(f"CIFAR pickle {name} is not in {fmt.title} format: {e}") from None
+        out[f"x_{split}"] = np.ascontiguousarray(np.concatenate(xs))
+        out[f"y_{split}"] = np.concatenate(ys)
+    return out
+
+
+def _pickle_classes(fmt: CifarFormat, read) -> list[str]:
+    try:
+        with read(fmt.meta_file) as f:
+            return [c.decode() for c in _unpickle(f)[fmt.names_key]]
+    except (OSError, KeyError):
+        return []
+
+
+# -- 2./3. image trees, on disk or in a tar.gz -------------------------------------------
+def _decode(blobs: list[bytes]) -> np.ndarray:
+    from PIL import Image
+
+    def one(b: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(b)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
+        return np.stack(list(pool.map(one, blobs, chunksize=512)))
+
+
+def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes]]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """records: (split, class, file name, bytes)."""
+    classes = sorted({c for _, c, _, _ in records})
+    if len(classes) != fmt.num_classes:
+        raise ArchsearchError(f"{fmt.title} image tree has {len(classes)} class folders, expected {fmt.num_classes}")
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        recs = sorted((r for r in records if r[0] == split), key=lambda r: (r[1], r[2]))
+        if not recs:
+            raise ArchsearchError(f"{fmt.title} image tree has no {split}/ images")
+        x = _decode([r[3] for r in recs])
+        if x.shape[1:] != (32, 32, 3):
+            raise ArchsearchError(f"{fmt.title} images must be 32x32 RGB, found {x.shape[1:]}")
+        out[f"x_{split}"] = x
+        out[f"y_{split}"] = np.array([index[r[1]] for r in recs], dtype=np.int64)
+    return out, classes
+
+
+def _split_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """('cifar10','train','cat','0001.jpg') -> ('train','cat')."""
+    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return parts[-3], parts[-2]
+    return None
+
+
+def _find_tree(fmt: CifarFormat, root: Path) -> Path | None:
+    for cand in [root / n for n in fmt.tree_names] + [root]:
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            n = sum(1 for p in (cand / "train").iterdir() if p.is_dir())
+            if n == fmt.num_classes:
+                return cand
+    return None
+
+
+def _read_tree(fmt: CifarFormat, tree: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    records = []
+    for split in ("train", "test"):
+        for cls_dir in sorted(p for p in (tree / split).iterdir() if p.is_dir()):
+            for f in sorted(cls_dir.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    records.append((split, cls_dir.name, f.name, f.read_bytes()))
+    return _tree_arrays(fmt, records)
+
+
+def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            members = [m for m in tf.getmembers() if m.isfile()]
+            names = {Path(m.name).name: m for m in members if Path(m.name).parent.name == fmt.pickle_dir}
+            if all(n in names for n in fmt.train_files + fmt.test_files):  # torchvision's archive
+                def read(n):
+                    return tf.extractfile(names[n])
+                return _pickle_arrays(fmt, read), (_pickle_classes(fmt, read) if fmt.meta_file in names else [])
+            records = []
+            for m in members:
+                sc = _split_class(Path(m.name).parts)
+                if sc:
+                    records.append((sc[0], sc[1], Path(m.name).name, tf.extractfile(m).read()))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchsearchError(f"cannot read {path}: {e}") from None
+    if not records:
+        raise ArchsearchError(f"{path} holds neither {fmt.pickle_dir}/ nor a train/<class>/ test/<class>/ image tree")
+    return _tree_arrays(fmt, records)
+
+
+# -- the loader ---------------------------------------------------------------------------
+def _missing(fmt: CifarFormat, root: Path, why: str) -> ArchsearchError:
+    n = fmt.name[1:]
+    return ArchsearchError(
+        f"{fmt.title} not found in {root}: pass --data-dir DIR where DIR holds {fmt.pickle_dir}/ "
+        f"(torchvision's files), or cifar{n}/train/<class>/ and cifar{n}/test/<class>/ "
+        f"(an ImageFolder tree), or cifar{n}.tar.gz (a .tar.gz of that tree); {why}"
+    )
+
+
+def _download(fmt: CifarFormat, root: Path) -> str:
+    """torchvision's download; returns '' on success or why it failed."""
+    import socket
+
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as e:  # pragma: no cover - torchvision is a dependency
+        return f"torchvision is not importable for the download ({e})"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(tvd, fmt.tv_class)(root=str(root), train=True, download=True)
+        return ""
+    except Exception as e:  # noqa: BLE001  no network, a proxy, a read-only dir: all mean "not here"
+        return f"the download into it failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _locate(fmt: CifarFormat, root: Path):
+    """The first readable copy under `root`: (cache key, decoder, description) or None."""
+    pickles = root / fmt.pickle_dir if (root / fmt.pickle_dir).is_dir() else (root if root.name == fmt.pickle_dir else None)
+    if pickles is not None and all((pickles / n).exists() for n in fmt.train_files + fmt.test_files):
+        def read(n):
+            return open(pickles / n, "rb")
+        return (source_key(fmt.name + "-pickles", pickles),
+                lambda: (_pickle_arrays(fmt, read), _pickle_classes(fmt, read)), str(pickles))
+    tree = _find_tree(fmt, root) if root.is_dir() else None
+    if tree is not None:
+        return source_key(fmt.name + "-tree", tree), lambda: _read_tree(fmt, tree), str(tree)
+    archives = [root] if root.is_file() else [root / n for n in fmt.archive_names if (root / n).is_file()]
+    if archives:
+        return source_key(fmt.name + "-tar", archives[0]), lambda: _read_tar(fmt, archives[0]), str(archives[0])
+    return None
+
+
+def load_cifar(fmt: CifarFormat, root: Path, download: bool = True) -> Dataset:
+    root = Path(root)
+    found = _locate(fmt, root)
+    if found is None:
+        if not download:
+            raise _missing(fmt, root, "no download was tried (--no-download)")
+        why = _download(fmt, root)
+        if why:
+            raise _missing(fmt, root, why)
+        found = _locate(fmt, root)
+        if found is None:
+            raise _missing(fmt, root, "the download finished but left no readable files")
+    key, decode, source = found
+    arrays, classes = cached_arrays(key, decode)
+    return Dataset(
+        name=fmt.name, x_train=arrays["x_train"], y_train=np.asarray(arrays["y_train"]),
+        x_test=arrays["x_test"], y_test=np.asarray(arrays["y_test"]), num_classes=fmt.num_classes,
+        mean=CIFAR_MEAN, std=CIFAR_STD, flip=True, source=source, classes=list(classes),
+    )
+
+
+@register_dataset("c10", "CIFAR-10", 10)
+def load_c10(data_dir: Path, download: bool = True) -> Dataset:
+    return load_cifar(C10, data_dir, download)
+
+
+@register_dataset("c100", "CIFAR-100", 100)
+def load_c100(data_dir: Path, download: bool = True) -> Dataset:
+    return load_cifar(C100, data_dir, download)

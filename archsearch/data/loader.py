@@ -1,0 +1,80 @@
+"""The whole dataset as one uint8 tensor on the training device, augmented in batches.
+
+Follows airbench's CifarLoader: no DataLoader, no per-image Python. Each epoch draws a
+`randperm`; each batch is gathered, randomly cropped from a 4-pixel zero padding (the
+original code's `RandomCrop(32, padding=4)`), flipped, and normalised with tensor ops on
+the device. All randomness comes from one `torch.Generator`, whose state is saved in
+checkpoints, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+class DeviceLoader:
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, mean, std, *,
+                 train: bool, device: torch.device | str = "cpu", flip: bool = True, pad: int = 4,
+                 seed: int = 0, channels_last: bool = False, drop_last: bool = False):
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.train, self.flip, self.pad = train, flip, pad if train else 0
+        self.drop_last = drop_last
+        self.channels_last = channels_last
+        imgs = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)  # NHWC -> NCHW, uint8
+        if self.pad:
+            imgs = torch.nn.functional.pad(imgs, (self.pad,) * 4)  # zeros, as torchvision's RandomCrop
+        self.images = imgs.contiguous().to(self.device)
+        self.labels = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+        self.n = len(self.labels)
+        self.size = x.shape[1]
+        c = self.images.shape[1]
+        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(1, c, 1, 1).to(self.device)
+        self.inv_std = (1.0 / (torch.tensor(std, dtype=torch.float32) * 255)).view(1, c, 1, 1).to(self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        self._ar = torch.arange(self.size, device=self.device)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        xb = (xb.float() - self.mean) * self.inv_std
+        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+
+    def _augment(self, idx: torch.Tensor) -> torch.Tensor:
+        b, g, s = len(idx), self.generator, self.size
+        if self.pad:
+            # one gather does every crop: rows/cols are per-image shifted index ranges
+            dy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)
+            dx = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)
+            rows = (dy[:, None] + self._ar)[:, None, :, None]
+            cols = (dx[:, None] + self._ar)[:, None, None, :]
+            ch = torch.arange(self.images.shape[1], device=self.device)[None, :, None, None]
+            xb = self.images[idx[:, None, None, None], ch, rows, cols]
+        else:
+            xb = self.images[idx]
+        if self.flip:
+            flip = torch.rand(b, device=self.device, generator=g) < 0.5
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        return xb
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.train:
+            order = torch.randperm(self.n, device=self.device, generator=self.generator)
+        else:
+            order = torch.arange(self.n, device=self.device)
+        stop = (self.n // self.batch_size) * self.batch_size if self.drop_last else self.n
+        for i in range(0, stop, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            xb = self._augment(idx) if self.train else self.images[idx]
+            yield self._normalise(xb), self.labels[idx]

@@ -1,0 +1,58 @@
+"""The one parser of the names users type.
+
+- target   `ARCH-DATA`         e.g. `vgg16-c10`, `vgg19-c100`, `vgg11-digits`
+- proposer `METHOD-ARCH-DATA`  e.g. `slimming-vgg16-c10`, `magnitude-vgg16-c10`
+Architectures come from the family registry (`archs`), datasets from `data`; methods
+from the proposer registry, passed in by the caller so this module stays at the bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from .archs import parse_arch
+from .data import DATASETS, get_info
+from .errors import ArchsearchError
+
+
+@dataclass(frozen=True)
+class Target:
+    arch: str        # e.g. vgg16
+    family: str      # e.g. vgg
+    depth: int
+    data: str        # e.g. c10
+    num_classes: int
+
+    def __str__(self) -> str:
+        return f"{self.arch}-{self.data}"
+
+
+@dataclass(frozen=True)
+class ProposerName:
+    method: str
+    target: Target
+
+    def __str__(self) -> str:
+        return f"{self.method}-{self.target}"
+
+
+def parse_target(name: str) -> Target:
+    parts = name.strip().split("-")
+    if len(parts) != 2 or not all(parts):
+        raise ArchsearchError(f"target {name!r} is not ARCH-DATA, e.g. vgg16-c10 or vgg11-digits "
+                              f"(datasets: {', '.join(DATASETS)})")
+    arch, data = parts
+    fam, depth = parse_arch(arch)
+    info = get_info(data)
+    return Target(arch=arch, family=fam.name, depth=depth, data=data, num_classes=info.num_classes)
+
+
+def parse_proposer(name: str, methods: Iterable[str]) -> ProposerName:
+    methods = list(methods)
+    method, sep, rest = name.strip().partition("-")
+    if not sep:
+        raise ArchsearchError(f"proposer {name!r} is not METHOD-ARCH-DATA, e.g. slimming-vgg16-c10")
+    if method not in methods:
+        raise ArchsearchError(f"unknown pruning method {method!r} in {name!r}; known: {', '.join(methods)}")
+    return ProposerName(method=method, target=parse_target(rest))

@@ -1,0 +1,422 @@
+"""Training from scratch as a plain function: `train(spec, data, schedule) -> Result`.
+
+Presets (resolved into a `Schedule`, saved with every result):
+- `paper`: the exact CIFAR settings of Liu et al. 2019 (DESIGN.md): SGD lr 0.1,
+  momentum 0.9, weight decay 1e-4, batch 64, 160 epochs, lr x0.1 at 50% and 75%;
+  fine-tune 40 epochs at lr 1e-3. Scratch-B budgets use the original code's FLOP count.
+- `fast`: a reduced CPU setting: width 0.25, batch 128, 30 epochs (fine-tune 10); the
+  optimiser and lr steps are the paper's.
+- `tiny`: for tests and the quickstart: width 0.25, batch 64, 12 epochs, lr 0.05
+  (fine-tune 4 epochs).
+Schedules: `scratch-e` (the preset's epochs), `scratch-b` (epochs x cost(base) /
+cost(spec), optionally capped; the paper caps at 2 on ImageNet only), `finetune`
+(from given weights at the fine-tune lr).
+
+The step loop never syncs with the host: loss and accuracy accumulate in device
+tensors and are read with `.item()` once per epoch. On CUDA it runs bf16 autocast and
+channels_last, optionally `torch.compile`, and times epochs with CUDA events.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from ._io import torch_save, write_json
+from .archs import apply_masks_, build, masked_weights
+from .counting import CONVENTIONS, count
+from .data import Dataset, DeviceLoader
+from .errors import ArchsearchError
+from .spec import ArchSpec
+
+SCHEDULE_KINDS = ("scratch-e", "scratch-b", "finetune")
+
+
+class Diverged(ArchsearchError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    epochs: int
+    lr: float
+    batch_size: int
+    width: float
+    finetune_epochs: int
+    finetune_lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    count: str = "macs"  # counting convention for Scratch-B
+    about: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("paper", epochs=160, lr=0.1, batch_size=64, width=1.0, finetune_epochs=40, count="original",
+                    about="Liu et al. 2019 CIFAR settings: 160 epochs, batch 64, lr 0.1, full width"),
+    "fast": Preset("fast", epochs=30, lr=0.1, batch_size=128, width=0.25, finetune_epochs=10,
+                   about="reduced CPU setting: 30 epochs, batch 128, width 0.25"),
+    "tiny": Preset("tiny", epochs=12, lr=0.05, batch_size=64, width=0.25, finetune_epochs=4,
+                   about="tests and quickstart: 12 epochs, batch 64, lr 0.05, width 0.25"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ArchsearchError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything about the optimisation, resolved to numbers."""
+
+    kind: str
+    preset: str
+    epochs: int
+    lr: float
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    milestones: tuple[float, ...]
+    gamma: float
+    base_epochs: int
+    budget_factor: float = 1.0  # Scratch-B: cost(base) / cost(spec), after the cap
+    cap: float | None = None
+    count: str = "macs"
+    bn_l1: float = 0.0  # Network Slimming's sparsity s (Liu et al. 2017, Eq. 1); 0 = off
+
+    def lr_at(self, epoch: int) -> float:
+        """Step decay at fixed fractions of the epochs, as in the original code."""
+        drops = sum(epoch >= int(m * self.epochs) for m in self.milestones)
+        return self.lr * self.gamma ** drops
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int | None = None,
+                  spec: ArchSpec | None = None, base: ArchSpec | None = None, cap: float | None = None,
+                  count_convention: str | None = None, lr: float | None = None,
+                  batch_size: int | None = None, bn_l1: float = 0.0) -> Schedule:
+    p = get_preset(preset)
+    if kind not in SCHEDULE_KINDS:
+        raise ArchsearchError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULE_KINDS)}")
+    if epochs is not None and epochs < 1:
+        raise ArchsearchError(f"epochs must be at least 1, got {epochs}")
+    conv = count_convention or p.count
+    if conv not in CONVENTIONS:
+        raise ArchsearchError(f"unknown counting convention {conv!r}; known: {', '.join(CONVENTIONS)}")
+    base_epochs = epochs or (p.finetune_epochs if kind == "finetune" else p.epochs)
+    factor, n = 1.0, base_epochs
+    if kind == "scratch-b":
+        if spec is None or base is None:
+            raise ArchsearchError("scratch-b needs the trained spec and the base spec it is compared with")
+        factor = count(base).cost(conv) / count(spec).cost(conv)
+        if cap is not None:
+            if cap <= 0:
+                raise ArchsearchError(f"scratch-b cap must be positive, got {cap}")
+            factor = min(factor, cap)
+        n = max(1, int(round(base_epochs * factor)))
+    return Schedule(
+        kind=kind, preset=p.name, epochs=n,
+        lr=lr if lr is not None else (p.finetune_lr if kind == "finetune" else p.lr),
+        batch_size=batch_size or p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
+        milestones=p.milestones, gamma=p.gamma, base_epochs=base_epochs, budget_factor=factor,
+        cap=cap, count=conv, bn_l1=bn_l1,
+    )
+
+
+@dataclass
+class EpochStats:
+    epoch: int          # 1-based
+    epochs: int
+    train_loss: float
+    train_acc: float
+    test_acc: float
+    best_acc: float
+    lr: float
+    seconds: float      # this epoch's training + evaluation time
+    eta: float          # estimated seconds left
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Result:
+    best_acc: float
+    final_acc: float
+    best_epoch: int
+    epochs: int
+    history: list[dict]
+    params: int
+    params_nonzero: int
+    macs: int
+    flops: int
+    original_flops: int
+    train_seconds: float
+    device: str
+    device_name: str
+    torch_version: str
+    archsearch_version: str
+    seed: int
+    data: str
+    arch: str
+    schedule: dict
+    date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    counting: str = "MACs count conv+linear multiply-accumulates per image; FLOPs = 2 x MACs"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        return cls(**d)
+
+    def summary(self) -> str:
+        from .counting import fmt_count
+
+        return (f"{self.arch}-{self.data} seed {self.seed}: best {100 * self.best_acc:.2f}% "
+                f"(epoch {self.best_epoch}), final {100 * self.final_acc:.2f}% | params {fmt_count(self.params_nonzero)}"
+                f" | {fmt_count(self.macs)} MACs = {fmt_count(self.flops)} FLOPs (2xMACs) | "
+                f"{self.epochs} epochs in {self.train_seconds:.1f}s on {self.device_name}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ArchsearchError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArchsearchError(f"device {device} asked for, but torch sees no CUDA device here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ArchsearchError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# -- the steps -----------------------------------------------------------------------------
+class Engine:
+    """Model, optimiser and loaders on one device; `run_epoch` is the hot loop.
+
+    Also used by benchmarks/train_throughput.py, so the benchmark times exactly the
+    code that `train` runs.
+    """
+
+    def __init__(self, spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0,
+                 device: str | torch.device = "auto", compile: bool = False,
+                 init_state: dict | None = None):
+        self.dev = resolve_device(device) if isinstance(device, str) else device
+        self.cuda = self.dev.type == "cuda"
+        self.schedule = schedule
+        torch.manual_seed(seed)
+        model = build(spec)
+        if init_state is not None:
+            try:
+                model.load_state_dict(init_state)
+            except RuntimeError as e:
+                raise ArchsearchError(f"the given weights do not fit {spec.name}: {str(e).splitlines()[0]}") from None
+            apply_masks_(model)
+        model = model.to(self.dev)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.mask_pairs = masked_weights(model)
+        self.bn_weights = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
+                                   weight_decay=schedule.weight_decay)
+        self.forward = torch.compile(model) if compile else model
+        self.train_loader = DeviceLoader(data.x_train, data.y_train, schedule.batch_size, data.mean, data.std,
+                                         train=True, device=self.dev, flip=data.flip, seed=seed,
+                                         channels_last=self.cuda)
+        self.test_loader = DeviceLoader(data.x_test, data.y_test, 1000, data.mean, data.std, train=False,
+                                        device=self.dev, channels_last=self.cuda)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
+                         else torch.autocast("cpu", enabled=False))
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def run_epoch(self, max_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One pass over the training set. Returns device tensors (loss sum, correct) and n."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.dev)
+        correct = torch.zeros((), device=self.dev, dtype=torch.long)
+        n = 0
+        s = self.schedule.bn_l1
+        for step, (xb, yb) in enumerate(self.train_loader):
+            if max_steps is not None and step >= max_steps:
+                break
+            with self.autocast:
+                out = self.forward(xb)
+                loss = F.cross_entropy(out, yb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if s:  # L1 subgradient s*sign(gamma) on every BN weight (Liu et al. 2017, Sec. 3.2)
+                torch._foreach_add_([w.grad for w in self.bn_weights],
+                                    torch._foreach_mul(torch._foreach_sign(self.bn_weights), s))
+            self.opt.step()
+            if self.mask_pairs:
+                apply_masks_(self.model, self.mask_pairs)
+            loss_sum += loss.detach().float() * len(yb)  # stays on the device: no host sync
+            correct += (out.argmax(1) == yb).sum()
+            n += len(yb)
+        return loss_sum, correct, n
+
+    @torch.no_grad()
+    def evaluate(self) -> torch.Tensor:
+        """Number of correct test predictions, as a device tensor."""
+        self.model.eval()
+        correct = torch.zeros((), device=self.dev, dtype=torch.long)
+        for xb, yb in self.test_loader:
+            with self.autocast:
+                correct += (self.forward(xb).argmax(1) == yb).sum()
+        return correct
+
+
+def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([spec.to_dict(), schedule.to_dict(), seed, data.name, len(data.x_train)],
+                        sort_keys=True, default=str).encode())
+    if init_state is not None:
+        for k, v in init_state.items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, device: str = "auto",
+          out_dir: str | os.PathLike | None = None, checkpoint_every: int = 5, resume: bool = True,
+          init_state: dict | None = None, compile: bool = False,
+          progress: Callable[[EpochStats], None] | None = None) -> Result:
+    """Train `spec` from scratch (or from `init_state` for fine-tuning) and return a Result.
+
+    With `out_dir`, a checkpoint is written every `checkpoint_every` epochs and at the end;
+    calling again with the same arguments resumes from it (and returns at once when the
+    run is complete), with results identical to an uninterrupted run. `result.json`,
+    `spec.json` and `model.pt` are written to `out_dir` at the end.
+    """
+    if spec.num_classes != data.num_classes:
+        raise ArchsearchError(f"spec has {spec.num_classes} classes but {data.name} has {data.num_classes}")
+    if checkpoint_every < 1:
+        raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
+    eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state)
+    counts = count(spec)
+    fp = _fingerprint(spec, data, schedule, seed, init_state)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    history: list[dict] = []
+    start, elapsed = 0, 0.0
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        try:
+            ck = torch.load(ckpt_path, map_location=eng.dev, weights_only=False)
+        except Exception as e:  # noqa: BLE001  a damaged checkpoint is bad input, not a bug
+            raise ArchsearchError(f"cannot read checkpoint {ckpt_path}: {e}") from None
+        if ck.get("fingerprint") != fp:
+            raise ArchsearchError(f"{ckpt_path} belongs to a run with other settings; "
+                                  "pass another --out, or delete it to start over")
+        eng.model.load_state_dict(ck["model"])
+        eng.opt.load_state_dict(ck["opt"])
+        eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
+        history, start, elapsed = ck["history"], ck["epoch"], ck["elapsed"]
+    best = max((h["test_acc"] for h in history), default=0.0)
+    timer = _Timer(eng.dev)
+    for epoch in range(start, schedule.epochs):
+        lr = schedule.lr_at(epoch)
+        eng.set_lr(lr)
+        timer.start()
+        loss_sum, correct, n = eng.run_epoch()
+        test_correct = eng.evaluate()
+        secs = timer.stop()
+        # the one host sync of the epoch
+        train_loss, train_acc = (loss_sum / n).item(), correct.item() / n
+        test_acc = test_correct.item() / eng.test_loader.n
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); try a lower lr")
+        elapsed += secs
+        best = max(best, test_acc)
+        eta = (schedule.epochs - epoch - 1) * elapsed / (epoch + 1)
+        stats = EpochStats(epoch + 1, schedule.epochs, train_loss, train_acc, test_acc, best, lr, secs, eta)
+        history.append(stats.to_dict())
+        if progress is not None:
+            progress(stats)
+        last = epoch + 1 == schedule.epochs
+        if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+            torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
+                        "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
+                        "history": history, "elapsed": elapsed, "archsearch_version": __version__}, ckpt_path)
+    if not history:
+        raise ArchsearchError("no epochs were run")
+    best_h = max(history, key=lambda h: h["test_acc"])
+    result = Result(
+        best_acc=best_h["test_acc"], final_acc=history[-1]["test_acc"], best_epoch=best_h["epoch"],
+        epochs=schedule.epochs, history=history, params=counts.params, params_nonzero=counts.params_nonzero,
+        macs=counts.macs_nonzero, flops=counts.flops, original_flops=counts.original_flops,
+        train_seconds=elapsed, device=str(eng.dev), device_name=device_name(eng.dev),
+        torch_version=torch.__version__, archsearch_version=__version__, seed=seed, data=data.name,
+        arch=spec.name, schedule=schedule.to_dict(),
+    )
+    if out is not None:
+        spec.save(out / "spec.json")
+        torch_save(eng.model.state_dict(), out / "model.pt")
+        write_json(out / "result.json", result.to_dict())
+    return result
+
+
+class _Timer:
+    """Wall time on CPU; CUDA events on GPU (read after the epoch's one sync)."""
+
+    def __init__(self, dev: torch.device):
+        self.cuda = dev.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            self.e0, self.e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.e0.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.e1.record()
+            self.e1.synchronize()
+            return self.e0.elapsed_time(self.e1) / 1000.0
+        return time.perf_counter() - self.t0
+
+
+def load_result(path: str | os.PathLike) -> Result:
+    try:
+        return Result.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise ArchsearchError(f"cannot read result {path}: {e}") from None
+
+
+__all__ = ["PRESETS", "Preset", "Schedule", "make_schedule", "train", "Result", "EpochStats", "Engine",
+           "Diverged", "SCHEDULE_KINDS"]
