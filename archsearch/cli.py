@@ -100,11 +100,12 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     from .names import parse_target
     from .progress import EpochProgress
     from .spec import ArchSpec
-    from .train import get_preset, make_schedule
+    from .train import get_preset, make_schedule, resolve_device
     from .train import train as run_train
 
     tgt = parse_target(target)
     p = get_preset(preset)
+    resolve_device(device)  # fail before any work
     if spec_file:
         if width is not None:
             raise ArchsearchError("--width applies to TARGET's base net; a --spec file has its widths already")

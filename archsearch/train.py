@@ -4,7 +4,7 @@ Presets (resolved into a `Schedule`, saved with every result):
 - `paper`: the exact CIFAR settings of Liu et al. 2019 (DESIGN.md): SGD lr 0.1,
   momentum 0.9, weight decay 1e-4, batch 64, 160 epochs, lr x0.1 at 50% and 75%;
   fine-tune 40 epochs at lr 1e-3. Scratch-B budgets use the original code's FLOP count.
-- `fast`: a reduced CPU setting: width 0.25, batch 128, 30 epochs (fine-tune 10); the
+- `fast`: a reduced CPU setting: width 0.25, batch 128, 20 epochs (fine-tune 5); the
   optimiser and lr steps are the paper's.
 - `tiny`: for tests and the quickstart: width 0.25, batch 64, 12 epochs, lr 0.05
   (fine-tune 4 epochs).
@@ -69,8 +69,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset("paper", epochs=160, lr=0.1, batch_size=64, width=1.0, finetune_epochs=40, count="original",
                     about="Liu et al. 2019 CIFAR settings: 160 epochs, batch 64, lr 0.1, full width"),
-    "fast": Preset("fast", epochs=30, lr=0.1, batch_size=128, width=0.25, finetune_epochs=10,
-                   about="reduced CPU setting: 30 epochs, batch 128, width 0.25"),
+    "fast": Preset("fast", epochs=20, lr=0.1, batch_size=128, width=0.25, finetune_epochs=5,
+                   about="reduced CPU setting: 20 epochs, batch 128, width 0.25"),
     "tiny": Preset("tiny", epochs=12, lr=0.05, batch_size=64, width=0.25, finetune_epochs=4,
                    about="tests and quickstart: 12 epochs, batch 64, lr 0.05, width 0.25"),
 }

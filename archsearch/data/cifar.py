@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,14 +92,51 @@ def _pickle_classes(fmt: CifarFormat, read) -> list[str]:
 
 # -- 2./3. image trees, on disk or in a tar.gz -------------------------------------------
 def _decode(blobs: list[bytes]) -> np.ndarray:
-    from PIL import Image
+    """Encoded images -> uint8 (N, H, W, 3). torchvision's libjpeg-turbo batch decode is
+    about 4x faster than Pillow here (60,000 CIFAR JPEGs: ~2 s against ~8 s); torchvision
+    0.29 deprecates it in favour of TorchCodec, so Pillow stays as the fallback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _decode_torchvision(blobs)
+    except ImportError:
+        return _decode_pillow(blobs)
 
-    def one(b: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(b)) as im:
-            return np.asarray(im.convert("RGB"))
 
-    with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
-        return np.stack(list(pool.map(one, blobs, chunksize=512)))
+def _decode_torchvision(blobs: list[bytes]) -> np.ndarray:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    ts = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
+    out: list = [None] * len(ts)
+    try:
+        if jpeg:
+            for i, img in zip(jpeg, decode_jpeg([ts[i] for i in jpeg], mode=ImageReadMode.RGB)):
+                out[i] = img
+        for i, t in enumerate(ts):
+            if out[i] is None:
+                out[i] = decode_image(t, mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        raise ArchsearchError(f"cannot decode an image: {str(e).splitlines()[0]}") from None
+    if len({tuple(o.shape) for o in out}) != 1:
+        raise ArchsearchError(f"images differ in size: {sorted({tuple(o.shape[1:]) for o in out})}")
+    return torch.stack(out).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _decode_pillow(blobs: list[bytes]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for b in blobs:
+        try:
+            with Image.open(io.BytesIO(b)) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ArchsearchError(f"cannot decode an image: {e}") from None
+    if len({o.shape for o in out}) != 1:
+        raise ArchsearchError(f"images differ in size: {sorted({o.shape[:2] for o in out})}")
+    return np.stack(out)
 
 
 def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes]]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -148,21 +185,25 @@ def _read_tree(fmt: CifarFormat, tree: Path) -> tuple[dict[str, np.ndarray], lis
 
 
 def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    # one streaming pass: seeking back into a gzip stream would decompress it again
+    pickles: dict[str, bytes] = {}
+    records = []
     try:
-        with tarfile.open(path, "r:*") as tf:
-            members = [m for m in tf.getmembers() if m.isfile()]
-            names = {Path(m.name).name: m for m in members if Path(m.name).parent.name == fmt.pickle_dir}
-            if all(n in names for n in fmt.train_files + fmt.test_files):  # torchvision's archive
-                def read(n):
-                    return tf.extractfile(names[n])
-                return _pickle_arrays(fmt, read), (_pickle_classes(fmt, read) if fmt.meta_file in names else [])
-            records = []
-            for m in members:
-                sc = _split_class(Path(m.name).parts)
-                if sc:
-                    records.append((sc[0], sc[1], Path(m.name).name, tf.extractfile(m).read()))
+        with tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                p = Path(m.name)
+                if p.parent.name == fmt.pickle_dir:
+                    pickles[p.name] = tf.extractfile(m).read()
+                elif sc := _split_class(p.parts):
+                    records.append((sc[0], sc[1], p.name, tf.extractfile(m).read()))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
+    if all(n in pickles for n in fmt.train_files + fmt.test_files):  # torchvision's own archive
+        def read(n):
+            return io.BytesIO(pickles[n])
+        return _pickle_arrays(fmt, read), (_pickle_classes(fmt, read) if fmt.meta_file in pickles else [])
     if not records:
         raise ArchsearchError(f"{path} holds neither {fmt.pickle_dir}/ nor a train/<class>/ test/<class>/ image tree")
     return _tree_arrays(fmt, records)

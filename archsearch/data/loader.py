@@ -24,11 +24,11 @@ class DeviceLoader:
         self.train, self.flip, self.pad = train, flip, pad if train else 0
         self.drop_last = drop_last
         self.channels_last = channels_last
-        imgs = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)  # NHWC -> NCHW, uint8
+        imgs = torch.from_numpy(np.array(x, copy=True)).permute(0, 3, 1, 2)  # NHWC -> NCHW, uint8 (a private, writable copy)
         if self.pad:
             imgs = torch.nn.functional.pad(imgs, (self.pad,) * 4)  # zeros, as torchvision's RandomCrop
         self.images = imgs.contiguous().to(self.device)
-        self.labels = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+        self.labels = torch.from_numpy(np.array(y, dtype=np.int64)).to(self.device)
         self.n = len(self.labels)
         self.size = x.shape[1]
         c = self.images.shape[1]

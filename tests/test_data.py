@@ -1,0 +1,277 @@
+"""Loaders for every on-disk CIFAR format (generated here in the real formats), the cache,
+and the device-resident augmenting loader."""
+
+import io
+import pickle
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from archsearch.data import CIFAR_MEAN, CIFAR_STD, DeviceLoader, load_dataset
+from archsearch.errors import ArchsearchError
+
+
+def _images(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+
+
+def _pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_cifar10_pickles(root, per_batch=12):
+    """torchvision's cifar-10-batches-py: 5 train batches + test_batch + batches.meta."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    xs, ys = [], []
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        x = _images(per_batch, i)
+        y = [(j + i) % 10 for j in range(per_batch)]
+        _pickle(d / name, {b"batch_label": name.encode(), b"labels": y,
+                           b"data": x.transpose(0, 3, 1, 2).reshape(per_batch, -1),
+                           b"filenames": [f"{name}_{j}.png".encode() for j in range(per_batch)]})
+        xs.append(x)
+        ys.append(y)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    _pickle(d / "batches.meta", {b"label_names": [n.encode() for n in names], b"num_cases_per_batch": per_batch,
+                                 b"num_vis": 3072})
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], np.array(ys[5])
+
+
+def write_cifar100_pickles(root, n_train=200, n_test=100):
+    """torchvision's cifar-100-python: train, test and meta, with fine and coarse labels."""
+    d = root / "cifar-100-python"
+    d.mkdir(parents=True)
+    out = []
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        x = _images(n, seed)
+        fine = [(7 * j + seed) % 100 for j in range(n)]
+        _pickle(d / split, {b"filenames": [b"f.png"] * n, b"batch_label": split.encode(),
+                            b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine],
+                            b"data": x.transpose(0, 3, 1, 2).reshape(n, -1)})
+        out += [x, np.array(fine)]
+    _pickle(d / "meta", {b"fine_label_names": [f"class{i:03d}".encode() for i in range(100)],
+                         b"coarse_label_names": [f"super{i:02d}".encode() for i in range(20)]})
+    return out
+
+
+def write_tree(root, n_classes=10, per_class=(3, 2), fmt="PNG"):
+    """ImageFolder layout: root/{train,test}/<class>/<file>."""
+    names = [f"c{i:02d}" for i in range(n_classes)]
+    expect = {}
+    for split, n in zip(("train", "test"), per_class):
+        xs, ys = [], []
+        for ci, c in enumerate(names):
+            (root / split / c).mkdir(parents=True)
+            imgs = _images(n, 100 * ci + len(split))
+            for j, img in enumerate(imgs):
+                Image.fromarray(img).save(root / split / c / f"{j:04d}.{fmt.lower()}", format=fmt)
+            xs.append(imgs)
+            ys += [ci] * n
+        expect[split] = (np.concatenate(xs), np.array(ys))
+    return expect
+
+
+def _tar(src_dir, arcname, dest):
+    with tarfile.open(dest, "w:gz") as tf:
+        tf.add(src_dir, arcname=arcname)
+
+
+def test_cifar10_torchvision_pickles(tmp_path):
+    xtr, ytr, xte, yte = write_cifar10_pickles(tmp_path)
+    ds = load_dataset("c10", tmp_path, download=False)
+    assert ds.x_train.shape == (60, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(ds.x_train, xtr)
+    np.testing.assert_array_equal(ds.y_train, ytr)
+    np.testing.assert_array_equal(ds.x_test, xte)
+    np.testing.assert_array_equal(ds.y_test, yte)
+    assert ds.classes[0] == "airplane" and ds.num_classes == 10
+    assert (ds.mean, ds.std, ds.flip) == (CIFAR_MEAN, CIFAR_STD, True)
+
+
+def test_cifar100_torchvision_pickles(tmp_path):
+    xtr, ytr, xte, yte = write_cifar100_pickles(tmp_path)
+    ds = load_dataset("c100", tmp_path, download=False)
+    assert ds.num_classes == 100
+    np.testing.assert_array_equal(ds.x_train, xtr)
+    np.testing.assert_array_equal(ds.y_train, ytr)  # fine labels, not coarse
+    np.testing.assert_array_equal(ds.x_test, xte)
+    np.testing.assert_array_equal(ds.y_test, yte)
+    assert ds.classes[:2] == ["class000", "class001"]
+
+
+def test_cifar100_torchvision_archive(tmp_path):
+    src = tmp_path / "src"
+    xtr, ytr, _, _ = write_cifar100_pickles(src)
+    data = tmp_path / "data"
+    data.mkdir()
+    _tar(src / "cifar-100-python", "cifar-100-python", data / "cifar-100-python.tar.gz")
+    ds = load_dataset("c100", data, download=False)
+    np.testing.assert_array_equal(ds.x_train, xtr)
+    np.testing.assert_array_equal(ds.y_train, ytr)
+
+
+def test_image_folder_tree_and_targz_agree(tmp_path):
+    tree = tmp_path / "a" / "cifar10"
+    expect = write_tree(tree)
+    ds = load_dataset("c10", tmp_path / "a", download=False)
+    np.testing.assert_array_equal(ds.x_train, expect["train"][0])  # PNG is lossless
+    np.testing.assert_array_equal(ds.y_train, expect["train"][1])
+    np.testing.assert_array_equal(ds.y_test, expect["test"][1])
+    assert ds.classes == [f"c{i:02d}" for i in range(10)]
+    (tmp_path / "b").mkdir()
+    _tar(tree, "cifar10", tmp_path / "b" / "cifar10.tar.gz")
+    ds2 = load_dataset("c10", tmp_path / "b", download=False)
+    np.testing.assert_array_equal(ds2.x_train, ds.x_train)
+    np.testing.assert_array_equal(ds2.y_test, ds.y_test)
+    # the archive's path itself works too
+    ds3 = load_dataset("c10", tmp_path / "b" / "cifar10.tar.gz", download=False)
+    np.testing.assert_array_equal(ds3.x_test, ds.x_test)
+
+
+def test_cifar100_tree(tmp_path):
+    expect = write_tree(tmp_path / "cifar100", n_classes=100, per_class=(1, 1))
+    ds = load_dataset("c100", tmp_path, download=False)
+    assert ds.num_classes == 100
+    np.testing.assert_array_equal(ds.y_train, expect["train"][1])
+
+
+def test_jpeg_tree_decodes_like_pillow(tmp_path):
+    write_tree(tmp_path / "cifar10", per_class=(2, 1), fmt="JPEG")
+    ds = load_dataset("c10", tmp_path, download=False)
+    f = sorted((tmp_path / "cifar10" / "train" / "c00").iterdir())[0]
+    np.testing.assert_array_equal(ds.x_train[0], np.asarray(Image.open(f).convert("RGB")))
+
+
+def test_cache_second_load_is_fast_and_equal(tmp_path):
+    write_tree(tmp_path / "cifar10", per_class=(20, 5))
+    t = time.perf_counter()
+    a = load_dataset("c10", tmp_path, download=False)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    b = load_dataset("c10", tmp_path, download=False)
+    second = time.perf_counter() - t
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert second < first
+    # a changed source is decoded again, not served stale
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "cifar10" / "train" / "c00" / "9999.png")
+    c = load_dataset("c10", tmp_path, download=False)
+    assert len(c.x_train) == len(a.x_train) + 1
+
+
+def test_missing_data_says_what_to_pass(tmp_path):
+    with pytest.raises(ArchsearchError) as e:
+        load_dataset("c100", tmp_path, download=False)
+    msg = str(e.value)
+    assert "--data-dir" in msg and "cifar-100-python/" in msg and "cifar100.tar.gz" in msg
+    assert "\n" not in msg
+
+
+def test_damaged_archive_is_a_clear_error(tmp_path):
+    (tmp_path / "cifar10.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(ArchsearchError, match="cannot read"):
+        load_dataset("c10", tmp_path, download=False)
+
+
+def test_wrong_class_count_is_a_clear_error(tmp_path):
+    write_tree(tmp_path / "x", n_classes=3, per_class=(1, 1))
+    _tar(tmp_path / "x", "cifar10", tmp_path / "cifar10.tar.gz")
+    with pytest.raises(ArchsearchError, match="3 class folders, expected 10"):
+        load_dataset("c10", tmp_path, download=False)
+
+
+def test_digits_fixed_split(digits):
+    assert digits.x_train.shape == (1437, 32, 32, 3) and digits.x_test.shape == (360, 32, 32, 3)
+    assert digits.x_train.dtype == np.uint8 and not digits.flip
+    again = load_dataset("digits")
+    np.testing.assert_array_equal(again.y_test, digits.y_test)
+    assert np.bincount(digits.y_test).min() >= 35  # stratified
+
+
+# -- DeviceLoader ---------------------------------------------------------------------------
+def _loader(x, y, **kw):
+    args = dict(batch_size=16, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3, train=True, flip=True, seed=0)
+    args.update(kw)
+    return DeviceLoader(x, y, **args)
+
+
+def test_loader_crops_are_windows_of_the_padded_image():
+    x = _images(40, 3)
+    y = np.arange(40)
+    ld = _loader(x, y)  # mean 0, std 1/255: outputs are raw pixel values
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0))).transpose(0, 3, 1, 2)
+    seen, flipped = [], 0
+    for xb, yb in ld:
+        for img, i in zip(xb.numpy(), yb.numpy()):
+            seen.append(int(i))
+            ok = False
+            for cand, flip in ((img, False), (img[:, :, ::-1], True)):
+                for dy in range(9):
+                    for dx in range(9):
+                        if np.array_equal(cand, padded[i, :, dy:dy + 32, dx:dx + 32]):
+                            ok, flipped = True, flipped + flip
+                            break
+                    if ok:
+                        break
+                if ok:
+                    break
+            assert ok, f"image {i} is not a (flipped) 32x32 window of its padded original"
+    assert sorted(seen) == list(range(40))  # one epoch = every image once
+    assert 0 < flipped < 40
+
+
+def test_loader_eval_mode_is_exact_and_normalised():
+    x = _images(10, 4)
+    ld = DeviceLoader(x, np.zeros(10), 4, CIFAR_MEAN, CIFAR_STD, train=False)
+    xb = torch.cat([b for b, _ in ld])
+    expect = (x.transpose(0, 3, 1, 2) / 255.0 - np.array(CIFAR_MEAN)[:, None, None]) / np.array(CIFAR_STD)[:, None, None]
+    np.testing.assert_allclose(xb.numpy(), expect, atol=1e-5)
+    assert len(ld) == 3
+
+
+def test_loader_is_seeded_and_resumable():
+    x, y = _images(50, 5), np.arange(50)
+    a = [xb.clone() for xb, _ in _loader(x, y, seed=7)]
+    b = [xb.clone() for xb, _ in _loader(x, y, seed=7)]
+    c = [xb.clone() for xb, _ in _loader(x, y, seed=8)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not all(torch.equal(p, q) for p, q in zip(a, c))
+    ld = _loader(x, y, seed=1)
+    list(ld)
+    state = ld.state_dict()
+    nxt = [xb.clone() for xb, _ in ld]
+    ld2 = _loader(x, y, seed=99)
+    ld2.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(nxt, [xb for xb, _ in ld2]))
+
+
+@pytest.mark.realdata
+def test_real_cifar10_archive():
+    """The shared real CIFAR-10 (../shared/data), where present: counts, labels, speed of the cached load."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / "cifar10.tar.gz").exists():
+        pytest.skip("../shared/data/cifar10.tar.gz not present")
+    ds = load_dataset("c10", root, download=False)
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10
+    np.testing.assert_allclose(ds.x_train.reshape(-1, 3).mean(0) / 255, [0.49125, 0.48209, 0.44652], atol=1e-4)
+    t = time.perf_counter()
+    load_dataset("c10", root, download=False)
+    assert time.perf_counter() - t < 1.0
+
+
+def test_pillow_fallback_decodes_the_same(tmp_path):
+    from archsearch.data.cifar import _decode_pillow, _decode_torchvision
+
+    write_tree(tmp_path / "t", per_class=(1, 1), fmt="JPEG")
+    blobs = [f.read_bytes() for f in sorted((tmp_path / "t").rglob("*.jpeg"))]
+    np.testing.assert_array_equal(_decode_pillow(blobs), _decode_torchvision(blobs))
+    with pytest.raises(ArchsearchError, match="cannot decode"):
+        _decode_pillow([b"junk"])

@@ -1,0 +1,158 @@
+"""The trainer: learning, determinism, resume, masks, schedules, divergence."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from archsearch.archs import base_spec, build
+from archsearch.counting import count
+from archsearch.errors import ArchsearchError
+from archsearch.spec import ArchSpec
+from archsearch.train import Diverged, make_schedule, train
+
+from helpers import random_masks
+
+
+def _spec(width=0.125, depth=11):
+    return base_spec(f"vgg{depth}", 10, width=width)
+
+
+def _sched(epochs=3, **kw):
+    return make_schedule("tiny", epochs=epochs, batch_size=32, **kw)
+
+
+def test_learns_digits(small_digits):
+    r = train(_spec(0.25), small_digits, _sched(6), device="cpu")
+    assert r.best_acc > 0.6  # chance is 0.1
+    assert r.best_acc >= r.final_acc and len(r.history) == 6
+    assert r.params == count(_spec(0.25)).params
+    assert r.torch_version == torch.__version__ and r.device == "cpu"
+
+
+def test_seeded_runs_are_identical_on_cpu(small_digits):
+    a = train(_spec(), small_digits, _sched(2), seed=3, device="cpu")
+    b = train(_spec(), small_digits, _sched(2), seed=3, device="cpu")
+    c = train(_spec(), small_digits, _sched(2), seed=4, device="cpu")
+    key = lambda r: [(h["train_loss"], h["test_acc"]) for h in r.history]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted_run(small_digits, tmp_path):
+    spec, sched = _spec(), _sched(4)
+    full = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "full", checkpoint_every=1)
+
+    def stop_at_3(st):
+        if st.epoch == 3:  # epoch 2's checkpoint is on disk; epoch 3's is not
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
+              progress=stop_at_3)
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 2
+    epochs_run = []
+    resumed = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
+                    progress=lambda st: epochs_run.append(st.epoch))
+    assert epochs_run == [3, 4]
+    strip = lambda r: [{k: v for k, v in h.items() if k not in ("seconds", "eta")} for h in r.history]  # noqa: E731
+    assert strip(resumed) == strip(full)
+    a = torch.load(tmp_path / "full" / "model.pt")
+    b = torch.load(tmp_path / "cut" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is returned from its checkpoint without training again
+    again = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut",
+                  progress=lambda st: pytest.fail("should not train"))
+    assert again.best_acc == full.best_acc
+    for f in ("result.json", "spec.json", "model.pt"):
+        assert (tmp_path / "cut" / f).exists()
+    assert ArchSpec.load(tmp_path / "cut" / "spec.json") == spec
+    assert json.loads((tmp_path / "cut" / "result.json").read_text())["final_acc"] == full.final_acc
+
+
+def test_checkpoint_of_other_settings_is_refused(small_digits, tmp_path):
+    train(_spec(), small_digits, _sched(1), device="cpu", out_dir=tmp_path)
+    with pytest.raises(ArchsearchError, match="other settings"):
+        train(_spec(), small_digits, _sched(1), seed=9, device="cpu", out_dir=tmp_path)
+
+
+def test_masks_stay_zero_through_training(small_digits, tmp_path):
+    spec = _spec(0.25)
+    spec.masks = random_masks(spec, 0.3, seed=2)
+    before = build(spec).state_dict()
+    train(spec, small_digits, _sched(2), device="cpu", out_dir=tmp_path)
+    after = torch.load(tmp_path / "model.pt")
+    convs = [k for k in after if k.endswith(".weight") and after[k].dim() == 4]
+    assert len(convs) == len(spec.masks)
+    for k, mask in zip(convs, spec.masks):
+        w = after[k].numpy()
+        assert (w[~mask] == 0).all(), k
+        assert not np.allclose(w[mask], before[k].numpy()[mask]), f"{k}: kept weights did not train"
+    assert ArchSpec.load(tmp_path / "spec.json").density() == pytest.approx(spec.density())
+
+
+def test_finetune_starts_from_weights(small_digits, tmp_path):
+    r0 = train(_spec(0.25), small_digits, _sched(4), device="cpu", out_dir=tmp_path / "base")
+    state = torch.load(tmp_path / "base" / "model.pt")
+    ft = make_schedule("tiny", "finetune", epochs=1, batch_size=32)
+    assert ft.lr == 1e-3
+    r1 = train(_spec(0.25), small_digits, ft, init_state=state, device="cpu")
+    assert r1.history[0]["test_acc"] > 0.5 and r0.best_acc > 0.5
+    with pytest.raises(ArchsearchError, match="do not fit"):
+        train(_spec(0.125), small_digits, ft, init_state=state, device="cpu")
+
+
+def test_schedules():
+    paper = make_schedule("paper")
+    assert (paper.epochs, paper.lr, paper.batch_size, paper.momentum, paper.weight_decay) == (160, 0.1, 64, 0.9, 1e-4)
+    assert [paper.lr_at(e) for e in (0, 79, 80, 119, 120, 159)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    ft = make_schedule("paper", "finetune")
+    assert (ft.epochs, ft.lr) == (40, 1e-3)
+    base = base_spec("vgg16", 10)
+    d = base.to_dict()
+    d["widths"] = [w // 2 for w in base.widths]
+    small = ArchSpec.from_dict(d)
+    b = make_schedule("paper", "scratch-b", spec=small, base=base, count_convention="macs")
+    factor = count(base).macs / count(small).macs
+    assert b.budget_factor == pytest.approx(factor) and b.epochs == round(160 * factor)
+    assert 3.5 < factor < 4.5  # halving every width quarters the conv MACs
+    capped = make_schedule("paper", "scratch-b", spec=small, base=base, cap=2.0)
+    assert capped.epochs == 320 and capped.budget_factor == 2.0
+    orig = make_schedule("paper", "scratch-b", spec=small, base=base)
+    assert orig.count == "original" and orig.budget_factor == pytest.approx(
+        count(base).original_flops / count(small).original_flops)
+    with pytest.raises(ArchsearchError, match="needs the trained spec"):
+        make_schedule("paper", "scratch-b")
+    with pytest.raises(ArchsearchError, match="unknown schedule"):
+        make_schedule("paper", "scratch-c")
+    with pytest.raises(ArchsearchError, match="unknown preset"):
+        make_schedule("huge")
+
+
+def test_divergence_is_reported(small_digits):
+    with pytest.raises(Diverged, match="diverged"):
+        train(_spec(), small_digits, make_schedule("tiny", epochs=2, lr=1e12, batch_size=32), device="cpu")
+
+
+def test_class_count_mismatch(small_digits):
+    with pytest.raises(ArchsearchError, match="classes"):
+        train(base_spec("vgg11", 100, width=0.125), small_digits, _sched(1), device="cpu")
+
+
+def test_bn_l1_shrinks_gammas(small_digits):
+    """Network Slimming's s*sign(gamma) subgradient drives BN scales toward 0."""
+    from archsearch.train import Engine
+
+    def gammas(s):
+        eng = Engine(_spec(0.25), small_digits, _sched(1, bn_l1=s), device="cpu")
+        eng.run_epoch()
+        return torch.cat([m.weight.detach().abs() for m in eng.model.modules() if isinstance(m, nn.BatchNorm2d)])
+
+    assert gammas(1e-2).mean() < gammas(0.0).mean() - 0.01
