@@ -153,6 +153,188 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     click.echo(result.summary() + f" | {out}/result.json")
 
 
+def _bar(frac: float, width: int = 24) -> str:
+    n = int(round(max(0.0, min(1.0, frac)) * width))
+    return "█" * n + "·" * (width - n)
+
+
+def _stage_table(pat: dict) -> str:
+    stages, base = pat["stages"], pat["base_widths"]
+    rows = []
+    if pat["kind"] == "channels":
+        rows.append(f"{'stage':>5} {'layers':>6} {'width':>6}  {'kept ratio':>15}")
+        for k, (m, sd) in enumerate(zip(pat["stage"]["ratio_mean"], pat["stage"]["ratio_std"])):
+            idx = [i for i, s in enumerate(stages) if s == k]
+            rows.append(f"{k + 1:>5} {len(idx):>6} {base[idx[0]]:>6}  {m:>7.3f} ± {sd:<5.3f} {_bar(m)}")
+    else:
+        rows.append(f"{'stage':>5} {'layers':>6} {'width':>6}  {'density':>15}  3x3 keep probability (rows)")
+        for k, (m, sd) in enumerate(zip(pat["stage"]["density_mean"], pat["stage"]["density_std"])):
+            idx = [i for i, s in enumerate(stages) if s == k]
+            km = pat["stage"]["kernel_keep_mean"][k]
+            grid = " | ".join(" ".join(f"{v:.2f}" for v in row) for row in km)
+            rows.append(f"{k + 1:>5} {len(idx):>6} {base[idx[0]]:>6}  {m:>7.3f} ± {sd:<5.3f}  {grid}")
+    return "\n".join(rows)
+
+
+@cli.command()
+@click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA, e.g. slimming-vgg16-c10.")
+@click.option("--ratio", type=float, help="Prune ratio (default: the method's; slimming 0.6, magnitude 0.8).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Number of seeds (0..N-1).")
+@click.option("--preset", default="fast", show_default=True, help="paper | fast | tiny: how the base nets are trained.")
+@click.option("--width", type=float, callback=_positive_float, help="Width multiplier of the base net (default: the preset's).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs for the base nets.")
+@click.option("--sparsity", type=float, help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
+@click.option("--floor", type=float, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
+@click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
+@click.option("--download/--no-download", default=True, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/proposals", show_default=True, help="Where the per-seed proposal runs live (reused and resumed).")
+@click.option("--name", help="Library name of the pattern (default: the proposer spec).")
+@click.option("--library", type=click.Path(file_okay=False), help="Library directory to write to (default: $ARCHSEARCH_PATTERNS's first entry, else the user library).")
+@click.option("--device", default="auto", show_default=True)
+def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_dir, download, workdir, name, library,
+            device):
+    """Run (or reuse) a pruner's proposals over seeds and write their pattern to the library.
+
+    \b
+    Examples:
+      archsearch extract --from slimming-vgg16-digits --preset tiny --seeds 2
+      archsearch extract --from slimming-vgg16-c10 --data-dir ../shared/data --preset fast
+      archsearch extract --from magnitude-vgg16-c10 --ratio 0.8 --data-dir ../shared/data
+    """
+    import json as _json
+    import shlex
+
+    from . import patterns as P
+    from .data import load_dataset
+    from .progress import EpochProgress, fmt_seconds
+    from .propose import propose, resolve_settings
+    from .train import estimate_seconds, resolve_device
+
+    kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor)
+    pn, prop, settings, schedule, base = resolve_settings(source, **kw)
+    resolve_device(device)
+    out_dir = Path(library) if library else P.default_write_dir()
+    pat_name = name or str(pn)
+    data = load_dataset(pn.target.data, data_dir, download=download)
+    run_root = Path(workdir) / str(pn) / settings.key()
+    todo = []
+    for seed in range(seeds):
+        f = run_root / f"seed{seed}" / "proposal.json"
+        try:
+            ok = f.exists() and _json.loads(f.read_text()).get("settings") == __import__("dataclasses").asdict(settings)
+        except ValueError:
+            ok = False
+        if not ok:
+            todo.append(seed)
+    click.echo(f"{pn}: {prop.about}; ratio {settings.ratio:g}, {settings.preset} preset, width {settings.width:g}, "
+               f"{schedule.epochs} epochs, s={settings.sparsity:g} | {data.describe()}", err=True)
+    if todo:
+        est = estimate_seconds(base, data, schedule, device) * len(todo)
+        click.echo(f"estimate: about {fmt_seconds(est)} to train {len(todo)} base net(s) "
+                   f"({seeds - len(todo)} reused) in {run_root}", err=True)
+    else:
+        click.echo(f"all {seeds} proposals are done; reusing them from {run_root}", err=True)
+    props = []
+    for seed in range(seeds):
+        p = propose(str(pn), data, seed=seed, workdir=workdir, device=device,
+                    progress=EpochProgress(f"{pn} seed {seed + 1}/{seeds}"), **kw)
+        clamp = f", floor clamped layers {[c['layer'] for c in p.info['clamped']]}" if p.info.get("clamped") else ""
+        click.echo(f"seed {seed}: base {100 * p.base_acc:.2f}% -> pruned {100 * p.pruned_acc:.2f}% "
+                   f"(before fine-tuning){' [reused]' if p.reused else ''}{clamp}", err=True)
+        props.append(p)
+    command = "archsearch " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["extract"] else \
+        f"archsearch extract --from {source}"
+    pat = P.extract(props, name=pat_name, command=command)
+    shadowed = [e for e in P.entries() if e.name == pat_name and e.path.resolve() != (out_dir / f"{pat_name}.json").resolve()]
+    path = P.save_pattern(pat, out_dir / f"{pat_name}.json")
+    P.record_last(path)
+    click.echo(_stage_table(pat))
+    acc = pat["accuracy"]
+    click.echo(f"base {100 * acc['base']['mean']:.2f} ± {100 * acc['base']['std']:.2f}%, pruned (no fine-tune) "
+               f"{100 * acc['pruned']['mean']:.2f} ± {100 * acc['pruned']['std']:.2f}% over {seeds} seed(s); "
+               f"{pat['provenance']['scale']}")
+    click.echo(f"wrote {path}")
+    for e in shadowed:
+        click.echo(f"note: {path} now shadows {e.path} ({e.origin})" if P.search_path()[0].path.resolve() == out_dir.resolve()
+                   or e.origin != "user" else f"note: {e.path} ({e.origin}) comes first on the search path", err=True)
+
+
+@cli.group()
+def patterns():
+    """The pattern library: list its entries or show one.
+
+    \b
+    Examples:
+      archsearch patterns list
+      archsearch patterns show slimming-vgg16-c10
+    """
+
+
+@patterns.command("list")
+def patterns_list():
+    """List every pattern on the search path ($ARCHSEARCH_PATTERNS, user, repo, installed).
+
+    \b
+    Example:
+      archsearch patterns list
+    """
+    from . import patterns as P
+
+    rows = []
+    for e in P.entries():
+        try:
+            p = P.load_pattern(e.path)
+            pv = p["provenance"]
+            rows.append((e.name, p["kind"], f"{p['arch']}-{p['data']}", f"{p['ratio']:g}", str(len(pv["seeds"])),
+                         f"w{pv['width']:g}/e{pv['epochs']}", f"{100 * p['accuracy']['base']['mean']:.1f}%",
+                         f"{e.origin}: {e.path}"))
+        except ArchsearchError as err:
+            rows.append((e.name, "INVALID", "", "", "", "", "", f"{e.origin}: {err}"))
+    if not rows:
+        click.echo("the library is empty; searched: " + ", ".join(str(d.path) for d in P.search_path()))
+        return
+    head = ("name", "kind", "target", "ratio", "seeds", "scale", "base acc", "where")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@patterns.command("show")
+@click.argument("name")
+def patterns_show(name):
+    """Show one pattern: per-layer kept widths against the original, per-stage summary, provenance.
+
+    \b
+    Example:
+      archsearch patterns show slimming-vgg16-c10
+    """
+    from . import patterns as P
+
+    e = P.find(name)
+    p = P.load_pattern(e.path)
+    pv = p["provenance"]
+    click.echo(f"{e.name} ({e.origin}: {e.path})")
+    click.echo(f"{p['kind']} pattern of {pv['method']} on {p['arch']}-{p['data']} at ratio {p['ratio']:g}; "
+               f"{len(pv['seeds'])} seed(s) {pv['seeds']}; {pv.get('scale', '')}")
+    click.echo(f"base accuracy {100 * p['accuracy']['base']['mean']:.2f} ± {100 * p['accuracy']['base']['std']:.2f}%, "
+               f"pruned (no fine-tune) {100 * p['accuracy']['pruned']['mean']:.2f}%")
+    click.echo(f"made by: {pv['command']} (archsearch {pv['archsearch_version']}, torch {pv.get('torch_version', '?')}, "
+               f"{pv.get('date', '?')})")
+    click.echo("")
+    if p["kind"] == "channels":
+        click.echo(f"{'layer':>5} {'stage':>5} {'orig':>5} {'kept':>7} {'ratio':>15}")
+        for i, (s, b, m, sd) in enumerate(zip(p["stages"], p["base_widths"], p["layers"]["ratio_mean"],
+                                              p["layers"]["ratio_std"])):
+            click.echo(f"{i + 1:>5} {s + 1:>5} {b:>5} {m * b:>7.1f} {m:>7.3f} ± {sd:<5.3f} {_bar(m)}")
+    else:
+        click.echo(f"{'layer':>5} {'stage':>5} {'orig':>5} {'density':>15}")
+        for i, (s, b, m, sd) in enumerate(zip(p["stages"], p["base_widths"], p["layers"]["density_mean"],
+                                              p["layers"]["density_std"])):
+            click.echo(f"{i + 1:>5} {s + 1:>5} {b:>5} {m:>7.3f} ± {sd:<5.3f} {_bar(m)}")
+    click.echo("")
+    click.echo(_stage_table(p))
+
+
 def main() -> None:
     cli(prog_name="archsearch")
 

@@ -70,6 +70,12 @@ class Family:
     def module(self, spec: ArchSpec) -> nn.Module:
         raise NotImplementedError
 
+    def select_channels(self, model: nn.Module, keep: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """State dict of the narrower net that keeps, in conv layer i, the output channels
+        where `keep[i]` is True (and the matching inputs of the next layer): the inherited
+        weights of a channel-pruned net, for the fine-tune baseline."""
+        raise NotImplementedError
+
 
 def register_family(cls: type[Family]) -> type[Family]:
     FAMILIES[cls.name] = cls()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
 from torch import nn
 
 from ..errors import ArchsearchError
@@ -98,3 +100,20 @@ class VGGFamily(Family):
 
     def module(self, spec: ArchSpec) -> nn.Module:
         return VGG(spec)
+
+    def select_channels(self, model: nn.Module, keep: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        if len(keep) != len(convs):
+            raise ValueError(f"{len(keep)} keep masks for {len(convs)} conv layers")
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        idx_in = torch.arange(convs[0][1].in_channels)
+        for (cname, _), (bname, _), k in zip(convs, bns, keep):
+            idx_out = torch.from_numpy(np.flatnonzero(k))
+            state[f"{cname}.weight"] = state[f"{cname}.weight"][idx_out][:, idx_in].clone()
+            state.pop(f"{cname}.weight_mask", None)
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                state[f"{bname}.{p}"] = state[f"{bname}.{p}"][idx_out].clone()
+            idx_in = idx_out
+        state["classifier.weight"] = state["classifier.weight"][:, idx_in].clone()
+        return state

@@ -1,0 +1,67 @@
+"""Unstructured magnitude pruning (Han et al., NIPS 2015) as an architecture proposer.
+
+Train the base net, then zero the weights with the smallest |w| under one global
+threshold over all conv weights (the setting of Liu et al. 2019, Sec. 4.5). What it
+proposes is a sparsity pattern: a density per layer and, per 3x3 kernel position, the
+fraction of weights kept (the paper's Figure 4), which guided sparsification reuses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..spec import ArchSpec
+from . import Pruned, Proposer, register_proposer
+
+
+def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float]:
+    """Global magnitude pruning: exactly round(ratio * total) weights are pruned.
+
+    Returns the keep masks (bool, shaped like each weight) and the threshold (the largest
+    pruned |w|). Ties are broken by position, so the sparsity is exact even with repeats.
+    """
+    flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights])
+    n_prune = int(round(ratio * len(flat)))
+    order = torch.argsort(flat, stable=True)
+    keep = torch.ones(len(flat), dtype=torch.bool)
+    keep[order[:n_prune]] = False
+    threshold = float(flat[order[n_prune - 1]]) if n_prune > 0 else 0.0
+    masks, start = [], 0
+    for w in weights:
+        n = w.numel()
+        masks.append(keep[start:start + n].reshape(w.shape).numpy())
+        start += n
+    return masks, threshold
+
+
+def kernel_keep(mask: np.ndarray) -> np.ndarray:
+    """Fraction of weights kept at each kernel position of one conv layer: (k, k)."""
+    return np.asarray(mask, dtype=bool).reshape(-1, *mask.shape[-2:]).mean(axis=0)
+
+
+@register_proposer
+class Magnitude(Proposer):
+    name = "magnitude"
+    kind = "sparsity"
+    # 80%: inside the paper's unstructured range for VGG-16 on CIFAR-10 (30%-95%, Table 7
+    # / Fig. 3) and past the point where accuracy starts to depend on which weights stay,
+    # so the kept pattern is informative; at 95% the first layers set the pattern alone.
+    default_ratio = 0.8
+    about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
+
+    def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        masks, threshold = magnitude_masks([c.weight for c in convs], ratio)
+        spec = ArchSpec(family=base.family, depth=base.depth, widths=base.widths, stages=base.stages,
+                        num_classes=base.num_classes, in_channels=base.in_channels, input_size=base.input_size,
+                        base_widths=base.widths, masks=masks)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for (name, m), mask in zip([(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)], masks):
+            state[f"{name}.weight"] = state[f"{name}.weight"] * torch.from_numpy(mask).to(state[f"{name}.weight"].dtype)
+            state[f"{name}.weight_mask"] = torch.from_numpy(mask).float()
+        info = {"threshold": threshold, "density": [float(m.mean()) for m in masks],
+                "kernel_keep": [kernel_keep(m).round(6).tolist() for m in masks],
+                "empty_layers": [i for i, m in enumerate(masks) if not m.any()]}
+        return Pruned(spec, state, info)

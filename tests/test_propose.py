@@ -1,0 +1,162 @@
+"""Proposers: the pruning rules on hand-made inputs, the inherited weights, and the
+run directories (reuse and resume)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from archsearch.archs import base_spec, build, get_family
+from archsearch.errors import ArchsearchError
+from archsearch.propose import PAPER_PUSH, lr_push, parse, propose, resolve_settings
+from archsearch.propose.magnitude import kernel_keep, magnitude_masks
+from archsearch.propose.slimming import slimming_keep
+from archsearch.train import make_schedule
+
+
+def test_slimming_synthetic_gammas_give_known_threshold_and_cfg():
+    gammas = [torch.tensor([0.9, 0.1, 0.5, 0.05]), torch.tensor([0.2, 0.3, -0.8, 0.01, 0.6, 0.02])]
+    keep, thr, clamped = slimming_keep(gammas, ratio=0.5)  # 10 channels -> prune the 5 smallest |gamma|
+    # |gamma| sorted: .01 .02 .05 .1 .2 | .3 .5 .6 .8 .9 -> threshold .2
+    assert thr == pytest.approx(0.2)
+    assert [k.tolist() for k in keep] == [[True, False, True, False], [False, True, True, False, True, False]]
+    assert [int(k.sum()) for k in keep] == [2, 3] and clamped == []
+
+
+def test_slimming_floor_prevents_empty_layers_and_is_recorded():
+    gammas = [torch.tensor([1.0, 0.9, 0.8, 0.7]), torch.tensor([0.01, 0.02, 0.03, 0.04])]
+    keep, _, clamped = slimming_keep(gammas, ratio=0.5)
+    assert [int(k.sum()) for k in keep] == [4, 1]  # the global threshold empties layer 1
+    assert keep[1].tolist() == [False, False, False, True]  # the floor keeps its largest |gamma|
+    assert clamped == [{"layer": 1, "kept_by_threshold": 0, "kept": 1, "width": 4}]
+    keep, _, clamped = slimming_keep(gammas, ratio=0.5, floor=0.5)
+    assert int(keep[1].sum()) == 2 and clamped[0]["kept"] == 2
+
+
+def test_magnitude_threshold_hits_exact_sparsity():
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(8, 3, 3, 3, generator=g), torch.randn(16, 8, 3, 3, generator=g)]
+    ws[1][:4] = 0.5  # many exact ties
+    total = sum(w.numel() for w in ws)
+    for ratio in (0.1, 0.37, 0.5, 0.8, 0.95):
+        masks, thr = magnitude_masks(ws, ratio)
+        kept = sum(int(m.sum()) for m in masks)
+        assert total - kept == round(ratio * total)
+        assert all(m.shape == tuple(w.shape) for m, w in zip(masks, ws))
+        allw = torch.cat([w.abs().flatten() for w in ws])
+        keptw = torch.cat([w.abs().flatten()[torch.from_numpy(m.flatten())] for w, m in zip(ws, masks)])
+        assert keptw.min() >= thr and (allw <= thr).sum() >= round(ratio * total)
+
+
+def test_kernel_position_map_of_hand_made_mask():
+    m = np.zeros((2, 2, 3, 3), dtype=bool)
+    m[:, :, 1, 1] = True          # centre always kept
+    m[0, :, 0, 0] = True          # corner kept in half of the 4 kernels
+    m[0, 0, 2, 2] = True          # opposite corner in a quarter
+    km = kernel_keep(m)
+    expect = np.zeros((3, 3))
+    expect[1, 1], expect[0, 0], expect[2, 2] = 1.0, 0.5, 0.25
+    np.testing.assert_allclose(km, expect)
+
+
+def test_select_channels_equals_zeroed_channels():
+    """Slicing kept channels gives the same function as zeroing the pruned BN channels."""
+    torch.manual_seed(0)
+    spec = base_spec("vgg11", 10, width=0.25)
+    model = build(spec).eval()
+    for m in model.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    rng = np.random.default_rng(0)
+    keep = [rng.random(w) < 0.5 for w in spec.widths]
+    for k in keep:
+        k[0] = True
+    state = get_family("vgg").select_channels(model, keep)
+    small_spec = type(spec)(**{**{f: getattr(spec, f) for f in ("family", "depth", "stages", "num_classes")},
+                               "widths": [int(k.sum()) for k in keep]})
+    small = build(small_spec).eval()
+    small.load_state_dict(state)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn, k in zip(bns, keep):
+            off = torch.from_numpy(~k)
+            bn.weight[off] = 0.0
+            bn.bias[off] = 0.0
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_parse_and_settings_errors():
+    assert str(parse("slimming-vgg16-c10")) == "slimming-vgg16-c10"
+    for bad, msg in (("prune-vgg16-c10", "unknown pruning method"), ("slimming", "METHOD-ARCH-DATA"),
+                     ("slimming-vgg15-c10", "depths"), ("magnitude-vgg16-svhn", "unknown dataset")):
+        with pytest.raises(ArchsearchError, match=msg):
+            parse(bad)
+    with pytest.raises(ArchsearchError, match="prune ratio"):
+        resolve_settings("slimming-vgg16-c10", ratio=1.0)
+    with pytest.raises(ArchsearchError, match="floor"):
+        resolve_settings("slimming-vgg16-c10", floor=1.5)
+
+
+def test_sparsity_is_scaled_to_the_papers_l1_push():
+    _, _, paper, _, _ = resolve_settings("slimming-vgg16-c10", preset="paper")
+    assert paper.sparsity == pytest.approx(1e-4)  # the paper's own run: unscaled
+    _, _, fast, sched, _ = resolve_settings("slimming-vgg16-c10", preset="fast")
+    assert fast.sparsity * lr_push(sched, 50_000) == pytest.approx(1e-4 * PAPER_PUSH, rel=1e-3)
+    _, _, mag, _, _ = resolve_settings("magnitude-vgg16-c10", preset="fast")
+    assert mag.sparsity == 0.0
+    _, _, given, _, _ = resolve_settings("slimming-vgg16-c10", preset="fast", sparsity=3e-4)
+    assert given.sparsity == 3e-4
+    assert lr_push(make_schedule("paper"), 50_000) == PAPER_PUSH
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["slimming", "magnitude"])
+def test_proposal_runs_are_reused_and_resumed(method, small_digits, tmp_path):
+    kw = dict(preset="tiny", width=0.125, epochs=3, workdir=tmp_path, device="cpu", batch_size=32, checkpoint_every=1)
+    calls = []
+
+    def stop_at_3(st):
+        calls.append(st.epoch)
+        if st.epoch == 3:
+            raise _Stop
+
+    # interrupted at the end of epoch 3, before its checkpoint: epochs 1-2 are on disk
+    with pytest.raises(_Stop):
+        propose(f"{method}-vgg11-digits", small_digits, seed=0, progress=stop_at_3, **kw)
+    runs = list(tmp_path.glob(f"{method}-vgg11-digits/*/seed0"))
+    assert len(runs) == 1 and not (runs[0] / "proposal.json").exists()
+    resumed_epochs = []
+    p = propose(f"{method}-vgg11-digits", small_digits, seed=0, progress=lambda st: resumed_epochs.append(st.epoch), **kw)
+    assert not p.reused and resumed_epochs == [3]  # resumed: only the epoch the checkpoint lacked
+    rec = json.loads((runs[0] / "proposal.json").read_text())
+    assert rec["seed"] == 0 and rec["method"] == method and 0 <= rec["pruned_acc"] <= 1
+    again = propose(f"{method}-vgg11-digits", small_digits, seed=0,
+                    progress=lambda st: pytest.fail("a finished proposal must be reused"), **kw)
+    assert again.reused and again.spec == p.spec and again.base_acc == p.base_acc
+    if method == "slimming":
+        assert sum(p.spec.widths) == round(0.4 * sum(p.spec.base_widths)) + sum(
+            c["kept"] - c["kept_by_threshold"] for c in p.info["clamped"])
+        assert (runs[0] / "pruned_model.pt").exists()
+    else:
+        kept = sum(int(m.sum()) for m in p.spec.masks)
+        total = sum(m.size for m in p.spec.masks)
+        assert total - kept == round(0.8 * total)
+    # other settings -> another run directory, not a stale reuse
+    other = propose(f"{method}-vgg11-digits", small_digits, seed=0, **{**kw, "epochs": 1})
+    assert not other.reused and other.run_dir != p.run_dir
+
+
+def test_proposal_data_must_match(small_digits, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(ArchsearchError, match="proposes on c10"):
+        propose("slimming-vgg11-c10", replace(small_digits, name="digits"), workdir=tmp_path, preset="tiny")
