@@ -85,3 +85,44 @@ def test_console_script_error_path_has_no_traceback(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def test_extract_then_list_and_show(tmp_path, monkeypatch):
+    lib = tmp_path / "lib"
+    monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(lib))
+    args = ["extract", "--from", "slimming-vgg11-digits", "--preset", "tiny", "--seeds", "2", "--epochs", "1",
+            "--width", "0.125", "--workdir", str(tmp_path / "wd")]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert "estimate: about" in r.stderr and "kept ratio" in r.stdout
+    pat = json.loads((lib / "slimming-vgg11-digits.json").read_text())
+    assert pat["provenance"]["seeds"] == [0, 1] and pat["provenance"]["epochs"] == 1
+    assert pat["provenance"]["command"].startswith("archsearch extract")
+    r2 = run(*args)
+    assert r2.exit_code == 0 and "reusing" in r2.stderr and "[reused]" in r2.stderr
+    r3 = run("patterns", "list")
+    assert r3.exit_code == 0 and "slimming-vgg11-digits" in r3.stdout and "channels" in r3.stdout
+    r4 = run("patterns", "show", "slimming-vgg11-digits")
+    assert r4.exit_code == 0 and "█" in r4.stdout and "made by: archsearch extract" in r4.stdout
+    assert len([ln for ln in r4.stdout.splitlines() if ln.strip().startswith(tuple("12345678"))]) >= 8
+    # a malformed file in the library: list flags it, show refuses it with one line
+    (lib / "broken.json").write_text('{"schema": 1}')
+    r5 = run("patterns", "list")
+    assert r5.exit_code == 0 and "INVALID" in r5.stdout
+    r6 = run("patterns", "show", "broken")
+    assert r6.exit_code == 2 and r6.stderr.startswith("error: ") and "missing field" in r6.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["extract", "--from", "slimming-vgg11"], "ARCH-DATA"),
+    (["extract", "--from", "pruning-vgg11-digits"], "unknown pruning method"),
+    (["extract", "--from", "slimming-vgg11-digits", "--ratio", "1.5"], "prune ratio"),
+    (["extract", "--from", "slimming-vgg11-c10", "--data-dir", "EMPTY", "--no-download"], "--data-dir"),
+    (["patterns", "show", "slimming-vgg19-c100"], "is a proposer spec"),
+    (["patterns", "show", "nothing-here"], "unknown pattern"),
+])
+def test_extract_and_patterns_errors(args, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(tmp_path / "lib"))
+    r = run(*[str(tmp_path) if a == "EMPTY" else a for a in args])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
