@@ -1,0 +1,278 @@
+"""Generators: pattern + target + budget -> ArchSpec (Liu et al. 2019, Section 5).
+
+- guided / transferred channels: width_i = target width_i x ratio(stage of i) x scale,
+- guided / transferred sparsity: density_i = density(stage of i) x scale, masks sampled
+  from the stage's 3x3 kernel-position keep map,
+- uniform: the same ratio (or density) everywhere (the paper's red curves),
+- random: per-stage ratios drawn from a Dirichlet around uniform, with a seed.
+"Guided" is the transfer generator with source = target, labelled as such.
+
+One budget solver (`solve`) finds the scale so that params (or MACs) match the budget
+within a tolerance (1% by default). Widths keep a floor (at least 1 channel and a
+settable fraction of the target's width) and can be rounded to multiples of 8 before
+the match, so the match still holds after rounding. A sparse net's params count its
+non-zero weights only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .archs import base_spec, get_family
+from .counting import count
+from .errors import ArchsearchError
+from .spec import ArchSpec
+
+GENERATORS = ("guided", "transferred", "uniform", "random")
+BY = ("params", "macs")
+
+
+def stage_map(n_source: int, n_target: int) -> list[int]:
+    """Target stage -> source stage. Equal counts map one to one (stages are feature-map
+    sizes); otherwise each target stage takes the source stage at the same relative depth
+    (the centre of the target stage, as a fraction of the network's stages)."""
+    if n_source == n_target:
+        return list(range(n_target))
+    return [min(n_source - 1, int((k + 0.5) / n_target * n_source)) for k in range(n_target)]
+
+
+def _cost(spec: ArchSpec, by: str) -> int:
+    c = count(spec)
+    return c.params_nonzero if by == "params" else c.macs_nonzero
+
+
+@dataclass
+class Solved:
+    spec: ArchSpec
+    scale: float
+    cost: int
+    error: float  # (cost - budget) / budget
+
+
+def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, hi: float,
+          tol: float = 0.01, adjust: Callable[[ArchSpec, int], ArchSpec | None] | None = None) -> Solved:
+    """The one budget solver: bisect the scale s in [lo, hi] so that cost(make(s)) ~ budget.
+
+    cost(make(s)) must be non-decreasing in s. Integer widths make it a step function,
+    so the closest of the two bracketing specs is taken; if it misses `tol`, `adjust`
+    (spec, direction) -> spec proposes one-step changes, applied greedily while they help.
+    """
+    if by not in BY:
+        raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+    c_lo, c_hi = _cost(make(lo), by), _cost(make(hi), by)
+    if budget < c_lo * (1 - tol):
+        raise ArchsearchError(f"budget {budget:,.0f} {by} is below the smallest net this generator can make "
+                              f"({c_lo:,} {by} with every layer at its floor)")
+    if budget > c_hi * (1 + tol):
+        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the full target ({c_hi:,} {by})")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _cost(make(mid), by) < budget:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9:
+            break
+    cands = [(abs(_cost(s, by) - budget), sc, s) for sc, s in ((lo, make(lo)), (hi, make(hi)))]
+    _, scale, spec = min(cands, key=lambda t: t[0])
+    cost = _cost(spec, by)
+    if adjust is not None:
+        while abs(cost - budget) / budget > tol:
+            step = adjust(spec, 1 if cost < budget else -1)
+            if step is None:
+                break
+            new_cost = _cost(step, by)
+            if abs(new_cost - budget) >= abs(cost - budget):
+                break
+            spec, cost = step, new_cost
+    err = (cost - budget) / budget
+    if abs(err) > tol:
+        raise ArchsearchError(f"cannot match {budget:,.0f} {by} within {tol:.0%} (nearest: {cost:,}, "
+                              f"{err:+.1%}); try another budget or rounding")
+    return Solved(spec, scale, cost, err)
+
+
+# -- channels ----------------------------------------------------------------------------------
+def _round_width(w: float, floor: int, round_to: int) -> int:
+    if round_to > 1:
+        return max(floor, round_to * max(1, int(round(w / round_to))))
+    return max(floor, int(round(w)))
+
+
+def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, by: str = "params",
+                 floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None) -> Solved:
+    """Widths = target widths x stage ratio x scale, the scale solved for the budget."""
+    if len(stage_ratios) != target.num_stages:
+        raise ArchsearchError(f"{len(stage_ratios)} stage ratios for a target with {target.num_stages} stages")
+    if round_to < 1:
+        raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
+    floors = [max(1, int(np.ceil(floor * w))) for w in target.widths]
+    if round_to > 1:
+        floors = [max(f, round_to) if w >= round_to else f for f, w in zip(floors, target.widths)]
+    r = np.asarray([stage_ratios[s] for s in target.stages], dtype=float)
+    if (r <= 0).any():
+        raise ArchsearchError("stage ratios must be positive")
+
+    def make(scale: float) -> ArchSpec:
+        ws = [min(max(t, f), _round_width(t * ri * scale, f, round_to)) for t, ri, f in zip(target.widths, r, floors)]
+        return ArchSpec(family=target.family, depth=target.depth, widths=ws, stages=target.stages,
+                        num_classes=target.num_classes, in_channels=target.in_channels,
+                        input_size=target.input_size, base_widths=target.widths, meta=dict(meta or {}))
+
+    step = round_to
+
+    def adjust(spec: ArchSpec, direction: int) -> ArchSpec | None:
+        # one layer by one step, chosen to keep the stage ratios' order: the layer whose
+        # width is furthest from its ideal share moves first
+        best, best_gap = None, None
+        for i, (w, t, f) in enumerate(zip(spec.widths, target.widths, floors)):
+            nw = w + direction * step
+            if nw < f or nw > max(t, f):
+                continue
+            gap = -direction * (w / (t * r[i]))  # grow the relatively narrowest, shrink the widest
+            if best_gap is None or gap > best_gap:
+                best, best_gap = i, gap
+        if best is None:
+            return None
+        ws = list(spec.widths)
+        ws[best] += direction * step
+        return ArchSpec(**{**_fields(spec), "widths": ws})
+
+    hi = 1.0 / max(1e-9, float(r.min()))  # at this scale every layer reaches its full width
+    return solve(make, budget, by, 0.0, hi * 1.01 + 1e-6, tol=tol, adjust=adjust)
+
+
+def _fields(spec: ArchSpec) -> dict:
+    return {k: getattr(spec, k) for k in ("family", "depth", "widths", "stages", "num_classes", "in_channels",
+                                          "input_size", "base_widths", "masks", "meta")}
+
+
+# -- sparsity ----------------------------------------------------------------------------------
+def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """One mask per conv layer: exactly round(density x size) weights kept, positions drawn
+    without replacement with probability proportional to the layer's 3x3 keep map
+    (Gumbel top-k), so the kept fraction per position follows the map in expectation."""
+    rng = np.random.default_rng(seed)
+    shapes = get_family(target.family).conv_shapes(target)
+    masks = []
+    for shape, d, km in zip(shapes, densities, kernel_maps):
+        n = int(np.prod(shape))
+        k = int(round(min(1.0, max(0.0, d)) * n))
+        km = np.clip(np.asarray(km, dtype=float), 1e-6, None)
+        logits = np.broadcast_to(np.log(km), shape).ravel()
+        keys = logits + rng.gumbel(size=n)
+        keep = np.zeros(n, dtype=bool)
+        if k > 0:
+            keep[np.argpartition(-keys, k - 1)[:k]] = True
+        masks.append(keep.reshape(shape))
+    return masks
+
+
+def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps: list, budget: float, *,
+                by: str = "params", seed: int = 0, tol: float = 0.01, meta: dict | None = None) -> Solved:
+    """Per-stage density x scale (capped at 1) with masks from the stage kernel maps; the
+    scale is solved on the expected non-zero count, then masks are sampled once."""
+    if len(stage_density) != target.num_stages:
+        raise ArchsearchError(f"{len(stage_density)} stage densities for a target with {target.num_stages} stages")
+    d = np.asarray([stage_density[s] for s in target.stages], dtype=float)
+    if (d <= 0).any():
+        raise ArchsearchError("stage densities must be positive")
+    shapes = get_family(target.family).conv_shapes(target)
+    sizes = np.array([int(np.prod(s)) for s in shapes])
+    hw = np.array([op.hw for op in get_family(target.family).ops(target) if op.kind == "conv"])
+    dense = count(target)
+    other = (dense.params - sizes.sum()) if by == "params" else (dense.macs - (sizes * hw * hw).sum())
+    per = sizes if by == "params" else sizes * hw * hw
+
+    def kept(scale: float) -> np.ndarray:
+        return np.round(np.minimum(1.0, d * scale) * sizes) / sizes
+
+    def cost(scale: float) -> float:
+        return other + float((np.round(kept(scale) * sizes) * (per / sizes)).sum())
+
+    full = other + per.sum()
+    if budget > full * (1 + tol):
+        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the full target ({full:,} {by})")
+    min_cost = other + (per / sizes).sum()  # one weight per layer
+    if budget < min_cost:
+        raise ArchsearchError(f"budget {budget:,.0f} {by} is below the smallest sparse net ({min_cost:,.0f} {by}: "
+                              "the classifier and BN layers alone)")
+    lo, hi = 0.0, 1.0 / d.min()
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if cost(mid) < budget:
+            lo = mid
+        else:
+            hi = mid
+    scale = hi if abs(cost(hi) - budget) <= abs(cost(lo) - budget) else lo
+    dens = kept(scale)
+    maps = [np.asarray(stage_kernel_maps[s], dtype=float) for s in target.stages]
+    masks = sample_masks(target, list(dens), maps, seed)
+    spec = ArchSpec(**{**_fields(target), "masks": masks, "base_widths": target.widths, "meta": dict(meta or {})})
+    c = _cost(spec, by)
+    err = (c - budget) / budget
+    if abs(err) > tol:
+        raise ArchsearchError(f"cannot match {budget:,.0f} {by} within {tol:.0%} with sparsity (nearest {c:,})")
+    return Solved(spec, scale, c, err)
+
+
+# -- the generators ----------------------------------------------------------------------------
+def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], list[int], list | None]:
+    """The pattern's per-stage values mapped onto the target's stages: (values, mapping, kernel maps)."""
+    key = "ratio_mean" if pattern["kind"] == "channels" else "density_mean"
+    src = pattern["stage"][key]
+    mapping = stage_map(len(src), target.num_stages)
+    vals = [float(src[m]) for m in mapping]
+    maps = None
+    if pattern["kind"] == "sparsity":
+        maps = [pattern["stage"]["kernel_keep_mean"][m] for m in mapping]
+    return vals, mapping, maps
+
+
+def generator_label(pattern: dict, target_arch: str, target_data: str) -> str:
+    """'guided' when the pattern comes from the target itself, else 'transferred'."""
+    same = pattern["arch"] == target_arch and pattern["data"] == target_data
+    return "guided" if same else "transferred"
+
+
+def random_stage_ratios(n: int, seed: int, concentration: float = 10.0) -> list[float]:
+    """Per-stage ratios from a Dirichlet around uniform (mean 1 per stage); a stronger null
+    than uniform, which the paper did not have. Larger concentration = closer to uniform."""
+    rng = np.random.default_rng(seed)
+    return list(rng.dirichlet([concentration] * n) * n)
+
+
+def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None = None, by: str = "params",
+             sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0, tol: float = 0.01,
+             target_name: str = "") -> Solved:
+    """One architecture of generator `kind` (guided | transferred | uniform | random) at `budget`."""
+    if kind not in GENERATORS:
+        raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
+    meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
+    n = target.num_stages
+    if kind in ("guided", "transferred"):
+        if pattern is None:
+            raise ArchsearchError(f"the {kind} generator needs a pattern")
+        want = "sparsity" if sparse else "channels"
+        if pattern["kind"] != want:
+            raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; "
+                                  f"it cannot be used as {want} (use --kind {pattern['kind']})")
+        vals, mapping, maps = pattern_stage_values(pattern, target)
+        meta.update(pattern=pattern["name"], stage_map=mapping, source=f"{pattern['arch']}-{pattern['data']}",
+                    stage_values=vals)
+    elif kind == "uniform":
+        vals, maps = [1.0] * n, ([np.ones((3, 3)).tolist()] * n if sparse else None)
+    else:
+        vals = random_stage_ratios(n, seed)
+        maps = [np.ones((3, 3)).tolist()] * n if sparse else None
+        meta.update(stage_values=vals)
+    if sparse:
+        return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta)
+    return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta)
+
+
+def target_spec(arch: str, num_classes: int, width: float = 1.0) -> ArchSpec:
+    return base_spec(arch, num_classes, width=width)
