@@ -335,6 +335,121 @@ def patterns_show(name):
     click.echo(_stage_table(p))
 
 
+def _resolve_pattern(name: str | None) -> tuple[dict, str]:
+    import json as _json
+
+    from . import patterns as P
+
+    if name:
+        e = P.find(name)
+        return P.load_pattern(e.path), str(e.path)
+    last = P.last_pattern_file()
+    if last.exists():
+        try:
+            path = Path(_json.loads(last.read_text())["path"])
+            if path.exists():
+                return P.load_pattern(path), str(path)
+        except (ValueError, KeyError):
+            pass
+    names = ", ".join(e.name for e in P.entries()) or "none (run `archsearch extract` first)"
+    raise ArchsearchError(f"no pattern given and none extracted yet: pass --from NAME (library: {names})")
+
+
+@cli.command()
+@click.option("--to", "target", required=True, help="Target ARCH-DATA, e.g. vgg19-c100.")
+@click.option("--from", "source", help="Pattern name or file (default: the one `extract` wrote last).")
+@click.option("--budget", "budgets", help="Budgets, e.g. 0.5M,1M,2M (params, or MACs with --by macs).")
+@click.option("--fractions", help="Budgets as fractions of the full target [default: 0.05,0.1,0.2,0.4].")
+@click.option("--by", default="params", show_default=True, help="params | macs.")
+@click.option("--kind", help="channels | sparsity (default: the pattern's kind).")
+@click.option("--round", "round_to", type=click.IntRange(min=1), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
+@click.option("--floor", type=float, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
+@click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random (or 'none').")
+@click.option("--width", type=float, callback=_positive_float, default=1.0, show_default=True, help="Width multiplier of the full target.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random ratios and sampled masks.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory (default runs/transfer/PATTERN-to-TARGET).")
+@click.option("--train", "do_train", is_flag=True, help="Also train every written spec from scratch and compare.")
+@click.option("--schedule", "kind_sched", default="scratch-e", show_default=True, help="With --train: scratch-e | scratch-b.")
+@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True, help="With --train: seeds per spec.")
+@click.option("--preset", default="fast", show_default=True, help="With --train: paper | fast | tiny.")
+@click.option("--epochs", type=click.IntRange(min=1), help="With --train: override the preset's epochs.")
+@click.option("--data-dir", type=click.Path(), help="With --train: where CIFAR lives.")
+@click.option("--device", default="auto", show_default=True)
+def transfer(target, source, budgets, fractions, by, kind, round_to, floor, baselines, width, seed, out_dir, do_train,
+             kind_sched, seeds, preset, epochs, data_dir, device):
+    """Build guided or transferred architectures from a pattern, plus baselines, at matched budgets.
+
+    Writes one ArchSpec JSON per (generator, budget) and a table (table.md/.csv/.json).
+
+    \b
+    Examples:
+      archsearch transfer --from slimming-vgg16-c10 --to vgg19-c100
+      archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --budget 0.5M,1M --round 8
+      archsearch transfer --from magnitude-vgg16-c10 --to vgg19-c100 --kind sparsity
+      archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --width 0.25 --train --preset fast
+    """
+    from .compare import (budget_tag, generate_all, parse_budgets, parse_fractions, spec_row, train_all,
+                          trained_rows, write_tables)
+    from .counting import count
+    from .generate import BY, target_spec
+    from .names import parse_target
+
+    tgt = parse_target(target)
+    if by not in BY:
+        raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+    if budgets and fractions:
+        raise ArchsearchError("give --budget or --fractions, not both")
+    bl = [] if baselines.strip() in ("", "none") else [b.strip() for b in baselines.split(",")]
+    for b in bl:
+        if b not in ("uniform", "random"):
+            raise ArchsearchError(f"unknown baseline {b!r}; use uniform, random or none")
+    pattern, ppath = _resolve_pattern(source)
+    kind = kind or pattern["kind"]
+    if kind not in ("channels", "sparsity"):
+        raise ArchsearchError(f"--kind must be channels or sparsity, got {kind!r}")
+    if kind != pattern["kind"]:
+        raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
+                              f"{kind} (use --kind {pattern['kind']}, or another pattern)")
+    full = target_spec(tgt.arch, tgt.num_classes, width)
+    fc = count(full)
+    full_cost = fc.params if by == "params" else fc.macs
+    bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or "0.05,0.1,0.2,0.4")]
+    out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
+    gens = generate_all(full, target, bs, pattern=pattern, baselines=bl, by=by, sparse=kind == "sparsity",
+                        floor=floor, round_to=round_to, seed=seed, out_dir=out)
+    first = gens[0].spec.meta
+    click.echo(f"pattern {pattern['name']} ({pattern['kind']}, {pattern['arch']}-{pattern['data']}) -> {target} "
+               f"width {width:g}; stage map (target <- source): {first.get('stage_map', 'n/a')}; full target "
+               f"{full_cost:,} {by}; {'sparse params count non-zero weights only' if kind == 'sparsity' else ''}",
+               err=True)
+    rows = [spec_row(g, by) for g in gens]
+    cols = ["generator", "budget", "params", "macs", "stages", "error_pct", "spec"]
+    header = (f"# {pattern['name']} -> {target} (width {width:g}, by {by}, kind {kind})\n\n"
+              f"pattern: {ppath}\nstage map (target stage <- source stage): {first.get('stage_map', 'identity')}\n"
+              f"error_pct: (achieved - budget) / budget; stages: widths per stage "
+              f"{'(mean density per stage)' if kind == 'sparsity' else ''}")
+    write_tables(rows, cols, out / "table", header)
+    from .compare import markdown_table
+
+    click.echo(markdown_table(rows, cols[:-1]))
+    click.echo(f"wrote {len(gens)} specs and table.md/.csv/.json to {out}")
+    if not do_train:
+        return
+    from .data import load_dataset
+    from .progress import EpochProgress
+
+    data = load_dataset(tgt.data, data_dir)
+    results = train_all(gens, data, preset=preset, schedule_kind=kind_sched, seeds=seeds, base=full,
+                        out_dir=out / "train", epochs=epochs, device=device,
+                        progress=lambda label: EpochProgress(label), log=lambda m: click.echo(m, err=True))
+    trows = trained_rows(results)
+    tcols = ["generator", "budget", "params", "macs", "epochs", "seeds", "best_acc", "final_acc"]
+    write_tables(trows, tcols + ["best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std"],
+                 out / "results", f"# trained from scratch: {target}, {kind_sched}, preset {preset}, {seeds} seeds")
+    click.echo(markdown_table(trows, tcols))
+    click.echo(f"wrote {out / 'results.md'}")
+
+
 def main() -> None:
     cli(prog_name="archsearch")
 

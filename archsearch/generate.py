@@ -53,12 +53,13 @@ class Solved:
 
 
 def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, hi: float,
-          tol: float = 0.01, adjust: Callable[[ArchSpec, int], ArchSpec | None] | None = None) -> Solved:
+          tol: float = 0.01, moves: Callable[[ArchSpec], list[ArchSpec]] | None = None) -> Solved:
     """The one budget solver: bisect the scale s in [lo, hi] so that cost(make(s)) ~ budget.
 
-    cost(make(s)) must be non-decreasing in s. Integer widths make it a step function,
-    so the closest of the two bracketing specs is taken; if it misses `tol`, `adjust`
-    (spec, direction) -> spec proposes one-step changes, applied greedily while they help.
+    cost(make(s)) must be non-decreasing in s. Integer (or rounded) widths make it a step
+    function, so the closer of the two bracketing specs is taken; if that misses `tol`,
+    `moves(spec)` lists one-step variants (one layer up or down a step) and the best is
+    taken greedily while it brings the cost closer to the budget.
     """
     if by not in BY:
         raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
@@ -79,15 +80,14 @@ def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, 
     cands = [(abs(_cost(s, by) - budget), sc, s) for sc, s in ((lo, make(lo)), (hi, make(hi)))]
     _, scale, spec = min(cands, key=lambda t: t[0])
     cost = _cost(spec, by)
-    if adjust is not None:
-        while abs(cost - budget) / budget > tol:
-            step = adjust(spec, 1 if cost < budget else -1)
-            if step is None:
-                break
-            new_cost = _cost(step, by)
-            if abs(new_cost - budget) >= abs(cost - budget):
-                break
-            spec, cost = step, new_cost
+    while moves is not None and abs(cost - budget) / budget > tol:
+        options = [(abs(_cost(m, by) - budget), i, m) for i, m in enumerate(moves(spec))]
+        if not options:
+            break
+        gap, _, best = min(options, key=lambda t: (t[0], t[1]))
+        if gap >= abs(cost - budget):
+            break
+        spec, cost = best, _cost(best, by)
     err = (cost - budget) / budget
     if abs(err) > tol:
         raise ArchsearchError(f"cannot match {budget:,.0f} {by} within {tol:.0%} (nearest: {cost:,}, "
@@ -111,7 +111,8 @@ def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, 
         raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
     floors = [max(1, int(np.ceil(floor * w))) for w in target.widths]
     if round_to > 1:
-        floors = [max(f, round_to) if w >= round_to else f for f, w in zip(floors, target.widths)]
+        # floors round up to the multiple too (a layer narrower than one multiple keeps its floor)
+        floors = [round_to * int(np.ceil(f / round_to)) if w >= round_to else f for f, w in zip(floors, target.widths)]
     r = np.asarray([stage_ratios[s] for s in target.stages], dtype=float)
     if (r <= 0).any():
         raise ArchsearchError("stage ratios must be positive")
@@ -122,27 +123,18 @@ def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, 
                         num_classes=target.num_classes, in_channels=target.in_channels,
                         input_size=target.input_size, base_widths=target.widths, meta=dict(meta or {}))
 
-    step = round_to
-
-    def adjust(spec: ArchSpec, direction: int) -> ArchSpec | None:
-        # one layer by one step, chosen to keep the stage ratios' order: the layer whose
-        # width is furthest from its ideal share moves first
-        best, best_gap = None, None
+    def moves(spec: ArchSpec) -> list[ArchSpec]:
+        out = []
         for i, (w, t, f) in enumerate(zip(spec.widths, target.widths, floors)):
-            nw = w + direction * step
-            if nw < f or nw > max(t, f):
-                continue
-            gap = -direction * (w / (t * r[i]))  # grow the relatively narrowest, shrink the widest
-            if best_gap is None or gap > best_gap:
-                best, best_gap = i, gap
-        if best is None:
-            return None
-        ws = list(spec.widths)
-        ws[best] += direction * step
-        return ArchSpec(**{**_fields(spec), "widths": ws})
+            for nw in (w + round_to, w - round_to):
+                if f <= nw <= max(t, f):
+                    ws = list(spec.widths)
+                    ws[i] = nw
+                    out.append(ArchSpec(**{**_fields(spec), "widths": ws}))
+        return out
 
     hi = 1.0 / max(1e-9, float(r.min()))  # at this scale every layer reaches its full width
-    return solve(make, budget, by, 0.0, hi * 1.01 + 1e-6, tol=tol, adjust=adjust)
+    return solve(make, budget, by, 0.0, hi * 1.01 + 1e-6, tol=tol, moves=moves)
 
 
 def _fields(spec: ArchSpec) -> dict:

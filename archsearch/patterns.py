@@ -290,7 +290,8 @@ def find(name: str) -> Entry:
 
 
 def last_pattern_file() -> Path:
-    return user_library().parent / "last-pattern.json"
+    """Where `extract` notes the pattern it wrote last (`transfer`'s default --from)."""
+    return default_write_dir() / ".last-pattern"
 
 
 def record_last(path: Path) -> None:

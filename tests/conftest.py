@@ -3,8 +3,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Decoded-array cache in a temp dir, so tests never touch ~/.cache."""
+    """Caches and the user pattern library in a temp dir, so tests never touch $HOME."""
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))  # user pattern library
+    monkeypatch.delenv("ARCHSEARCH_PATTERNS", raising=False)
 
 
 @pytest.fixture(scope="session")

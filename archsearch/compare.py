@@ -1,0 +1,163 @@
+"""Generate a family of architectures and train them from scratch: the comparison
+behind `archsearch transfer --train` (and, later, the sweeps). Generation and training
+stay separate functions, so a sweep can call either alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ._io import write_json, write_text
+from .counting import count
+from .data import Dataset
+from .errors import ArchsearchError
+from .generate import generate, generator_label
+from .spec import ArchSpec
+from .train import EpochStats, make_schedule, train
+
+
+def parse_budgets(text: str) -> list[float]:
+    """'0.5M,1M,2000K' -> [500000.0, 1000000.0, 2000000.0]."""
+    mult = {"K": 1e3, "M": 1e6, "G": 1e9}
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            out.append(float(part[:-1]) * mult[part[-1].upper()] if part[-1].upper() in mult else float(part))
+        except (ValueError, KeyError):
+            raise ArchsearchError(f"budget {part!r} is not a number like 0.5M, 2M or 150000") from None
+        if out[-1] <= 0:
+            raise ArchsearchError(f"budget {part!r} must be positive")
+    if not out:
+        raise ArchsearchError("no budgets given")
+    return out
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        fr = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ArchsearchError(f"fractions {text!r} must be numbers like 0.05,0.1,0.2") from None
+    if not fr or any(not 0 < f <= 1 for f in fr):
+        raise ArchsearchError(f"fractions must lie in (0, 1], got {text!r}")
+    return fr
+
+
+def budget_tag(b: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if b >= div:
+            return f"{b / div:.4g}{unit}"
+    return f"{b:.4g}"
+
+
+@dataclass
+class Generated:
+    generator: str
+    budget: float
+    spec: ArchSpec
+    error: float
+    path: Path | None = None
+
+
+def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pattern: dict | None,
+                 baselines: list[str], by: str = "params", sparse: bool = False, floor: float = 0.0,
+                 round_to: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None) -> list[Generated]:
+    """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline."""
+    arch, data = target_name.split("-")
+    kinds = ([generator_label(pattern, arch, data)] if pattern is not None else []) + list(baselines)
+    out = []
+    for b in budgets:
+        for kind in kinds:
+            s = generate(kind, target, b, pattern=pattern, by=by, sparse=sparse, floor=floor, round_to=round_to,
+                         seed=seed, target_name=target_name)
+            g = Generated(kind, b, s.spec, s.error)
+            if out_dir is not None:
+                g.path = Path(out_dir) / f"{kind}-{budget_tag(b)}.json"
+                s.spec.save(g.path)
+            out.append(g)
+    return out
+
+
+def spec_row(g: Generated, by: str) -> dict:
+    c = count(g.spec)
+    if g.spec.masks is not None:
+        stages = [round(float(np.mean([m.mean() for m, s in zip(g.spec.masks, g.spec.stages) if s == k])), 3)
+                  for k in range(g.spec.num_stages)]
+    else:
+        stages = [ws[0] if len(set(ws)) == 1 else ws for ws in g.spec.stage_widths()]
+    return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": c.params_nonzero,
+            "macs": c.macs_nonzero, "stages": stages, "error_pct": round(100 * g.error, 3),
+            "spec": str(g.path) if g.path else ""}
+
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict], cols: list[str], stem: Path, header: str = "") -> None:
+    write_text(stem.with_suffix(".md"), (header + "\n\n" if header else "") + markdown_table(rows, cols))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in cols})
+    write_text(stem.with_suffix(".csv"), buf.getvalue())
+    write_json(stem.with_suffix(".json"), rows)
+
+
+@dataclass
+class Trained:
+    generator: str
+    budget: float
+    params: int
+    macs: int
+    accs: list[float] = field(default_factory=list)     # best test accuracy per seed
+    finals: list[float] = field(default_factory=list)   # final test accuracy per seed
+    epochs: int = 0
+
+
+def train_all(gens: list[Generated], data: Dataset, *, preset: str, schedule_kind: str, seeds: int,
+              base: ArchSpec, out_dir: str | os.PathLike, epochs: int | None = None, device: str = "auto",
+              progress: Callable[[str], Callable[[EpochStats], None]] | None = None,
+              log: Callable[[str], None] | None = None) -> list[Trained]:
+    """Train every generated spec from scratch for `seeds` seeds (resumable run dirs)."""
+    results = []
+    total = len(gens) * seeds
+    done = 0
+    for g in gens:
+        sched = make_schedule(preset, schedule_kind, epochs=epochs, spec=g.spec, base=base)
+        c = count(g.spec)
+        t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs)
+        for seed in range(seeds):
+            label = f"[{done + 1}/{total}] {g.generator} {budget_tag(g.budget)} seed {seed}"
+            r = train(g.spec, data, sched, seed=seed, device=device,
+                      out_dir=Path(out_dir) / f"{g.generator}-{budget_tag(g.budget)}" / f"seed{seed}",
+                      progress=progress(label) if progress else None)
+            t.accs.append(r.best_acc)
+            t.finals.append(r.final_acc)
+            done += 1
+            if log:
+                log(f"{label}: best {100 * r.best_acc:.2f}% final {100 * r.final_acc:.2f}%")
+        results.append(t)
+    return results
+
+
+def trained_rows(results: list[Trained]) -> list[dict]:
+    rows = []
+    for t in results:
+        a, f = np.asarray(t.accs) * 100, np.asarray(t.finals) * 100
+        rows.append({"generator": t.generator, "budget": budget_tag(t.budget), "params": t.params, "macs": t.macs,
+                     "epochs": t.epochs, "seeds": len(t.accs), "best_acc_mean": round(float(a.mean()), 2),
+                     "best_acc_std": round(float(a.std()), 2), "final_acc_mean": round(float(f.mean()), 2),
+                     "final_acc_std": round(float(f.std()), 2),
+                     "best_acc": f"{a.mean():.2f} ± {a.std():.2f}", "final_acc": f"{f.mean():.2f} ± {f.std():.2f}"})
+    return rows

@@ -1,0 +1,128 @@
+"""Generators: budget matching over a grid, floors and rounding, stage mapping, mask
+sampling against the kernel map, and the error paths."""
+
+import numpy as np
+import pytest
+
+from archsearch.counting import count
+from archsearch.errors import ArchsearchError
+from archsearch.generate import (generate, generator_label, random_stage_ratios, sample_masks, stage_map,
+                                 target_spec)
+
+CHAN = {"name": "c", "kind": "channels", "arch": "vgg16", "data": "c10",
+        "stage": {"ratio_mean": [0.95, 0.8, 0.55, 0.2, 0.25]}}
+SPARSE = {"name": "s", "kind": "sparsity", "arch": "vgg16", "data": "c10",
+          "stage": {"density_mean": [0.7, 0.5, 0.3, 0.1, 0.1],
+                    "kernel_keep_mean": [[[0.2, 0.5, 0.2], [0.5, 1.0, 0.5], [0.2, 0.5, 0.2]]] * 5}}
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "vgg13", "vgg16", "vgg19"])
+@pytest.mark.parametrize("classes", [10, 100])
+@pytest.mark.parametrize("frac", [0.03, 0.1, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize("kind", ["transferred", "uniform", "random"])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_channel_budget_is_matched_within_1pct(arch, classes, frac, kind, round_to):
+    t = target_spec(arch, classes)
+    budget = frac * count(t).params
+    s = generate(kind, t, budget, pattern=CHAN, round_to=round_to, seed=3)
+    assert abs(count(s.spec).params - budget) / budget <= 0.01
+    assert s.spec.num_classes == classes and s.spec.stages == t.stages
+    assert all(1 <= w <= b for w, b in zip(s.spec.widths, t.widths))
+    if round_to == 8:
+        assert all(w % 8 == 0 for w in s.spec.widths)
+
+
+@pytest.mark.parametrize("frac", [0.05, 0.2, 0.6])
+def test_macs_budget(frac):
+    t = target_spec("vgg19", 100)
+    budget = frac * count(t).macs
+    s = generate("transferred", t, budget, pattern=CHAN, by="macs")
+    assert abs(count(s.spec).macs - budget) / budget <= 0.01
+
+
+def test_guided_keeps_the_pattern_order():
+    t = target_spec("vgg19", 100)
+    s = generate("transferred", t, 0.1 * count(t).params, pattern=CHAN)
+    ratios = [np.mean(ws) / np.mean(bs) for ws, bs in zip(s.spec.stage_widths(), t.stage_widths())]
+    # the pattern's order: stage 1 > 2 > 3 > 5 > 4
+    assert ratios[0] > ratios[1] > ratios[2] > ratios[4] > ratios[3]
+    assert s.spec.meta["stage_map"] == [0, 1, 2, 3, 4] and s.spec.meta["origin"] == "transferred"
+
+
+def test_floor_and_rounding():
+    t = target_spec("vgg16", 10)
+    steep = dict(CHAN, stage={"ratio_mean": [1.0, 1.0, 1.0, 0.001, 0.001]})
+    s = generate("transferred", t, 0.05 * count(t).params, pattern=steep)
+    assert min(s.spec.widths) >= 1
+    s2 = generate("transferred", t, 0.05 * count(t).params, pattern=steep, floor=0.1)
+    assert all(w >= int(np.ceil(0.1 * b)) for w, b in zip(s2.spec.widths, t.widths))
+    s3 = generate("transferred", t, 0.05 * count(t).params, pattern=steep, round_to=8, floor=0.1)
+    assert all(w % 8 == 0 and w >= 8 for w in s3.spec.widths)
+    assert abs(s3.error) <= 0.01
+
+
+def test_stage_mapping_rules():
+    assert stage_map(5, 5) == [0, 1, 2, 3, 4]
+    assert stage_map(5, 3) == [0, 2, 4]   # VGG -> PreResNet's 3 stages: by relative depth
+    assert stage_map(3, 5) == [0, 0, 1, 2, 2]
+    assert stage_map(1, 4) == [0, 0, 0, 0]
+    assert generator_label(CHAN, "vgg16", "c10") == "guided"
+    assert generator_label(CHAN, "vgg19", "c100") == "transferred"
+    assert generator_label(CHAN, "vgg16", "c100") == "transferred"
+
+
+def test_random_is_seeded_and_centred():
+    a, b, c = random_stage_ratios(5, 1), random_stage_ratios(5, 1), random_stage_ratios(5, 2)
+    assert a == b and a != c and sum(a) == pytest.approx(5)
+    draws = np.array([random_stage_ratios(5, s) for s in range(400)])
+    np.testing.assert_allclose(draws.mean(0), 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("frac", [0.05, 0.2, 0.5])
+def test_sparse_budget_counts_nonzero(frac):
+    t = target_spec("vgg19", 100, width=0.25)
+    budget = frac * count(t).params
+    s = generate("transferred", t, budget, pattern=SPARSE, sparse=True, seed=1)
+    c = count(s.spec)
+    assert abs(c.params_nonzero - budget) / budget <= 0.01
+    assert c.params == count(t).params  # dense shape kept
+    dens = s.spec.density()
+    by_stage = [np.mean([d for d, st in zip(dens, t.stages) if st == k]) for k in range(5)]
+    assert by_stage[0] >= by_stage[2] >= by_stage[4] and by_stage[0] > by_stage[4]  # the order (1.0 caps ties)
+
+
+def test_mask_sampling_matches_kernel_map():
+    t = target_spec("vgg16", 10, width=0.5)
+    km = np.array([[0.1, 0.4, 0.1], [0.4, 1.0, 0.4], [0.1, 0.4, 0.1]])
+    dens = [0.3] * len(t.widths)
+    masks = sample_masks(t, dens, [km] * len(t.widths), seed=0)
+    for m in masks:
+        assert m.sum() == round(0.3 * m.size)  # exact count per layer
+    big = masks[-1]  # 256 x 256 kernels
+    freq = big.reshape(-1, 3, 3).mean(0)
+    expected = km / km.sum() * 9 * 0.3  # proportional to the map, mean = density
+    np.testing.assert_allclose(freq[1, 1], min(1.0, expected[1, 1]), atol=0.03)
+    order = np.argsort(freq.ravel())
+    assert set(order[:4]) == {0, 2, 6, 8} and order[-1] == 4  # corners rarest, centre most kept
+    again = sample_masks(t, dens, [km] * len(t.widths), seed=0)
+    other = sample_masks(t, dens, [km] * len(t.widths), seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(masks, again))
+    assert not np.array_equal(masks[-1], other[-1])
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(kind="transferred", budget=1e9), "above the full target"),
+    (dict(kind="transferred", budget=10), "below the smallest"),
+    (dict(kind="transferred", budget=1e6, pattern=SPARSE), "is a sparsity pattern"),
+    (dict(kind="transferred", budget=1e6, pattern=CHAN, sparse=True), "is a channels pattern"),
+    (dict(kind="transferred", budget=1e6, pattern=None), "needs a pattern"),
+    (dict(kind="cloned", budget=1e6), "unknown generator"),
+    (dict(kind="uniform", budget=1e6, by="flops"), "--by"),
+    (dict(kind="uniform", budget=1e9, sparse=True), "above the full target"),
+])
+def test_errors(kwargs, msg):
+    t = target_spec("vgg16", 10)
+    kwargs = {"pattern": CHAN, **kwargs}
+    kind, budget = kwargs.pop("kind"), kwargs.pop("budget")
+    with pytest.raises(ArchsearchError, match=msg):
+        generate(kind, t, budget, **kwargs)
