@@ -143,22 +143,43 @@ def _fields(spec: ArchSpec) -> dict:
 
 
 # -- sparsity ----------------------------------------------------------------------------------
-def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list[np.ndarray], seed: int) -> list[np.ndarray]:
-    """One mask per conv layer: exactly round(density x size) weights kept, positions drawn
-    without replacement with probability proportional to the layer's 3x3 keep map
-    (Gumbel top-k), so the kept fraction per position follows the map in expectation."""
+def position_probs(kernel_map, density: float) -> np.ndarray:
+    """Per-position keep probabilities min(1, c x map), with c chosen so that their mean is
+    `density`: the map's shape at the layer's density."""
+    km = np.clip(np.asarray(kernel_map, dtype=float), 1e-6, None)
+    density = min(1.0, max(0.0, density))
+    lo, hi = 0.0, 1.0 / km.min()
+    for _ in range(80):
+        c = (lo + hi) / 2
+        lo, hi = (c, hi) if np.minimum(1.0, c * km).mean() < density else (lo, c)
+    return np.minimum(1.0, hi * km)
+
+
+def _largest_remainder(x: np.ndarray, total: int) -> np.ndarray:
+    base = np.floor(x).astype(int)
+    rest = total - base.sum()
+    if rest > 0:
+        base[np.argsort(-(x - base), kind="stable")[:rest]] += 1
+    elif rest < 0:
+        base[np.argsort(x - base, kind="stable")[:-rest]] -= 1
+    return base
+
+
+def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, seed: int) -> list[np.ndarray]:
+    """One mask per conv layer with exactly round(density x size) weights kept. At each
+    kernel position p, round(prob_p x n_kernels) kernels keep that weight, drawn uniformly
+    with the seed, so the kept fraction per position is the scaled keep map itself."""
     rng = np.random.default_rng(seed)
     shapes = get_family(target.family).conv_shapes(target)
     masks = []
     for shape, d, km in zip(shapes, densities, kernel_maps):
-        n = int(np.prod(shape))
-        k = int(round(min(1.0, max(0.0, d)) * n))
-        km = np.clip(np.asarray(km, dtype=float), 1e-6, None)
-        logits = np.broadcast_to(np.log(km), shape).ravel()
-        keys = logits + rng.gumbel(size=n)
-        keep = np.zeros(n, dtype=bool)
-        if k > 0:
-            keep[np.argpartition(-keys, k - 1)[:k]] = True
+        n_kernels = int(np.prod(shape[:-2]))
+        probs = position_probs(km, d).ravel()
+        k = int(round(min(1.0, max(0.0, d)) * n_kernels * probs.size))
+        counts = np.clip(_largest_remainder(probs * n_kernels, k), 0, n_kernels)
+        keep = np.zeros((n_kernels, probs.size), dtype=bool)
+        for pos, c in enumerate(counts):
+            keep[rng.permutation(n_kernels)[:c], pos] = True
         masks.append(keep.reshape(shape))
     return masks
 

@@ -98,12 +98,14 @@ def test_mask_sampling_matches_kernel_map():
     masks = sample_masks(t, dens, [km] * len(t.widths), seed=0)
     for m in masks:
         assert m.sum() == round(0.3 * m.size)  # exact count per layer
-    big = masks[-1]  # 256 x 256 kernels
-    freq = big.reshape(-1, 3, 3).mean(0)
-    expected = km / km.sum() * 9 * 0.3  # proportional to the map, mean = density
-    np.testing.assert_allclose(freq[1, 1], min(1.0, expected[1, 1]), atol=0.03)
-    order = np.argsort(freq.ravel())
-    assert set(order[:4]) == {0, 2, 6, 8} and order[-1] == 4  # corners rarest, centre most kept
+    # keep probability per position = min(1, c x map) with mean 0.3: here c = 0.3 * 9 / 3.0
+    expected = np.minimum(1.0, km * 0.9)
+    for m in masks[1:]:
+        freq = m.reshape(-1, 3, 3).mean(0)
+        np.testing.assert_allclose(freq, expected, atol=1.5 / m.reshape(-1, 3, 3).shape[0])
+    # and the kept kernels differ across kernels: positions are drawn independently
+    big = masks[-1].reshape(-1, 3, 3)
+    assert 0.2 < (big[:, 1, 1] & big[:, 0, 1]).mean() / (big[:, 1, 1].mean() * big[:, 0, 1].mean()) < 1.2
     again = sample_masks(t, dens, [km] * len(t.widths), seed=0)
     other = sample_masks(t, dens, [km] * len(t.widths), seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(masks, again))
