@@ -8,3 +8,31 @@ def random_masks(spec, density=0.3, seed=0):
 
     rng = np.random.default_rng(seed)
     return [rng.random(s) < density for s in get_family(spec.family).conv_shapes(spec)]
+
+
+def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
+    """A valid pattern dict (as `extract` writes) with a clear stage order."""
+    from archsearch.archs import base_spec, get_family
+    from archsearch.patterns import extract
+    from archsearch.propose import Proposal
+    from archsearch.spec import ArchSpec
+
+    base = base_spec(arch, 10 if data != "c100" else 100, width=0.25)
+    ratios = [0.9, 0.8, 0.5, 0.2, 0.3]
+    widths = [max(1, int(w * ratios[s])) for w, s in zip(base.widths, base.stages)]
+    masks = None
+    if kind == "sparsity":
+        rng = np.random.default_rng(0)
+        dens = [0.6, 0.5, 0.3, 0.1, 0.1]
+        masks = [rng.random(sh) < dens[s] for sh, s in zip(get_family("vgg").conv_shapes(base), base.stages)]
+        widths = base.widths
+    spec = ArchSpec(family="vgg", depth=base.depth, widths=widths, stages=base.stages, num_classes=base.num_classes,
+                    base_widths=base.widths, masks=masks)
+    method = "slimming" if kind == "channels" else "magnitude"
+    settings = {"proposer": f"{method}-{arch}-{data}", "ratio": 0.5, "preset": "tiny", "width": 0.25, "floor": 0.0,
+                "sparsity": 0.0, "schedule": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
+    p = Proposal(proposer=f"{method}-{arch}-{data}", method=method, kind=kind, seed=0, settings=settings, spec=spec,
+                 base_spec=base, base_acc=0.9, base_final_acc=0.9, pruned_acc=0.5,
+                 info={"threshold": 0.1, "clamped": []}, run_dir="r", base_epochs=3, base_seconds=1.0,
+                 device="cpu", torch_version="t", archsearch_version="v", date="2026-01-01")
+    return extract([p], name=name, command="test")

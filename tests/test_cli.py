@@ -1,6 +1,7 @@
 """The command line: help, version, a real tiny run, and every error path as one line + exit 2."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -124,5 +125,75 @@ def test_extract_then_list_and_show(tmp_path, monkeypatch):
 def test_extract_and_patterns_errors(args, needle, tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(tmp_path / "lib"))
     r = run(*[str(tmp_path) if a == "EMPTY" else a for a in args])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def lib(tmp_path, monkeypatch):
+    from archsearch.patterns import save_pattern
+    from helpers import make_pattern
+
+    d = tmp_path / "lib"
+    monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(d))
+    save_pattern(make_pattern("channels", name="chan-vgg16-c10"), d / "chan-vgg16-c10.json")
+    save_pattern(make_pattern("sparsity", name="sparse-vgg16-c10"), d / "sparse-vgg16-c10.json")
+    return d
+
+
+@pytest.mark.parametrize("to, n_layers", [("vgg19-c100", 16), ("vgg16-c10", 13), ("vgg11-c10", 8), ("vgg13-c10", 10)])
+def test_transfer_writes_matched_specs(to, n_layers, lib, tmp_path):
+    out = tmp_path / "out"
+    r = run("transfer", "--from", "chan-vgg16-c10", "--to", to, "--budget", "0.5M,1M,2M",
+            "--baselines", "uniform,random", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "table.json").read_text())
+    own = "guided" if to == "vgg16-c10" else "transferred"  # the pattern's own arch and data
+    assert len(rows) == 9 and {r["generator"] for r in rows} == {own, "uniform", "random"}
+    for row in rows:
+        spec = json.loads(Path(row["spec"]).read_text())
+        assert len(spec["widths"]) == n_layers and spec["num_classes"] == (100 if to.endswith("c100") else 10)
+        assert abs(row["error_pct"]) <= 1.0
+    assert (out / "table.md").exists() and (out / "table.csv").exists()
+    assert f"| {own} |" in r.stdout
+
+
+def test_transfer_guided_label_sparsity_and_last_pattern(lib, tmp_path):
+    from archsearch.patterns import record_last
+
+    r = run("transfer", "--from", "sparse-vgg16-c10", "--to", "vgg16-c10", "--kind", "sparsity",
+            "--fractions", "0.1,0.3", "--out", str(tmp_path / "s"))
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "s" / "table.json").read_text())
+    assert {r["generator"] for r in rows} == {"guided", "uniform"}  # same arch and data: guided
+    record_last(lib / "chan-vgg16-c10.json")
+    r2 = run("transfer", "--to", "vgg19-c100", "--fractions", "0.2", "--out", str(tmp_path / "d"))
+    assert r2.exit_code == 0 and "chan-vgg16-c10" in r2.stderr
+
+
+def test_transfer_train_compares(lib, tmp_path):
+    out = tmp_path / "t"
+    r = run("transfer", "--from", "chan-vgg16-c10", "--to", "vgg11-digits", "--fractions", "0.3", "--width", "0.125",
+            "--train", "--preset", "tiny", "--epochs", "1", "--seeds", "2", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert {x["generator"] for x in res} == {"transferred", "uniform"} and all(x["seeds"] == 2 for x in res)
+    assert "±" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--budget", "50M"], "above the full target"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--budget", "100"], "below the smallest"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--budget", "lots"], "not a number"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg20-c100"], "depths"),
+    (["--from", "nope", "--to", "vgg19-c100"], "unknown pattern"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--kind", "sparsity"], "is a channels pattern"),
+    (["--from", "sparse-vgg16-c10", "--to", "vgg19-c100", "--kind", "channels"], "is a sparsity pattern"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--fractions", "1.5"], "fractions"),
+    (["--from", "chan-vgg16-c10", "--to", "vgg19-c100", "--baselines", "best"], "unknown baseline"),
+    (["--to", "vgg19-c100"], "no pattern given"),
+])
+def test_transfer_errors(args, needle, lib, tmp_path):
+    r = run("transfer", *args, "--out", str(tmp_path / "o"))
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
