@@ -63,6 +63,20 @@ class Proposer:
         raise NotImplementedError
 
 
+def prune_smallest(values: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
+    """One global threshold over |values| of all tensors: exactly round(ratio x total)
+    entries with the smallest magnitude are pruned, ties broken by position (so the
+    prune count is exact). Returns boolean keep masks shaped like `values` and the
+    threshold (the largest pruned magnitude; 0 if nothing is pruned)."""
+    flat = torch.cat([v.detach().abs().flatten().float().cpu() for v in values])
+    n_prune = int(round(ratio * len(flat)))
+    order = torch.argsort(flat, stable=True)
+    keep = torch.ones(len(flat), dtype=torch.bool)
+    keep[order[:n_prune]] = False
+    threshold = float(flat[order[n_prune - 1]]) if n_prune > 0 else 0.0
+    return [k.reshape(v.shape) for k, v in zip(keep.split([v.numel() for v in values]), values)], threshold
+
+
 def register_proposer(cls: type[Proposer]) -> type[Proposer]:
     PROPOSERS[cls.name] = cls()
     return cls

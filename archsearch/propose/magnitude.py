@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..spec import ArchSpec
-from . import Pruned, Proposer, register_proposer
+from . import Pruned, Proposer, prune_smallest, register_proposer
 
 
 def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float]:
@@ -22,18 +22,8 @@ def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.
     Returns the keep masks (bool, shaped like each weight) and the threshold (the largest
     pruned |w|). Ties are broken by position, so the sparsity is exact even with repeats.
     """
-    flat = torch.cat([w.detach().abs().flatten().float().cpu() for w in weights])
-    n_prune = int(round(ratio * len(flat)))
-    order = torch.argsort(flat, stable=True)
-    keep = torch.ones(len(flat), dtype=torch.bool)
-    keep[order[:n_prune]] = False
-    threshold = float(flat[order[n_prune - 1]]) if n_prune > 0 else 0.0
-    masks, start = [], 0
-    for w in weights:
-        n = w.numel()
-        masks.append(keep[start:start + n].reshape(w.shape).numpy())
-        start += n
-    return masks, threshold
+    keeps, threshold = prune_smallest(weights, ratio)
+    return [k.numpy() for k in keeps], threshold
 
 
 def kernel_keep(mask: np.ndarray) -> np.ndarray:

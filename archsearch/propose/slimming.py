@@ -18,7 +18,7 @@ from torch import nn
 
 from ..archs import get_family
 from ..spec import ArchSpec
-from . import Pruned, Proposer, register_proposer
+from . import Pruned, Proposer, prune_smallest, register_proposer
 
 
 def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) -> tuple[list[np.ndarray], float, list[dict]]:
@@ -28,24 +28,16 @@ def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) 
     by layer order, so the prune count is exact). The threshold reported is the largest
     pruned |gamma|: every kept channel of an unclamped layer has |gamma| >= it.
     """
-    sizes = [len(g) for g in gammas]
-    flat = torch.cat([g.detach().abs().flatten().float().cpu() for g in gammas])
-    n_prune = int(round(ratio * len(flat)))
-    order = torch.argsort(flat, stable=True)
-    keep = torch.ones(len(flat), dtype=torch.bool)
-    keep[order[:n_prune]] = False
-    threshold = float(flat[order[n_prune - 1]]) if n_prune > 0 else 0.0
-    masks, clamped, start = [], [], 0
-    for i, n in enumerate(sizes):
-        k = keep[start:start + n].clone()
-        g = flat[start:start + n]
+    keeps, threshold = prune_smallest(gammas, ratio)
+    masks, clamped = [], []
+    for i, (k, g) in enumerate(zip(keeps, gammas)):
+        n, g = len(k), g.detach().abs().float().cpu()
         need = max(1, math.ceil(floor * n))
         if int(k.sum()) < need:
             clamped.append({"layer": i, "kept_by_threshold": int(k.sum()), "kept": need, "width": n})
             k[:] = False
             k[torch.argsort(g, descending=True, stable=True)[:need]] = True
         masks.append(k.numpy())
-        start += n
     return masks, threshold, clamped
 
 
