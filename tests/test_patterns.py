@@ -143,7 +143,7 @@ def test_wheel_ships_the_pattern_library(tmp_path):
     shipped = sorted(p.name for p in (REPO / "patterns").glob("*.json"))
     if not shipped:
         pytest.skip("no shipped patterns yet")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     whl = next(tmp_path.glob("archsearch-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
