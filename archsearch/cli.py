@@ -201,13 +201,12 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
       archsearch extract --from slimming-vgg16-c10 --data-dir ../shared/data --preset fast
       archsearch extract --from magnitude-vgg16-c10 --ratio 0.8 --data-dir ../shared/data
     """
-    import json as _json
     import shlex
 
     from . import patterns as P
     from .data import load_dataset
     from .progress import EpochProgress, fmt_seconds
-    from .propose import propose, resolve_settings
+    from .propose import finished, propose, resolve_settings, run_dir
     from .train import estimate_seconds, resolve_device
 
     kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor)
@@ -216,16 +215,8 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
     out_dir = Path(library) if library else P.default_write_dir()
     pat_name = name or str(pn)
     data = load_dataset(pn.target.data, data_dir, download=download)
-    run_root = Path(workdir) / str(pn) / settings.key()
-    todo = []
-    for seed in range(seeds):
-        f = run_root / f"seed{seed}" / "proposal.json"
-        try:
-            ok = f.exists() and _json.loads(f.read_text()).get("settings") == __import__("dataclasses").asdict(settings)
-        except ValueError:
-            ok = False
-        if not ok:
-            todo.append(seed)
+    run_root = run_dir(pn, settings, workdir, 0).parent
+    todo = [seed for seed in range(seeds) if finished(run_dir(pn, settings, workdir, seed), settings) is None]
     click.echo(f"{pn}: {prop.about}; ratio {settings.ratio:g}, {settings.preset} preset, width {settings.width:g}, "
                f"{schedule.epochs} epochs, s={settings.sparsity:g} | {data.describe()}", err=True)
     if todo:
@@ -444,10 +435,81 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
                         progress=lambda label: EpochProgress(label), log=lambda m: click.echo(m, err=True))
     trows = trained_rows(results)
     tcols = ["generator", "budget", "params", "macs", "epochs", "seeds", "best_acc", "final_acc"]
-    write_tables(trows, tcols + ["best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std"],
+    write_tables(trows, tcols + ["best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std", "stages"],
                  out / "results", f"# trained from scratch: {target}, {kind_sched}, preset {preset}, {seeds} seeds")
+    from .plot import efficiency_figure, write_html
+
+    caption = (f"{pattern['name']} -> {target} width {width:g}; {kind_sched}, preset {preset}, "
+               f"{results[0].epochs if kind_sched == 'scratch-e' else 'scaled'} epochs, {seeds} seeds")
+    write_html(efficiency_figure(trows, x=by, title=f"parameter efficiency on {target}", caption=caption),
+               out / "efficiency.html")
     click.echo(markdown_table(trows, tcols))
-    click.echo(f"wrote {out / 'results.md'}")
+    click.echo(f"wrote {out / 'results.md'} and {out / 'efficiency.html'}")
+
+
+@cli.group()
+def plot():
+    """Plotly figures as self-contained HTML (plotly.js embedded: works offline).
+
+    \b
+    Examples:
+      archsearch plot efficiency runs/transfer/slimming-vgg16-c10-to-vgg16-c10 -o eff.html
+      archsearch plot pattern slimming-vgg16-c10 -o pattern.html
+    """
+
+
+@plot.command("efficiency")
+@click.argument("results", type=click.Path())
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--x", "x", default="params", show_default=True, help="params | macs.")
+@click.option("--title", default="parameter efficiency", show_default=True)
+def plot_efficiency(results, out_file, x, title):
+    """Accuracy (mean ± std over seeds) against params or MACs, per generator, from the
+    results.json that `archsearch transfer --train` writes (or its directory).
+
+    \b
+    Example:
+      archsearch plot efficiency runs/transfer/slimming-vgg16-c10-to-vgg16-c10 -o eff.html
+    """
+    import json as _json
+
+    from .plot import efficiency_figure, write_html
+
+    path = Path(results)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        rows = _json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArchsearchError(f"cannot read results {path}: {e}") from None
+    need = {"generator", "params", "macs", "best_acc_mean", "best_acc_std"}
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
+        raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` "
+                              f"(rows need {', '.join(sorted(need))})")
+    if x not in ("params", "macs"):
+        raise ArchsearchError(f"--x must be params or macs, got {x!r}")
+    write_html(efficiency_figure(rows, x=x, title=title, caption=str(path)), out_file)
+    click.echo(f"wrote {out_file}")
+
+
+@plot.command("pattern")
+@click.argument("name")
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), help="HTML file (default NAME.html).")
+def plot_pattern(name, out_file):
+    """Per-layer kept widths against the original; for sparse patterns also the per-stage
+    3x3 keep-probability heatmaps (the paper's Figure 4).
+
+    \b
+    Example:
+      archsearch plot pattern magnitude-vgg16-c10 -o magnitude.html
+    """
+    from . import patterns as P
+    from .plot import pattern_figure, write_html
+
+    e = P.find(name)
+    out_file = out_file or f"{e.name}.html"
+    write_html(pattern_figure(P.load_pattern(e.path)), out_file)
+    click.echo(f"wrote {out_file}")
 
 
 def main() -> None:

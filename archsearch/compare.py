@@ -84,15 +84,19 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pa
     return out
 
 
+def stage_summary(spec: ArchSpec) -> list:
+    """Per stage: the width (or the list of widths if they differ); for a sparse net the
+    mean density of the stage's layers."""
+    if spec.masks is not None:
+        return [round(float(np.mean([m.mean() for m, s in zip(spec.masks, spec.stages) if s == k])), 3)
+                for k in range(spec.num_stages)]
+    return [ws[0] if len(set(ws)) == 1 else ws for ws in spec.stage_widths()]
+
+
 def spec_row(g: Generated, by: str) -> dict:
     c = count(g.spec)
-    if g.spec.masks is not None:
-        stages = [round(float(np.mean([m.mean() for m, s in zip(g.spec.masks, g.spec.stages) if s == k])), 3)
-                  for k in range(g.spec.num_stages)]
-    else:
-        stages = [ws[0] if len(set(ws)) == 1 else ws for ws in g.spec.stage_widths()]
     return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": c.params_nonzero,
-            "macs": c.macs_nonzero, "stages": stages, "error_pct": round(100 * g.error, 3),
+            "macs": c.macs_nonzero, "stages": stage_summary(g.spec), "error_pct": round(100 * g.error, 3),
             "spec": str(g.path) if g.path else ""}
 
 
@@ -123,6 +127,7 @@ class Trained:
     accs: list[float] = field(default_factory=list)     # best test accuracy per seed
     finals: list[float] = field(default_factory=list)   # final test accuracy per seed
     epochs: int = 0
+    stages: list = field(default_factory=list)
 
 
 def train_all(gens: list[Generated], data: Dataset, *, preset: str, schedule_kind: str, seeds: int,
@@ -136,7 +141,8 @@ def train_all(gens: list[Generated], data: Dataset, *, preset: str, schedule_kin
     for g in gens:
         sched = make_schedule(preset, schedule_kind, epochs=epochs, spec=g.spec, base=base)
         c = count(g.spec)
-        t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs)
+        t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs,
+                    stages=stage_summary(g.spec))
         for seed in range(seeds):
             label = f"[{done + 1}/{total}] {g.generator} {budget_tag(g.budget)} seed {seed}"
             r = train(g.spec, data, sched, seed=seed, device=device,
@@ -159,5 +165,6 @@ def trained_rows(results: list[Trained]) -> list[dict]:
                      "epochs": t.epochs, "seeds": len(t.accs), "best_acc_mean": round(float(a.mean()), 2),
                      "best_acc_std": round(float(a.std()), 2), "final_acc_mean": round(float(f.mean()), 2),
                      "final_acc_std": round(float(f.std()), 2),
-                     "best_acc": f"{a.mean():.2f} ± {a.std():.2f}", "final_acc": f"{f.mean():.2f} ± {f.std():.2f}"})
+                     "best_acc": f"{a.mean():.2f} ± {a.std():.2f}", "final_acc": f"{f.mean():.2f} ± {f.std():.2f}",
+                     "stages": t.stages})
     return rows

@@ -197,3 +197,23 @@ def test_transfer_errors(args, needle, lib, tmp_path):
     r = run("transfer", *args, "--out", str(tmp_path / "o"))
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_plots(lib, tmp_path):
+    for name in ("chan-vgg16-c10", "sparse-vgg16-c10"):
+        out = tmp_path / f"{name}.html"
+        r = run("plot", "pattern", name, "-o", str(out))
+        assert r.exit_code == 0, r.output
+        html = out.read_text()
+        assert "Plotly.newPlot" in html and "<script src=\"http" not in html and len(html) > 1_000_000  # js embedded
+    rows = [{"generator": g, "budget": "1M", "params": p, "macs": 10 * p, "best_acc_mean": a, "best_acc_std": 0.3,
+             "seeds": 2, "stages": [8, 16]} for g, p, a in (("uniform", 1e5, 80), ("uniform", 2e5, 85),
+                                                           ("guided", 1e5, 82), ("guided", 2e5, 86))]
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    r = run("plot", "efficiency", str(tmp_path), "-o", str(tmp_path / "eff.html"))
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "eff.html").read_text()
+    assert '"name":"uniform"' in html and '"name":"guided"' in html and "#d62728" in html
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    r = run("plot", "efficiency", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.html"))
+    assert r.exit_code == 2 and "not a results table" in r.stderr

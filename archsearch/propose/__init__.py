@@ -164,6 +164,19 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     return pn, prop, settings, schedule, base
 
 
+def run_dir(pn: ProposerName, settings: Settings, workdir: str | os.PathLike, seed: int) -> Path:
+    return Path(workdir) / str(pn) / settings.key() / f"seed{seed}"
+
+
+def finished(run: Path, settings: Settings) -> dict | None:
+    """The record of a finished proposal run with these settings, or None."""
+    try:
+        rec = json.loads((run / "proposal.json").read_text())
+    except (OSError, ValueError):
+        return None  # absent, or damaged: the pruning step is redone (the base run is reused)
+    return rec if isinstance(rec, dict) and rec.get("settings") == asdict(settings) else None
+
+
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
             device: str = "auto", progress: Callable[[EpochStats], None] | None = None,
             checkpoint_every: int = 5, **kw) -> Proposal:
@@ -174,15 +187,13 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     pn, prop, settings, schedule, base = resolve_settings(name, **kw)
     if data.name != pn.target.data:
         raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
-    run = Path(workdir) / str(pn) / settings.key() / f"seed{seed}"
-    done = run / "proposal.json"
-    if done.exists():
+    run = run_dir(pn, settings, workdir, seed)
+    rec = finished(run, settings)
+    if rec is not None:
         try:
-            rec = json.loads(done.read_text())
-            if rec.get("settings") == asdict(settings):
-                return Proposal(**rec, spec=ArchSpec.load(run / "spec.json"), base_spec=base, reused=True)
-        except (ValueError, TypeError, ArchsearchError):
-            pass  # a damaged record: redo the pruning step (the base run is reused)
+            return Proposal(**rec, spec=ArchSpec.load(run / "spec.json"), base_spec=base, reused=True)
+        except (TypeError, ArchsearchError):
+            pass  # a damaged run: redo the pruning step (the base run is reused)
     result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
                    checkpoint_every=checkpoint_every)
     model = build(base)
@@ -202,7 +213,7 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     )
     pruned.spec.save(run / "spec.json")
     torch_save(pruned.state, run / "pruned_model.pt")
-    write_json(done, prop_rec.record())  # last: marks the run complete
+    write_json(run / "proposal.json", prop_rec.record())  # last: marks the run complete
     return prop_rec
 
 
