@@ -1,7 +1,8 @@
 """The `archsearch` command line (click). The top of the import graph: nothing imports it.
 
-Every bad input ends as one line on stderr and exit code 2 (`ArchsearchError` ->
-`click.ClickException`); Ctrl-C ends with exit 130 and a hint on how to resume.
+Every bad input (an `ArchsearchError`, or a click usage error) ends as one line
+`error: ...` on stderr and exit code 2; Ctrl-C ends with exit 130 and a hint on how to
+resume. Heavy imports (torch) happen inside the commands, so `--help` stays fast.
 """
 
 from __future__ import annotations
