@@ -124,7 +124,7 @@ def test_search_path_order_and_lookup(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home))
     path = P.search_path()
     assert [d.path for d in path[:3]] == [env1, env2, home / "archsearch" / "patterns"]
-    assert any(d.origin == "repo" for d in path)  # tests run from a source checkout
+    assert any(d.origin == "repo" and d.path == REPO / "patterns" for d in path)  # a source checkout
     d = _valid()
     P.save_pattern(dict(d, name="p"), env2 / "p.json")
     P.save_pattern(dict(d, name="p", ratio=0.9), env1 / "p.json")

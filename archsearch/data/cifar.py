@@ -96,16 +96,17 @@ def _decode(blobs: list[bytes]) -> np.ndarray:
     about 4x faster than Pillow here (60,000 CIFAR JPEGs: ~2 s against ~8 s); torchvision
     0.29 deprecates it in favour of TorchCodec, so Pillow stays as the fallback."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return _decode_torchvision(blobs)
+        return _decode_torchvision(blobs)
     except ImportError:
         return _decode_pillow(blobs)
 
 
 def _decode_torchvision(blobs: list[bytes]) -> np.ndarray:
     import torch
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 warns that torchvision.io decoding is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     ts = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
