@@ -102,11 +102,15 @@ def _decode(blobs: list[bytes]) -> np.ndarray:
 
 
 def _decode_torchvision(blobs: list[bytes]) -> np.ndarray:
-    import torch
-
-    with warnings.catch_warnings():  # torchvision 0.29 warns that torchvision.io decoding is deprecated
+    # torchvision 0.29 warns on every call that torchvision.io decoding is deprecated
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+        return _decode_torchvision_quiet(blobs)
+
+
+def _decode_torchvision_quiet(blobs: list[bytes]) -> np.ndarray:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     ts = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     jpeg = [i for i, b in enumerate(blobs) if b[:2] == b"\xff\xd8"]
