@@ -149,3 +149,13 @@ def test_wheel_ships_the_pattern_library(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     for f in shipped:
         assert any(n.endswith(f"data/share/archsearch/patterns/{f}") for n in names), f
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    f = P.save_pattern(_valid(), tmp_path / "m.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask
