@@ -53,9 +53,9 @@ def _measured(model, input_size=32):
 
     def conv(m, i, o):
         k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
-        w = m.weight if not hasattr(m, "weight_mask") else m.weight_mask
-        nz_frac = float((w != 0).float().mean())
-        macs[0] += round(k * o[0].numel() * nz_frac)
+        hw = o[0].shape[-1] * o[0].shape[-2]
+        kept = int((m.weight_mask != 0).sum()) if hasattr(m, "weight_mask") else m.weight.numel()
+        macs[0] += kept * hw  # integer arithmetic: each kept weight is used once per output pixel
         orig[0] += 2 * k * o[0].numel()
 
     def linear(m, i, o):
