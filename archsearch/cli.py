@@ -380,10 +380,11 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
       archsearch transfer --from magnitude-vgg16-c10 --to vgg19-c100 --kind sparsity
       archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --width 0.25 --train --preset fast
     """
-    from .compare import (budget_tag, generate_all, parse_budgets, parse_fractions, spec_row, train_all,
+    from .compare import (generate_all, markdown_table, parse_budgets, parse_fractions, spec_row, train_all,
                           trained_rows, write_tables)
     from .counting import count
-    from .generate import BY, target_spec
+    from .archs import base_spec
+    from .generate import BY
     from .names import parse_target
 
     tgt = parse_target(target)
@@ -402,7 +403,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")
-    full = target_spec(tgt.arch, tgt.num_classes, width)
+    full = base_spec(tgt.arch, tgt.num_classes, width=width)
     fc = count(full)
     full_cost = fc.params if by == "params" else fc.macs
     bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or "0.05,0.1,0.2,0.4")]
@@ -421,8 +422,6 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
               f"error_pct: (achieved - budget) / budget; stages: widths per stage "
               f"{'(mean density per stage)' if kind == 'sparsity' else ''}")
     write_tables(rows, cols, out / "table", header)
-    from .compare import markdown_table
-
     click.echo(markdown_table(rows, cols[:-1]))
     click.echo(f"wrote {len(gens)} specs and table.md/.csv/.json to {out}")
     if not do_train:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .archs import base_spec, get_family
+from .archs import get_family
 from .counting import count
 from .errors import ArchsearchError
 from .spec import ArchSpec
@@ -285,7 +285,3 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
     if sparse:
         return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta)
     return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta)
-
-
-def target_spec(arch: str, num_classes: int, width: float = 1.0) -> ArchSpec:
-    return base_spec(arch, num_classes, width=width)

@@ -6,8 +6,8 @@ import pytest
 
 from archsearch.counting import count
 from archsearch.errors import ArchsearchError
-from archsearch.generate import (generate, generator_label, random_stage_ratios, sample_masks, stage_map,
-                                 target_spec)
+from archsearch.archs import base_spec
+from archsearch.generate import generate, generator_label, random_stage_ratios, sample_masks, stage_map
 
 CHAN = {"name": "c", "kind": "channels", "arch": "vgg16", "data": "c10",
         "stage": {"ratio_mean": [0.95, 0.8, 0.55, 0.2, 0.25]}}
@@ -22,7 +22,7 @@ SPARSE = {"name": "s", "kind": "sparsity", "arch": "vgg16", "data": "c10",
 @pytest.mark.parametrize("kind", ["transferred", "uniform", "random"])
 @pytest.mark.parametrize("round_to", [1, 8])
 def test_channel_budget_is_matched_within_1pct(arch, classes, frac, kind, round_to):
-    t = target_spec(arch, classes)
+    t = base_spec(arch, classes)
     budget = frac * count(t).params
     s = generate(kind, t, budget, pattern=CHAN, round_to=round_to, seed=3)
     assert abs(count(s.spec).params - budget) / budget <= 0.01
@@ -34,14 +34,14 @@ def test_channel_budget_is_matched_within_1pct(arch, classes, frac, kind, round_
 
 @pytest.mark.parametrize("frac", [0.05, 0.2, 0.6])
 def test_macs_budget(frac):
-    t = target_spec("vgg19", 100)
+    t = base_spec("vgg19", 100)
     budget = frac * count(t).macs
     s = generate("transferred", t, budget, pattern=CHAN, by="macs")
     assert abs(count(s.spec).macs - budget) / budget <= 0.01
 
 
 def test_guided_keeps_the_pattern_order():
-    t = target_spec("vgg19", 100)
+    t = base_spec("vgg19", 100)
     s = generate("transferred", t, 0.1 * count(t).params, pattern=CHAN)
     ratios = [np.mean(ws) / np.mean(bs) for ws, bs in zip(s.spec.stage_widths(), t.stage_widths())]
     # the pattern's order: stage 1 > 2 > 3 > 5 > 4
@@ -50,7 +50,7 @@ def test_guided_keeps_the_pattern_order():
 
 
 def test_floor_and_rounding():
-    t = target_spec("vgg16", 10)
+    t = base_spec("vgg16", 10)
     steep = dict(CHAN, stage={"ratio_mean": [1.0, 1.0, 1.0, 0.001, 0.001]})
     s = generate("transferred", t, 0.05 * count(t).params, pattern=steep)
     assert min(s.spec.widths) >= 1
@@ -80,7 +80,7 @@ def test_random_is_seeded_and_centred():
 
 @pytest.mark.parametrize("frac", [0.05, 0.2, 0.5])
 def test_sparse_budget_counts_nonzero(frac):
-    t = target_spec("vgg19", 100, width=0.25)
+    t = base_spec("vgg19", 100, width=0.25)
     budget = frac * count(t).params
     s = generate("transferred", t, budget, pattern=SPARSE, sparse=True, seed=1)
     c = count(s.spec)
@@ -92,7 +92,7 @@ def test_sparse_budget_counts_nonzero(frac):
 
 
 def test_mask_sampling_matches_kernel_map():
-    t = target_spec("vgg16", 10, width=0.5)
+    t = base_spec("vgg16", 10, width=0.5)
     km = np.array([[0.1, 0.4, 0.1], [0.4, 1.0, 0.4], [0.1, 0.4, 0.1]])
     dens = [0.3] * len(t.widths)
     masks = sample_masks(t, dens, [km] * len(t.widths), seed=0)
@@ -123,7 +123,7 @@ def test_mask_sampling_matches_kernel_map():
     (dict(kind="uniform", budget=1e9, sparse=True), "above the full target"),
 ])
 def test_errors(kwargs, msg):
-    t = target_spec("vgg16", 10)
+    t = base_spec("vgg16", 10)
     kwargs = {"pattern": CHAN, **kwargs}
     kind, budget = kwargs.pop("kind"), kwargs.pop("budget")
     with pytest.raises(ArchsearchError, match=msg):
