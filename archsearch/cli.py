@@ -459,37 +459,53 @@ def plot():
 
 
 @plot.command("efficiency")
-@click.argument("results", type=click.Path())
+@click.argument("source", metavar="STUDY_OR_SPEC")
 @click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--x", "x", default="params", show_default=True, help="params | macs.")
-@click.option("--title", default="parameter efficiency", show_default=True)
-def plot_efficiency(results, out_file, x, title):
-    """Accuracy (mean ± std over seeds) against params or MACs, per generator, from the
-    results.json that `archsearch transfer --train` writes (or its directory).
+@click.option("--png", is_flag=True, help="Also write a PNG next to the HTML (headless Chromium).")
+@click.option("--scale", help="With a spec: its scale (e.g. reduced).")
+@click.option("--storage", help="With a study name: its storage (default runs/sweeps/STUDY/optuna-journal.log).")
+@click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
+@click.option("--title", help="Title (default: the sweep's).")
+def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
+    """Accuracy (mean ± std over seeds) against params or MACs, per generator, coloured as in
+    the paper (uniform red, pruned blue, guided green, transferred brown, random grey).
+
+    STUDY_OR_SPEC is a sweep spec (file or shipped name), a study name, or the directory (or
+    results.json) that `archsearch transfer --train` writes.
 
     \b
-    Example:
+    Examples:
+      archsearch plot efficiency sweeps/quickstart.toml -o eff.html
+      archsearch plot efficiency fig3-vgg16-c10 --scale reduced -o fig3.html --png
       archsearch plot efficiency runs/transfer/slimming-vgg16-c10-to-vgg16-c10 -o eff.html
     """
     import json as _json
 
-    from .plot import efficiency_figure, write_html
+    from .plot import efficiency_figure, render_png, write_html
 
-    path = Path(results)
-    if path.is_dir():
-        path = path / "results.json"
-    try:
-        rows = _json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ArchsearchError(f"cannot read results {path}: {e}") from None
-    need = {"generator", "params", "macs", "best_acc_mean", "best_acc_std"}
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
-        raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` "
-                              f"(rows need {', '.join(sorted(need))})")
     if x not in ("params", "macs"):
         raise ArchsearchError(f"--x must be params or macs, got {x!r}")
-    write_html(efficiency_figure(rows, x=x, title=title, caption=str(path)), out_file)
-    click.echo(f"wrote {out_file}")
+    path = Path(source)
+    if path.is_dir() and (path / "results.json").exists():
+        path = path / "results.json"
+    if path.suffix == ".json" and path.is_file():
+        try:
+            rows = _json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ArchsearchError(f"cannot read results {path}: {e}") from None
+        need = {"generator", "params", "macs", "best_acc_mean", "best_acc_std"}
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
+            raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` "
+                                  f"(rows need {', '.join(sorted(need))})")
+        write_html(efficiency_figure(rows, x=x, title=title or "parameter efficiency", caption=str(path)), out_file)
+        if png:
+            render_png(out_file, Path(out_file).with_suffix(".png"))
+    else:
+        from .sweep.cli import efficiency_from_sweep
+
+        efficiency_from_sweep(source, storage, workdir, scale, out_file, x, png)
+    click.echo(f"wrote {out_file}" + (f" and {Path(out_file).with_suffix('.png')}" if png else ""))
 
 
 @plot.command("pattern")
@@ -510,6 +526,11 @@ def plot_pattern(name, out_file):
     out_file = out_file or f"{e.name}.html"
     write_html(pattern_figure(P.load_pattern(e.path)), out_file)
     click.echo(f"wrote {out_file}")
+
+
+from .sweep.cli import register as _register_sweeps  # noqa: E402
+
+_register_sweeps(cli)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from .counting import count
 from .errors import ArchsearchError
 from .spec import ArchSpec
 
-GENERATORS = ("guided", "transferred", "uniform", "random")
+GENERATORS = ("pruned", "guided", "transferred", "uniform", "random")
 BY = ("params", "macs")
 
 
@@ -102,18 +102,29 @@ def _round_width(w: float, floor: int, round_to: int) -> int:
     return max(floor, int(round(w)))
 
 
+def _per_layer(target: ArchSpec, values: list, per_layer: bool, what: str) -> list:
+    """Stage values spread over the target's layers (or per-layer values checked as they are)."""
+    if per_layer:
+        if len(values) != len(target.widths):
+            raise ArchsearchError(f"{len(values)} per-layer {what} for a target with {len(target.widths)} layers")
+        return list(values)
+    if len(values) != target.num_stages:
+        raise ArchsearchError(f"{len(values)} stage {what} for a target with {target.num_stages} stages")
+    return [values[s] for s in target.stages]
+
+
 def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, by: str = "params",
-                 floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None) -> Solved:
-    """Widths = target widths x stage ratio x scale, the scale solved for the budget."""
-    if len(stage_ratios) != target.num_stages:
-        raise ArchsearchError(f"{len(stage_ratios)} stage ratios for a target with {target.num_stages} stages")
+                 floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None,
+                 per_layer: bool = False) -> Solved:
+    """Widths = target widths x stage ratio x scale, the scale solved for the budget
+    (`per_layer`: one ratio per layer instead of per stage)."""
     if round_to < 1:
         raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
     floors = [max(1, int(np.ceil(floor * w))) for w in target.widths]
     if round_to > 1:
         # floors round up to the multiple too (a layer narrower than one multiple keeps its floor)
         floors = [round_to * int(np.ceil(f / round_to)) if w >= round_to else f for f, w in zip(floors, target.widths)]
-    r = np.asarray([stage_ratios[s] for s in target.stages], dtype=float)
+    r = np.asarray(_per_layer(target, stage_ratios, per_layer, "ratios"), dtype=float)
     if (r <= 0).any():
         raise ArchsearchError("stage ratios must be positive")
 
@@ -185,12 +196,12 @@ def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, se
 
 
 def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps: list, budget: float, *,
-                by: str = "params", seed: int = 0, tol: float = 0.01, meta: dict | None = None) -> Solved:
+                by: str = "params", seed: int = 0, tol: float = 0.01, meta: dict | None = None,
+                per_layer: bool = False) -> Solved:
     """Per-stage density x scale (capped at 1) with masks from the stage kernel maps; the
-    scale is solved on the expected non-zero count, then masks are sampled once."""
-    if len(stage_density) != target.num_stages:
-        raise ArchsearchError(f"{len(stage_density)} stage densities for a target with {target.num_stages} stages")
-    d = np.asarray([stage_density[s] for s in target.stages], dtype=float)
+    scale is solved on the expected non-zero count, then masks are sampled once
+    (`per_layer`: one density and one kernel map per layer instead of per stage)."""
+    d = np.asarray(_per_layer(target, stage_density, per_layer, "densities"), dtype=float)
     if (d <= 0).any():
         raise ArchsearchError("stage densities must be positive")
     shapes = get_family(target.family).conv_shapes(target)
@@ -222,7 +233,7 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
             hi = mid
     scale = hi if abs(cost(hi) - budget) <= abs(cost(lo) - budget) else lo
     dens = kept(scale)
-    maps = [np.asarray(stage_kernel_maps[s], dtype=float) for s in target.stages]
+    maps = [np.asarray(m, dtype=float) for m in _per_layer(target, stage_kernel_maps, per_layer, "kernel maps")]
     masks = sample_masks(target, list(dens), maps, seed)
     spec = ArchSpec(**{**_fields(target), "masks": masks, "base_widths": target.widths, "meta": dict(meta or {})})
     c = _cost(spec, by)
@@ -245,6 +256,19 @@ def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
     return vals, mapping, maps
 
 
+def pattern_layer_values(pattern: dict, target: ArchSpec) -> tuple[list[float], list | None]:
+    """The pruned architecture itself, layer by layer (mean over the pattern's seeds): per-layer
+    kept ratios, or per-layer densities and 3x3 keep maps. Only for the pattern's own arch."""
+    if pattern["arch"] != target.name or list(pattern["base_widths"]) != list(target.widths):
+        raise ArchsearchError(f"the pruned generator rebuilds {pattern['name']}'s own {pattern['arch']} "
+                              f"(widths {pattern['base_widths']}); the target is {target.name} with widths "
+                              f"{target.widths} (use guided or transferred for other targets, or match --width)")
+    if pattern["kind"] == "channels":
+        return [float(v) for v in pattern["layers"]["ratio_mean"]], None
+    maps = np.mean([np.asarray(p["layer_kernel_keep"], dtype=float) for p in pattern["proposals"]], axis=0)
+    return [float(v) for v in pattern["layers"]["density_mean"]], maps.tolist()
+
+
 def generator_label(pattern: dict, target_arch: str, target_data: str) -> str:
     """'guided' when the pattern comes from the target itself, else 'transferred'."""
     same = pattern["arch"] == target_arch and pattern["data"] == target_data
@@ -261,18 +285,26 @@ def random_stage_ratios(n: int, seed: int, concentration: float = 10.0) -> list[
 def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None = None, by: str = "params",
              sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0, tol: float = 0.01,
              target_name: str = "") -> Solved:
-    """One architecture of generator `kind` (guided | transferred | uniform | random) at `budget`."""
+    """One architecture of generator `kind` at `budget`: pruned (the pattern's per-layer
+    architecture on its own arch, scaled to the budget), guided / transferred (its per-stage
+    averages), uniform or random."""
     if kind not in GENERATORS:
         raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
     meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
     n = target.num_stages
-    if kind in ("guided", "transferred"):
+    per_layer = False
+    if kind in ("pruned", "guided", "transferred"):
         if pattern is None:
             raise ArchsearchError(f"the {kind} generator needs a pattern")
         want = "sparsity" if sparse else "channels"
         if pattern["kind"] != want:
             raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; "
                                   f"it cannot be used as {want} (use --kind {pattern['kind']})")
+    if kind == "pruned":
+        vals, maps = pattern_layer_values(pattern, target)
+        per_layer = True
+        meta.update(pattern=pattern["name"], source=f"{pattern['arch']}-{pattern['data']}", layer_values=vals)
+    elif kind in ("guided", "transferred"):
         vals, mapping, maps = pattern_stage_values(pattern, target)
         meta.update(pattern=pattern["name"], stage_map=mapping, source=f"{pattern['arch']}-{pattern['data']}",
                     stage_values=vals)
@@ -283,5 +315,6 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
         maps = [np.ones((3, 3)).tolist()] * n if sparse else None
         meta.update(stage_values=vals)
     if sparse:
-        return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta)
-    return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta)
+        return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta, per_layer=per_layer)
+    return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta,
+                        per_layer=per_layer)

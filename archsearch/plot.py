@@ -19,30 +19,45 @@ COLORS = {"uniform": "#d62728", "pruned": "#1f77b4", "guided": "#2ca02c", "trans
 def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", caption: str = ""):
     """Test accuracy (mean +- std over seeds) against params (log x) or MACs, per generator.
 
-    `rows` are comparison rows (`compare.trained_rows`): generator, params, macs,
-    best_acc_mean, best_acc_std, seeds, and optionally stages (hover text).
+    `rows` are comparison rows (`compare.trained_rows`, `sweep.results.summary_rows`):
+    generator, params, macs, best_acc_mean, best_acc_std, seeds, and optionally stages
+    (hover text) and kind: rows of two kinds (channels, sparsity) get one panel each, as
+    in the paper's Figure 3.
     """
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     if x not in ("params", "macs"):
         raise ValueError(f"x must be params or macs, got {x!r}")
-    fig = go.Figure()
-    for gen in sorted({r["generator"] for r in rows}, key=lambda g: list(COLORS).index(g) if g in COLORS else 99):
-        rs = sorted((r for r in rows if r["generator"] == gen), key=lambda r: r[x])
-        fig.add_trace(go.Scatter(
-            x=[r[x] for r in rs], y=[r["best_acc_mean"] for r in rs],
-            error_y={"type": "data", "array": [r["best_acc_std"] for r in rs], "visible": True},
-            mode="lines+markers", name=gen, line={"color": COLORS.get(gen, "black")},
-            text=[f"{gen} {r.get('budget', '')}<br>params {r['params']:,}<br>MACs {r['macs']:,}<br>"
-                  f"best {r['best_acc_mean']:.2f} ± {r['best_acc_std']:.2f}% ({r.get('seeds', '?')} seeds)"
-                  + (f"<br>stages {r['stages']}" if r.get("stages") is not None else "") for r in rs],
-            hovertemplate="%{text}<extra></extra>",
-        ))
+    kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: ["channels", "sparsity"].index(k)
+                   if k in ("channels", "sparsity") else 9)
+    titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)"}
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles.get(k, k) for k in kinds]
+                        if len(kinds) > 1 else None, shared_yaxes=False, horizontal_spacing=0.08)
+    shown = set()
+    order = list(COLORS) + ["pattern", "search"]
+    for col, kind in enumerate(kinds, start=1):
+        krows = [r for r in rows if (r.get("kind") or "") == kind]
+        for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
+            rs = sorted((r for r in krows if r["generator"] == gen), key=lambda r: r[x])
+            fig.add_trace(go.Scatter(
+                x=[r[x] for r in rs], y=[r["best_acc_mean"] for r in rs],
+                error_y={"type": "data", "array": [r["best_acc_std"] for r in rs], "visible": True},
+                mode="lines+markers" if gen != "search" else "markers", name=gen, legendgroup=gen,
+                showlegend=gen not in shown, line={"color": COLORS.get(gen, "#9467bd" if gen == "search" else "black")},
+                text=[f"{gen} {r.get('kind') or ''} {r.get('budget', '')}<br>params {r['params']:,}<br>"
+                      f"MACs {r['macs']:,}<br>best {r['best_acc_mean']:.2f} ± {r['best_acc_std']:.2f}% "
+                      f"({r.get('seeds', '?')} seeds)"
+                      + (f"<br>stages {r['stages']}" if r.get("stages") is not None else "") for r in rs],
+                hovertemplate="%{text}<extra></extra>",
+            ), row=1, col=col)
+            shown.add(gen)
+        fig.update_xaxes(title_text="parameters (non-zero)" if x == "params" else "MACs per image", type="log",
+                         row=1, col=col)
+    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std", row=1, col=1)
     fig.update_layout(
-        title={"text": title + (f"<br><sup>{caption}</sup>" if caption else "")},
-        xaxis={"title": "parameters (non-zero)" if x == "params" else "MACs per image", "type": "log"},
-        yaxis={"title": "test accuracy (%), best epoch, mean ± std"}, template="plotly_white",
-        legend={"title": "generator"},
+        title={"text": title + (f"<br><sup>{caption}</sup>" if caption else "")}, template="plotly_white",
+        legend={"title": "generator"}, margin={"t": 110},
     )
     return fig
 
@@ -88,3 +103,61 @@ def pattern_figure(pattern: dict):
 def write_html(fig, path: str | os.PathLike) -> None:
     """Self-contained HTML (plotly.js embedded), written atomically."""
     write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def find_browser() -> str | None:
+    """A headless-capable Chromium: $ARCHSEARCH_CHROMIUM, else chromium / chromium-browser / google-chrome."""
+    import shutil
+
+    env = os.environ.get("ARCHSEARCH_CHROMIUM")
+    if env:
+        return env
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+def _chromium(args: list[str], timeout: float) -> "subprocess.CompletedProcess":
+    import subprocess
+    import tempfile
+
+    from .errors import ArchsearchError
+
+    exe = find_browser()
+    if exe is None:
+        raise ArchsearchError("no Chromium found for rendering (apt install chromium, or set ARCHSEARCH_CHROMIUM)")
+    with tempfile.TemporaryDirectory(prefix="archsearch-chromium-") as profile:
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ArchsearchError(f"Chromium did not finish rendering in {timeout:.0f}s") from None
+
+
+def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 1100, height: int = 700,
+               timeout: float = 90) -> None:
+    """Screenshot an HTML file in headless Chromium (after its scripts ran)."""
+    from pathlib import Path
+
+    from .errors import ArchsearchError
+
+    src, out = Path(html).resolve(), Path(png).resolve()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    r = _chromium([f"--window-size={width},{height}", "--virtual-time-budget=8000", f"--screenshot={tmp}",
+                   src.as_uri()], timeout)
+    if not tmp.exists() or tmp.stat().st_size == 0:
+        raise ArchsearchError(f"Chromium wrote no screenshot of {src} (exit {r.returncode}: "
+                              f"{(r.stderr.strip().splitlines() or [''])[-1][:200]})")
+    os.replace(tmp, out)
+
+
+def rendered_dom(html: str | os.PathLike, timeout: float = 90) -> str:
+    """The DOM of an HTML file after headless Chromium ran its scripts (to check what drew)."""
+    from pathlib import Path
+
+    r = _chromium(["--virtual-time-budget=8000", "--dump-dom", Path(html).resolve().as_uri()], timeout)
+    return r.stdout

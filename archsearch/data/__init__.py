@@ -80,3 +80,21 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
 
 from . import cifar, digits  # noqa: E402,F401  (register the datasets)
 from .loader import DeviceLoader  # noqa: E402,F401
+
+
+def subset_train(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """The same dataset with a fixed, class-stratified subset of `n` training images (the
+    test set untouched): for reduced-scale runs. `None` or `n >= len` returns `ds`."""
+    if n is None or n >= len(ds.x_train):
+        return ds
+    if n < ds.num_classes:
+        raise ArchsearchError(f"a training subset needs at least one image per class ({ds.num_classes}), got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ds.y_train))
+    per_class = {c: order[ds.y_train[order] == c] for c in range(ds.num_classes)}
+    quota = np.full(ds.num_classes, n // ds.num_classes)
+    quota[: n - quota.sum()] += 1
+    idx = np.sort(np.concatenate([per_class[c][: quota[c]] for c in range(ds.num_classes)]))
+    return Dataset(name=ds.name, x_train=np.ascontiguousarray(ds.x_train[idx]), y_train=ds.y_train[idx],
+                   x_test=ds.x_test, y_test=ds.y_test, num_classes=ds.num_classes, mean=ds.mean, std=ds.std,
+                   flip=ds.flip, source=f"{ds.source} (train subset {len(idx)}, seed {seed})", classes=ds.classes)

@@ -1,0 +1,278 @@
+"""`archsearch sweep run|worker|status`, `archsearch report`, `archsearch demo`, and the
+sweep side of `archsearch plot efficiency`. Registered on the main group by `cli.py`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import ArchsearchError
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _threads(workers: int, threads: int | None) -> int | None:
+    if threads:
+        return threads
+    if workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return None
+
+
+class Sweep:
+    """A sweep found from a spec file (or shipped spec name) or a study name."""
+
+    def __init__(self, target: str, storage: str | None, workdir: str | None, scale: str | None):
+        from .runner import default_storage, default_workdir, load_study
+        from .spec import find_spec_file, load_spec
+
+        self.spec = None
+        looks_like_spec = target.endswith(".toml") or Path(target).is_file()
+        if looks_like_spec or not storage:
+            try:
+                self.spec = load_spec(find_spec_file(target), scale)
+            except ArchsearchError:
+                if looks_like_spec:
+                    raise
+        if self.spec is not None:
+            self.name = self.spec.study_name
+            self.workdir = Path(workdir) if workdir else default_workdir(self.spec)
+        else:
+            self.name = target
+            self.workdir = Path(workdir) if workdir else Path("runs") / "sweeps" / target
+        self.storage = storage or default_storage(self.workdir)
+        if not storage and not Path(self.storage).exists():
+            raise ArchsearchError(f"no sweep {target!r} has run here (no {self.storage}); start it with "
+                                  f"`archsearch sweep run SPEC`, or pass --storage/--workdir")
+        self.study, self.plan = load_study(self.storage, self.name)
+
+
+def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
+    """report.md/.csv/.json and efficiency.html (+ .png) for a sweep, with its provenance."""
+    from ..compare import write_tables
+    from ..plot import efficiency_figure, render_png, write_html
+    from .results import NUMERIC_COLS, SUMMARY_COLS, summary_rows, trial_rows
+    from .runner import status
+
+    rows = summary_rows(study)
+    if not rows:
+        raise ArchsearchError(f"study {study.study_name} has no completed trials yet")
+    st = status(study, plan)
+    s = plan["spec"]
+    tr = s["train"]
+    pats = {f"{role} {k}": p["name"] + f" ({p['provenance'].get('scale', '')})"
+            for role, d in plan["patterns"].items() for k, p in d.items()}
+    prov = (f"study {study.study_name}; spec {s.get('title') or s['name']}"
+            + (f", scale {s['scale']}" if s.get("scale") else "") + f"; target {s['target']} width "
+            f"{tr.get('width', 1.0)}; {s['schedule']}, preset {tr.get('preset', 'paper')}, "
+            f"{rows[0]['epochs']} epochs" + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
+            + f"; seeds 0..{s['seeds'] - 1}; archsearch {plan['archsearch_version']}")
+    header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
+              + "".join(f"- pattern ({k}): {v}\n" for k, v in pats.items())
+              + f"- trials: {st.line()}\n"
+              + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
+              + "\naccuracy: test accuracy (%) at the best epoch and the final epoch, mean ± std over seeds; "
+              "params: non-zero parameters (sparse nets count kept weights only); MACs per image.")
+    cols = SUMMARY_COLS + (["search_params"] if s["mode"] == "search" else [])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_tables(rows, cols + NUMERIC_COLS, out_dir / "report", header)
+    write_tables(trial_rows(study), ["trial", "state", "kind", "generator", "budget", "seed", "params", "macs",
+                                     "best_acc", "final_acc", "epochs", "train_seconds", "fail_reason"],
+                 out_dir / "trials")
+    html = out_dir / "efficiency.html"
+    title = s.get("title") or s["name"]
+    write_html(efficiency_figure(rows, x=x, title=title, caption=prov), html)
+    if png:
+        render_png(html, html.with_suffix(".png"))
+    return out_dir / "report.md", html
+
+
+def _summary_table(study) -> str:
+    from ..compare import markdown_table
+    from .results import summary_rows
+
+    return markdown_table(summary_rows(study), ["kind", "generator", "budget", "params", "macs", "seeds",
+                                                "best_acc", "final_acc"])
+
+
+def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None = None, workdir: str | None = None,
+              workers: int = 1, devices: str | None = None, device: str = "auto", threads: int | None = None,
+              data_dir: str | None = None, png: bool = False, epoch_progress: bool = True) -> tuple[Path, Path]:
+    from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_storage,
+                         default_workdir, run_cfg_of, set_threads, spawn_workers, status, work, _worker_devices)
+    from .spec import find_spec_file, load_spec
+    from .storage import describe
+
+    from ..train import resolve_device
+
+    spec = load_spec(find_spec_file(spec_path), scale)
+    wd = Path(workdir) if workdir else default_workdir(spec)
+    wd.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(wd)
+    devs = _worker_devices(devices, workers, device)
+    for d in set(devs):
+        resolve_device(d)
+    _log(f"sweep {spec.study_name}: {spec.title or spec.target}")
+    for line in (spec.about or "").strip().splitlines():
+        _log(f"  {line}")
+    if spec.cost:
+        _log(f"  cost: {spec.cost.strip()}")
+    plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log)
+    study = create_or_load(url, plan, run_cfg_of(spec), log=_log)
+    st = status(study, plan)
+    _log(f"study {study.study_name} in {describe(url)}; work dir {wd}; {st.line(workers)}")
+    try:
+        if workers == 1:
+            set_threads(threads)
+            work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress))
+        else:
+            spawn_workers(url, study.study_name, wd, workers, devs, _threads(workers, threads), data_dir, _log)
+    except _Interrupted:
+        raise KeyboardInterrupt from None
+    st = status(study, plan)
+    _log(f"sweep {study.study_name}: {st.line()}")
+    for n, why in st.failures:
+        _log(f"  failed trial #{n}: {why}")
+    if not st.finished:
+        _log("not finished (a worker stopped early?); run the same command again to resume")
+    report, html = write_outputs(study, plan, wd, x=spec.by, png=png)
+    click.echo(_summary_table(study))
+    return report, html
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def sweep():
+        """Optuna-managed sweeps from sweeps/*.toml specs (local, multi-process or multi-machine).
+
+        \b
+        Examples:
+          archsearch sweep run sweeps/quickstart.toml
+          archsearch sweep run sweeps/fig3-vgg16-c10.toml --scale reduced --data-dir ../shared/data
+          archsearch sweep run sweeps/fig5-vgg19-c100.toml --workers 4 --devices 0,1,2,3
+          archsearch sweep worker --storage postgresql://user:pw@host/db --study fig5-vgg19-c100
+          archsearch sweep status sweeps/quickstart.toml
+        """
+
+    @sweep.command("run")
+    @click.argument("spec")
+    @click.option("--scale", help="Apply the spec's [scales.NAME] overrides (e.g. reduced).")
+    @click.option("--storage", help="Optuna storage: a journal file (default: WORKDIR/optuna-journal.log) or "
+                                    "postgresql://user:pw@host/db (or mysql://) for workers on several machines.")
+    @click.option("--workdir", type=click.Path(file_okay=False), help="Runs, logs and outputs (default runs/sweeps/STUDY).")
+    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine.")
+    @click.option("--devices", help="Comma-separated GPU ids; worker i uses devices[i % n] (e.g. 0,1).")
+    @click.option("--device", default="auto", show_default=True, help="Device when --devices is not given.")
+    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers).")
+    @click.option("--data-dir", type=click.Path(), help="Where the data lives (overrides the spec's train.data_dir).")
+    @click.option("--png", is_flag=True, help="Also render efficiency.png with headless Chromium.")
+    def sweep_run(spec, scale, storage, workdir, workers, devices, device, threads, data_dir, png):
+        """Create or resume the study of SPEC (a file, or a shipped spec's name) and run it.
+
+        Enumerates (kind, generator, budget, seed) with Optuna's grid sampler (or searches
+        stage widths with TPE in search mode), trains each trial from scratch, and writes
+        report.md/.csv/.json and efficiency.html to the work directory. Ctrl-C stops cleanly;
+        the same command resumes without repeating finished trials.
+        """
+        report, html = run_sweep(spec, scale=scale, storage=storage, workdir=workdir, workers=workers,
+                                 devices=devices, device=device, threads=threads, data_dir=data_dir, png=png)
+        click.echo(f"table: {report}\nplot:  {html}")
+
+    @sweep.command("worker")
+    @click.option("--storage", required=True, help="The sweep's storage (journal file or database URL).")
+    @click.option("--study", "name", required=True, help="Study name (the spec's name, plus -SCALE).")
+    @click.option("--workdir", type=click.Path(file_okay=False), help="Where this worker keeps its runs (default runs/sweeps/STUDY).")
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for this worker.")
+    @click.option("--data-dir", type=click.Path(), help="Where the data lives on this machine.")
+    @click.option("--max-trials", type=click.IntRange(min=1), help="Stop after this many trials.")
+    @click.option("--quiet", is_flag=True, help="No per-epoch lines (one line per trial).")
+    def sweep_worker(storage, name, workdir, device, threads, data_dir, max_trials, quiet):
+        """Join a running sweep: take trials from the study until none are left."""
+        from .runner import WorkerContext, _Interrupted, load_study, set_threads, work
+        from ..train import resolve_device
+
+        resolve_device(device)
+        study, plan = load_study(storage, name)
+        set_threads(threads)
+        wd = Path(workdir) if workdir else Path("runs") / "sweeps" / name
+        _log(f"worker pid {os.getpid()} on {device} joined study {name}")
+        try:
+            n = work(study, plan, WorkerContext(wd, device, data_dir, _log, epoch_progress=not quiet),
+                     max_trials=max_trials)
+        except _Interrupted:
+            raise KeyboardInterrupt from None
+        _log(f"worker pid {os.getpid()}: ran {n} trial(s); nothing left to take")
+
+    @sweep.command("status")
+    @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
+    @click.option("--scale")
+    @click.option("--storage")
+    @click.option("--workdir", type=click.Path(file_okay=False))
+    def sweep_status(sweep_ref, scale, storage, workdir):
+        """Done, running, failed and remaining trials, with an estimate of the time left."""
+        from .runner import status
+
+        sw = Sweep(sweep_ref, storage, workdir, scale)
+        st = status(sw.study, sw.plan)
+        click.echo(f"{sw.name}: {st.line()}")
+        if st.mean_seconds:
+            click.echo(f"mean trial time {st.mean_seconds:.1f}s (the estimate divides by the running workers)")
+        for lbl in st.running_labels:
+            click.echo(f"  running {lbl}")
+        for n, why in st.failures:
+            click.echo(f"  failed #{n}: {why}")
+
+    @cli.command("report")
+    @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
+    @click.option("--scale")
+    @click.option("--storage")
+    @click.option("--workdir", type=click.Path(file_okay=False))
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Directory for report.md/.csv/.json (default: the work dir).")
+    def report(sweep_ref, scale, storage, workdir, out_dir):
+        """A Markdown and CSV table of a sweep: accuracy (mean ± std over seeds), params, MACs
+        and per-stage widths per (kind, generator, budget); plus every trial."""
+        sw = Sweep(sweep_ref, storage, workdir, scale)
+        rep, _ = write_outputs(sw.study, sw.plan, Path(out_dir) if out_dir else sw.workdir,
+                               x=sw.plan["spec"]["by"])
+        click.echo(_summary_table(sw.study))
+        click.echo(f"wrote {rep} (and .csv, .json, trials.*)")
+
+    @cli.command("demo")
+    @click.option("--workdir", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+    def demo(workdir, workers):
+        """The whole pipeline on the bundled digits in about a minute (sweeps/quickstart.toml):
+        propose (Network Slimming on VGG-11), extract its pattern, generate pruned, guided,
+        transferred (from the shipped VGG-16/CIFAR-10 pattern), uniform and random nets at
+        matched budgets, train them from scratch, and plot."""
+        import time
+
+        t0 = time.perf_counter()
+        report, html = run_sweep("quickstart", workdir=workdir, workers=workers)
+        click.echo(f"\ndemo done in {time.perf_counter() - t0:.0f}s\ntable: {report}\nplot:  {html} "
+                   "(open it in a browser; works offline)")
+
+
+def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, scale: str | None, out_file: str,
+                          x: str, png: bool) -> None:
+    from ..plot import efficiency_figure, render_png, write_html
+    from .results import summary_rows
+
+    sw = Sweep(ref, storage, workdir, scale)
+    rows = summary_rows(sw.study)
+    if not rows:
+        raise ArchsearchError(f"study {sw.name} has no completed trials yet")
+    s = sw.plan["spec"]
+    caption = (f"study {sw.name}; {s['target']}, {s['schedule']}, preset {s['train'].get('preset', 'paper')}, "
+               f"{rows[0]['epochs']} epochs, seeds 0..{s['seeds'] - 1}")
+    write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"], caption=caption), out_file)
+    if png:
+        render_png(out_file, Path(out_file).with_suffix(".png"))
+
+
+__all__ = ["register", "run_sweep", "write_outputs", "efficiency_from_sweep", "Sweep"]

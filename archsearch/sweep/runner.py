@@ -1,0 +1,601 @@
+"""Run sweeps as Optuna studies: prepare the plan, work through trials, run N workers.
+
+One study per spec (and scale). `prepare` resolves the patterns (extracting the ones the
+spec asks for), checks that every architecture of the grid can be built at its budget,
+and stores the whole plan in the study's user attributes, so that a worker on another
+machine needs nothing but the storage URL and the study name.
+
+A worker loop asks the study for the next trial, trains it from scratch (resumable, in
+its own run directory) under a heartbeat, and tells the outcome:
+- COMPLETE with best/final accuracy, params, MACs, time and the architecture as attributes;
+- FAIL with `fail_reason` for a diverged run (NaN) or a budget that cannot be met: the
+  sweep goes on and does not retry it (the same seed would fail the same way);
+- a worker killed mid-trial stops beating: the next worker that looks fails the trial and
+  requeues it (`RetryHeartbeatStaleTrialCallback`), and the retry resumes from the run's
+  last checkpoint;
+- Ctrl-C fails the running trial as "interrupted" and requeues it at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+
+from .. import __version__
+from ..archs import base_spec
+from ..compare import budget_tag, stage_summary
+from ..counting import count
+from ..errors import ArchsearchError
+from ..generate import channel_spec, generate, pattern_stage_values
+from ..names import parse_target
+from ..spec import ArchSpec
+from .spec import SweepSpec
+from .storage import default_storage, describe, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+PLAN_ATTR = "archsearch:plan"
+PLAN_VERSION = 1
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+def default_workdir(spec: SweepSpec) -> Path:
+    return Path("runs") / "sweeps" / spec.study_name
+
+
+def _proposer_kind(source: str) -> str | None:
+    from ..propose import get_proposer, parse
+
+    try:
+        return get_proposer(parse(source).method).kind
+    except ArchsearchError:
+        return None
+
+
+def _resolve_pattern(source: str, role: str, spec: SweepSpec, workdir: Path, device: str, data_dir: str | None,
+                     log: Log) -> dict:
+    """A library name or file, or a proposer spec extracted in the sweep (per [extract]);
+    `extract.in_sweep` makes the sweep extract its own patterns even when the library has one."""
+    from .. import patterns as P
+
+    ex = spec.extract
+    if not (ex.get("in_sweep", False) and role == "own"):
+        p = Path(source)
+        if p.suffix == ".json" and p.is_file():
+            return P.load_pattern(p)
+        try:
+            return P.load_pattern(P.find(source).path)
+        except ArchsearchError:
+            if _proposer_kind(source) is None:
+                raise
+    if _proposer_kind(source) is None:
+        raise ArchsearchError(f"pattern {source!r} is not a proposer spec (METHOD-ARCH-DATA) that the sweep can extract")
+    return extract_in_sweep(source, spec, workdir, device, data_dir, log)
+
+
+def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, data_dir: str | None,
+                     log: Log) -> dict:
+    from .. import patterns as P
+    from ..data import load_dataset
+    from ..progress import EpochProgress
+    from ..propose import parse, propose
+
+    ex = spec.extract
+    path = workdir / "patterns" / f"{source}.json"
+    kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor") if k in ex}
+    kw.setdefault("preset", "fast")
+    seeds = int(ex.get("seeds", 1))
+    data = load_dataset(parse(source).target.data, data_dir)
+    log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")
+    props = [propose(source, data, seed=s, workdir=workdir / "proposals", device=device,
+                     progress=EpochProgress(f"propose {source} seed {s + 1}/{seeds}"), **kw) for s in range(seeds)]
+    command = f"archsearch sweep run {spec.path}" + (f" --scale {spec.scale}" if spec.scale else "")
+    pat = P.extract(props, name=source, command=command)
+    P.save_pattern(pat, path)
+    st = pat["stage"]
+    log(f"extract {source}: base {100 * pat['accuracy']['base']['mean']:.2f}%, per-stage "
+        f"{'ratio' if pat['kind'] == 'channels' else 'density'} "
+        f"{[round(v, 3) for v in st.get('ratio_mean', st.get('density_mean', []))]}")
+    return pat
+
+
+def _target(plan: dict) -> ArchSpec:
+    t = parse_target(plan["spec"]["target"])
+    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"].get("width", 1.0)))
+
+
+def grid_space(plan: dict) -> dict[str, list]:
+    s = plan["spec"]
+    return {"kind": plan["kinds"], "generator": s["generators"], "budget": plan["budgets"],
+            "seed": list(range(s["seeds"]))}
+
+
+def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) -> ArchSpec:
+    """The one place a sweep turns a grid point into an architecture."""
+    s = plan["spec"]
+    role = "transferred" if generator == "transferred" else "own"
+    pattern = plan["patterns"][role].get(kind) if generator in ("pruned", "guided", "transferred") else None
+    if generator in ("pruned", "guided", "transferred") and pattern is None:
+        raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
+    tr = s["train"]
+    solved = generate(generator, _target(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",
+                      floor=float(tr.get("floor", 0.0)), round_to=int(tr.get("round", 1)), seed=seed,
+                      target_name=s["target"])
+    solved.spec.meta["generator"] = generator
+    return solved.spec
+
+
+def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
+    s, tr = plan["spec"], plan["spec"]["train"]
+    solved = channel_spec(_target(plan), ratios, plan["budgets"][0], by=s["by"], floor=float(tr.get("floor", 0.0)),
+                          round_to=int(tr.get("round", 1)),
+                          meta={"origin": "search", "stage_values": [round(r, 4) for r in ratios],
+                                "target": s["target"], "budget": plan["budgets"][0], "by": s["by"]})
+    return solved.spec
+
+
+def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir: str | None = None,
+               log: Log = _stderr) -> dict:
+    """Resolve patterns (extracting where asked), budgets and kinds; check every grid point builds."""
+    data_dir = data_dir or spec.train.get("data_dir")
+    if data_dir is not None and spec.path and not Path(data_dir).is_absolute() and not Path(data_dir).exists():
+        cand = Path(spec.path).parent / data_dir
+        data_dir = str(cand) if cand.exists() else data_dir
+    patterns: dict[str, dict[str, dict]] = {"own": {}, "transferred": {}}
+    tgt = parse_target(spec.target)
+    for role in ("own", "transferred"):
+        for src in spec.patterns.get(role, []):
+            pat = _resolve_pattern(src, role, spec, workdir, device, data_dir, log)
+            if pat["kind"] in patterns[role]:
+                raise ArchsearchError(f"patterns.{role} has two {pat['kind']} patterns "
+                                      f"({patterns[role][pat['kind']]['name']} and {pat['name']})")
+            same = pat["arch"] == tgt.arch and pat["data"] == tgt.data
+            if role == "own" and not same:
+                raise ArchsearchError(f"patterns.own lists {pat['name']} ({pat['arch']}-{pat['data']}), but the "
+                                      f"target is {spec.target}: put patterns from elsewhere under patterns.transferred")
+            patterns[role][pat["kind"]] = pat
+    kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=["channels", "sparsity"].index)
+    plan = {"version": PLAN_VERSION, "spec": spec.to_dict(), "patterns": patterns, "kinds": kinds,
+            "data_dir": str(Path(data_dir).resolve()) if data_dir and Path(data_dir).exists() else data_dir,
+            "archsearch_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    full = count(_target(plan))
+    plan["full"] = {"params": full.params, "macs": full.macs}
+    plan["budgets"] = [float(round(b)) for b in spec.budget_values(full.params if spec.by == "params" else full.macs)]
+    if spec.mode == "grid":
+        for kind in kinds:
+            for g in spec.generators:
+                for b in plan["budgets"]:
+                    try:
+                        arch_for(plan, kind, g, b, 0)
+                    except ArchsearchError as e:
+                        raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
+    else:
+        pat = next(iter(patterns["own"].values()), None) or next(iter(patterns["transferred"].values()))
+        if pat["kind"] != "channels":
+            raise ArchsearchError("search mode searches channel widths: its pattern must be a channels pattern")
+        vals, _, _ = pattern_stage_values(pat, _target(plan))
+        plan["search_start"] = vals
+        plan["search_pattern"] = pat["name"]
+        search_arch(plan, vals)
+    return plan
+
+
+def _comparable(plan: dict) -> dict:
+    return {k: plan[k] for k in ("spec", "kinds", "budgets")}
+
+
+# -- studies ----------------------------------------------------------------------------------------
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its `study.stop()` after the last point: workers here
+    drive trials with ask/tell and decide themselves when the grid is done."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
+def _sampler_pruner(plan: dict):
+    s = plan["spec"]
+    if s["mode"] == "grid":
+        return _GridSampler(grid_space(plan), seed=0), optuna.pruners.NopPruner()
+    se = s["search"]
+    sampler = optuna.samplers.TPESampler(seed=int(se.get("sampler_seed", 0)),
+                                         n_startup_trials=int(se.get("startup_trials", 5)))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=int(se.get("startup_trials", 5)),
+                                          n_warmup_steps=int(se.get("warmup_epochs", 2)))
+              if se.get("pruner", "median") == "median" else optuna.pruners.NopPruner())
+    return sampler, pruner
+
+
+def create_or_load(storage: str, plan: dict, run_cfg: dict, log: Log = _stderr) -> optuna.Study:
+    """Create the study for `plan`, or load it and check it is the same sweep."""
+    st = open_storage(storage, heartbeat=run_cfg["heartbeat"], grace=run_cfg["grace"], max_retry=run_cfg["max_retry"])
+    name = study_name(plan)
+    sampler, pruner = _sampler_pruner(plan)
+    study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner, direction="maximize",
+                                load_if_exists=True)
+    old = study.user_attrs.get(PLAN_ATTR)
+    if old is None:
+        study.set_user_attr(PLAN_ATTR, plan)
+        if plan["spec"]["mode"] == "search" and not study.trials:
+            study.enqueue_trial({f"stage{k}": v for k, v in enumerate(_clip_start(plan))},
+                                user_attrs={"reference": f"pattern {plan['search_pattern']}"})
+            if plan["spec"]["search"].get("uniform_reference", True):
+                study.enqueue_trial({f"stage{k}": 1.0 for k in range(len(plan["search_start"]))},
+                                    user_attrs={"reference": "uniform"})
+    elif _comparable(old) != _comparable(plan):
+        raise ArchsearchError(f"study {name} in {describe(storage)} was made from another version of this spec; "
+                              "restore the spec, or pass another --workdir/--storage to start a new study")
+    return study
+
+
+def _clip_start(plan: dict) -> list[float]:
+    se = plan["spec"]["search"]
+    lo, hi = float(se.get("low", 0.05)), float(se.get("high", 1.0))
+    return [min(hi, max(lo, v)) for v in plan["search_start"]]
+
+
+def study_name(plan: dict) -> str:
+    s = plan["spec"]
+    return s["name"] + (f"-{s['scale']}" if s.get("scale") else "")
+
+
+def load_study(storage: str, name: str, run_cfg: dict | None = None) -> tuple[optuna.Study, dict]:
+    """Load a sweep's study by name (for workers, status, reports)."""
+    rc = run_cfg or {"heartbeat": 10, "grace": 60, "max_retry": 2}
+    st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
+    try:
+        study = optuna.load_study(study_name=name, storage=st)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+        raise ArchsearchError(f"no study {name!r} in {describe(storage)} (it has: {', '.join(names) or 'none'})") from None
+    plan = study.user_attrs.get(PLAN_ATTR)
+    if plan is None:
+        raise ArchsearchError(f"study {name!r} was not made by `archsearch sweep run`")
+    if run_cfg is None:
+        spec = plan["spec"]
+        rc = {"heartbeat": int(spec["run"].get("heartbeat", 10)), "grace": int(spec["run"].get("grace", 60)),
+              "max_retry": int(spec["run"].get("max_retry", 2))}
+        st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
+    sampler, pruner = _sampler_pruner(plan)
+    return optuna.load_study(study_name=name, storage=st, sampler=sampler, pruner=pruner), plan
+
+
+def run_cfg_of(spec: SweepSpec) -> dict:
+    return {"heartbeat": spec.heartbeat, "grace": spec.grace, "max_retry": spec.max_retry}
+
+
+# -- progress accounting ----------------------------------------------------------------------------
+def _identity(t: FrozenTrial, mode: str):
+    if mode == "grid":
+        return t.system_attrs.get("grid_id")
+    return t.system_attrs.get("failed_trial", t.number)
+
+
+@dataclass
+class Status:
+    total: int
+    done: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    remaining: int = 0
+    mean_seconds: float | None = None
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    running_labels: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.remaining == 0 and self.running == 0 and self.waiting == 0
+
+    def eta_seconds(self, workers: int | None = None) -> float | None:
+        if self.mean_seconds is None:
+            return None
+        w = max(1, workers or self.running or 1)
+        return self.mean_seconds * (self.remaining + self.waiting + self.running * 0.5) / w
+
+    def line(self, workers: int | None = None) -> str:
+        from ..progress import fmt_seconds
+
+        eta = self.eta_seconds(workers)
+        return (f"{self.done + self.pruned}/{self.total} done"
+                + (f" ({self.pruned} pruned)" if self.pruned else "")
+                + f", {self.running} running, {self.failed} failed, {self.remaining + self.waiting} to go"
+                + (f", about {fmt_seconds(eta)} left" if eta is not None and not self.finished else ""))
+
+
+def status(study: optuna.Study, plan: dict) -> Status:
+    mode = plan["spec"]["mode"]
+    trials = study.get_trials(deepcopy=False)
+    total = (len(plan["kinds"]) * len(plan["spec"]["generators"]) * len(plan["budgets"]) * plan["spec"]["seeds"]
+             if mode == "grid" else int(plan["spec"]["search"].get("trials", 20)))
+    by_id: dict = {}
+    for t in trials:
+        by_id.setdefault(_identity(t, mode), []).append(t)
+    st = Status(total=total)
+    durations = []
+    for ident, ts in by_id.items():
+        states = {t.state for t in ts}
+        if TrialState.COMPLETE in states:
+            st.done += 1
+        elif TrialState.PRUNED in states:
+            st.pruned += 1
+        elif TrialState.RUNNING in states:
+            st.running += 1
+            t = next(t for t in ts if t.state == TrialState.RUNNING)
+            st.running_labels.append(f"#{t.number} {trial_label(t.params, mode)}")
+        elif TrialState.WAITING in states:
+            st.waiting += 1
+        else:
+            st.failed += 1
+            last = max(ts, key=lambda t: t.number)
+            st.failures.append((last.number, last.user_attrs.get("fail_reason", "unknown")))
+        for t in ts:
+            if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start:
+                durations.append((t.datetime_complete - t.datetime_start).total_seconds())
+    st.remaining = max(0, total - len([i for i in by_id if i is not None]))
+    st.mean_seconds = sum(durations) / len(durations) if durations else None
+    return st
+
+
+def trial_label(params: dict, mode: str) -> str:
+    if mode == "grid" and params:
+        return (f"{params.get('generator')} {params.get('kind')} {budget_tag(float(params.get('budget', 0)))} "
+                f"seed {params.get('seed')}")
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+# -- one worker -------------------------------------------------------------------------------------
+@dataclass
+class WorkerContext:
+    workdir: Path
+    device: str = "auto"
+    data_dir: str | None = None
+    log: Log = _stderr
+    epoch_progress: bool = True
+    poll: float = 2.0
+    _data: object = None
+
+    def data(self, plan: dict):
+        if self._data is None:
+            from ..data import load_dataset, subset_train
+
+            tgt = parse_target(plan["spec"]["target"])
+            ds = load_dataset(tgt.data, self.data_dir or plan.get("data_dir"),
+                              download=bool(plan["spec"]["train"].get("download", True)))
+            self._data = subset_train(ds, plan["spec"]["train"].get("train_subset"))
+        return self._data
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _next_action(study: optuna.Study, plan: dict) -> str:
+    st = status(study, plan)
+    if st.waiting or st.remaining:
+        return "ask"
+    if st.running:
+        return "wait"
+    return "done"
+
+
+def _is_duplicate(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+        if t.number != trial.number and t.system_attrs.get("grid_id") == gid and (
+                t.state == TrialState.COMPLETE or t.number < trial.number):
+            return t.number
+    return None
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    sa = {**trial.system_attrs}
+    sa.setdefault("failed_trial", trial.number)
+    sa["retry_history"] = list(sa.get("retry_history", [])) + [trial.number]
+    sa["requeued_because"] = reason
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions,
+                                        user_attrs={k: v for k, v in trial.user_attrs.items() if k != "fail_reason"},
+                                        system_attrs=sa))
+
+
+def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: WorkerContext, label: str) -> float:
+    from ..progress import EpochProgress
+    from ..train import make_schedule, train
+
+    s, tr = plan["spec"], plan["spec"]["train"]
+    mode = s["mode"]
+    if mode == "grid":
+        sp = grid_space(plan)
+        kind = trial.suggest_categorical("kind", sp["kind"])
+        gen = trial.suggest_categorical("generator", sp["generator"])
+        budget = trial.suggest_categorical("budget", sp["budget"])
+        seed = trial.suggest_categorical("seed", sp["seed"])
+        arch = arch_for(plan, kind, gen, float(budget), int(seed))
+        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
+    else:
+        se = s["search"]
+        lo, hi = float(se.get("low", 0.05)), float(se.get("high", 1.0))
+        ratios = [trial.suggest_float(f"stage{k}", lo, hi) for k in range(len(plan["search_start"]))]
+        kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se.get("seed", 0))
+        arch = search_arch(plan, ratios)
+        run = ctx.workdir / "trials" / "search" / f"trial{trial.number:04d}"
+    c = count(arch)
+    trial.set_user_attr("generator", gen)
+    trial.set_user_attr("kind", kind)
+    trial.set_user_attr("budget", float(budget))
+    trial.set_user_attr("seed", int(seed))
+    trial.set_user_attr("params", c.params_nonzero)
+    trial.set_user_attr("macs", c.macs_nonzero)
+    trial.set_user_attr("widths", list(arch.widths))
+    trial.set_user_attr("stages", stage_summary(arch))
+    trial.set_user_attr("run_dir", str(run))
+    sched = make_schedule(tr.get("preset", "paper"), s["schedule"], epochs=tr.get("epochs"), spec=arch,
+                          base=_target(plan), cap=tr.get("cap"), count_convention=tr.get("count"))
+    trial.set_user_attr("epochs", sched.epochs)
+    data = ctx.data(plan)
+    bar = EpochProgress(label) if ctx.epoch_progress else None
+
+    def hook(st) -> None:
+        if bar is not None:
+            bar(st)
+        if mode == "search":
+            trial.report(100 * st.test_acc, st.epoch - 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {st.epoch} ({100 * st.test_acc:.2f}%)")
+
+    r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
+              checkpoint_every=int(tr.get("checkpoint_every", 1)), progress=hook)
+    for k, v in (("best_acc", 100 * r.best_acc), ("final_acc", 100 * r.final_acc), ("best_epoch", r.best_epoch),
+                 ("train_seconds", r.train_seconds), ("device", r.device_name), ("torch_version", r.torch_version),
+                 ("archsearch_version", r.archsearch_version)):
+        trial.set_user_attr(k, v)
+    return 100 * r.best_acc
+
+
+def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int | None = None,
+         wait: bool = True) -> int:
+    """Run trials until the sweep is finished (or `max_trials`). Returns trials this worker ran.
+
+    Ctrl-C: the running trial is failed as interrupted and requeued, then `_Interrupted`."""
+    mode = plan["spec"]["mode"]
+    ran = 0
+    while max_trials is None or ran < max_trials:
+        fail_stale_trials(study)
+        action = _next_action(study, plan)
+        if action == "done":
+            break
+        if action == "wait":
+            if not wait:
+                break
+            time.sleep(ctx.poll)
+            continue
+        trial = study.ask()
+        if mode == "grid":
+            dup = _is_duplicate(study, trial)
+            if dup is not None:
+                trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+        st = status(study, plan)
+        label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
+        state, value, reason = TrialState.COMPLETE, None, None
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            try:
+                value = _train_trial(study, trial, plan, ctx, label + " " + trial_label(trial.params, mode))
+            except optuna.TrialPruned as e:
+                state, reason = TrialState.PRUNED, str(e)
+            except KeyboardInterrupt:
+                state, reason = TrialState.FAIL, "interrupted (Ctrl-C); requeued"
+            except ArchsearchError as e:  # Diverged, an unmet budget, missing data
+                state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
+            except Exception as e:  # noqa: BLE001  a bug: record it, keep the sweep going
+                state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
+                ctx.log(traceback.format_exc())
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        if state == TrialState.PRUNED:
+            last = study._storage.get_trial(trial._trial_id).intermediate_values
+            study.tell(trial, max(last.values()) if last else None, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value, state=state)
+        ran += 1
+        frozen = study._storage.get_trial(trial._trial_id)
+        if reason and reason.startswith("interrupted"):
+            _requeue(study, frozen, "interrupted")
+            raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
+        tail = (f"best {value:.2f}%" if state == TrialState.COMPLETE else f"{state.name.lower()}: {reason}")
+        ctx.log(f"{label} {trial_label(frozen.params, mode)} -> {tail}; {status(study, plan).line()}")
+    return ran
+
+
+# -- running a sweep --------------------------------------------------------------------------------
+def _worker_devices(devices: str | None, workers: int, device: str) -> list[str]:
+    if devices:
+        ids = [d.strip() for d in devices.split(",") if d.strip()]
+        if not ids:
+            raise ArchsearchError("--devices must list device ids like 0,1")
+        return [f"cuda:{ids[i % len(ids)]}" if ids[i % len(ids)].isdigit() else ids[i % len(ids)]
+                for i in range(workers)]
+    return [device] * workers
+
+
+def spawn_workers(storage: str, name: str, workdir: Path, n: int, devices: list[str], threads: int | None,
+                  data_dir: str | None, log: Log = _stderr, poll: float = 2.0) -> int:
+    """Start N `archsearch sweep worker` processes (own process groups, logs in workdir/logs),
+    report progress from the storage until they exit. Returns how many exited badly."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "archsearch", "sweep", "worker", "--storage", storage, "--study", name,
+               "--workdir", str(workdir), "--device", devices[i], "--quiet"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        if data_dir:
+            cmd += ["--data-dir", data_dir]
+        f = open(logs / f"worker-{i}.log", "ab")
+        f.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)}\n".encode())
+        f.flush()
+        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True), f))
+    log(f"started {n} workers (logs: {logs}/worker-*.log)")
+    study, plan = load_study(storage, name)
+    last = ""
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            time.sleep(poll)
+            line = status(study, plan).line(n)
+            if line != last:
+                log(f"[sweep] {line}")
+                last = line
+    except KeyboardInterrupt:
+        log("interrupted: stopping the workers (their running trials are requeued) ...")
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p, _ in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise _Interrupted("interrupted") from None
+    finally:
+        for _, f in procs:
+            f.close()
+    bad = [i for i, (p, _) in enumerate(procs) if p.returncode != 0]
+    for i in bad:
+        log(f"worker {i} exited with {procs[i][0].returncode}; see {logs}/worker-{i}.log")
+    return len(bad)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+__all__ = ["build_plan", "create_or_load", "load_study", "work", "spawn_workers", "status", "Status", "arch_for",
+           "WorkerContext", "default_workdir", "default_storage", "run_cfg_of", "study_name", "PLAN_ATTR"]
