@@ -265,8 +265,12 @@ def pattern_layer_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
                               f"{target.widths} (use guided or transferred for other targets, or match --width)")
     if pattern["kind"] == "channels":
         return [float(v) for v in pattern["layers"]["ratio_mean"]], None
-    maps = np.mean([np.asarray(p["layer_kernel_keep"], dtype=float) for p in pattern["proposals"]], axis=0)
-    return [float(v) for v in pattern["layers"]["density_mean"]], maps.tolist()
+    per_seed = [p.get("layer_kernel_keep") for p in pattern.get("proposals", [])]
+    if per_seed and all(m is not None for m in per_seed):
+        maps = np.mean([np.asarray(m, dtype=float) for m in per_seed], axis=0).tolist()
+    else:  # a pattern without per-layer maps: each layer takes its stage's map
+        maps = [pattern["stage"]["kernel_keep_mean"][s] for s in target.stages]
+    return [float(v) for v in pattern["layers"]["density_mean"]], maps
 
 
 def generator_label(pattern: dict, target_arch: str, target_data: str) -> str:

@@ -48,6 +48,9 @@ from .storage import default_storage, describe, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Optuna warns that heartbeats are meant for Study.optimize; the worker loop here runs the
+# same heartbeat thread and stale-trial check around ask/tell itself.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 PLAN_ATTR = "archsearch:plan"
 PLAN_VERSION = 1
@@ -456,7 +459,7 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
                           base=_target(plan), cap=tr.get("cap"), count_convention=tr.get("count"))
     trial.set_user_attr("epochs", sched.epochs)
     data = ctx.data(plan)
-    bar = EpochProgress(label) if ctx.epoch_progress else None
+    bar = EpochProgress(f"{label} {trial_label(trial.params, mode)}") if ctx.epoch_progress else None
 
     def hook(st) -> None:
         if bar is not None:
@@ -480,6 +483,13 @@ def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int
     """Run trials until the sweep is finished (or `max_trials`). Returns trials this worker ran.
 
     Ctrl-C: the running trial is failed as interrupted and requeued, then `_Interrupted`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        return _work(study, plan, ctx, max_trials, wait)
+
+
+def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int | None, wait: bool) -> int:
     mode = plan["spec"]["mode"]
     ran = 0
     while max_trials is None or ran < max_trials:
@@ -504,7 +514,7 @@ def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int
         state, value, reason = TrialState.COMPLETE, None, None
         with get_heartbeat_thread(trial._trial_id, study._storage):
             try:
-                value = _train_trial(study, trial, plan, ctx, label + " " + trial_label(trial.params, mode))
+                value = _train_trial(study, trial, plan, ctx, label)
             except optuna.TrialPruned as e:
                 state, reason = TrialState.PRUNED, str(e)
             except KeyboardInterrupt:

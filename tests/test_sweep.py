@@ -1,0 +1,460 @@
+"""Sweeps: specs, the worker loop and its faults, several workers, reports and plots."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from archsearch.cli import cli
+from archsearch.errors import ArchsearchError
+from archsearch.sweep.spec import find_spec_file, load_spec, parse_spec, sweeps_dirs
+from helpers import make_pattern
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, list(args), prog_name="archsearch")
+
+
+def write_spec(tmp_path, name="t", *, extra="", generators='["pruned", "guided", "uniform"]', seeds=2,
+               fractions="[0.05, 0.2]", epochs=1, subset=200, run="heartbeat = 1\ngrace = 4", kinds=None,
+               patterns=None):
+    if patterns is None:
+        pat = make_pattern("channels", "vgg11", "digits", name="slimming-vgg11-digits")
+        (tmp_path / "own.json").write_text(json.dumps(pat))
+        patterns = f'own = ["{tmp_path / "own.json"}"]'
+    text = f"""
+name = "{name}"
+target = "vgg11-digits"
+generators = {generators}
+fractions = {fractions}
+seeds = {seeds}
+{f'kinds = {kinds}' if kinds else ''}
+{extra}
+[patterns]
+{patterns}
+[train]
+preset = "tiny"
+epochs = {epochs}
+width = 0.25
+train_subset = {subset}
+checkpoint_every = 1
+[run]
+{run}
+"""
+    p = tmp_path / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def grid_points(study):
+    """{(kind, generator, budget, seed): [states]} over every trial of a grid study."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        key = tuple(t.params.get(k) for k in ("kind", "generator", "budget", "seed"))
+        out.setdefault(key, []).append(t.state.name)
+    return out
+
+
+def open_study(storage, name):
+    from archsearch.sweep.runner import load_study
+
+    return load_study(str(storage), name)
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def test_shipped_specs_parse_at_every_scale():
+    files = sorted(sweeps_dirs()[0].glob("*.toml"))
+    assert {f.stem for f in files} >= {"quickstart", "fig3-vgg16-c10", "fig5-vgg19-c100", "fig5-vgg19-c10"}
+    import tomllib
+
+    for f in files:
+        raw = tomllib.loads(f.read_text())
+        for scale in [None, *raw.get("scales", {})]:
+            s = load_spec(f, scale)
+            assert s.about.strip() and s.cost.strip(), f"{f.name} ({scale}) must say its scale and cost"
+
+
+def test_find_spec_by_shipped_name():
+    assert find_spec_file("quickstart") == sweeps_dirs()[0] / "quickstart.toml"
+    with pytest.raises(ArchsearchError, match="no sweep spec 'nope'"):
+        find_spec_file("nope")
+
+
+@pytest.mark.parametrize("raw,msg", [
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "colour": 1}, "unknown key"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "generators": ["best"]},
+     "generators must be"),
+    ({"name": "x", "target": "vgg99-digits", "kinds": ["channels"], "fractions": [0.1]}, "not 99"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "budgets": ["1M"]},
+     "exactly one of budgets or fractions"),
+    ({"name": "x", "target": "vgg11-digits", "generators": ["pruned"], "fractions": [0.1]}, "need patterns.own"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [1.5]}, "fractions must"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "train": {"epochs": 0}},
+     "train.epochs"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1],
+      "run": {"heartbeat": 10, "grace": 5}}, "must exceed"),
+    ({"name": "x y", "target": "vgg11-digits"}, "'name' must be"),
+])
+def test_bad_specs_are_one_clear_error(raw, msg):
+    with pytest.raises(ArchsearchError, match=msg):
+        parse_spec(raw)
+
+
+def test_scale_overrides_merge_and_rename_the_study():
+    raw = {"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "seeds": 5,
+           "train": {"preset": "paper", "width": 1.0},
+           "scales": {"small": {"seeds": 1, "train": {"preset": "tiny"}}}}
+    s = parse_spec(raw, scale="small")
+    assert (s.seeds, s.train, s.study_name) == (1, {"preset": "tiny", "width": 1.0}, "x-small")
+    with pytest.raises(ArchsearchError, match="no scale 'big'"):
+        parse_spec(raw, scale="big")
+
+
+def test_cli_rejects_missing_and_malformed_specs(tmp_path):
+    r = run_cli("sweep", "run", str(tmp_path / "missing.toml"))
+    assert r.exit_code == 2 and "no sweep spec" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    r = run_cli("sweep", "run", str(bad))
+    assert r.exit_code == 2 and "not valid TOML" in r.output
+    r = run_cli("sweep", "status", "nosuchstudy")
+    assert r.exit_code == 2 and "no sweep 'nosuchstudy' has run here" in r.output
+
+
+def test_unmeetable_budget_fails_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, generators='["uniform"]', fractions="[0.0001]")
+    r = run_cli("sweep", "run", str(spec))
+    assert r.exit_code == 2 and "uniform (channels) at" in r.output and "below" in r.output
+    assert not (tmp_path / "runs" / "sweeps" / "t" / "trials").exists()
+
+
+# -- the worker loop, in process ----------------------------------------------------------------------
+def _prepared(tmp_path, **kw):
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
+
+    spec = load_spec(write_spec(tmp_path, **kw))
+    wd = tmp_path / "wd"
+    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    study = create_or_load(default_storage(wd), plan, run_cfg_of(spec))
+    return spec, wd, plan, study
+
+
+def test_sweep_in_process_runs_every_grid_point_once(tmp_path):
+    from archsearch.sweep.results import summary_rows
+    from archsearch.sweep.runner import WorkerContext, status, work
+
+    spec, wd, plan, study = _prepared(tmp_path)
+    n = work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
+    assert n == 3 * 2 * 2
+    pts = grid_points(study)
+    assert len(pts) == 12 and all(v == ["COMPLETE"] for v in pts.values())
+    st = status(study, plan)
+    assert st.finished and (st.done, st.failed, st.remaining) == (12, 0, 0)
+    t = study.trials[0]
+    for key in ("best_acc", "final_acc", "params", "macs", "train_seconds", "widths", "stages", "epochs"):
+        assert key in t.user_attrs
+    rows = summary_rows(study)
+    assert len(rows) == 6 and all(r["seeds"] == 2 for r in rows)
+    # budgets are met: every generator's params within 1% of its budget
+    for r in rows:
+        assert abs(r["params"] - r["budget_value"]) / r["budget_value"] < 0.01
+    # running again does nothing: finished trials are not repeated
+    assert work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False)) == 0
+
+
+def test_diverged_trial_is_failed_with_reason_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from archsearch import train as T
+    from archsearch.sweep.runner import WorkerContext, status, work
+
+    real = T.train
+
+    def flaky(spec, *a, **k):
+        if spec.meta.get("generator") == "guided":
+            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(T, "train", flaky)
+    spec, wd, plan, study = _prepared(tmp_path, seeds=1)
+    work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
+    st = status(study, plan)
+    assert st.finished and st.done == 4 and st.failed == 2
+    assert all("Diverged: training diverged" in why for _, why in st.failures)
+    fails = [t for t in study.trials if t.state.name == "FAIL"]
+    assert {t.params["generator"] for t in fails} == {"guided"}  # not retried: the same seed diverges again
+
+
+def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_path, monkeypatch):
+    from archsearch import train as T
+    from archsearch.sweep.runner import WorkerContext, _Interrupted, status, work
+
+    real, calls = T.train, []
+
+    def interrupted_once(spec, *a, **k):
+        calls.append(spec.meta.get("generator"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(T, "train", interrupted_once)
+    spec, wd, plan, study = _prepared(tmp_path, seeds=1)
+    ctx = WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1)
+    with pytest.raises(_Interrupted):
+        work(study, plan, ctx)
+    st = status(study, plan)
+    assert (st.done, st.waiting) == (1, 1)
+    work(study, plan, ctx)
+    pts = grid_points(study)
+    assert len(pts) == 6 and sum(v.count("COMPLETE") for v in pts.values()) == 6
+    assert sorted(v for v in pts.values() if len(v) > 1) == [["FAIL", "COMPLETE"]]
+    assert status(study, plan).finished
+
+
+def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
+
+    spec, wd, plan, study = _prepared(tmp_path)
+    spec2 = load_spec(write_spec(tmp_path, seeds=3))
+    plan2 = build_plan(spec2, wd, device="cpu", log=lambda m: None)
+    with pytest.raises(ArchsearchError, match="another version of this spec"):
+        create_or_load(default_storage(wd), plan2, run_cfg_of(spec2))
+
+
+def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):
+    from archsearch.sweep.runner import arch_for, build_plan
+
+    ch = make_pattern("channels", "vgg11", "digits", name="slimming-vgg11-digits")
+    sp = make_pattern("sparsity", "vgg11", "digits", name="magnitude-vgg11-digits")
+    (tmp_path / "ch.json").write_text(json.dumps(ch))
+    (tmp_path / "sp.json").write_text(json.dumps(sp))
+    spec = load_spec(write_spec(tmp_path, generators='["pruned", "uniform"]',
+                                patterns=f'own = ["{tmp_path / "ch.json"}", "{tmp_path / "sp.json"}"]'))
+    plan = build_plan(spec, tmp_path / "wd", device="cpu", log=lambda m: None)
+    assert plan["kinds"] == ["channels", "sparsity"]
+    a = arch_for(plan, "sparsity", "pruned", plan["budgets"][0], 0)
+    dens = [float(m.mean()) for m in a.masks]
+    assert dens[0] > dens[-1]  # the pruner's per-layer densities: dense early, sparse late
+
+
+def test_search_mode_starts_from_the_pattern_and_prunes(tmp_path):
+    from archsearch.sweep.results import summary_rows
+    from archsearch.sweep.runner import WorkerContext, status, work
+
+    extra = """mode = "search"
+[search]
+fraction = 0.1
+trials = 4
+startup_trials = 2
+warmup_epochs = 0
+"""
+    spec, wd, plan, study = _prepared(tmp_path, extra=extra, epochs=2)
+    work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
+    st = status(study, plan)
+    assert st.finished and st.done + st.pruned == 4
+    first = study.trials[0]
+    start = [round(v, 6) for v in plan["search_start"]]
+    assert [round(first.params[f"stage{k}"], 6) for k in range(5)] == start
+    assert first.user_attrs["reference"].startswith("pattern")
+    assert study.trials[1].user_attrs["reference"] == "uniform"
+    budget = plan["budgets"][0]
+    for t in study.trials:
+        assert abs(t.user_attrs["params"] - budget) / budget < 0.01  # every candidate meets the budget
+    gens = {r["generator"] for r in summary_rows(study)}
+    assert {"pattern", "uniform"} <= gens
+
+
+# -- processes: workers, SIGKILL ---------------------------------------------------------------------
+def _archsearch(*args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "archsearch", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_two_workers_on_the_default_storage(tmp_path):
+    spec = write_spec(tmp_path, generators='["guided", "uniform"]')
+    r = _archsearch("sweep", "run", str(spec), "--workers", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wd = tmp_path / "runs" / "sweeps" / "t"
+    study, plan = open_study(wd / "optuna-journal.log", "t")
+    pts = grid_points(study)
+    assert len(pts) == 8 and all(v == ["COMPLETE"] for v in pts.values())
+    logs = sorted((wd / "logs").glob("worker-*.log"))
+    assert len(logs) == 2 and all("nothing left to take" in f.read_text() for f in logs)
+    assert (wd / "report.md").exists() and (wd / "efficiency.html").exists()
+    r = _archsearch("sweep", "status", str(spec), cwd=tmp_path)
+    assert r.returncode == 0 and "8/8 done, 0 running, 0 failed, 0 to go" in r.stdout
+
+
+def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
+    spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, epochs=12, subset=300)
+    wd = tmp_path / "runs" / "sweeps" / "t"
+    p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec)], cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = None
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and killed is None:
+            time.sleep(0.3)
+            if not (wd / "optuna-journal.log").exists():
+                continue
+            study, _ = open_study(wd / "optuna-journal.log", "t")
+            for t in study.get_trials(deepcopy=False):
+                run = t.user_attrs.get("run_dir")
+                if t.state.name == "RUNNING" and t.number >= 1 and run and (Path(tmp_path / run) / "checkpoint.pt").exists():
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed = t.number
+                    break
+    finally:
+        if p.poll() is None and killed is None:
+            p.kill()
+    p.wait()
+    assert killed is not None, "never saw a running trial with a checkpoint"
+    study, plan = open_study(wd / "optuna-journal.log", "t")
+    assert study.trials[killed].state.name == "RUNNING"  # stuck until a heartbeat check finds it
+    r = _archsearch("sweep", "run", str(spec), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study, plan = open_study(wd / "optuna-journal.log", "t")
+    pts = grid_points(study)
+    assert len(pts) == 4
+    assert all(v.count("COMPLETE") == 1 for v in pts.values())
+    assert sorted(len(v) for v in pts.values()) == [1, 1, 1, 2]  # the killed one: FAIL, then its retry
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert study.trials[killed].state.name == "FAIL"
+
+
+# -- reports and plots --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    spec = write_spec(tmp, name="done", generators='["pruned", "guided", "uniform", "random"]', seeds=2)
+    r = _archsearch("sweep", "run", str(spec), cwd=tmp)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return tmp, spec
+
+
+def test_report_and_plot_from_spec_and_from_study_name(finished_sweep):
+    tmp, spec = finished_sweep
+    r = _archsearch("report", str(spec), "-o", str(tmp / "rep"), cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    md = (tmp / "rep" / "report.md").read_text()
+    assert "| kind | generator | budget |" in md and "seeds 0..1" in md and "slimming-vgg11-digits" in md
+    rows = json.loads((tmp / "rep" / "report.json").read_text())
+    assert {r["generator"] for r in rows} == {"pruned", "guided", "uniform", "random"}
+    assert "best_acc" in (tmp / "rep" / "report.csv").read_text().splitlines()[0]
+    r = _archsearch("plot", "efficiency", "done", "-o", str(tmp / "eff.html"), cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    html = (tmp / "eff.html").read_text()
+    assert "<script src=" not in html and len(html) > 3_000_000  # plotly.js embedded, no CDN
+    for colour in ("#d62728", "#1f77b4", "#2ca02c", "#7f7f7f"):  # paper colours: uniform, pruned, guided, random
+        assert colour in html
+    assert "stages" in html  # hover text gives the per-stage widths
+
+
+def _require_or_skip(tool: str, hint: str):
+    if os.environ.get("ARCHSEARCH_CI") == "1":
+        pytest.fail(f"{tool} is required in CI: {hint}")
+    pytest.skip(f"{tool} not installed ({hint})")
+
+
+def test_efficiency_plot_draws_in_headless_chromium(finished_sweep):
+    from archsearch.plot import find_browser, render_png, rendered_dom
+
+    if find_browser() is None:
+        _require_or_skip("chromium", "apt-get install chromium")
+    tmp, _ = finished_sweep
+    html = tmp / "runs" / "sweeps" / "done" / "efficiency.html"
+    dom = rendered_dom(html)
+    assert dom.count('class="trace scatter') == 4  # one drawn trace per generator
+    assert dom.count('class="point"') >= 8  # markers: 4 generators x 2 budgets
+    png = tmp / "shot.png"
+    render_png(html, png)
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    assert img.size == (1100, 700)
+    colours = set(img.getdata())
+    assert len(colours) > 50  # not a blank page
+    assert any(abs(r - 0xd6) < 30 and g < 80 and b < 80 for r, g, b in colours)  # the red uniform curve
+
+
+# -- PostgreSQL: the multi-machine path -----------------------------------------------------------------
+def _pg_bin(name):
+    import glob
+    import shutil
+
+    p = shutil.which(name)
+    if p:
+        return p
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server on loopback in a temp directory."""
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        _require_or_skip("PostgreSQL server", "apt-get install postgresql, or pip's archsearch[postgres] plus a server")
+    pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (archsearch[postgres])")
+    as_user = []
+    root = tempfile.mkdtemp(prefix="archsearch-pg-")
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root needs a 'postgres' user (Debian's postgresql package makes one)")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = os.path.join(root, "data")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_user + [initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True,
+                   capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", data, "-l", os.path.join(root, "log"), "-w", "-o",
+                              f"-h 127.0.0.1 -p {port} -k {root}", "start"], check=True, capture_output=True)
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE archsearch")
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/archsearch"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_through_postgresql(tmp_path, postgres):
+    spec = write_spec(tmp_path, name="pg", generators='["guided", "uniform"]')
+    r = _archsearch("sweep", "run", str(spec), "--storage", postgres, "--workers", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study, plan = open_study(postgres, "pg")
+    pts = grid_points(study)
+    assert len(pts) == 8 and all(v == ["COMPLETE"] for v in pts.values())  # every trial once, none lost
+    # a third worker joining a finished sweep finds nothing to do
+    r = _archsearch("sweep", "worker", "--storage", postgres, "--study", "pg", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0 and "ran 0 trial(s)" in r.stderr
+    r = _archsearch("sweep", "status", "pg", "--storage", postgres, cwd=tmp_path)
+    assert "8/8 done" in r.stdout
+
+
+def test_bad_database_url_is_one_line(tmp_path):
+    pytest.importorskip("psycopg2")
+    r = run_cli("sweep", "status", "x", "--storage", "postgresql://u:secret@127.0.0.1:1/db")
+    assert r.exit_code == 2 and "cannot open storage" in r.output and "secret" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
