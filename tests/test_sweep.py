@@ -138,21 +138,23 @@ def test_unmeetable_budget_fails_before_any_training(tmp_path, monkeypatch):
 
 
 # -- the worker loop, in process ----------------------------------------------------------------------
-def _prepared(tmp_path, **kw):
+def _prepared(tmp_path, storage=None, **kw):
     from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
 
     spec = load_spec(write_spec(tmp_path, **kw))
     wd = tmp_path / "wd"
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    study = create_or_load(default_storage(wd), plan, run_cfg_of(spec))
+    study = create_or_load(storage or default_storage(wd), plan, run_cfg_of(spec))
     return spec, wd, plan, study
 
 
-def test_sweep_in_process_runs_every_grid_point_once(tmp_path):
+@pytest.mark.parametrize("backend", ["journal", "sqlite"])
+def test_sweep_in_process_runs_every_grid_point_once(tmp_path, backend):
     from archsearch.sweep.results import summary_rows
     from archsearch.sweep.runner import WorkerContext, status, work
 
-    spec, wd, plan, study = _prepared(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}" if backend == "sqlite" else None
+    spec, wd, plan, study = _prepared(tmp_path, storage=storage)
     n = work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
     assert n == 3 * 2 * 2
     pts = grid_points(study)
@@ -218,6 +220,18 @@ def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_pat
     assert status(study, plan).finished
 
 
+def test_worker_devices_and_threads():
+    from archsearch.sweep.cli import _threads
+    from archsearch.sweep.runner import _worker_devices
+
+    assert _worker_devices("0,1", 3, "auto") == ["cuda:0", "cuda:1", "cuda:0"]
+    assert _worker_devices(None, 2, "cpu") == ["cpu", "cpu"]
+    with pytest.raises(ArchsearchError, match="--devices"):
+        _worker_devices(",", 2, "auto")
+    assert _threads(1, None) is None and _threads(2, 3) == 3
+    assert _threads(2, None) == max(1, (os.cpu_count() or 1) // 2)
+
+
 def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
     from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
 
@@ -251,14 +265,14 @@ def test_search_mode_starts_from_the_pattern_and_prunes(tmp_path):
     extra = """mode = "search"
 [search]
 fraction = 0.1
-trials = 4
-startup_trials = 2
+trials = 6
+startup_trials = 1
 warmup_epochs = 0
 """
-    spec, wd, plan, study = _prepared(tmp_path, extra=extra, epochs=2)
+    spec, wd, plan, study = _prepared(tmp_path, extra=extra, epochs=3, subset=1000)
     work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
     st = status(study, plan)
-    assert st.finished and st.done + st.pruned == 4
+    assert st.finished and st.done + st.pruned == 6 and st.pruned >= 1  # the median pruner stopped some
     first = study.trials[0]
     start = [round(v, 6) for v in plan["search_start"]]
     assert [round(first.params[f"stage{k}"], 6) for k in range(5)] == start
@@ -267,6 +281,7 @@ warmup_epochs = 0
     budget = plan["budgets"][0]
     for t in study.trials:
         assert abs(t.user_attrs["params"] - budget) / budget < 0.01  # every candidate meets the budget
+    assert study.trials[0].state.name == study.trials[1].state.name == "COMPLETE"  # references are never pruned
     gens = {r["generator"] for r in summary_rows(study)}
     assert {"pattern", "uniform"} <= gens
 

@@ -460,13 +460,15 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
     trial.set_user_attr("epochs", sched.epochs)
     data = ctx.data(plan)
     bar = EpochProgress(f"{label} {trial_label(trial.params, mode)}") if ctx.epoch_progress else None
+    is_reference = "reference" in trial.user_attrs
 
     def hook(st) -> None:
         if bar is not None:
             bar(st)
         if mode == "search":
             trial.report(100 * st.test_acc, st.epoch - 1)
-            if trial.should_prune():
+            # the pattern and uniform reference trials always run to the end: they are the comparison
+            if not is_reference and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {st.epoch} ({100 * st.test_acc:.2f}%)")
 
     r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
@@ -527,8 +529,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
         if state == TrialState.PRUNED:
-            last = study._storage.get_trial(trial._trial_id).intermediate_values
-            study.tell(trial, max(last.values()) if last else None, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
         else:
             study.tell(trial, value, state=state)
         ran += 1
