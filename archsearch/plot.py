@@ -119,7 +119,7 @@ def find_browser() -> str | None:
     return None
 
 
-def _chromium(args: list[str], timeout: float) -> "subprocess.CompletedProcess":
+def _chromium(args: list[str], timeout: float):
     import subprocess
     import tempfile
 

@@ -1,7 +1,6 @@
 """Every registered architecture: builds, trains a step, and its spec-computed counts agree
 with counts taken on the built module."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.archs import all_archs, base_spec, build, get_family, scale_widths
+from archsearch.archs import all_archs, base_spec, build, scale_widths
 from archsearch.counting import count
 from archsearch.errors import ArchsearchError
 from archsearch.spec import ArchSpec

@@ -1,7 +1,6 @@
 """Loaders for every on-disk CIFAR format (generated here in the real formats), the cache,
 and the device-resident augmenting loader."""
 
-import io
 import pickle
 import tarfile
 import time

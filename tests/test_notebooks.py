@@ -1,6 +1,5 @@
 """The notebooks run top to bottom (nbclient, tiny settings), so they cannot rot."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,7 @@ def _proposal(seed, widths=None, masks=None, kind="channels", base_acc=0.9, prun
     base = base_spec("vgg11", 10, width=0.25)
     spec = ArchSpec(family="vgg", depth=11, widths=widths or base.widths, stages=base.stages, num_classes=10,
                     base_widths=base.widths, masks=masks)
-    settings = {"proposer": f"x-vgg11-digits", "ratio": 0.5, "preset": "tiny", "width": 0.25, "floor": 0.0,
+    settings = {"proposer": "x-vgg11-digits", "ratio": 0.5, "preset": "tiny", "width": 0.25, "floor": 0.0,
                 "sparsity": 0.0, "schedule": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
     return Proposal(proposer="x-vgg11-digits", method="x", kind=kind, seed=seed, settings=settings, spec=spec,
                     base_spec=base, base_acc=base_acc, base_final_acc=base_acc, pruned_acc=pruned_acc,

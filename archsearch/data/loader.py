@@ -52,7 +52,7 @@ class DeviceLoader:
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
 
     def _augment(self, idx: torch.Tensor) -> torch.Tensor:
-        b, g, s = len(idx), self.generator, self.size
+        b, g = len(idx), self.generator
         if self.pad:
             # one gather does every crop: rows/cols are per-image shifted index ranges
             dy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)

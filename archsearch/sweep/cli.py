@@ -51,26 +51,38 @@ class Sweep:
         self.study, self.plan = load_study(self.storage, self.name)
 
 
-def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
-    """report.md/.csv/.json and efficiency.html (+ .png) for a sweep, with its provenance."""
-    from ..compare import write_tables
-    from ..plot import efficiency_figure, render_png, write_html
-    from .results import NUMERIC_COLS, SUMMARY_COLS, summary_rows, trial_rows
-    from .runner import status
+def _rows(study) -> list[dict]:
+    from .results import summary_rows
 
     rows = summary_rows(study)
     if not rows:
         raise ArchsearchError(f"study {study.study_name} has no completed trials yet")
+    return rows
+
+
+def provenance(study, plan: dict, rows: list[dict]) -> str:
+    """How a sweep's numbers were produced, for tables and figure captions."""
+    s, tr = plan["spec"], plan["spec"]["train"]
+    return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
+            + f"; target {s['target']} width {tr.get('width', 1.0)}; {s['schedule']}, preset "
+            f"{tr.get('preset', 'paper')}, {rows[0]['epochs']} epochs"
+            + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
+            + f"; seeds 0..{s['seeds'] - 1}; archsearch {plan['archsearch_version']}, {plan['created'][:10]}")
+
+
+def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
+    """report.md/.csv/.json and efficiency.html (+ .png) for a sweep, with its provenance."""
+    from ..compare import write_tables
+    from ..plot import efficiency_figure, render_png, write_html
+    from .results import NUMERIC_COLS, SUMMARY_COLS, trial_rows
+    from .runner import status
+
+    rows = _rows(study)
     st = status(study, plan)
     s = plan["spec"]
-    tr = s["train"]
     pats = {f"{role} {k}": p["name"] + f" ({p['provenance'].get('scale', '')})"
             for role, d in plan["patterns"].items() for k, p in d.items()}
-    prov = (f"study {study.study_name}; spec {s.get('title') or s['name']}"
-            + (f", scale {s['scale']}" if s.get("scale") else "") + f"; target {s['target']} width "
-            f"{tr.get('width', 1.0)}; {s['schedule']}, preset {tr.get('preset', 'paper')}, "
-            f"{rows[0]['epochs']} epochs" + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
-            + f"; seeds 0..{s['seeds'] - 1}; archsearch {plan['archsearch_version']}")
+    prov = provenance(study, plan, rows)
     header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
               + "".join(f"- pattern ({k}): {v}\n" for k, v in pats.items())
               + f"- trials: {st.line()}\n"
@@ -243,7 +255,8 @@ def register(cli: click.Group) -> None:
         click.echo(f"wrote {rep} (and .csv, .json, trials.*)")
 
     @cli.command("demo")
-    @click.option("--workdir", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+    @click.option("--workdir", type=click.Path(file_okay=False), help="Default runs/sweeps/quickstart (so that "
+                  "`archsearch report quickstart` finds it).")
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
     def demo(workdir, workers):
         """The whole pipeline on the bundled digits in about a minute (sweeps/quickstart.toml):
@@ -261,16 +274,12 @@ def register(cli: click.Group) -> None:
 def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, scale: str | None, out_file: str,
                           x: str, png: bool) -> None:
     from ..plot import efficiency_figure, render_png, write_html
-    from .results import summary_rows
 
     sw = Sweep(ref, storage, workdir, scale)
-    rows = summary_rows(sw.study)
-    if not rows:
-        raise ArchsearchError(f"study {sw.name} has no completed trials yet")
+    rows = _rows(sw.study)
     s = sw.plan["spec"]
-    caption = (f"study {sw.name}; {s['target']}, {s['schedule']}, preset {s['train'].get('preset', 'paper')}, "
-               f"{rows[0]['epochs']} epochs, seeds 0..{s['seeds'] - 1}")
-    write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"], caption=caption), out_file)
+    write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"],
+                                 caption=provenance(sw.study, sw.plan, rows)), out_file)
     if png:
         render_png(out_file, Path(out_file).with_suffix(".png"))
 

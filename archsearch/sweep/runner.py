@@ -19,7 +19,6 @@ its own run directory) under a heartbeat, and tells the outcome:
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import shlex
 import signal
 import subprocess
