@@ -16,6 +16,17 @@ COLORS = {"uniform": "#d62728", "pruned": "#1f77b4", "guided": "#2ca02c", "trans
           "random": "#7f7f7f"}
 
 
+def _wrap(text: str, width: int = 120) -> list[str]:
+    """A caption as lines of at most ~`width` characters, broken after '; '."""
+    lines: list[str] = []
+    for part in (p for p in text.split("; ") if p) if text else []:
+        if lines and len(lines[-1]) + len(part) + 2 <= width:
+            lines[-1] += "; " + part
+        else:
+            lines.append(part)
+    return lines
+
+
 def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", caption: str = ""):
     """Test accuracy (mean +- std over seeds) against params (log x) or MACs, per generator.
 
@@ -56,8 +67,9 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
                          row=1, col=col)
     fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std", row=1, col=1)
     fig.update_layout(
-        title={"text": title + (f"<br><sup>{caption}</sup>" if caption else "")}, template="plotly_white",
-        legend={"title": "generator"}, margin={"t": 110},
+        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in _wrap(caption)), "y": 0.965,
+               "yanchor": "top"},
+        template="plotly_white", legend={"title": "generator"}, margin={"t": 90 + 18 * len(_wrap(caption))},
     )
     return fig
 

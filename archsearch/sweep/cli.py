@@ -4,6 +4,8 @@ sweep side of `archsearch plot efficiency`. Registered on the main group by `cli
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -63,11 +65,16 @@ def _rows(study) -> list[dict]:
 def provenance(study, plan: dict, rows: list[dict]) -> str:
     """How a sweep's numbers were produced, for tables and figure captions."""
     s, tr = plan["spec"], plan["spec"]["train"]
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    devices = sorted({t.user_attrs.get("device", "?") for t in done})
+    torch_v = sorted({t.user_attrs.get("torch_version", "?") for t in done})
     return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
             + f"; target {s['target']} width {tr.get('width', 1.0)}; {s['schedule']}, preset "
             f"{tr.get('preset', 'paper')}, {rows[0]['epochs']} epochs"
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
-            + f"; seeds 0..{s['seeds'] - 1}; archsearch {plan['archsearch_version']}, {plan['created'][:10]}")
+            + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices)}, torch {', '.join(torch_v)}; "
+            f"archsearch {plan['archsearch_version']}, {plan['created'][:10]}"
+            + (f"; command: {plan['command']}" if plan.get("command") else ""))
 
 
 def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
@@ -113,7 +120,8 @@ def _summary_table(study) -> str:
 
 def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None = None, workdir: str | None = None,
               workers: int = 1, devices: str | None = None, device: str = "auto", threads: int | None = None,
-              data_dir: str | None = None, png: bool = False, epoch_progress: bool = True) -> tuple[Path, Path]:
+              data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
+              command: str | None = None) -> tuple[Path, Path]:
     from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_storage,
                          default_workdir, run_cfg_of, set_threads, spawn_workers, status, work, _worker_devices)
     from .spec import find_spec_file, load_spec
@@ -134,6 +142,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     if spec.cost:
         _log(f"  cost: {spec.cost.strip()}")
     plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log)
+    plan["command"] = command or ("archsearch " + shlex.join(sys.argv[1:]))
     study = create_or_load(url, plan, run_cfg_of(spec), log=_log)
     st = status(study, plan)
     _log(f"study {study.study_name} in {describe(url)}; work dir {wd}; {st.line(workers)}")
@@ -266,7 +275,8 @@ def register(cli: click.Group) -> None:
         import time
 
         t0 = time.perf_counter()
-        report, html = run_sweep("quickstart", workdir=workdir, workers=workers)
+        report, html = run_sweep("quickstart", workdir=workdir, workers=workers,
+                                 command="archsearch " + shlex.join(sys.argv[1:]))
         click.echo(f"\ndemo done in {time.perf_counter() - t0:.0f}s\ntable: {report}\nplot:  {html} "
                    "(open it in a browser; works offline)")
 
