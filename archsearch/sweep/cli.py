@@ -198,6 +198,11 @@ def register(cli: click.Group) -> None:
         stage widths with TPE in search mode), trains each trial from scratch, and writes
         report.md/.csv/.json and efficiency.html to the work directory. Ctrl-C stops cleanly;
         the same command resumes without repeating finished trials.
+
+        \b
+        Examples:
+          archsearch sweep run sweeps/quickstart.toml
+          archsearch sweep run fig3-vgg16-c10 --scale reduced --data-dir ../shared/data --workers 2
         """
         report, html = run_sweep(spec, scale=scale, storage=storage, workdir=workdir, workers=workers,
                                  devices=devices, device=device, threads=threads, data_dir=data_dir, png=png)
@@ -213,7 +218,13 @@ def register(cli: click.Group) -> None:
     @click.option("--max-trials", type=click.IntRange(min=1), help="Stop after this many trials.")
     @click.option("--quiet", is_flag=True, help="No per-epoch lines (one line per trial).")
     def sweep_worker(storage, name, workdir, device, threads, data_dir, max_trials, quiet):
-        """Join a running sweep: take trials from the study until none are left."""
+        """Join a running sweep: take trials from the study until none are left.
+
+        \b
+        Example:
+          archsearch sweep worker --storage postgresql://user:pw@host/db --study fig5-vgg19-c100 \\
+              --device cuda:0 --data-dir /data
+        """
         from .runner import WorkerContext, _Interrupted, load_study, set_threads, work
         from ..train import resolve_device
 
@@ -235,7 +246,13 @@ def register(cli: click.Group) -> None:
     @click.option("--storage")
     @click.option("--workdir", type=click.Path(file_okay=False))
     def sweep_status(sweep_ref, scale, storage, workdir):
-        """Done, running, failed and remaining trials, with an estimate of the time left."""
+        """Done, running, failed and remaining trials, with an estimate of the time left.
+
+        \b
+        Examples:
+          archsearch sweep status sweeps/quickstart.toml
+          archsearch sweep status fig3-vgg16-c10 --scale reduced
+        """
         from .runner import status
 
         sw = Sweep(sweep_ref, storage, workdir, scale)
@@ -256,7 +273,14 @@ def register(cli: click.Group) -> None:
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Directory for report.md/.csv/.json (default: the work dir).")
     def report(sweep_ref, scale, storage, workdir, out_dir):
         """A Markdown and CSV table of a sweep: accuracy (mean ± std over seeds), params, MACs
-        and per-stage widths per (kind, generator, budget); plus every trial."""
+        and per-stage widths per (kind, generator, budget); plus every trial.
+
+        \b
+        Examples:
+          archsearch report quickstart
+          archsearch report sweeps/fig3-vgg16-c10.toml --scale reduced -o results/
+          archsearch report fig5-vgg19-c100 --storage postgresql://user:pw@host/db
+        """
         sw = Sweep(sweep_ref, storage, workdir, scale)
         rep, _ = write_outputs(sw.study, sw.plan, Path(out_dir) if out_dir else sw.workdir,
                                x=sw.plan["spec"]["by"])
@@ -271,7 +295,13 @@ def register(cli: click.Group) -> None:
         """The whole pipeline on the bundled digits in about a minute (sweeps/quickstart.toml):
         propose (Network Slimming on VGG-11), extract its pattern, generate pruned, guided,
         transferred (from the shipped VGG-16/CIFAR-10 pattern), uniform and random nets at
-        matched budgets, train them from scratch, and plot."""
+        matched budgets, train them from scratch, and plot.
+
+        \b
+        Example:
+          archsearch demo
+          archsearch report quickstart && archsearch plot efficiency quickstart -o eff.html --png
+        """
         import time
 
         t0 = time.perf_counter()

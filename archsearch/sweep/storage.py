@@ -85,7 +85,7 @@ def open_storage(storage: str, *, heartbeat: int = 10, grace: int = 60, max_retr
                               heartbeat_stale_trial_callback=cb, engine_kwargs={"pool_pre_ping": True})
         except ImportError as e:
             raise ArchsearchError(f"storage {redact(storage)} needs a database driver: {e} "
-                                  "(pip install 'archsearch[postgres]' for PostgreSQL)") from None
+                                  "(for PostgreSQL: pip install 'psycopg[binary]', or archsearch[postgres])") from None
         except Exception as e:  # noqa: BLE001  SQLAlchemy's connection errors, bad URLs
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArchsearchError(f"cannot open storage {redact(storage)}: {first}") from None
