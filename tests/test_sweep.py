@@ -345,6 +345,33 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     assert study.trials[killed].state.name == "FAIL"
 
 
+def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path):
+    spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, epochs=12, subset=300)
+    wd = tmp_path / "runs" / "sweeps" / "t"
+    p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec), "--workers", "2"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, sent = time.time() + 240, False
+    while time.time() < deadline and not sent and p.poll() is None:
+        time.sleep(0.3)
+        if (wd / "optuna-journal.log").exists():
+            study, _ = open_study(wd / "optuna-journal.log", "t")
+            if sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)) == 2:
+                p.send_signal(signal.SIGINT)
+                sent = True
+    out, err = p.communicate(timeout=120)
+    assert sent, err[-2000:]
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    study, _ = open_study(wd / "optuna-journal.log", "t")
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("FAIL") == states.count("WAITING") >= 1
+    assert all(t.user_attrs["fail_reason"].startswith("interrupted") for t in study.trials if t.state.name == "FAIL")
+    r = _archsearch("sweep", "run", str(spec), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study, _ = open_study(wd / "optuna-journal.log", "t")
+    pts = grid_points(study)
+    assert len(pts) == 4 and all(v.count("COMPLETE") == 1 for v in pts.values())
+
+
 # -- reports and plots --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):

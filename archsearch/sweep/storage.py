@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -78,7 +79,12 @@ def default_storage(workdir: str | os.PathLike) -> str:
 
 def open_storage(storage: str, *, heartbeat: int = 10, grace: int = 60, max_retry: int = 2) -> BaseStorage:
     """A journal file path (or file://PATH), or an RDB URL (postgresql://, mysql://, sqlite://)."""
-    cb = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    with warnings.catch_warnings():  # Optuna marks the retry callback and RDB heartbeats experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _open(storage, heartbeat, grace, RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+
+
+def _open(storage: str, heartbeat: int, grace: int, cb) -> BaseStorage:
     if is_url(storage):
         try:
             return RDBStorage(storage, heartbeat_interval=heartbeat, grace_period=grace,
