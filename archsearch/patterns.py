@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import site
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ._io import write_json
+from ._shipped import installed_dir, repo_dir
 from .errors import ArchsearchError
 
 PATTERN_SCHEMA = 1
@@ -211,16 +210,11 @@ def user_library() -> Path:
 
 
 def repo_library() -> Path | None:
-    p = Path(__file__).resolve().parent.parent / "patterns"
-    return p if p.is_dir() and (p.parent / "setup.cfg").exists() else None
+    return repo_dir("patterns")
 
 
 def installed_library() -> Path | None:
-    for prefix in (sys.prefix, site.getuserbase()):
-        p = Path(prefix) / "share" / "archsearch" / "patterns"
-        if p.is_dir():
-            return p
-    return None
+    return installed_dir("patterns")
 
 
 @dataclass(frozen=True)

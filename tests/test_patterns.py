@@ -139,7 +139,7 @@ def test_search_path_order_and_lookup(tmp_path, monkeypatch):
 
 
 def test_wheel_ships_the_pattern_library(tmp_path):
-    """A non-editable install finds the shipped patterns: they travel as data files."""
+    """A non-editable install finds the shipped patterns and sweep specs: they travel as data files."""
     shipped = sorted(p.name for p in (REPO / "patterns").glob("*.json"))
     if not shipped:
         pytest.skip("no shipped patterns yet")
@@ -149,6 +149,8 @@ def test_wheel_ships_the_pattern_library(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     for f in shipped:
         assert any(n.endswith(f"data/share/archsearch/patterns/{f}") for n in names), f
+    for f in sorted(p.name for p in (REPO / "sweeps").glob("*.toml")):  # the sweep specs travel the same way
+        assert any(n.endswith(f"data/share/archsearch/sweeps/{f}") for n in names), f
 
 
 def test_written_files_get_the_usual_mode(tmp_path):

@@ -151,7 +151,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
             set_threads(threads)
             work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress))
         else:
-            spawn_workers(url, study.study_name, wd, workers, devs, _threads(workers, threads), data_dir, _log)
+            spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
     except _Interrupted:
         raise KeyboardInterrupt from None
     st = status(study, plan)

@@ -262,23 +262,20 @@ def study_name(plan: dict) -> str:
     return s["name"] + (f"-{s['scale']}" if s.get("scale") else "")
 
 
-def load_study(storage: str, name: str, run_cfg: dict | None = None) -> tuple[optuna.Study, dict]:
-    """Load a sweep's study by name (for workers, status, reports)."""
-    rc = run_cfg or {"heartbeat": 10, "grace": 60, "max_retry": 2}
-    st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
+def load_study(storage: str, name: str) -> tuple[optuna.Study, dict]:
+    """Load a sweep's study by name (for workers, status, reports). The storage is opened a
+    second time with the sweep's own heartbeat settings once its plan has been read."""
+    probe = open_storage(storage)
     try:
-        study = optuna.load_study(study_name=name, storage=st)
+        study = optuna.load_study(study_name=name, storage=probe)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(probe)]
         raise ArchsearchError(f"no study {name!r} in {describe(storage)} (it has: {', '.join(names) or 'none'})") from None
     plan = study.user_attrs.get(PLAN_ATTR)
     if plan is None:
         raise ArchsearchError(f"study {name!r} was not made by `archsearch sweep run`")
-    if run_cfg is None:
-        spec = plan["spec"]
-        rc = {"heartbeat": int(spec["run"].get("heartbeat", 10)), "grace": int(spec["run"].get("grace", 60)),
-              "max_retry": int(spec["run"].get("max_retry", 2))}
-        st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
+    rc = run_cfg_of(SweepSpec.from_dict(plan["spec"]))
+    st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
     sampler, pruner = _sampler_pruner(plan)
     return optuna.load_study(study_name=name, storage=st, sampler=sampler, pruner=pruner), plan
 
@@ -352,7 +349,10 @@ def status(study: optuna.Study, plan: dict) -> Status:
         else:
             st.failed += 1
             last = max(ts, key=lambda t: t.number)
-            st.failures.append((last.number, last.user_attrs.get("fail_reason", "unknown")))
+            # every failure this code tells carries its reason; one without was failed by the
+            # heartbeat check (`fail_stale_trials`) after its worker died, and is out of retries
+            st.failures.append((last.number, last.user_attrs.get(
+                "fail_reason", "worker lost (no heartbeat); retries used up")))
         for t in ts:
             if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start:
                 durations.append((t.datetime_complete - t.datetime_start).total_seconds())
@@ -552,16 +552,16 @@ def _worker_devices(devices: str | None, workers: int, device: str) -> list[str]
     return [device] * workers
 
 
-def spawn_workers(storage: str, name: str, workdir: Path, n: int, devices: list[str], threads: int | None,
-                  data_dir: str | None, log: Log = _stderr, poll: float = 2.0) -> int:
+def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, n: int, devices: list[str],
+                  threads: int | None, data_dir: str | None, log: Log = _stderr, poll: float = 2.0) -> int:
     """Start N `archsearch sweep worker` processes (own process groups, logs in workdir/logs),
     report progress from the storage until they exit. Returns how many exited badly."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
-        cmd = [sys.executable, "-m", "archsearch", "sweep", "worker", "--storage", storage, "--study", name,
-               "--workdir", str(workdir), "--device", devices[i], "--quiet"]
+        cmd = [sys.executable, "-m", "archsearch", "sweep", "worker", "--storage", storage,
+               "--study", study.study_name, "--workdir", str(workdir), "--device", devices[i], "--quiet"]
         if threads:
             cmd += ["--threads", str(threads)]
         if data_dir:
@@ -571,7 +571,6 @@ def spawn_workers(storage: str, name: str, workdir: Path, n: int, devices: list[
         f.flush()
         procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True), f))
     log(f"started {n} workers (logs: {logs}/worker-*.log)")
-    study, plan = load_study(storage, name)
     last = ""
     try:
         while any(p.poll() is None for p, _ in procs):

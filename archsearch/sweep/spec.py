@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import budget_tag, parse_budgets
+from .._shipped import installed_dir, repo_dir
+from ..compare import parse_budgets
 from ..errors import ArchsearchError
 from ..generate import BY, GENERATORS
 from ..names import parse_target
@@ -99,11 +100,6 @@ class SweepSpec:
         if self.budgets:
             return parse_budgets(",".join(str(b) for b in self.budgets))
         return [f * full_cost for f in self.fractions]
-
-    def describe(self) -> str:
-        what = (f"{len(self.generators)} generators x budgets x {self.seeds} seeds" if self.mode == "grid"
-                else f"TPE search, {self.search.get('trials', 20)} trials")
-        return f"{self.study_name}: {self.target}, {what}; {self.about.strip().splitlines()[0] if self.about else ''}"
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -231,14 +227,7 @@ def load_spec(path: str | os.PathLike, scale: str | None = None) -> SweepSpec:
 
 def sweeps_dirs() -> list[Path]:
     """Where shipped sweep specs live: the repository's `sweeps/`, then the installed copy."""
-    import sys
-
-    here = Path(__file__).resolve().parents[2] / "sweeps"
-    out = [here] if here.is_dir() else []
-    inst = Path(sys.prefix) / "share" / "archsearch" / "sweeps"
-    if inst.is_dir():
-        out.append(inst)
-    return out
+    return [d for d in (repo_dir("sweeps"), installed_dir("sweeps")) if d is not None]
 
 
 def find_spec_file(name: str) -> Path:
@@ -254,4 +243,4 @@ def find_spec_file(name: str) -> Path:
     raise ArchsearchError(f"no sweep spec {name!r} (not a file, and not a shipped spec: {', '.join(known) or 'none'})")
 
 
-__all__ = ["SweepSpec", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs", "budget_tag", "KINDS", "MODES"]
+__all__ = ["SweepSpec", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs", "KINDS", "MODES"]
