@@ -137,6 +137,20 @@ def test_unmeetable_budget_fails_before_any_training(tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "sweeps" / "t" / "trials").exists()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_missing_data_stops_the_run_before_any_trial(tmp_path, monkeypatch, workers):
+    from archsearch.sweep.runner import load_study
+
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "c10.toml"
+    spec.write_text('name = "c10"\ntarget = "vgg11-c10"\ngenerators = ["uniform"]\nkinds = ["channels"]\n'
+                    'fractions = [0.1]\n[train]\npreset = "tiny"\nwidth = 0.25\ndownload = false\n')
+    r = run_cli("sweep", "run", str(spec), "--data-dir", str(tmp_path / "nodata"), "--workers", workers)
+    assert r.exit_code == 2 and "CIFAR-10 not found" in r.output and "Traceback" not in r.output
+    study, _ = load_study(str(tmp_path / "runs" / "sweeps" / "c10" / "optuna-journal.log"), "c10")
+    assert study.trials == []  # no trial was failed for it: the rerun with the data runs them all
+
+
 # -- the worker loop, in process ----------------------------------------------------------------------
 def _prepared(tmp_path, storage=None, **kw):
     from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of

@@ -151,6 +151,8 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
             set_threads(threads)
             work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress))
         else:
+            # check the data here once, so that a missing dataset stops the run before N workers start
+            WorkerContext(wd, devs[0], data_dir, _log).data(plan)
             spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
     except _Interrupted:
         raise KeyboardInterrupt from None

@@ -493,6 +493,10 @@ def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int
 def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int | None, wait: bool) -> int:
     mode = plan["spec"]["mode"]
     ran = 0
+    if _next_action(study, plan) != "done":
+        # before taking any trial: missing data is the worker's error (one line, exit 2),
+        # not every trial's, which would fail the whole grid for good
+        ctx.data(plan)
     while max_trials is None or ran < max_trials:
         fail_stale_trials(study)
         action = _next_action(study, plan)

@@ -34,8 +34,8 @@ _TOP = {"name", "title", "about", "cost", "mode", "target", "generators", "kinds
 _SECTIONS = {
     "patterns": {"own", "transferred"},
     "extract": {"preset", "seeds", "epochs", "width", "ratio", "sparsity", "floor", "in_sweep"},
-    "train": {"preset", "epochs", "width", "data_dir", "train_subset", "round", "floor", "device", "checkpoint_every",
-              "cap", "count"},
+    "train": {"preset", "epochs", "width", "data_dir", "download", "train_subset", "round", "floor", "device",
+              "checkpoint_every", "cap", "count"},
     "search": {"budget", "fraction", "trials", "low", "high", "seed", "sampler_seed", "pruner", "startup_trials",
                "warmup_epochs", "uniform_reference"},
     "run": {"heartbeat", "grace", "max_retry"},
@@ -168,6 +168,7 @@ def _validate(s: SweepSpec, where: str) -> None:
     tr = s.train
     preset = tr.get("preset", "paper")
     _want(preset in PRESETS, where, f"train.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    _want(isinstance(tr.get("download", True), bool), where, "train.download must be true or false")
     _want(s.extract.get("preset", "fast") in PRESETS, where, f"extract.preset must be one of {', '.join(PRESETS)}")
     for sec, key, typ in (("train", "epochs", int), ("train", "train_subset", int), ("train", "round", int),
                           ("extract", "seeds", int), ("extract", "epochs", int), ("train", "checkpoint_every", int),
