@@ -1,29 +1,66 @@
-"""Atomic file writes: a reader never sees half a file, and a crash never loses the old one."""
+"""Files in and out, in one place.
+
+Out: atomic writes (a reader never sees half a file, and a crash never loses the old
+one); an `OSError` while writing (a full or read-only disk) becomes one
+`EnvironmentFailure` line naming the path.
+
+In: files a user or another machine hands us are data. `read_bytes` reads regular files
+only (a FIFO or a link to /dev/zero would hang or never end) up to a size limit;
+`read_json` and `read_toml` turn every way a file can be malformed (not UTF-8, not
+JSON, nested too deep) into one `ArchsearchError` line. What the data must look like is
+checked by the format's schema (`archsearch.schemas`).
+
+Also: `check_name` (a name that becomes a file name is a plain name) and `RunLock` (one
+process per run folder).
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import ArchsearchError, EnvironmentFailure
+
+MiB = 1 << 20
+DEFAULT_LIMIT = 64 * MiB  # patterns, results, sweep specs, studies' plans: far below this
+
+
+def os_error(e: OSError, path: str | os.PathLike | None = None, action: str = "cannot write") -> EnvironmentFailure:
+    """One line for an OSError at `path`: what, where, why (e.g. 'No space left on device')."""
+    where = path if path is not None else (e.filename or "")
+    why = e.strerror or str(e) or type(e).__name__
+    return EnvironmentFailure(f"{action} {where}: {why}")
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+    The old file stays untouched until then; an OSError becomes an `EnvironmentFailure`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
+    except OSError as e:
+        raise os_error(e, path) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _umask() -> int:
@@ -32,9 +69,21 @@ def _umask() -> int:
     return mask
 
 
+def make_dirs(path: str | os.PathLike) -> Path:
+    """mkdir -p, with an OSError (a file in the way, a read-only disk) as one line."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(e, p, "cannot create folder") from None
+    return p
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    # allow_nan=False: NaN is not JSON; a NaN here is a bug upstream, not something to write down
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -46,4 +95,127 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch wraps a failed write (e.g. a full disk) in a RuntimeError
+            raise EnvironmentFailure(f"cannot write {path}: {str(e).splitlines()[0]}") from None
+
+
+# -- reading ------------------------------------------------------------------------------------
+def read_bytes(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or one ArchsearchError line."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO cannot hang the open
+    except OSError as e:
+        raise ArchsearchError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArchsearchError(f"cannot read {what} {p}: not a regular file")
+        if st.st_size > limit:
+            raise ArchsearchError(f"cannot read {what} {p}: {st.st_size:,} bytes, more than the {limit:,} allowed")
+        chunks, n = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            n += len(chunk)
+            if n > limit:  # the file grew while we read it
+                raise ArchsearchError(f"cannot read {what} {p}: more than the {limit:,} bytes allowed")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise ArchsearchError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> str:
+    try:
+        return read_bytes(path, what, limit).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArchsearchError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """JSON text as data, with NaN/Infinity refused (they are not JSON) and deep nesting caught."""
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise ArchsearchError(f"{where}: nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ArchsearchError(f"{where}: not UTF-8 text ({e.reason})") from None
+    except ValueError as e:  # JSONDecodeError and the NaN refusal
+        raise ArchsearchError(f"{where}: not valid JSON ({e})") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> Any:
+    return parse_json(read_text(path, what, limit), f"{what} {path}")
+
+
+def read_toml(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> dict:
+    text = read_text(path, what, limit)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ArchsearchError(f"{what} {path}: nested too deeply") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ArchsearchError(f"{path} is not valid TOML: {e}") from None
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """True for a regular file (following links): what a library or folder scan may read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+# -- names -------------------------------------------------------------------------------------
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A name that becomes a file or folder name: letters, digits, '-', '_', '.'; it starts
+    with a letter or digit (so never '..', '.hidden' or '-flag'); at most 128 characters."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ArchsearchError(f"{what} {name!r} is not a plain name: use letters, digits, '-', '_' and '.', "
+                              "starting with a letter or digit (no '/' and no '..')")
+    return name
+
+
+# -- one process per run folder ----------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a run folder (`DIR/.lock`, flock): a second process that tries
+    to use the same folder gets one clear line instead of silently replacing the first
+    one's results. The kernel drops the lock when the holder dies, so a killed run never
+    leaves a stale lock behind."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run folder"):
+        self.folder, self.what, self.fd = Path(folder), what, None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        make_dirs(self.folder)
+        path = self.folder / ".lock"
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise os_error(e, path) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            self.fd = None
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise ArchsearchError(f"{self.what} {self.folder} is in use by another archsearch process; "
+                                      "wait for it, or pass another --out") from None
+            raise os_error(e, path, "cannot lock") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from ._io import check_name
 from .errors import ArchsearchError
 
 
@@ -24,6 +25,10 @@ class _Group(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ArchsearchError as e:
             _fail(str(e))
+        except OSError as e:  # a full or read-only disk, a path that is a file: the machine's, not a bug
+            from ._io import os_error
+
+            _fail(str(os_error(e, action="cannot use")))
         except click.ClickException as e:  # usage errors: bad option values, unknown commands
             _fail(e.format_message() + _help_hint(e))
         except (KeyboardInterrupt, click.Abort):
@@ -38,7 +43,10 @@ def _help_hint(e: click.ClickException) -> str:
 
 
 def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
+    from .redact import redact
+
+    # one line, whatever the message holds (a multi-line library error), and never a password
+    click.echo("error: " + " ".join(redact(msg).split()), err=True)
     sys.exit(2)
 
 
@@ -212,9 +220,9 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
 
     kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor)
     pn, prop, settings, schedule, base = resolve_settings(source, **kw)
+    pat_name = check_name(name or str(pn), "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
     resolve_device(device)
     out_dir = Path(library) if library else P.default_write_dir()
-    pat_name = name or str(pn)
     data = load_dataset(pn.target.data, data_dir, download=download)
     run_root = run_dir(pn, settings, workdir, 0).parent
     todo = [seed for seed in range(seeds) if finished(run_dir(pn, settings, workdir, seed), settings) is None]
@@ -280,8 +288,8 @@ def patterns_list():
             rows.append((e.name, p["kind"], f"{p['arch']}-{p['data']}", f"{p['ratio']:g}", str(len(pv["seeds"])),
                          f"w{pv['width']:g}/e{pv['epochs']}", f"{100 * p['accuracy']['base']['mean']:.1f}%",
                          f"{e.origin}: {e.path}"))
-        except ArchsearchError as err:
-            rows.append((e.name, "INVALID", "", "", "", "", "", f"{e.origin}: {err}"))
+        except ArchsearchError as err:  # one bad file must not hide the good ones
+            click.echo(f"warning: skipped {e.origin} pattern {e.name}: {err}", err=True)
     if not rows:
         click.echo("the library is empty; searched: " + ", ".join(str(d.path) for d in P.search_path()))
         return
@@ -328,21 +336,14 @@ def patterns_show(name):
 
 
 def _resolve_pattern(name: str | None) -> tuple[dict, str]:
-    import json as _json
-
     from . import patterns as P
 
     if name:
         e = P.find(name)
         return P.load_pattern(e.path), str(e.path)
-    last = P.last_pattern_file()
-    if last.exists():
-        try:
-            path = Path(_json.loads(last.read_text())["path"])
-            if path.exists():
-                return P.load_pattern(path), str(path)
-        except (ValueError, KeyError):
-            pass
+    last = P.last_pattern()
+    if last is not None:
+        return P.load_pattern(last), str(last)
     names = ", ".join(e.name for e in P.entries()) or "none (run `archsearch extract` first)"
     raise ArchsearchError(f"no pattern given and none extracted yet: pass --from NAME (library: {names})")
 
@@ -464,7 +465,8 @@ def plot():
 @click.option("--x", "x", default="params", show_default=True, help="params | macs.")
 @click.option("--png", is_flag=True, help="Also write a PNG next to the HTML (headless Chromium).")
 @click.option("--scale", help="With a spec: its scale (e.g. reduced).")
-@click.option("--storage", help="With a study name: its storage (default runs/sweeps/STUDY/optuna-journal.log).")
+@click.option("--storage", envvar="ARCHSEARCH_STORAGE", help="With a study name: its storage (default "
+              "$ARCHSEARCH_STORAGE, else runs/sweeps/STUDY/optuna-journal.log).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
 @click.option("--title", help="Title (default: the sweep's).")
 def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):

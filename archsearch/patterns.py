@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._io import write_json
+from ._io import check_name, is_regular_file, read_json, write_json
 from ._shipped import installed_dir, repo_dir
 from .errors import ArchsearchError
 
@@ -138,67 +138,24 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
 
 
 # -- validation --------------------------------------------------------------------------------
-def _fail(where: str, msg: str) -> ArchsearchError:
-    return ArchsearchError(f"{where}: {msg}")
+PATTERN_LIMIT = 16 << 20  # bytes; the shipped patterns are a few KB
 
 
 def validate(d: Any, where: str = "pattern") -> dict:
-    """Check a pattern dict; return it, or raise ArchsearchError with one clear line."""
-    if not isinstance(d, dict):
-        raise _fail(where, "a pattern must be a JSON object")
-    schema = d.get("schema")
-    if schema != PATTERN_SCHEMA:
-        raise _fail(where, f"pattern schema {schema!r} is not supported (this archsearch reads schema {PATTERN_SCHEMA})")
-    for key, typ in (("name", str), ("kind", str), ("method", str), ("arch", str), ("family", str), ("depth", int),
-                     ("data", str), ("ratio", (int, float)), ("stages", list), ("base_widths", list),
-                     ("layers", dict), ("stage", dict), ("accuracy", dict), ("provenance", dict)):
-        if key not in d:
-            raise _fail(where, f"missing field {key!r}")
-        if not isinstance(d[key], typ) or isinstance(d[key], bool):
-            raise _fail(where, f"field {key!r} has the wrong type ({type(d[key]).__name__})")
-    if d["kind"] not in KINDS:
-        raise _fail(where, f"kind must be one of {', '.join(KINDS)}, got {d['kind']!r}")
-    n = len(d["stages"])
-    if n == 0 or len(d["base_widths"]) != n:
-        raise _fail(where, f"{n} stage labels but {len(d['base_widths'])} base widths")
-    n_stages = max(d["stages"]) + 1
-    what = "ratio" if d["kind"] == "channels" else "density"
-    for group, length in (("layers", n), ("stage", n_stages)):
-        for stat in ("mean", "std"):
-            v = d[group].get(f"{what}_{stat}")
-            if not isinstance(v, list) or len(v) != length:
-                raise _fail(where, f"{group}.{what}_{stat} must be a list of {length} numbers")
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v):
-                raise _fail(where, f"{group}.{what}_{stat} holds a non-number")
-            if stat == "mean" and not all(0 <= x <= 1 for x in v):
-                raise _fail(where, f"{group}.{what}_mean must lie in [0, 1]")
-    if d["kind"] == "sparsity":
-        km = d["stage"].get("kernel_keep_mean")
-        if not isinstance(km, list) or len(km) != n_stages or not all(
-                isinstance(m, list) and len(m) == 3 and all(isinstance(r, list) and len(r) == 3 for r in m) for m in km):
-            raise _fail(where, f"stage.kernel_keep_mean must be {n_stages} 3x3 maps")
-    prov = d["provenance"]
-    for key in ("method", "arch", "data", "ratio", "seeds", "epochs", "width", "archsearch_version", "command"):
-        if key not in prov:
-            raise _fail(where, f"provenance lacks {key!r}")
+    """Check a pattern dict against its schema (`schemas.Pattern`); return it, or raise one line."""
+    from .schemas import Pattern, check
+
+    check(Pattern, d, where)
     return d
 
 
 def load_pattern(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ArchsearchError(f"cannot read pattern {path}: {e.strerror}") from None
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArchsearchError(f"{path}: not valid JSON ({e})") from None
-    return validate(d, str(path))
+    return validate(read_json(path, "pattern", PATTERN_LIMIT), str(path))
 
 
 def save_pattern(pat: dict, path: str | os.PathLike) -> Path:
     validate(pat)
+    check_name(Path(path).stem, "pattern name")
     write_json(path, pat)
     return Path(path)
 
@@ -254,11 +211,16 @@ class Entry:
 
 
 def entries() -> list[Entry]:
-    """Every pattern file on the search path; a name found twice is taken from the first dir."""
+    """Every pattern file on the search path; a name found twice is taken from the first dir.
+    Only regular files count (a FIFO or a link to a device named x.json is passed over)."""
     found: dict[str, Entry] = {}
     for d in search_path():
-        if d.path.is_dir():
-            for f in sorted(d.path.glob("*.json")):
+        try:
+            files = sorted(d.path.glob("*.json")) if d.path.is_dir() else []
+        except OSError:
+            files = []  # an unreadable folder on the path holds no patterns we can use
+        for f in files:
+            if is_regular_file(f):
                 found.setdefault(f.stem, Entry(f.stem, f, d.origin))
     return sorted(found.values(), key=lambda e: e.name)
 
@@ -290,3 +252,17 @@ def last_pattern_file() -> Path:
 
 def record_last(path: Path) -> None:
     write_json(last_pattern_file(), {"path": str(Path(path).resolve())})
+
+
+def last_pattern() -> Path | None:
+    """The pattern file `extract` wrote last, if that note is readable and the file is still there."""
+    from .schemas import LastPattern, check
+
+    note = last_pattern_file()
+    if not note.exists():
+        return None
+    try:
+        path = Path(check(LastPattern, read_json(note, "note", 1 << 16), str(note)).path)
+    except ArchsearchError:
+        return None  # a damaged note only loses the default
+    return path if is_regular_file(path) else None

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._io import write_json
+from ._io import parse_json, read_json, write_json
 from .errors import ArchsearchError
 
 SCHEMA_VERSION = 1
+SPEC_LIMIT = 512 << 20  # bytes: the masks of a full VGG-16 on ImageNet take about 25 MB of base64
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -41,7 +43,7 @@ def decode_mask(obj: dict) -> np.ndarray:
         raw = np.frombuffer(base64.b64decode(obj["bits"], validate=True), dtype=np.uint8)
     except (KeyError, TypeError, ValueError) as e:
         raise ArchsearchError(f"malformed mask in spec: {e}") from None
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if raw.size != (n + 7) // 8:
         raise ArchsearchError(f"malformed mask in spec: {raw.size} bytes for shape {list(shape)}")
     return np.unpackbits(raw, count=n).astype(bool).reshape(shape)
@@ -92,6 +94,8 @@ class ArchSpec:
             raise ArchsearchError("spec stages must start at 0 and never decrease")
         if self.base_widths is not None and len(self.base_widths) != n:
             raise ArchsearchError(f"spec has {n} widths but {len(self.base_widths)} base widths")
+        if self.base_widths is not None and any(b < 1 for b in self.base_widths):
+            raise ArchsearchError("spec has base widths below 1 channel")
         if self.num_classes < 1 or self.in_channels < 1 or self.input_size < 1:
             raise ArchsearchError("spec needs num_classes, in_channels and input_size >= 1")
         if self.masks is not None and len(self.masks) != n:
@@ -147,75 +151,44 @@ class ArchSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ArchSpec":
-        if not isinstance(d, dict):
-            raise ArchsearchError("spec must be a JSON object")
-        schema = d.get("schema", SCHEMA_VERSION)
-        if schema != SCHEMA_VERSION:
-            raise ArchsearchError(f"spec schema {schema} is not supported (this archsearch reads {SCHEMA_VERSION})")
-        missing = [k for k in ("family", "depth", "widths", "stages", "num_classes") if k not in d]
-        if missing:
-            raise ArchsearchError(f"spec is missing {', '.join(missing)}")
+    def from_dict(cls, d: Any, where: str = "spec") -> "ArchSpec":
+        """A spec from JSON data, checked completely (`schemas.ArchSpecModel`) before use."""
+        from .schemas import ArchSpecModel, check
+
+        if isinstance(d, dict) and d.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ArchsearchError(f"{where}: spec schema {d.get('schema')!r} is not supported "
+                                  f"(this archsearch reads {SCHEMA_VERSION})")
+        m = check(ArchSpecModel, d, where)
+        masks = None
+        if m.masks is not None:
+            masks = [decode_mask(mk.model_dump()) for mk in m.masks]
+            empty = [i for i, mk in enumerate(masks) if not mk.any()]
+            if empty:
+                raise ArchsearchError(f"{where}: the masks of conv layer(s) {empty} keep no weight at all "
+                                      "(such a layer cuts the network in two)")
         try:
-            masks = d.get("masks")
-            spec = cls(
-                family=str(d["family"]),
-                depth=_int(d["depth"], "depth"),
-                widths=[_int(w, "widths") for w in _list(d["widths"], "widths")],
-                stages=[_int(s, "stages") for s in _list(d["stages"], "stages")],
-                num_classes=_int(d["num_classes"], "num_classes"),
-                in_channels=_int(d.get("in_channels", 3), "in_channels"),
-                input_size=_int(d.get("input_size", 32), "input_size"),
-                base_widths=None if d.get("base_widths") is None
-                else [_int(w, "base_widths") for w in _list(d["base_widths"], "base_widths")],
-                masks=None if masks is None else [decode_mask(m) for m in _list(masks, "masks")],
-                meta=dict(d.get("meta") or {}),
-            )
-        except ArchsearchError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise ArchsearchError(f"malformed spec: {e}") from None
-        return spec
+            return cls(family=m.family, depth=m.depth, widths=m.widths, stages=m.stages, num_classes=m.num_classes,
+                       in_channels=m.in_channels, input_size=m.input_size, base_widths=m.base_widths, masks=masks,
+                       meta=dict(m.meta))
+        except ArchsearchError as e:
+            raise ArchsearchError(f"{where}: {e}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchsearchError(f"spec is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+    def from_json(cls, text: str, where: str = "spec") -> "ArchSpec":
+        return cls.from_dict(parse_json(text, where), where)
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ArchSpec":
-        try:
-            text = open(path).read()
-        except OSError as e:
-            raise ArchsearchError(f"cannot read spec {path}: {e.strerror}") from None
-        try:
-            return cls.from_json(text)
-        except ArchsearchError as e:
-            raise ArchsearchError(f"{path}: {e}") from None
+        return cls.from_dict(read_json(path, "spec", SPEC_LIMIT), str(path))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArchSpec):
             return NotImplemented
         a, b = self.to_dict(), other.to_dict()
         return a == b
-
-
-def _int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-        raise ArchsearchError(f"spec field {what} needs whole numbers, got {v!r}")
-    return int(v)
-
-
-def _list(v: Any, what: str) -> list:
-    if not isinstance(v, list):
-        raise ArchsearchError(f"spec field {what} must be a list")
-    return v

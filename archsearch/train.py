@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from ._io import torch_save, write_json
+from ._io import RunLock, torch_save, write_json
 from .archs import apply_masks_, build, masked_weights
 from .counting import CONVENTIONS, count
 from .data import Dataset, DeviceLoader
@@ -354,25 +354,64 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
         raise ArchsearchError(f"spec has {spec.num_classes} classes but {data.name} has {data.num_classes}")
     if checkpoint_every < 1:
         raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
+    check_seed(seed)
+    if out_dir is None:
+        return _train(spec, data, schedule, seed, device, None, checkpoint_every, resume, init_state, compile, progress)
+    with RunLock(out_dir):  # one process per run folder: a second one gets one clear line
+        return _train(spec, data, schedule, seed, device, Path(out_dir), checkpoint_every, resume, init_state, compile,
+                      progress)
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ArchsearchError(f"seed must be a whole number in [0, 2^32), got {seed!r}")
+    return seed
+
+
+def load_checkpoint(path: Path, dev: torch.device) -> dict:
+    """A checkpoint as plain data. `weights_only=True`: torch's restricted unpickler loads
+    tensors, numbers, strings and containers and nothing else, so a crafted checkpoint in
+    a shared run folder cannot run code (a full pickle would run it before any check)."""
+    try:
+        ck = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as e:  # noqa: BLE001  a damaged or hostile file is bad input, not a bug
+        raise ArchsearchError(f"cannot read checkpoint {path}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+                              " (delete it to start the run over)") from None
+    ok = (isinstance(ck, dict) and isinstance(ck.get("fingerprint"), str) and isinstance(ck.get("model"), dict)
+          and isinstance(ck.get("opt"), dict) and isinstance(ck.get("loader_rng"), torch.Tensor)
+          and isinstance(ck.get("history"), list)
+          and all(isinstance(h, dict) and isinstance(h.get("test_acc"), float) for h in ck["history"])
+          and isinstance(ck.get("epoch"), int) and isinstance(ck.get("elapsed"), (int, float))
+          and len(ck["history"]) == ck["epoch"])
+    if not ok:
+        raise ArchsearchError(f"{path} is not an archsearch checkpoint (delete it to start the run over)")
+    return ck
+
+
+def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
+           checkpoint_every: int, resume: bool, init_state: dict | None, compile: bool,
+           progress: Callable[[EpochStats], None] | None) -> Result:
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    ck = None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, resolve_device(device))  # before any allocation, and before the model
     eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state)
     counts = count(spec)
     fp = _fingerprint(spec, data, schedule, seed, init_state)
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
     history: list[dict] = []
     start, elapsed = 0, 0.0
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        try:
-            ck = torch.load(ckpt_path, map_location=eng.dev, weights_only=False)
-        except Exception as e:  # noqa: BLE001  a damaged checkpoint is bad input, not a bug
-            raise ArchsearchError(f"cannot read checkpoint {ckpt_path}: {e}") from None
-        if ck.get("fingerprint") != fp:
+    if ck is not None:
+        if ck["fingerprint"] != fp:
             raise ArchsearchError(f"{ckpt_path} belongs to a run with other settings; "
                                   "pass another --out, or delete it to start over")
-        eng.model.load_state_dict(ck["model"])
-        eng.opt.load_state_dict(ck["opt"])
-        eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
-        history, start, elapsed = ck["history"], ck["epoch"], ck["elapsed"]
+        try:
+            eng.model.load_state_dict(ck["model"])
+            eng.opt.load_state_dict(ck["opt"])
+            eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
+                                  "delete it to start over") from None
+        history, start, elapsed = ck["history"], ck["epoch"], float(ck["elapsed"])
     best = max((h["test_acc"] for h in history), default=0.0)
     timer = _Timer(eng.dev)
     for epoch in range(start, schedule.epochs):
@@ -439,10 +478,12 @@ class _Timer:
 
 
 def load_result(path: str | os.PathLike) -> Result:
-    try:
-        return Result.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError) as e:
-        raise ArchsearchError(f"cannot read result {path}: {e}") from None
+    from ._io import read_json
+    from .schemas import ResultModel, check
+
+    d = read_json(path, "result")
+    check(ResultModel, d, str(path))
+    return Result.from_dict({k: d[k] for k in Result.__dataclass_fields__ if k in d})
 
 
 __all__ = ["PRESETS", "Preset", "Schedule", "make_schedule", "train", "evaluate", "estimate_seconds", "Result", "EpochStats", "Engine",

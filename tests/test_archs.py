@@ -148,9 +148,9 @@ def test_json_round_trip(variant, tmp_path):
     ("[]", "JSON object"),
     ('{"family": "vgg"}', "missing"),
     ('{"family": "vgg", "depth": 11, "widths": [1], "stages": [0], "num_classes": 10, "schema": 99}', "schema"),
-    ('{"family": "vgg", "depth": 11, "widths": [0, 1], "stages": [0, 0], "num_classes": 10}', "fewer than 1"),
-    ('{"family": "vgg", "depth": 11, "widths": [2.5], "stages": [0], "num_classes": 10}', "whole numbers"),
-    ('{"family": "vgg", "depth": 11, "widths": [1, 2], "stages": [0], "num_classes": 10}', "stage labels"),
+    ('{"family": "vgg", "depth": 11, "widths": [0, 1], "stages": [0, 0], "num_classes": 10}', "greater than or equal to 1"),
+    ('{"family": "vgg", "depth": 11, "widths": [2.5], "stages": [0], "num_classes": 10}', "whole number"),
+    ('{"family": "vgg", "depth": 11, "widths": [1, 2], "stages": [0], "num_classes": 10}', "1 stages"),
     ('{"family": "vgg", "depth": 11, "widths": "64", "stages": [0], "num_classes": 10}', "must be a list"),
 ])
 def test_malformed_spec_rejected(bad, msg):

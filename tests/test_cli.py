@@ -106,12 +106,14 @@ def test_extract_then_list_and_show(tmp_path, monkeypatch):
     r4 = run("patterns", "show", "slimming-vgg11-digits")
     assert r4.exit_code == 0 and "█" in r4.stdout and "made by: archsearch extract" in r4.stdout
     assert len([ln for ln in r4.stdout.splitlines() if ln.strip().startswith(tuple("12345678"))]) >= 8
-    # a malformed file in the library: list flags it, show refuses it with one line
+    # a malformed file in the library: list skips it with a warning and still lists the
+    # good ones; show refuses it with one line
     (lib / "broken.json").write_text('{"schema": 1}')
     r5 = run("patterns", "list")
-    assert r5.exit_code == 0 and "INVALID" in r5.stdout
+    assert r5.exit_code == 0 and "slimming-vgg11-digits" in r5.stdout and "broken" not in r5.stdout
+    assert "warning: skipped" in r5.stderr and "broken" in r5.stderr
     r6 = run("patterns", "show", "broken")
-    assert r6.exit_code == 2 and r6.stderr.startswith("error: ") and "missing field" in r6.stderr
+    assert r6.exit_code == 2 and r6.stderr.startswith("error: ") and "is missing" in r6.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -89,19 +89,19 @@ def test_find_spec_by_shipped_name():
 
 
 @pytest.mark.parametrize("raw,msg", [
-    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "colour": 1}, "unknown key"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "colour": 1}, "colour is not a known key"),
     ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "generators": ["best"]},
      "generators must be"),
     ({"name": "x", "target": "vgg99-digits", "kinds": ["channels"], "fractions": [0.1]}, "not 99"),
     ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "budgets": ["1M"]},
      "exactly one of budgets or fractions"),
     ({"name": "x", "target": "vgg11-digits", "generators": ["pruned"], "fractions": [0.1]}, "need patterns.own"),
-    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [1.5]}, "fractions must"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [1.5]}, "fractions.0 must be less than or equal to 1"),
     ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1], "train": {"epochs": 0}},
      "train.epochs"),
     ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1],
       "run": {"heartbeat": 10, "grace": 5}}, "must exceed"),
-    ({"name": "x y", "target": "vgg11-digits"}, "'name' must be"),
+    ({"name": "x y", "target": "vgg11-digits"}, "sweep name 'x y' is not a plain name"),
 ])
 def test_bad_specs_are_one_clear_error(raw, msg):
     with pytest.raises(ArchsearchError, match=msg):
@@ -153,12 +153,12 @@ def test_missing_data_stops_the_run_before_any_trial(tmp_path, monkeypatch, work
 
 # -- the worker loop, in process ----------------------------------------------------------------------
 def _prepared(tmp_path, storage=None, **kw):
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
 
     spec = load_spec(write_spec(tmp_path, **kw))
     wd = tmp_path / "wd"
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    study = create_or_load(storage or default_storage(wd), plan, run_cfg_of(spec))
+    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
     return spec, wd, plan, study
 
 
@@ -247,13 +247,13 @@ def test_worker_devices_and_threads():
 
 
 def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, run_cfg_of
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
 
     spec, wd, plan, study = _prepared(tmp_path)
     spec2 = load_spec(write_spec(tmp_path, seeds=3))
     plan2 = build_plan(spec2, wd, device="cpu", log=lambda m: None)
     with pytest.raises(ArchsearchError, match="another version of this spec"):
-        create_or_load(default_storage(wd), plan2, run_cfg_of(spec2))
+        create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec2)), plan2)
 
 
 def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):

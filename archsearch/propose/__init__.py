@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .._io import torch_save, write_json
+from .._io import read_json, torch_save, write_json
 from ..archs import base_spec, build
 from ..data import Dataset
 from ..errors import ArchsearchError
@@ -170,11 +170,16 @@ def run_dir(pn: ProposerName, settings: Settings, workdir: str | os.PathLike, se
 
 def finished(run: Path, settings: Settings) -> dict | None:
     """The record of a finished proposal run with these settings, or None."""
+    from ..schemas import ProposalRecord, check
+
+    if not (run / "proposal.json").exists():
+        return None
     try:
-        rec = json.loads((run / "proposal.json").read_text())
-    except (OSError, ValueError):
-        return None  # absent, or damaged: the pruning step is redone (the base run is reused)
-    return rec if isinstance(rec, dict) and rec.get("settings") == asdict(settings) else None
+        rec = check(ProposalRecord, read_json(run / "proposal.json", "proposal"), str(run / "proposal.json"))
+    except ArchsearchError:
+        return None  # damaged: the pruning step is redone (the base run is reused)
+    d = rec.model_dump()
+    return d if d["settings"] == asdict(settings) else None
 
 
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",

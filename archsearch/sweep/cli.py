@@ -10,7 +10,12 @@ from pathlib import Path
 
 import click
 
+from .._io import check_name
 from ..errors import ArchsearchError
+from . import STORAGE_ENV
+
+_STORAGE_HELP = (f"(default: ${STORAGE_ENV} if set). A password in a URL is never written down; it can also "
+                 "come from PGPASSWORD (libpq reads it when the URL has none).")
 
 
 def _log(msg: str) -> None:
@@ -44,7 +49,7 @@ class Sweep:
             self.name = self.spec.study_name
             self.workdir = Path(workdir) if workdir else default_workdir(self.spec)
         else:
-            self.name = target
+            self.name = check_name(target, "study name")
             self.workdir = Path(workdir) if workdir else Path("runs") / "sweeps" / target
         self.storage = storage or default_storage(self.workdir)
         if not storage and not Path(self.storage).exists():
@@ -64,6 +69,8 @@ def _rows(study) -> list[dict]:
 
 def provenance(study, plan: dict, rows: list[dict]) -> str:
     """How a sweep's numbers were produced, for tables and figure captions."""
+    from ..redact import redact
+
     s, tr = plan["spec"], plan["spec"]["train"]
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     devices = sorted({t.user_attrs.get("device", "?") for t in done})
@@ -74,7 +81,7 @@ def provenance(study, plan: dict, rows: list[dict]) -> str:
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
             + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices)}, torch {', '.join(torch_v)}; "
             f"archsearch {plan['archsearch_version']}, {plan['created'][:10]}"
-            + (f"; command: {plan['command']}" if plan.get("command") else ""))
+            + (f"; command: {redact(plan['command'])}" if plan.get("command") else ""))
 
 
 def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
@@ -121,31 +128,41 @@ def _summary_table(study) -> str:
 def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None = None, workdir: str | None = None,
               workers: int = 1, devices: str | None = None, device: str = "auto", threads: int | None = None,
               data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
-              command: str | None = None) -> tuple[Path, Path]:
-    from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_storage,
-                         default_workdir, run_cfg_of, set_threads, spawn_workers, status, work, _worker_devices)
+              command: str | None = None, retry_failed: bool = False) -> tuple[Path, Path]:
+    from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_workdir, open_run_storage,
+                         requeue_failed, run_cfg_of, set_threads, spawn_workers, status, work, _worker_devices)
     from .spec import find_spec_file, load_spec
-    from .storage import describe
+    from .storage import default_storage, describe
+    from .._io import make_dirs
+    from ..redact import redact, url_secrets
 
     from ..train import resolve_device
 
     spec = load_spec(find_spec_file(spec_path), scale)
     wd = Path(workdir) if workdir else default_workdir(spec)
-    wd.mkdir(parents=True, exist_ok=True)
-    url = storage or default_storage(wd)
     devs = _worker_devices(devices, workers, device)
     for d in set(devs):
         resolve_device(d)
+    make_dirs(wd)
+    url = storage or default_storage(wd)
+    # open (and so check) the storage before any work: a bad URL is one line now, not after
+    # the proposers have trained
+    st_obj = open_run_storage(url, run_cfg_of(spec))
     _log(f"sweep {spec.study_name}: {spec.title or spec.target}")
     for line in (spec.about or "").strip().splitlines():
         _log(f"  {line}")
     if spec.cost:
         _log(f"  cost: {spec.cost.strip()}")
     plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log)
-    plan["command"] = command or ("archsearch " + shlex.join(sys.argv[1:]))
-    study = create_or_load(url, plan, run_cfg_of(spec), log=_log)
+    # the recorded command goes into the study, reports and figure captions: never a password
+    plan["command"] = redact(command or ("archsearch " + shlex.join(sys.argv[1:])), url_secrets(url))
+    study = create_or_load(st_obj, plan, log=_log)
+    again = requeue_failed(study, plan, everything=retry_failed)
+    if again:
+        _log(f"requeued {len(again)} failed trial(s) for another try: " + ", ".join(f"#{n}" for n in again))
     st = status(study, plan)
     _log(f"study {study.study_name} in {describe(url)}; work dir {wd}; {st.line(workers)}")
+    bad = 0
     try:
         if workers == 1:
             set_threads(threads)
@@ -153,7 +170,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
         else:
             # check the data here once, so that a missing dataset stops the run before N workers start
             WorkerContext(wd, devs[0], data_dir, _log).data(plan)
-            spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
+            bad = spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
     except _Interrupted:
         raise KeyboardInterrupt from None
     st = status(study, plan)
@@ -162,6 +179,11 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
         _log(f"  failed trial #{n}: {why}")
     if not st.finished:
         _log("not finished (a worker stopped early?); run the same command again to resume")
+    if bad:
+        if st.done:
+            write_outputs(study, plan, wd, x=spec.by, png=png)
+        raise ArchsearchError(f"{bad} of {workers} workers stopped with an error (see {wd / 'logs'}/worker-*.log); "
+                              "fix the cause and run the same command again to go on")
     report, html = write_outputs(study, plan, wd, x=spec.by, png=png)
     click.echo(_summary_table(study))
     return report, html
@@ -177,15 +199,16 @@ def register(cli: click.Group) -> None:
           archsearch sweep run sweeps/quickstart.toml
           archsearch sweep run sweeps/fig3-vgg16-c10.toml --scale reduced --data-dir ../shared/data
           archsearch sweep run sweeps/fig5-vgg19-c100.toml --workers 4 --devices 0,1,2,3
-          archsearch sweep worker --storage postgresql://user:pw@host/db --study fig5-vgg19-c100
+          ARCHSEARCH_STORAGE=postgresql://me@host/db archsearch sweep worker --study fig5-vgg19-c100
           archsearch sweep status sweeps/quickstart.toml
         """
 
     @sweep.command("run")
     @click.argument("spec")
     @click.option("--scale", help="Apply the spec's [scales.NAME] overrides (e.g. reduced).")
-    @click.option("--storage", help="Optuna storage: a journal file (default: WORKDIR/optuna-journal.log) or "
-                                    "postgresql://user:pw@host/db (or mysql://) for workers on several machines.")
+    @click.option("--storage", envvar=STORAGE_ENV, help="Optuna storage: a journal file (default: "
+                  "WORKDIR/optuna-journal.log) or postgresql://user@host/db (or mysql://) for workers on several "
+                  "machines " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False), help="Runs, logs and outputs (default runs/sweeps/STUDY).")
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine.")
     @click.option("--devices", help="Comma-separated GPU ids; worker i uses devices[i % n] (e.g. 0,1).")
@@ -193,7 +216,10 @@ def register(cli: click.Group) -> None:
     @click.option("--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers).")
     @click.option("--data-dir", type=click.Path(), help="Where the data lives (overrides the spec's train.data_dir).")
     @click.option("--png", is_flag=True, help="Also render efficiency.png with headless Chromium.")
-    def sweep_run(spec, scale, storage, workdir, workers, devices, device, threads, data_dir, png):
+    @click.option("--retry-failed", is_flag=True, help="Also retry trials that failed for their own reasons (e.g. "
+                  "diverged, or a bug since fixed); trials failed by the machine (disk full, out of memory, a lost "
+                  "device) are retried by every run.")
+    def sweep_run(spec, scale, storage, workdir, workers, devices, device, threads, data_dir, png, retry_failed):
         """Create or resume the study of SPEC (a file, or a shipped spec's name) and run it.
 
         Enumerates (kind, generator, budget, seed) with Optuna's grid sampler (or searches
@@ -205,13 +231,17 @@ def register(cli: click.Group) -> None:
         Examples:
           archsearch sweep run sweeps/quickstart.toml
           archsearch sweep run fig3-vgg16-c10 --scale reduced --data-dir ../shared/data --workers 2
+          ARCHSEARCH_STORAGE=postgresql://me@db/sweeps PGPASSWORD=... archsearch sweep run fig5-vgg19-c100
+          archsearch sweep run quickstart --retry-failed
         """
         report, html = run_sweep(spec, scale=scale, storage=storage, workdir=workdir, workers=workers,
-                                 devices=devices, device=device, threads=threads, data_dir=data_dir, png=png)
+                                 devices=devices, device=device, threads=threads, data_dir=data_dir, png=png,
+                                 retry_failed=retry_failed)
         click.echo(f"table: {report}\nplot:  {html}")
 
     @sweep.command("worker")
-    @click.option("--storage", required=True, help="The sweep's storage (journal file or database URL).")
+    @click.option("--storage", envvar=STORAGE_ENV, required=True,
+                  help="The sweep's storage (journal file or database URL) " + _STORAGE_HELP)
     @click.option("--study", "name", required=True, help="Study name (the spec's name, plus -SCALE).")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Where this worker keeps its runs (default runs/sweeps/STUDY).")
     @click.option("--device", default="auto", show_default=True)
@@ -224,12 +254,13 @@ def register(cli: click.Group) -> None:
 
         \b
         Example:
-          archsearch sweep worker --storage postgresql://user:pw@host/db --study fig5-vgg19-c100 \\
+          ARCHSEARCH_STORAGE=postgresql://me@host/db archsearch sweep worker --study fig5-vgg19-c100 \\
               --device cuda:0 --data-dir /data
         """
         from .runner import WorkerContext, _Interrupted, load_study, set_threads, work
         from ..train import resolve_device
 
+        check_name(name, "study name")
         resolve_device(device)
         study, plan = load_study(storage, name)
         set_threads(threads)
@@ -245,7 +276,7 @@ def register(cli: click.Group) -> None:
     @sweep.command("status")
     @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
     @click.option("--scale")
-    @click.option("--storage")
+    @click.option("--storage", envvar=STORAGE_ENV, help="The sweep's storage " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False))
     def sweep_status(sweep_ref, scale, storage, workdir):
         """Done, running, failed and remaining trials, with an estimate of the time left.
@@ -270,7 +301,7 @@ def register(cli: click.Group) -> None:
     @cli.command("report")
     @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
     @click.option("--scale")
-    @click.option("--storage")
+    @click.option("--storage", envvar=STORAGE_ENV, help="The sweep's storage " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False))
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Directory for report.md/.csv/.json (default: the work dir).")
     def report(sweep_ref, scale, storage, workdir, out_dir):

@@ -19,6 +19,7 @@ its own run directory) under a heartbeat, and tells the outcome:
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shlex
 import signal
 import subprocess
@@ -38,12 +39,13 @@ from .. import __version__
 from ..archs import base_spec
 from ..compare import budget_tag, stage_summary
 from ..counting import count
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, EnvironmentFailure
 from ..generate import channel_spec, generate, pattern_stage_values
 from ..names import parse_target
 from ..spec import ArchSpec
 from .spec import SweepSpec
-from .storage import default_storage, describe, open_storage
+from .._io import make_dirs, os_error
+from .storage import STORAGE_ENV, default_storage, describe, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -229,9 +231,13 @@ def _sampler_pruner(plan: dict):
     return sampler, pruner
 
 
-def create_or_load(storage: str, plan: dict, run_cfg: dict, log: Log = _stderr) -> optuna.Study:
-    """Create the study for `plan`, or load it and check it is the same sweep."""
-    st = open_storage(storage, heartbeat=run_cfg["heartbeat"], grace=run_cfg["grace"], max_retry=run_cfg["max_retry"])
+def open_run_storage(storage: str, run_cfg: dict):
+    """The storage a sweep runs on, opened (and so checked) before any work is done."""
+    return open_storage(storage, heartbeat=run_cfg["heartbeat"], grace=run_cfg["grace"], max_retry=run_cfg["max_retry"])
+
+
+def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
+    """Create the study for `plan` in the opened storage `st`, or load it and check it is the same sweep."""
     name = study_name(plan)
     sampler, pruner = _sampler_pruner(plan)
     study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner, direction="maximize",
@@ -246,7 +252,7 @@ def create_or_load(storage: str, plan: dict, run_cfg: dict, log: Log = _stderr) 
                 study.enqueue_trial({f"stage{k}": 1.0 for k in range(len(plan["search_start"]))},
                                     user_attrs={"reference": "uniform"})
     elif _comparable(old) != _comparable(plan):
-        raise ArchsearchError(f"study {name} in {describe(storage)} was made from another version of this spec; "
+        raise ArchsearchError(f"study {name} in this storage was made from another version of this spec; "
                               "restore the spec, or pass another --workdir/--storage to start a new study")
     return study
 
@@ -265,7 +271,7 @@ def study_name(plan: dict) -> str:
 def load_study(storage: str, name: str) -> tuple[optuna.Study, dict]:
     """Load a sweep's study by name (for workers, status, reports). The storage is opened a
     second time with the sweep's own heartbeat settings once its plan has been read."""
-    probe = open_storage(storage)
+    probe = open_storage(storage, create=False)
     try:
         study = optuna.load_study(study_name=name, storage=probe)
     except KeyError:
@@ -275,7 +281,7 @@ def load_study(storage: str, name: str) -> tuple[optuna.Study, dict]:
     if plan is None:
         raise ArchsearchError(f"study {name!r} was not made by `archsearch sweep run`")
     rc = run_cfg_of(SweepSpec.from_dict(plan["spec"]))
-    st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"])
+    st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"], create=False)
     sampler, pruner = _sampler_pruner(plan)
     return optuna.load_study(study_name=name, storage=st, sampler=sampler, pruner=pruner), plan
 
@@ -368,6 +374,58 @@ def trial_label(params: dict, mode: str) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+# -- failures --------------------------------------------------------------------------------------
+RETRY_ATTR = "retryable"
+TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
+
+
+def classify_failure(e: BaseException) -> tuple[str, str]:
+    """(cause, one-line reason) of a failed trial.
+
+    - the trial's own fault (a diverged run, a budget it cannot meet): the same seed fails
+      the same way, so it is failed for good and the sweep goes on;
+    - the machine's (a full or read-only disk, no memory, a lost device): not the trial's
+      doing; the sweep stops at once instead of burning through the grid, and the next
+      run of the same command retries the trial;
+    - anything else is a bug in archsearch: recorded, the worker stops with a traceback and
+      a non-zero exit; `sweep run --retry-failed` retries it once fixed.
+    """
+    import torch
+
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    if isinstance(e, EnvironmentFailure):
+        return ENVIRONMENT, f"{type(e).__name__}: {first}"
+    if isinstance(e, ArchsearchError):
+        return TRIAL_FAULT, f"{type(e).__name__}: {first}"
+    if isinstance(e, (OSError, MemoryError, torch.OutOfMemoryError)) or (
+            isinstance(e, RuntimeError) and any(k in str(e) for k in ("CUDA error", "out of memory", "device-side",
+                                                                       "No space left"))):
+        return ENVIRONMENT, f"{type(e).__name__}: {first or getattr(e, 'strerror', '')}"
+    return BUG, f"bug: {type(e).__name__}: {first}"
+
+
+def requeue_failed(study: optuna.Study, plan: dict, *, everything: bool = False) -> list[int]:
+    """Put failed grid points back in the queue: those that failed for a reason outside the
+    trial (always), or every failed one (`everything`, i.e. `--retry-failed`). Returns the
+    numbers of the trials requeued. Pruned trials and search-mode trials stay as they are."""
+    if plan["spec"]["mode"] != "grid":
+        return []
+    latest: dict = {}
+    for t in study.get_trials(deepcopy=False):
+        gid = t.system_attrs.get("grid_id")
+        if gid is not None and (gid not in latest or t.number > latest[gid].number):
+            latest[gid] = t
+    done = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    out = []
+    for gid, t in sorted(latest.items(), key=lambda kv: kv[1].number):
+        if t.state != TrialState.FAIL or gid in done:
+            continue
+        if everything or t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT:
+            _requeue(study, t, f"retry: {t.user_attrs.get('fail_reason', 'failed')}")
+            out.append(t.number)
+    return out
+
+
 # -- one worker -------------------------------------------------------------------------------------
 @dataclass
 class WorkerContext:
@@ -419,7 +477,8 @@ def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     sa["requeued_because"] = reason
     study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
                                         distributions=trial.distributions,
-                                        user_attrs={k: v for k, v in trial.user_attrs.items() if k != "fail_reason"},
+                                        user_attrs={k: v for k, v in trial.user_attrs.items()
+                                                    if k not in ("fail_reason", RETRY_ATTR)},
                                         system_attrs=sa))
 
 
@@ -517,6 +576,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         st = status(study, plan)
         label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
         state, value, reason = TrialState.COMPLETE, None, None
+        stop: BaseException | None = None
         with get_heartbeat_thread(trial._trial_id, study._storage):
             try:
                 value = _train_trial(study, trial, plan, ctx, label)
@@ -524,11 +584,15 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
                 state, reason = TrialState.PRUNED, str(e)
             except KeyboardInterrupt:
                 state, reason = TrialState.FAIL, "interrupted (Ctrl-C); requeued"
-            except ArchsearchError as e:  # Diverged, an unmet budget, missing data
-                state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
-            except Exception as e:  # noqa: BLE001  a bug: record it, keep the sweep going
-                state, reason = TrialState.FAIL, f"{type(e).__name__}: {e}"
-                ctx.log(traceback.format_exc())
+            except Exception as e:  # noqa: BLE001  sorted into the trial's fault, the machine's, or a bug
+                state, (cause, reason) = TrialState.FAIL, classify_failure(e)
+                if cause != TRIAL_FAULT:
+                    # the machine's fault or a bug: every later trial would fail the same way, so
+                    # stop here; the trial stays retryable (a rerun, or `sweep run --retry-failed`)
+                    trial.set_user_attr(RETRY_ATTR, cause)
+                    stop = e
+                    if cause == BUG:
+                        ctx.log(traceback.format_exc())
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
         if state == TrialState.PRUNED:
@@ -540,6 +604,12 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         if reason and reason.startswith("interrupted"):
             _requeue(study, frozen, "interrupted")
             raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
+        if stop is not None:
+            ctx.log(f"{label} {trial_label(frozen.params, mode)} -> failed: {reason}")
+            if isinstance(stop, ArchsearchError) or cause == ENVIRONMENT:
+                raise EnvironmentFailure(f"sweep stopped at trial #{trial.number}: {reason}; it is kept for a "
+                                         "retry: fix the cause and run the same command again") from None
+            raise stop
         tail = (f"best {value:.2f}%" if state == TrialState.COMPLETE else f"{state.name.lower()}: {reason}")
         ctx.log(f"{label} {trial_label(frozen.params, mode)} -> {tail}; {status(study, plan).line()}")
     return ran
@@ -560,20 +630,26 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
                   threads: int | None, data_dir: str | None, log: Log = _stderr, poll: float = 2.0) -> int:
     """Start N `archsearch sweep worker` processes (own process groups, logs in workdir/logs),
     report progress from the storage until they exit. Returns how many exited badly."""
-    logs = workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = make_dirs(workdir / "logs")
     procs = []
     for i in range(n):
-        cmd = [sys.executable, "-m", "archsearch", "sweep", "worker", "--storage", storage,
+        # the storage URL may hold a password: it goes through the environment, which only this
+        # user can read (/proc/PID/environ), not the command line, which every user sees in `ps`
+        cmd = [sys.executable, "-m", "archsearch", "sweep", "worker",
                "--study", study.study_name, "--workdir", str(workdir), "--device", devices[i], "--quiet"]
         if threads:
             cmd += ["--threads", str(threads)]
         if data_dir:
             cmd += ["--data-dir", data_dir]
-        f = open(logs / f"worker-{i}.log", "ab")
-        f.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)}\n".encode())
-        f.flush()
-        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True), f))
+        try:
+            f = open(logs / f"worker-{i}.log", "ab")
+            f.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)} "
+                    f"(storage: {describe(storage)}, from ${STORAGE_ENV})\n".encode())
+            f.flush()
+        except OSError as e:
+            raise os_error(e, logs / f"worker-{i}.log") from None
+        env = {**os.environ, STORAGE_ENV: storage}
+        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env), f))
     log(f"started {n} workers (logs: {logs}/worker-*.log)")
     last = ""
     try:
@@ -610,5 +686,5 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["build_plan", "create_or_load", "load_study", "work", "spawn_workers", "status", "Status", "arch_for",
+__all__ = ["build_plan", "open_run_storage", "create_or_load", "load_study", "requeue_failed", "classify_failure", "work", "spawn_workers", "status", "Status", "arch_for",
            "WorkerContext", "default_workdir", "default_storage", "run_cfg_of", "study_name", "PLAN_ATTR"]

@@ -12,23 +12,105 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
+from .._io import make_dirs, os_error
 from ..errors import ArchsearchError
+from ..redact import redact, url_secrets
+from . import STORAGE_ENV  # noqa: F401  (re-exported for the runner)
+
+_KNOWN_OPS = {int(op) for op in JournalOperation}
 
 HEARTBEAT_ATTR = "archsearch:heartbeat"
 JOURNAL_NAME = "optuna-journal.log"
+
+
+class SafeJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file, made safe against a failed write and honest about damage.
+
+    - An append that fails part-way (a full disk) is cut back to the size the file had
+      before, so the next append never lands after half a line; and before appending,
+      under Optuna's own journal lock, a partial last line left by a process killed
+      mid-write is cut off. A line that was never finished was never committed.
+    - Reading checks every line: a complete line that is not JSON, or that names an
+      operation Optuna's journal does not know, is one `ArchsearchError` naming the file and
+      the line, not a JSONDecodeError or "AssertionError: Should not reach" from inside Optuna.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.repaired = 0  # bytes of partial tail cut off by this process
+
+    def _cut_partial_tail(self, f) -> None:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # find the last complete line; everything after it is a write that never finished
+        pos, keep = size, 0
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            i = f.read(step).rfind(b"\n")
+            if i >= 0:
+                keep = pos + i + 1
+                break
+        f.truncate(keep)
+        self.repaired += size - keep
+        print(f"note: journal {self._file_path}: cut off a partial last line ({size - keep} bytes) left by an "
+              "interrupted write", file=sys.stderr, flush=True)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        from optuna.storages.journal import _file  # the lock helper Optuna's own append uses
+
+        text = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+        with _file.get_lock_file(self._lock):
+            with open(self._file_path, "r+b") as f:
+                self._cut_partial_tail(f)
+                before = f.seek(0, os.SEEK_END)
+                try:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as e:
+                    try:
+                        f.truncate(before)
+                    except OSError:
+                        pass
+                    raise os_error(e, self._file_path) from None
+
+    def read_logs(self, log_number_from: int):
+        logs, n = super().read_logs(log_number_from), log_number_from
+        while True:
+            try:
+                log = next(logs)
+            except StopIteration:
+                return
+            except ValueError as e:  # a complete line that is not JSON (JSONDecodeError is a ValueError)
+                raise ArchsearchError(f"journal {self._file_path} is damaged after entry {n} ({e}); restore it "
+                                      "from a copy, or pass another --storage/--workdir") from None
+            n += 1
+            if not isinstance(log, dict) or log.get("op_code") not in _KNOWN_OPS or "worker_id" not in log:
+                raise ArchsearchError(f"journal {self._file_path} is damaged at entry {n}: "
+                                      f"not an operation of Optuna's journal ({str(log)[:60]})")
+            yield log
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -36,7 +118,14 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, path: str, heartbeat_interval: int, grace_period: int,
                  stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
-        super().__init__(JournalFileBackend(path))
+        try:
+            super().__init__(SafeJournalFileBackend(path))  # replays the whole journal
+        except ArchsearchError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as e:
+            # a line that is JSON but not a valid operation, or a partial line in the middle
+            raise ArchsearchError(f"journal {path} is damaged and cannot be replayed ({type(e).__name__}: "
+                                  f"{str(e)[:80]}); restore it from a copy, or pass another --storage/--workdir") from None
         self.path = path
         self._hb, self._grace, self._cb = heartbeat_interval, grace_period, stale_callback
 
@@ -68,42 +157,47 @@ def is_url(storage: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+]*://", storage)) and not storage.startswith("file://")
 
 
-def redact(url: str) -> str:
-    """A storage URL with its password hidden, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def default_storage(workdir: str | os.PathLike) -> str:
     return str(Path(workdir) / JOURNAL_NAME)
 
 
-def open_storage(storage: str, *, heartbeat: int = 10, grace: int = 60, max_retry: int = 2) -> BaseStorage:
-    """A journal file path (or file://PATH), or an RDB URL (postgresql://, mysql://, sqlite://)."""
+def open_storage(storage: str, *, heartbeat: int = 10, grace: int = 60, max_retry: int = 2,
+                 create: bool = True) -> BaseStorage:
+    """A journal file path (or file://PATH), or an RDB URL (postgresql://, mysql://, sqlite://).
+    With `create=False` (status, reports, plots, joining workers) a journal that does not
+    exist is an error, not a new empty file."""
     with warnings.catch_warnings():  # Optuna marks the retry callback and RDB heartbeats experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _open(storage, heartbeat, grace, RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+        return _open(storage, heartbeat, grace, RetryHeartbeatStaleTrialCallback(max_retry=max_retry), create)
 
 
-def _open(storage: str, heartbeat: int, grace: int, cb) -> BaseStorage:
+def _open(storage: str, heartbeat: int, grace: int, cb, create: bool) -> BaseStorage:
     if is_url(storage):
         try:
             return RDBStorage(storage, heartbeat_interval=heartbeat, grace_period=grace,
                               heartbeat_stale_trial_callback=cb, engine_kwargs={"pool_pre_ping": True})
         except ImportError as e:
-            raise ArchsearchError(f"storage {redact(storage)} needs a database driver: {e} "
+            raise ArchsearchError(f"storage {redact(storage)} needs a database driver: {redact(str(e))} "
                                   "(for PostgreSQL: pip install 'psycopg[binary]', or archsearch[postgres])") from None
         except Exception as e:  # noqa: BLE001  SQLAlchemy's connection errors, bad URLs
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArchsearchError(f"cannot open storage {redact(storage)}: {first}") from None
+            raise ArchsearchError(f"cannot open storage {redact(storage)}: {redact(first, url_secrets(storage))}") from None
     path = storage[len("file://"):] if storage.startswith("file://") else storage
     p = Path(path)
     if p.is_dir():
+        if not create and not (p / JOURNAL_NAME).is_file():
+            raise ArchsearchError(f"storage {p} is a folder with no {JOURNAL_NAME} in it: pass the journal file")
         p = p / JOURNAL_NAME
+    if p.exists() and not p.is_file():
+        raise ArchsearchError(f"storage {p} is not a regular file")
+    if not create and not p.exists():
+        raise ArchsearchError(f"no journal storage {p}: nothing has run there (check --storage/--workdir)")
+    if create:
+        make_dirs(p.parent)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(str(p), heartbeat, grace, cb)
-    except (OSError, ValueError) as e:
-        raise ArchsearchError(f"cannot open journal storage {p}: {e}") from None
+    except OSError as e:
+        raise os_error(e, p, "cannot open journal storage") from None
 
 
 def describe(storage: str) -> str:

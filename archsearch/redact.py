@@ -1,0 +1,56 @@
+"""The one place credentials are hidden: every recorded command, storage URL, log line
+and error message that could hold one goes through `redact` before it is printed,
+written to a file or stored in a study.
+
+Shapes handled (each is tested): `scheme://user:pw@host`, `scheme://:pw@host`, a password
+holding '@' or ':' (the user info runs to the last '@' of the URL), query parameters
+such as `?password=pw` or `&sslpassword=pw`, and `PGPASSWORD=pw`-style assignments; plus
+any exact secret the caller knows (a password with a space, say).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+from urllib.parse import unquote, urlsplit
+
+MASK = "***"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_QUERY = re.compile(r"(?i)\b((?:ssl)?pass(?:word|wd)?|pwd|secret|token|api[_-]?key)=([^&\s'\"]*)")
+_ASSIGN = re.compile(r"(?<![?&\w])([A-Z][A-Z0-9_]*PASSWORD)=(\S+)")  # environment assignments
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        userinfo, host = rest.rsplit("@", 1)
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            rest = f"{user}:{MASK}@{host}"
+        elif "/" in userinfo or "?" in userinfo:  # an '@' after the path: leave the URL's own shape
+            pass
+    return scheme + sep + _QUERY.sub(lambda m: f"{m.group(1)}={MASK}", rest)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password of a URL, raw and percent-decoded (for exact redaction elsewhere)."""
+    try:
+        pw = urlsplit(url).password
+    except ValueError:
+        pw = None
+    if not pw:
+        _, _, rest = url.partition("://")
+        userinfo = rest.rsplit("@", 1)[0] if "@" in rest else ""
+        pw = userinfo.split(":", 1)[1] if ":" in userinfo else None
+    return [s for s in {pw, unquote(pw)} if s] if pw else []
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every credential replaced by ***."""
+    if not text:
+        return text
+    for s in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(s, MASK)
+    text = _URL.sub(lambda m: _redact_url(m.group(0)), text)
+    text = _QUERY.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return _ASSIGN.sub(lambda m: f"{m.group(1)}={MASK}", text)

@@ -1,0 +1,411 @@
+"""One schema per file format that archsearch reads: patterns, ArchSpec JSON, results,
+proposal records, sweep specs (TOML), study plans and transfer result tables.
+
+Files a user or another machine hands us are data: each is checked completely when it
+is loaded, types included (strict: "5" is not a number, true is not 1, NaN is not a
+number), so a malformed file is one `ArchsearchError` line naming the file and the
+field, never a traceback deep inside the code that reads it. The models only validate;
+callers keep the plain dicts (the files stay the documented JSON, and extra keys that a
+newer archsearch may add are ignored).
+
+Bounds are finite ranges where a value enters: a width of 10^6 channels or an input of
+100,000 pixels is refused here; whether a valid network fits in memory is checked before
+training (`train.check_memory`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ._io import check_name
+from .errors import ArchsearchError
+
+MAX_WIDTH = 1 << 16          # channels of one layer
+MAX_INPUT = 4096             # image side in pixels
+MAX_CLASSES = 1 << 20
+MAX_LAYERS = 10_000
+MAX_SEED = 2 ** 32 - 1
+MAX_EPOCHS = 100_000
+MAX_BUDGET = 1e15            # params or MACs
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+NonNeg = Annotated[float, Field(ge=0)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Stage = Annotated[int, Field(ge=0, le=MAX_LAYERS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Map3 = Annotated[list[Annotated[list[Unit], Field(min_length=3, max_length=3)]], Field(min_length=3, max_length=3)]
+
+
+class Model(BaseModel):
+    """Strict types, finite numbers, unknown keys ignored."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+class Closed(Model):
+    """A table whose keys are all known (sweep specs): a misspelt key is an error."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def check(model: type[M], data: Any, where: str) -> M:
+    """Validate `data` against `model`, or raise one line naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        first = errs[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+        raise ArchsearchError(f"{where}: {(loc + ' ') if loc else ''}{_message(first)}{more}") from None
+    except RecursionError:
+        raise ArchsearchError(f"{where}: nested too deeply") from None
+
+
+_MESSAGES = {
+    "missing": "is missing",
+    "model_type": "must be a JSON object (a table)",
+    "dict_type": "must be a JSON object (a table)",
+    "list_type": "must be a list",
+    "int_type": "needs a whole number",
+    "int_from_float": "needs a whole number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number (not NaN or infinity)",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "extra_forbidden": "is not a known key",
+}
+
+
+def _message(err: dict) -> str:
+    msg = _MESSAGES.get(err["type"])
+    ctx = err.get("ctx") or {}
+    if err["type"] == "too_short":
+        return f"must have at least {ctx.get('min_length')} items (has {ctx.get('actual_length')})"
+    if err["type"] == "too_long":
+        return f"must have at most {ctx.get('max_length')} items (has {ctx.get('actual_length')})"
+    if msg is None:
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        msg = msg.replace("Input should be", "must be")
+    got = err.get("input")
+    if err["type"] not in ("missing", "model_type", "dict_type") and not isinstance(got, (dict, list)) \
+            and not err["type"].startswith("value_error"):
+        msg += f", got {str(got)[:40]!r}" if isinstance(got, str) else f", got {str(got)[:40]}"
+    return msg
+
+
+def _plain_name(v: str, what: str) -> str:
+    try:
+        check_name(v, what)
+    except ArchsearchError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+def _stages_ok(stages: list[int]) -> None:
+    if not stages or stages[0] != 0 or any(b < a or b > a + 1 for a, b in zip(stages, stages[1:])):
+        raise ValueError("stages must start at 0 and rise by at most 1 from one layer to the next")
+
+
+# -- patterns -----------------------------------------------------------------------------------
+class MeanStd(Model):
+    mean: float
+    std: NonNeg
+
+
+class PatternAccuracy(Model):
+    base: MeanStd
+    pruned: MeanStd
+    base_final: Optional[MeanStd] = None
+
+
+class PatternProvenance(Model):
+    method: str
+    arch: str
+    data: str
+    ratio: float
+    seeds: Annotated[list[Seed], Field(min_length=1)]
+    epochs: Epochs
+    width: Annotated[float, Field(gt=0, le=16)]
+    archsearch_version: str
+    command: str
+    proposer: Optional[str] = None
+    preset: Optional[str] = None
+    torch_version: Optional[str] = None
+    date: Optional[str] = None
+    scale: Optional[str] = None
+    devices: Optional[list[str]] = None
+
+
+class LayerStats(Model):
+    ratio_mean: Optional[list[Unit]] = None
+    ratio_std: Optional[list[NonNeg]] = None
+    density_mean: Optional[list[Unit]] = None
+    density_std: Optional[list[NonNeg]] = None
+
+
+class StageStats(LayerStats):
+    kernel_keep_mean: Optional[list[Map3]] = None
+    kernel_keep_std: Optional[list[Map3]] = None
+
+
+class ProposalSummary(Model):
+    seed: Seed
+    layer_kernel_keep: Optional[list[Map3]] = None
+
+
+class Pattern(Model):
+    schema_: Literal[1] = Field(alias="schema")
+    name: str
+    kind: Literal["channels", "sparsity"]
+    method: str
+    arch: str
+    family: str
+    depth: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+    data: str
+    ratio: Annotated[float, Field(ge=0, le=1)]
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_LAYERS)]
+    base_widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]
+    layers: LayerStats
+    stage: StageStats
+    accuracy: PatternAccuracy
+    provenance: PatternProvenance
+    proposals: Optional[list[ProposalSummary]] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Pattern":
+        _plain_name(self.name, "pattern name")
+        if self.arch != f"{self.family}{self.depth}":
+            raise ValueError(f"arch {self.arch!r} is not family {self.family!r} + depth {self.depth}")
+        n = len(self.stages)
+        if len(self.base_widths) != n:
+            raise ValueError(f"{n} stage labels but {len(self.base_widths)} base widths")
+        _stages_ok(self.stages)
+        n_stages = self.stages[-1] + 1
+        what = "ratio" if self.kind == "channels" else "density"
+        for group, length in (("layers", n), ("stage", n_stages)):
+            for stat in ("mean", "std"):
+                v = getattr(getattr(self, group), f"{what}_{stat}")
+                if v is None or len(v) != length:
+                    raise ValueError(f"{group}.{what}_{stat} must be a list of {length} numbers")
+        if self.kind == "sparsity":
+            km = self.stage.kernel_keep_mean
+            if km is None or len(km) != n_stages:
+                raise ValueError(f"stage.kernel_keep_mean must be {n_stages} 3x3 maps")
+            for p in self.proposals or []:
+                if p.layer_kernel_keep is not None and len(p.layer_kernel_keep) != n:
+                    raise ValueError(f"proposals: layer_kernel_keep must be {n} 3x3 maps")
+        return self
+
+
+# -- ArchSpec JSON --------------------------------------------------------------------------------
+class MaskModel(Model):
+    shape: Annotated[list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]], Field(min_length=1, max_length=8)]
+    bits: str
+
+
+class ArchSpecModel(Model):
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    family: str
+    depth: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+    widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_LAYERS)]
+    num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
+    in_channels: Annotated[int, Field(ge=1, le=MAX_WIDTH)] = 3
+    input_size: Annotated[int, Field(ge=1, le=MAX_INPUT)] = 32
+    base_widths: Optional[Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]] = None
+    masks: Optional[list[MaskModel]] = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ArchSpecModel":
+        n = len(self.widths)
+        for what, v in (("stages", self.stages), ("base_widths", self.base_widths), ("masks", self.masks)):
+            if v is not None and len(v) != n:
+                raise ValueError(f"{n} widths but {len(v)} {what}")
+        _stages_ok(self.stages)
+        return self
+
+
+# -- results and proposals ------------------------------------------------------------------------
+class EpochRecord(Model):
+    epoch: PositiveInt
+    test_acc: Unit
+    train_loss: Optional[float] = None
+    train_acc: Optional[Unit] = None
+    best_acc: Optional[Unit] = None
+    lr: Optional[float] = None
+    seconds: Optional[NonNeg] = None
+    eta: Optional[NonNeg] = None
+    epochs: Optional[PositiveInt] = None
+
+
+class ResultModel(Model):
+    best_acc: Unit
+    final_acc: Unit
+    best_epoch: PositiveInt
+    epochs: Epochs
+    history: list[EpochRecord]
+    params: Annotated[int, Field(ge=0)]
+    params_nonzero: Annotated[int, Field(ge=0)]
+    macs: Annotated[int, Field(ge=0)]
+    flops: Annotated[int, Field(ge=0)]
+    original_flops: Annotated[int, Field(ge=0)]
+    train_seconds: NonNeg
+    device: str
+    device_name: str
+    torch_version: str
+    archsearch_version: str
+    seed: Seed
+    data: str
+    arch: str
+    schedule: dict[str, Any]
+    date: str
+    counting: str
+
+
+class ProposalRecord(Model):
+    proposer: str
+    method: str
+    kind: Literal["channels", "sparsity"]
+    seed: Seed
+    settings: dict[str, Any]
+    base_acc: Unit
+    base_final_acc: Unit
+    pruned_acc: Unit
+    info: dict[str, Any]
+    run_dir: str
+    base_epochs: Epochs
+    base_seconds: NonNeg
+    device: str
+    torch_version: str
+    archsearch_version: str
+    date: str
+
+
+class LastPattern(Model):
+    path: str
+
+
+class TransferRow(Model):
+    generator: str
+    params: Annotated[int, Field(ge=0)]
+    macs: Annotated[int, Field(ge=0)]
+    best_acc_mean: Annotated[float, Field(ge=0, le=100)]
+    best_acc_std: Annotated[float, Field(ge=0, le=100)]
+    budget: Optional[str] = None
+    seeds: Optional[PositiveInt] = None
+    kind: Optional[str] = None
+
+
+# -- sweep specs (TOML) ---------------------------------------------------------------------------
+Preset = str  # checked against the preset registry (`train.PRESETS`) by sweep.spec
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class SweepPatterns(Closed):
+    own: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    transferred: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+
+class SweepExtract(Closed):
+    preset: Preset = "fast"
+    seeds: Annotated[int, Field(ge=1, le=100)] = 1
+    epochs: Optional[Epochs] = None
+    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
+    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    in_sweep: bool = False
+
+
+class SweepTrain(Closed):
+    preset: Preset = "paper"
+    epochs: Optional[Epochs] = None
+    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    data_dir: Optional[str] = None
+    download: bool = True
+    train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
+    round: Optional[Annotated[int, Field(ge=1, le=1024)]] = None
+    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    device: Optional[str] = None
+    checkpoint_every: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    cap: Optional[Annotated[float, Field(gt=0, le=1000)]] = None
+    count: Optional[Literal["macs", "original"]] = None
+
+
+class SweepSearch(Closed):
+    budget: Optional[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]] = None
+    fraction: Optional[Fraction] = None
+    trials: Optional[Annotated[int, Field(ge=1, le=100_000)]] = None
+    low: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    high: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    seed: Optional[Seed] = None
+    sampler_seed: Optional[Seed] = None
+    pruner: Optional[Literal["median", "none"]] = None
+    startup_trials: Optional[Annotated[int, Field(ge=0, le=100_000)]] = None
+    warmup_epochs: Optional[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = None
+    uniform_reference: Optional[bool] = None
+
+
+class SweepRun(Closed):
+    heartbeat: Optional[Annotated[int, Field(ge=1, le=86_400)]] = None
+    grace: Optional[Annotated[int, Field(ge=2, le=7 * 86_400)]] = None
+    max_retry: Optional[Annotated[int, Field(ge=0, le=100)]] = None
+
+
+class SweepFile(Closed):
+    """The top level of a sweep spec after its scale's overrides are merged in."""
+
+    name: str
+    target: str
+    mode: Literal["grid", "search"] = "grid"
+    title: str = ""
+    about: str = ""
+    cost: str = ""
+    generators: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["uniform"])  # registry: sweep.spec
+    kinds: Optional[Annotated[list[Literal["channels", "sparsity"]], Field(min_length=1)]] = None
+    budgets: Optional[Annotated[list[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]] = None
+    fractions: Optional[Annotated[list[Fraction], Field(min_length=1)]] = None
+    by: Literal["params", "macs"] = "params"
+    seeds: Annotated[int, Field(ge=1, le=1000)] = 1
+    schedule: Literal["scratch-e", "scratch-b"] = "scratch-e"
+    patterns: SweepPatterns = Field(default_factory=SweepPatterns)
+    extract: SweepExtract = Field(default_factory=SweepExtract)
+    train: SweepTrain = Field(default_factory=SweepTrain)
+    search: SweepSearch = Field(default_factory=SweepSearch)
+    run: SweepRun = Field(default_factory=SweepRun)
+
+    @model_validator(mode="after")
+    def _name(self) -> "SweepFile":
+        _plain_name(self.name, "sweep name")
+        return self
+
+
+# -- study plans (stored in a study by `sweep run`, read by every worker) ----------------------------
+class PlanModel(Model):
+    version: Literal[1]
+    spec: dict[str, Any]
+    patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity"], dict[str, Any]]]
+    kinds: Annotated[list[Literal["channels", "sparsity"]], Field(min_length=1)]
+    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]
+    full: dict[str, Annotated[int, Field(ge=0)]]
+    archsearch_version: str
+    created: str
+    data_dir: Optional[str] = None
+    command: Optional[str] = None
+    search_start: Optional[list[Annotated[float, Field(gt=0)]]] = None
+    search_pattern: Optional[str] = None
+
+
+__all__ = ["check", "Pattern", "ArchSpecModel", "ResultModel", "ProposalRecord", "LastPattern", "TransferRow",
+           "SweepFile", "PlanModel", "MAX_WIDTH", "MAX_INPUT", "MAX_SEED", "MAX_EPOCHS", "MAX_BUDGET"]
