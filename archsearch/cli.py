@@ -7,12 +7,14 @@ resume. Heavy imports (torch) happen inside the commands, so `--help` stays fast
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
+from . import limits as L
 from ._io import check_name
 from .errors import ArchsearchError
 
@@ -65,29 +67,44 @@ def cli() -> None:
     """
 
 
-def _positive_float(ctx, param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"must be positive, got {value}", ctx=ctx, param=param)
-    return value
+class Number(click.FloatRange):
+    """A finite number in a range: click's FloatRange lets NaN through every bound."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+# every number that enters on the command line, with its finite range (bounds: limits.py)
+WIDTH = Number(0, L.MAX_WIDTH_MULT, min_open=True)
+FRACTION = Number(0, 1, max_open=True)            # --floor: [0, 1)
+RATIO = Number(0, 1, min_open=True, max_open=True)  # prune ratio: (0, 1)
+SEED = click.IntRange(0, L.MAX_SEED)
+SEEDS = click.IntRange(1, L.MAX_SEEDS)
+EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 
 
 @cli.command()
 @click.argument("target")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="Train this ArchSpec JSON instead of the base net of TARGET's arch.")
 @click.option("--preset", default="paper", show_default=True, help="paper | fast | tiny (see `archsearch.train`).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs (the base epochs for scratch-b).")
-@click.option("--width", type=float, callback=_positive_float, help="Width multiplier of the base net (default: the preset's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=EPOCHS, help="Override the preset's epochs (the base epochs for scratch-b).")
+@click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--schedule", "kind", default="scratch-e", show_default=True, help="scratch-e | scratch-b | finetune.")
 @click.option("--base", "base_file", type=click.Path(dir_okay=False), help="scratch-b: the base ArchSpec JSON to match in compute (default: the spec's own base widths).")
-@click.option("--cap", type=float, callback=_positive_float, help="scratch-b: cap on the epoch factor (the paper uses 2 on ImageNet).")
+@click.option("--cap", type=Number(0, L.MAX_CAP, min_open=True), help="scratch-b: cap on the epoch factor (the paper uses 2 on ImageNet).")
 @click.option("--count", "count_convention", help="scratch-b counting: macs | original (the Rethinking code's FLOPs; paper preset default).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="finetune: a model.pt (state dict) to start from.")
 @click.option("--data-dir", type=click.Path(file_okay=True), help="Where CIFAR lives (torchvision files, an ImageFolder tree or a .tar.gz).")
 @click.option("--download/--no-download", default=True, show_default=True, help="Try torchvision's download when the data is not found.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (worth it on a GPU for long runs).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=5, show_default=True, help="Epochs between checkpoints.")
+@click.option("--checkpoint-every", type=EPOCHS, default=5, show_default=True, help="Epochs between checkpoints.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default runs/TARGET-SCHEDULE-PRESET-wWIDTH-sSEED).")
 def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, count_convention, weights,
           data_dir, download, device, use_compile, checkpoint_every, out_dir):
@@ -187,13 +204,13 @@ def _stage_table(pat: dict) -> str:
 
 @cli.command()
 @click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA, e.g. slimming-vgg16-c10.")
-@click.option("--ratio", type=float, help="Prune ratio (default: the method's; slimming 0.6, magnitude 0.8).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Number of seeds (0..N-1).")
+@click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude 0.8).")
+@click.option("--seeds", type=SEEDS, default=3, show_default=True, help="Number of seeds (0..N-1).")
 @click.option("--preset", default="fast", show_default=True, help="paper | fast | tiny: how the base nets are trained.")
-@click.option("--width", type=float, callback=_positive_float, help="Width multiplier of the base net (default: the preset's).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's epochs for the base nets.")
-@click.option("--sparsity", type=float, help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
-@click.option("--floor", type=float, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
+@click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
+@click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
+@click.option("--sparsity", type=Number(0, 1), help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
+@click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/proposals", show_default=True, help="Where the per-seed proposal runs live (reused and resumed).")
@@ -355,17 +372,17 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--fractions", help="Budgets as fractions of the full target [default: 0.05,0.1,0.2,0.4].")
 @click.option("--by", default="params", show_default=True, help="params | macs.")
 @click.option("--kind", help="channels | sparsity (default: the pattern's kind).")
-@click.option("--round", "round_to", type=click.IntRange(min=1), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
-@click.option("--floor", type=float, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
+@click.option("--round", "round_to", type=click.IntRange(1, L.MAX_ROUND), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
+@click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
 @click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random (or 'none').")
-@click.option("--width", type=float, callback=_positive_float, default=1.0, show_default=True, help="Width multiplier of the full target.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random ratios and sampled masks.")
+@click.option("--width", type=WIDTH, default=1.0, show_default=True, help="Width multiplier of the full target.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random ratios and sampled masks.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory (default runs/transfer/PATTERN-to-TARGET).")
 @click.option("--train", "do_train", is_flag=True, help="Also train every written spec from scratch and compare.")
 @click.option("--schedule", "kind_sched", default="scratch-e", show_default=True, help="With --train: scratch-e | scratch-b.")
-@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True, help="With --train: seeds per spec.")
+@click.option("--seeds", type=SEEDS, default=2, show_default=True, help="With --train: seeds per spec.")
 @click.option("--preset", default="fast", show_default=True, help="With --train: paper | fast | tiny.")
-@click.option("--epochs", type=click.IntRange(min=1), help="With --train: override the preset's epochs.")
+@click.option("--epochs", type=EPOCHS, help="With --train: override the preset's epochs.")
 @click.option("--data-dir", type=click.Path(), help="With --train: where CIFAR lives.")
 @click.option("--device", default="auto", show_default=True)
 def transfer(target, source, budgets, fractions, by, kind, round_to, floor, baselines, width, seed, out_dir, do_train,

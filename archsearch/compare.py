@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from ._io import write_json, write_text
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
+from .limits import MAX_BUDGET
 from .generate import generate, generator_label
 from .spec import ArchSpec
 from .train import EpochStats, make_schedule, train
@@ -32,8 +34,8 @@ def parse_budgets(text: str) -> list[float]:
             out.append(float(part[:-1]) * mult[part[-1].upper()] if part[-1].upper() in mult else float(part))
         except (ValueError, KeyError):
             raise ArchsearchError(f"budget {part!r} is not a number like 0.5M, 2M or 150000") from None
-        if out[-1] <= 0:
-            raise ArchsearchError(f"budget {part!r} must be positive")
+        if not (math.isfinite(out[-1]) and 0 < out[-1] <= MAX_BUDGET):
+            raise ArchsearchError(f"budget {part!r} must be a positive finite number up to {MAX_BUDGET:g}")
     if not out:
         raise ArchsearchError("no budgets given")
     return out

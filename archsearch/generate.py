@@ -16,6 +16,7 @@ non-zero weights only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -186,7 +187,8 @@ def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, se
     for shape, d, km in zip(shapes, densities, kernel_maps):
         n_kernels = int(np.prod(shape[:-2]))
         probs = position_probs(km, d).ravel()
-        k = int(round(min(1.0, max(0.0, d)) * n_kernels * probs.size))
+        # at least one weight per layer: a layer with none cuts the network in two
+        k = max(1, int(round(min(1.0, max(0.0, d)) * n_kernels * probs.size)))
         counts = np.clip(_largest_remainder(probs * n_kernels, k), 0, n_kernels)
         keep = np.zeros((n_kernels, probs.size), dtype=bool)
         for pos, c in enumerate(counts):
@@ -294,6 +296,10 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
     averages), uniform or random."""
     if kind not in GENERATORS:
         raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
+    if not (math.isfinite(budget) and budget > 0):
+        raise ArchsearchError(f"budget must be a positive finite number, got {budget}")
+    if not 0 <= floor < 1:
+        raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
     meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
     n = target.num_stages
     per_layer = False

@@ -22,13 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._io import check_name
 from .errors import ArchsearchError
 
-MAX_WIDTH = 1 << 16          # channels of one layer
-MAX_INPUT = 4096             # image side in pixels
-MAX_CLASSES = 1 << 20
-MAX_LAYERS = 10_000
-MAX_SEED = 2 ** 32 - 1
-MAX_EPOCHS = 100_000
-MAX_BUDGET = 1e15            # params or MACs
+from .limits import MAX_BUDGET, MAX_CLASSES, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_SEEDS, MAX_WIDTH
 
 Unit = Annotated[float, Field(ge=0, le=1)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -377,7 +371,7 @@ class SweepFile(Closed):
     budgets: Optional[Annotated[list[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]] = None
     fractions: Optional[Annotated[list[Fraction], Field(min_length=1)]] = None
     by: Literal["params", "macs"] = "params"
-    seeds: Annotated[int, Field(ge=1, le=1000)] = 1
+    seeds: Annotated[int, Field(ge=1, le=MAX_SEEDS)] = 1
     schedule: Literal["scratch-e", "scratch-b"] = "scratch-e"
     patterns: SweepPatterns = Field(default_factory=SweepPatterns)
     extract: SweepExtract = Field(default_factory=SweepExtract)
@@ -408,4 +402,4 @@ class PlanModel(Model):
 
 
 __all__ = ["check", "Pattern", "ArchSpecModel", "ResultModel", "ProposalRecord", "LastPattern", "TransferRow",
-           "SweepFile", "PlanModel", "MAX_WIDTH", "MAX_INPUT", "MAX_SEED", "MAX_EPOCHS", "MAX_BUDGET"]
+           "SweepFile", "PlanModel"]

@@ -40,13 +40,25 @@ def test_magnitude_threshold_hits_exact_sparsity():
     ws[1][:4] = 0.5  # many exact ties
     total = sum(w.numel() for w in ws)
     for ratio in (0.1, 0.37, 0.5, 0.8, 0.95):
-        masks, thr = magnitude_masks(ws, ratio)
+        masks, thr, clamped = magnitude_masks(ws, ratio)
         kept = sum(int(m.sum()) for m in masks)
         assert total - kept == round(ratio * total)
         assert all(m.shape == tuple(w.shape) for m, w in zip(masks, ws))
         allw = torch.cat([w.abs().flatten() for w in ws])
         keptw = torch.cat([w.abs().flatten()[torch.from_numpy(m.flatten())] for w, m in zip(ws, masks)])
         assert keptw.min() >= thr and (allw <= thr).sum() >= round(ratio * total)
+        assert clamped == []
+
+
+def test_magnitude_never_empties_a_layer():
+    """A layer whose weights all fall under the global threshold keeps its largest one (an
+    empty layer makes the output constant, and such a mask is refused on load)."""
+    ws = [torch.full((4, 3, 3, 3), 5.0), torch.full((4, 4, 3, 3), 1e-3)]
+    ws[1][2, 1, 1, 1] = 2e-3
+    masks, _, clamped = magnitude_masks(ws, 0.5)  # 126 of 252 pruned, all in the tiny layer: it keeps 18
+    assert clamped == [] and masks[1].any()
+    masks, _, clamped = magnitude_masks(ws, 0.6)  # 151 pruned: all 144 tiny ones and 7 big ones
+    assert clamped == [1] and int(masks[1].sum()) == 1 and masks[1][2, 1, 1, 1]
 
 
 def test_kernel_position_map_of_hand_made_mask():

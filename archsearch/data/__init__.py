@@ -72,9 +72,14 @@ def default_data_dir() -> Path:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
     """Load a registered dataset. `data_dir` defaults to $ARCHSEARCH_DATA or ~/.cache/archsearch/data."""
+    from .cache import problem
+
     info = get_info(name)
     ds = info.load(Path(data_dir) if data_dir is not None else default_data_dir(), download=download)
-    assert ds.num_classes == info.num_classes
+    bad = problem({"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test, "y_test": ds.y_test},
+                  info.num_classes)
+    if ds.num_classes != info.num_classes or bad:  # checked here, before any training, not at the first batch
+        raise ArchsearchError(f"{name} from {ds.source} is not a valid {info.num_classes}-class dataset: {bad}")
     return ds
 
 

@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .._io import atomic_path, write_json
+from .._io import atomic_path, make_dirs, write_json
+from ..errors import ArchsearchError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 Decoded = tuple[dict[str, np.ndarray], list[str]]  # arrays, class names
@@ -37,17 +38,57 @@ def source_key(kind: str, path: Path) -> str:
     return f"{kind}-" + hashlib.sha256(f"{path}|{sig}".encode()).hexdigest()[:16]
 
 
-def cached_arrays(key: str, decode: Callable[[], Decoded]) -> Decoded:
-    """Return the arrays and class names stored under `key`, decoding them the first time."""
+def problem(arrays: dict[str, np.ndarray], num_classes: int) -> str | None:
+    """What is wrong with a set of arrays, or None: images (N, H, W, 3) uint8 with one
+    label each, labels whole numbers in [0, num_classes), no split empty."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            return f"{split} images are {x.dtype} {tuple(x.shape)}, not uint8 (N, H, W, 3)"
+        if y.ndim != 1 or len(y) != len(x):
+            return f"{len(x)} {split} images but {len(y)} labels"
+        if len(y) == 0:
+            return f"no {split} images"
+        if not np.issubdtype(y.dtype, np.integer):
+            return f"{split} labels are {y.dtype}, not whole numbers"
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            return f"{split} labels run from {lo} to {hi}, outside the {num_classes} classes 0..{num_classes - 1}"
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        return f"train images are {arrays['x_train'].shape[1:]} but test images {arrays['x_test'].shape[1:]}"
+    return None
+
+
+def _read_entry(d: Path, num_classes: int) -> Decoded | None:
+    """A complete, consistent cache entry, or None (absent, truncated, empty or disagreeing
+    files: the caller decodes the source again)."""
+    if not (d / "classes.json").exists() or not all((d / f"{k}.npy").exists() for k in KEYS):
+        return None
+    try:
+        arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in KEYS}
+        classes = json.loads((d / "classes.json").read_text())
+    except Exception:  # noqa: BLE001  an empty (0-byte) or truncated .npy raises EOFError, ValueError, OSError...
+        return None
+    if not isinstance(classes, list) or problem(arrays, num_classes) is not None:
+        return None
+    return arrays, classes
+
+
+def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int) -> Decoded:
+    """Return the arrays and class names stored under `key`, decoding them the first time
+    (or again, when the stored entry is damaged). Decoded source data that is not a valid
+    dataset is refused with one line before anything is cached or trained."""
     d = cache_dir() / key
-    if (d / "classes.json").exists() and all((d / f"{k}.npy").exists() for k in KEYS):
-        try:
-            return ({k: np.load(d / f"{k}.npy", mmap_mode="r") for k in KEYS},
-                    json.loads((d / "classes.json").read_text()))
-        except (OSError, ValueError):
-            pass  # a damaged entry is decoded again below
+    entry = _read_entry(d, num_classes)
+    if entry is not None:
+        return entry
     arrays, classes = decode()
-    d.mkdir(parents=True, exist_ok=True)
+    bad = problem(arrays, num_classes)
+    if bad:
+        raise ArchsearchError(f"the data is not a valid {num_classes}-class dataset: {bad}")
+    make_dirs(d)
+    if (d / "classes.json").exists():
+        (d / "classes.json").unlink()  # the entry is incomplete until classes.json is written again
     for k in KEYS:
         with atomic_path(d / f"{k}.npy") as tmp:
             with open(tmp, "wb") as f:

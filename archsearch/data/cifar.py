@@ -57,11 +57,33 @@ C100 = CifarFormat(
 
 
 # -- 1. torchvision's pickles -----------------------------------------------------------
+# What the CIFAR "python version" files hold: dicts, lists, bytes, ints and numpy arrays.
+# A pickle can name any callable; this reader allows only the ones needed to rebuild a
+# numpy array, so a crafted file in a data folder is refused instead of run.
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 spell bytes
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: CIFAR files hold only arrays and lists")
+
+
 def _unpickle(f) -> dict:
     try:
-        return pickle.load(f, encoding="bytes")
-    except Exception as e:  # noqa: BLE001  any unpickling failure means a damaged file
+        d = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # noqa: BLE001  any unpickling failure means a damaged (or hostile) file
         raise ArchsearchError(f"cannot read CIFAR pickle {getattr(f, 'name', '')}: {e}") from None
+    if not isinstance(d, dict):
+        raise ArchsearchError(f"CIFAR pickle {getattr(f, 'name', '')} does not hold a dict")
+    return d
 
 
 def _pickle_arrays(fmt: CifarFormat, read) -> dict[str, np.ndarray]:
@@ -74,9 +96,11 @@ def _pickle_arrays(fmt: CifarFormat, read) -> dict[str, np.ndarray]:
                 d = _unpickle(f)
             try:
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                ys.append(np.asarray(d[fmt.label_key], dtype=np.int64))
-            except (KeyError, ValueError) as e:
+                ys.append(np.asarray(d[fmt.label_key], dtype=np.int64).reshape(-1))
+            except (KeyError, ValueError, TypeError, OverflowError) as e:
                 raise ArchsearchError(f"CIFAR pickle {name} is not in {fmt.title} format: {e}") from None
+            if len(xs[-1]) != len(ys[-1]):
+                raise ArchsearchError(f"CIFAR pickle {name} has {len(xs[-1])} images but {len(ys[-1])} labels")
         out[f"x_{split}"] = np.ascontiguousarray(np.concatenate(xs))
         out[f"y_{split}"] = np.concatenate(ys)
     return out
@@ -86,8 +110,8 @@ def _pickle_classes(fmt: CifarFormat, read) -> list[str]:
     try:
         with read(fmt.meta_file) as f:
             return [c.decode() for c in _unpickle(f)[fmt.names_key]]
-    except (OSError, KeyError):
-        return []
+    except (OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return []  # the class names are a nicety; indices are what training needs
 
 
 # -- 2./3. image trees, on disk or in a tar.gz -------------------------------------------
@@ -274,7 +298,7 @@ def load_cifar(fmt: CifarFormat, root: Path, download: bool = True) -> Dataset:
         if found is None:
             raise _missing(fmt, root, "the download finished but left no readable files")
     key, decode, source = found
-    arrays, classes = cached_arrays(key, decode)
+    arrays, classes = cached_arrays(key, decode, fmt.num_classes)
     return Dataset(
         name=fmt.name, x_train=arrays["x_train"], y_train=np.asarray(arrays["y_train"]),
         x_test=arrays["x_test"], y_test=np.asarray(arrays["y_test"]), num_classes=fmt.num_classes,

@@ -157,8 +157,8 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     width = get_preset(preset).width if width is None else width
     base = base_spec(pn.target.arch, pn.target.num_classes, width=width)
     s = prop.sparsity(base.family) if sparsity is None else sparsity
-    if s < 0:
-        raise ArchsearchError(f"sparsity s must be >= 0, got {s}")
+    if not 0 <= s <= 1:  # also refuses NaN, before any training
+        raise ArchsearchError(f"sparsity s must be in [0, 1], got {s}")
     schedule = make_schedule(preset, epochs=epochs, bn_l1=s, batch_size=batch_size)
     settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict())
     return pn, prop, settings, schedule, base

@@ -16,14 +16,22 @@ from ..spec import ArchSpec
 from . import Pruned, Proposer, prune_smallest, register_proposer
 
 
-def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float]:
+def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
     """Global magnitude pruning: exactly round(ratio * total) weights are pruned.
 
-    Returns the keep masks (bool, shaped like each weight) and the threshold (the largest
-    pruned |w|). Ties are broken by position, so the sparsity is exact even with repeats.
+    Returns the keep masks (bool, shaped like each weight), the threshold (the largest
+    pruned |w|) and the clamped layers. Ties are broken by position, so the sparsity is
+    exact even with repeats, except that a layer the threshold would empty keeps its
+    largest weight (an empty layer makes the network's output constant); those layers are
+    the clamped ones.
     """
     keeps, threshold = prune_smallest(weights, ratio)
-    return [k.numpy() for k in keeps], threshold
+    masks, clamped = [k.numpy() for k in keeps], []
+    for i, (m, w) in enumerate(zip(masks, weights)):
+        if not m.any():
+            m.flat[int(w.detach().abs().flatten().argmax())] = True
+            clamped.append(i)
+    return masks, threshold, clamped
 
 
 def kernel_keep(mask: np.ndarray) -> np.ndarray:
@@ -43,7 +51,7 @@ class Magnitude(Proposer):
 
     def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        masks, threshold = magnitude_masks([c.weight for c in convs], ratio)
+        masks, threshold, clamped = magnitude_masks([c.weight for c in convs], ratio)
         spec = ArchSpec(family=base.family, depth=base.depth, widths=base.widths, stages=base.stages,
                         num_classes=base.num_classes, in_channels=base.in_channels, input_size=base.input_size,
                         base_widths=base.widths, masks=masks)
@@ -53,5 +61,5 @@ class Magnitude(Proposer):
             state[f"{name}.weight_mask"] = torch.from_numpy(mask).float()
         info = {"threshold": threshold, "density": [float(m.mean()) for m in masks],
                 "kernel_keep": [kernel_keep(m).round(6).tolist() for m in masks],
-                "empty_layers": [i for i, m in enumerate(masks) if not m.any()]}
+                "clamped": [{"layer": i, "kept": 1} for i in clamped]}
         return Pruned(spec, state, info)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .._io import check_name
+from ..limits import MAX_THREADS, MAX_WORKERS
 from ..errors import ArchsearchError
 from . import STORAGE_ENV
 
@@ -210,10 +211,10 @@ def register(cli: click.Group) -> None:
                   "WORKDIR/optuna-journal.log) or postgresql://user@host/db (or mysql://) for workers on several "
                   "machines " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False), help="Runs, logs and outputs (default runs/sweeps/STUDY).")
-    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes on this machine.")
+    @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True, help="Worker processes on this machine.")
     @click.option("--devices", help="Comma-separated GPU ids; worker i uses devices[i % n] (e.g. 0,1).")
     @click.option("--device", default="auto", show_default=True, help="Device when --devices is not given.")
-    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers).")
+    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads per worker (default: cores / workers).")
     @click.option("--data-dir", type=click.Path(), help="Where the data lives (overrides the spec's train.data_dir).")
     @click.option("--png", is_flag=True, help="Also render efficiency.png with headless Chromium.")
     @click.option("--retry-failed", is_flag=True, help="Also retry trials that failed for their own reasons (e.g. "
@@ -245,9 +246,9 @@ def register(cli: click.Group) -> None:
     @click.option("--study", "name", required=True, help="Study name (the spec's name, plus -SCALE).")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Where this worker keeps its runs (default runs/sweeps/STUDY).")
     @click.option("--device", default="auto", show_default=True)
-    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for this worker.")
+    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads for this worker.")
     @click.option("--data-dir", type=click.Path(), help="Where the data lives on this machine.")
-    @click.option("--max-trials", type=click.IntRange(min=1), help="Stop after this many trials.")
+    @click.option("--max-trials", type=click.IntRange(1, 10 ** 9), help="Stop after this many trials.")
     @click.option("--quiet", is_flag=True, help="No per-epoch lines (one line per trial).")
     def sweep_worker(storage, name, workdir, device, threads, data_dir, max_trials, quiet):
         """Join a running sweep: take trials from the study until none are left.
@@ -323,7 +324,7 @@ def register(cli: click.Group) -> None:
     @cli.command("demo")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Default runs/sweeps/quickstart (so that "
                   "`archsearch report quickstart` finds it).")
-    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+    @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True)
     def demo(workdir, workers):
         """The whole pipeline on the bundled digits in about a minute (sweeps/quickstart.toml):
         propose (Network Slimming on VGG-11), extract its pattern, generate pruned, guided,
