@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from . import limits as L
-from ._io import check_name
+from ._io import check_name, make_dirs
 from .errors import ArchsearchError
 
 
@@ -162,6 +162,9 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
             raise ArchsearchError(f"cannot read weights {weights}: {str(e).splitlines()[0]}") from None
         if isinstance(init_state, dict) and "model" in init_state:
             init_state = init_state["model"]
+        if not (isinstance(init_state, dict) and init_state
+                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in init_state.items())):
+            raise ArchsearchError(f"{weights} is not a state dict (a dict of named tensors, like model.pt)")
     schedule = make_schedule(preset, kind, epochs=epochs, spec=spec, base=base, cap=cap,
                              count_convention=count_convention)
     data = load_dataset(tgt.data, data_dir, download=download)
@@ -237,9 +240,9 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
 
     kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor)
     pn, prop, settings, schedule, base = resolve_settings(source, **kw)
-    pat_name = check_name(name or str(pn), "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
+    pat_name = check_name(str(pn) if name is None else name, "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
     resolve_device(device)
-    out_dir = Path(library) if library else P.default_write_dir()
+    out_dir = make_dirs(Path(library) if library else P.default_write_dir())  # a bad library: now, not after training
     data = load_dataset(pn.target.data, data_dir, download=download)
     run_root = run_dir(pn, settings, workdir, 0).parent
     todo = [seed for seed in range(seeds) if finished(run_dir(pn, settings, workdir, seed), settings) is None]
@@ -499,8 +502,6 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
       archsearch plot efficiency fig3-vgg16-c10 --scale reduced -o fig3.html --png
       archsearch plot efficiency runs/transfer/slimming-vgg16-c10-to-vgg16-c10 -o eff.html
     """
-    import json as _json
-
     from .plot import efficiency_figure, render_png, write_html
 
     if x not in ("params", "macs"):
@@ -509,14 +510,14 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
     if path.is_dir() and (path / "results.json").exists():
         path = path / "results.json"
     if path.suffix == ".json" and path.is_file():
-        try:
-            rows = _json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ArchsearchError(f"cannot read results {path}: {e}") from None
-        need = {"generator", "params", "macs", "best_acc_mean", "best_acc_std"}
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
-            raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` "
-                                  f"(rows need {', '.join(sorted(need))})")
+        from ._io import read_json
+        from .schemas import TransferRow, check
+
+        rows = read_json(path, "results")
+        if not isinstance(rows, list) or not rows:
+            raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` (a list of rows)")
+        for i, r in enumerate(rows):
+            check(TransferRow, r, f"{path}: row {i}")
         write_html(efficiency_figure(rows, x=x, title=title or "parameter efficiency", caption=str(path)), out_file)
         if png:
             render_png(out_file, Path(out_file).with_suffix(".png"))

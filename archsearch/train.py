@@ -419,8 +419,15 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
     try:
         ck = torch.load(path, map_location=dev, weights_only=True)
     except Exception as e:  # noqa: BLE001  a damaged or hostile file is bad input, not a bug
-        raise ArchsearchError(f"cannot read checkpoint {path}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-                              " (delete it to start the run over)") from None
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            at = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln), None)
+            detail = lines[at + 1] if at is not None and at + 1 < len(lines) else ""
+            why = f"it holds objects other than tensors and plain data, refused unread ({detail[:120]})"
+        else:
+            why = (text.splitlines() or [type(e).__name__])[0][:200]
+        raise ArchsearchError(f"cannot read checkpoint {path}: {why}; delete it to start the run over") from None
     ok = (isinstance(ck, dict) and isinstance(ck.get("fingerprint"), str) and isinstance(ck.get("model"), dict)
           and isinstance(ck.get("opt"), dict) and isinstance(ck.get("loader_rng"), torch.Tensor)
           and isinstance(ck.get("history"), list)

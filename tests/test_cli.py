@@ -59,7 +59,7 @@ def _bad_spec(tmp_path):
     (["train", "vgg11"], "ARCH-DATA"),
     (["train", "vgg11-digits", "--width", "0"], "--width"),
     (["train", "vgg11-digits", "--width", "abc"], "--width"),
-    (["train", "vgg11-digits", "--width", "100"], "width multiplier"),
+    (["train", "vgg11-digits", "--width", "100"], "--width"),
     (["train", "vgg11-digits", "--preset", "huge"], "unknown preset"),
     (["train", "vgg11-digits", "--schedule", "later"], "unknown schedule"),
     (["train", "vgg11-digits", "--schedule", "finetune"], "--weights"),

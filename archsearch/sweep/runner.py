@@ -205,6 +205,22 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
     return plan
 
 
+def check_plan(plan, where: str) -> dict:
+    """A plan read from a storage is data from another machine: check all of it (its
+    schema, its sweep spec, every pattern in it) before a worker acts on it."""
+    from .. import patterns as P
+    from ..schemas import PlanModel, check
+    from .spec import parse_spec
+
+    check(PlanModel, plan, where)
+    spec = {k: v for k, v in plan["spec"].items() if k != "scale" and v is not None}
+    parse_spec(spec, path=f"{where}: spec")
+    for role, pats in plan["patterns"].items():
+        for kind, pat in pats.items():
+            P.validate(pat, f"{where}: pattern {role} {kind}")
+    return plan
+
+
 def _comparable(plan: dict) -> dict:
     return {k: plan[k] for k in ("spec", "kinds", "budgets")}
 
@@ -280,6 +296,7 @@ def load_study(storage: str, name: str) -> tuple[optuna.Study, dict]:
     plan = study.user_attrs.get(PLAN_ATTR)
     if plan is None:
         raise ArchsearchError(f"study {name!r} was not made by `archsearch sweep run`")
+    check_plan(plan, f"the plan stored in study {name!r}")
     rc = run_cfg_of(SweepSpec.from_dict(plan["spec"]))
     st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"], create=False)
     sampler, pruner = _sampler_pruner(plan)

@@ -55,27 +55,45 @@ class SafeJournalFileBackend(JournalFileBackend):
         super().__init__(path)
         self.repaired = 0  # bytes of partial tail cut off by this process
 
-    def _cut_partial_tail(self, f) -> None:
+    def _cut_unfinished_tail(self, f) -> None:
+        """Cut what a write that never finished left at the end: a partial last line (no
+        newline), or a last line that is not JSON. Optuna's reader skips exactly those, so
+        the cut changes nothing a reader sees; leaving them would put the next entry after
+        garbage, and from then on the whole journal fails to load."""
         size = f.seek(0, os.SEEK_END)
         if size == 0:
             return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        # find the last complete line; everything after it is a write that never finished
-        pos, keep = size, 0
+        finished = self._byte(f, size - 1) == b"\n"
+        start = self._line_start(f, size - 1 if finished else size)  # where the last line begins
+        f.seek(start)
+        if finished:
+            try:
+                json.loads(f.read(size - start))
+                return  # a complete entry
+            except ValueError:
+                pass
+        f.truncate(start)
+        self.repaired += size - start
+        print(f"note: journal {self._file_path}: cut off an unfinished last entry ({size - start} bytes) "
+              "left by an interrupted write", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _byte(f, pos: int) -> bytes:
+        f.seek(pos)
+        return f.read(1)
+
+    @staticmethod
+    def _line_start(f, end: int) -> int:
+        """Offset of the first byte after the last newline before `end`."""
+        pos = end
         while pos > 0:
             step = min(1 << 16, pos)
             pos -= step
             f.seek(pos)
-            i = f.read(step).rfind(b"\n")
+            i = f.read(min(step, end - pos)).rfind(b"\n")
             if i >= 0:
-                keep = pos + i + 1
-                break
-        f.truncate(keep)
-        self.repaired += size - keep
-        print(f"note: journal {self._file_path}: cut off a partial last line ({size - keep} bytes) left by an "
-              "interrupted write", file=sys.stderr, flush=True)
+                return pos + i + 1
+        return 0
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         from optuna.storages.journal import _file  # the lock helper Optuna's own append uses
@@ -83,7 +101,7 @@ class SafeJournalFileBackend(JournalFileBackend):
         text = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         with _file.get_lock_file(self._lock):
             with open(self._file_path, "r+b") as f:
-                self._cut_partial_tail(f)
+                self._cut_unfinished_tail(f)
                 before = f.seek(0, os.SEEK_END)
                 try:
                     f.write(text)
