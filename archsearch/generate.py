@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .archs import get_family
-from .counting import count
+from .counting import check_mask_memory, count
 from .errors import ArchsearchError
 from .spec import ArchSpec
 
@@ -181,6 +181,7 @@ def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, se
     """One mask per conv layer with exactly round(density x size) weights kept. At each
     kernel position p, round(prob_p x n_kernels) kernels keep that weight, drawn uniformly
     with the seed, so the kept fraction per position is the scaled keep map itself."""
+    check_mask_memory(target)  # before allocating a bool per weight
     rng = np.random.default_rng(seed)
     shapes = get_family(target.family).conv_shapes(target)
     masks = []

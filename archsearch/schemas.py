@@ -292,8 +292,8 @@ class LastPattern(Model):
 
 class TransferRow(Model):
     generator: str
-    params: Annotated[int, Field(ge=0)]
-    macs: Annotated[int, Field(ge=0)]
+    params: NonNeg
+    macs: NonNeg
     best_acc_mean: Annotated[float, Field(ge=0, le=100)]
     best_acc_std: Annotated[float, Field(ge=0, le=100)]
     budget: Optional[str] = None

@@ -37,7 +37,7 @@ from torch import nn
 from . import __version__
 from ._io import RunLock, torch_save, write_json
 from .archs import apply_masks_, build, masked_weights
-from .counting import CONVENTIONS, count
+from .counting import CONVENTIONS, check_memory, count
 from .data import Dataset, DeviceLoader
 from .errors import ArchsearchError
 from .spec import ArchSpec
@@ -219,48 +219,6 @@ def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-# -- memory -------------------------------------------------------------------------------
-def memory_needed(spec: ArchSpec, batch_size: int) -> int:
-    """Bytes that training `spec` at `batch_size` needs at least (fp32): weights, gradients,
-    momentum and masks (4 x params), plus every layer's output kept for the backward pass
-    and its gradient (2 x activations per image x batch). A lower bound: the point is to
-    refuse, before allocating, what cannot fit at all."""
-    from .archs import get_family
-
-    fam = get_family(spec.family)
-    fam.check(spec)
-    acts = sum(op.cout * op.hw * op.hw for op in fam.ops(spec))
-    return 4 * (4 * count(spec).params + 2 * acts * max(1, batch_size))
-
-
-def memory_available(dev: torch.device) -> int | None:
-    """Free bytes on `dev` (CUDA: free device memory; CPU: MemAvailable), or None if unknown."""
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(spec: ArchSpec, batch_size: int, dev: torch.device) -> None:
-    """One line, before anything is allocated, when `spec` cannot fit on `dev`."""
-    from .counting import fmt_count
-
-    need, free = memory_needed(spec, batch_size), memory_available(dev)
-    if free is not None and need > free:
-        raise ArchsearchError(f"{spec.name} (input {spec.input_size}px, {fmt_count(count(spec).params)} params) needs "
-                              f"at least {need / 2 ** 30:.1f} GiB to train at batch {batch_size}; {dev} has "
-                              f"{free / 2 ** 30:.1f} GiB free: use a smaller width, input size or batch")
 
 
 # -- the steps -----------------------------------------------------------------------------

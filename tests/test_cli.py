@@ -119,7 +119,7 @@ def test_extract_then_list_and_show(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, needle", [
     (["extract", "--from", "slimming-vgg11"], "ARCH-DATA"),
     (["extract", "--from", "pruning-vgg11-digits"], "unknown pruning method"),
-    (["extract", "--from", "slimming-vgg11-digits", "--ratio", "1.5"], "prune ratio"),
+    (["extract", "--from", "slimming-vgg11-digits", "--ratio", "1.5"], "--ratio"),
     (["extract", "--from", "slimming-vgg11-c10", "--data-dir", "EMPTY", "--no-download"], "--data-dir"),
     (["patterns", "show", "slimming-vgg19-c100"], "is a proposer spec"),
     (["patterns", "show", "nothing-here"], "unknown pattern"),

@@ -453,6 +453,13 @@ def _pg_bin(name):
     return found[-1] if found else None
 
 
+PG_SECRET = "hunter2%40Xy"  # percent-encoded '@': its decoded form must not appear either
+
+
+def _files_holding(root, needles):
+    return [str(p) for p in Path(root).rglob("*") if p.is_file() and any(n.encode() in p.read_bytes() for n in needles)]
+
+
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     """A throwaway PostgreSQL server on loopback in a temp directory."""
@@ -489,7 +496,8 @@ def postgres(tmp_path_factory):
         with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                              autocommit=True) as conn:
             conn.execute("CREATE DATABASE archsearch")
-        yield f"postgresql://postgres@127.0.0.1:{port}/archsearch"
+        # trust authentication ignores the password: it is there to prove that none is written down
+        yield f"postgresql://postgres:{PG_SECRET}@127.0.0.1:{port}/archsearch"
     finally:
         subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -502,6 +510,13 @@ def test_two_workers_through_postgresql(tmp_path, postgres):
     study, plan = open_study(postgres, "pg")
     pts = grid_points(study)
     assert len(pts) == 8 and all(v == ["COMPLETE"] for v in pts.values())  # every trial once, none lost
+    # the password is in no file the sweep wrote (report, plot, logs, runs) and not in the study
+    secrets = [PG_SECRET, PG_SECRET.replace("%40", "@")]
+    assert _files_holding(tmp_path, secrets) == []
+    stored = json.dumps([study.user_attrs, study.system_attrs] + [(t.user_attrs, t.system_attrs) for t in study.trials],
+                        default=str)
+    assert not any(x in stored for x in secrets) and "***" in plan["command"]
+    assert not any(x in r.stderr + r.stdout for x in secrets)
     # a third worker joining a finished sweep finds nothing to do
     r = _archsearch("sweep", "worker", "--storage", postgres, "--study", "pg", "--quiet", cwd=tmp_path)
     assert r.returncode == 0 and "ran 0 trial(s)" in r.stderr

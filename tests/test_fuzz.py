@@ -1,0 +1,323 @@
+"""Property-based fuzzing of the whole command line (issue 9, "make it stay fixed").
+
+Every command of `archsearch` is driven through click's test runner with generated bad
+arguments and environment variables, and with generated malformed files of every format
+archsearch reads (patterns, ArchSpec JSON, results tables, sweep TOML, checkpoints,
+journals, CIFAR pickles). Whatever comes in, a command ends with exit code 0 or 2 and
+never with a traceback.
+
+Nothing here trains or downloads: the first allocation of a network (`train.build`), the
+Chromium render and torchvision's download are replaced by stubs, so "the input was good
+enough to start real work" is one more clean exit 2. The examples are derandomized, so CI
+sees the same ones every run; `HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz.py` draws
+new ones (and more of them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import string
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archsearch.cli import cli
+from archsearch.errors import EnvironmentFailure
+from helpers import make_pattern
+
+settings.register_profile("default", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("explore", derandomize=False, deadline=None, max_examples=1000,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+class ReachedWork(EnvironmentFailure):
+    """Raised by the stubs: the input got as far as real work (a clean exit 2 here)."""
+
+
+def _stop(*a, **k):
+    raise ReachedWork("reached real work (stopped by the fuzz test)")
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A working directory and libraries in tmp, no training, no network, no browser."""
+    from archsearch import plot, propose, train
+    from archsearch.data import cifar
+    from archsearch.sweep import runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "build", _stop)
+    monkeypatch.setattr(propose, "build", _stop)
+    monkeypatch.setattr(plot, "render_png", _stop)
+    monkeypatch.setattr(runner, "spawn_workers", _stop)  # worker processes would train for real
+    monkeypatch.setattr(cifar, "_download", lambda fmt, root: "no network in the fuzz test")
+    for var in ("ARCHSEARCH_STORAGE", "ARCHSEARCH_PATTERNS"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def leaf_commands(group: click.Group, prefix: tuple = ()) -> list[tuple[tuple, click.Command]]:
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            out += leaf_commands(cmd, prefix + (name,))
+        else:
+            out.append((prefix + (name,), cmd))
+    return out
+
+
+COMMANDS = leaf_commands(cli)
+
+# values a hostile or careless user types. Paths stay relative to the sandbox, or point where
+# nothing can be created (/proc): the tests run as root on CI, and an output named /etc/passwd
+# would really be replaced.
+NASTY = ["", " ", "-", "--", "nan", "NaN", "inf", "-inf", "-1", "0", "1e20", "1e-320", str(2 ** 64), "-0",
+         "0.5", "3", "abc", "../x", "a/../../b", "/proc/archsearch-fuzz/x", "/proc/self/status", ".", "..",
+         "vgg11-digits", "vgg16-c10", "vgg19-c100", "vgg99-digits", "resnet56-c10", "slimming-vgg11-digits",
+         "magnitude-vgg16-c10", "slimming-vgg16-c10", "quickstart", "fig3-vgg16-c10", "x" * 300, "é∂ƒ",
+         "postgresql://u:hunter2@127.0.0.1:1/db", "sqlite:////nonexistent/x.db", "file:///dev/null",
+         "0.5M,1M", "1M,nan", "0.05,0.1", "channels", "sparsity", "params", "macs", "cuda:9", "cpu", "tpu",
+         "paper", "fast", "tiny", "scratch-b", "finetune", "uniform,random", "none", "reduced", "8"]
+FILE_NAMES = ["pattern.json", "spec.json", "results.json", "sweep.toml", "junk.bin", "fifo.json", "dir"]
+# (no fresh folder for $ARCHSEARCH_CACHE: each would decode a dataset again)
+ENV_VALUES = ["", "junk.bin", "fifo.json", "/proc/archsearch-fuzz", "pattern.json", "dir", "lib",
+              "postgresql://u:hunter2@127.0.0.1:1/db", "sqlite:////proc/x.db", "j.log"]
+
+
+def _value() -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(NASTY), st.sampled_from(FILE_NAMES),
+                     st.text(alphabet=string.printable, max_size=12),
+                     st.integers(-10 ** 30, 10 ** 30).map(str),
+                     st.floats(allow_nan=True, allow_infinity=True).map(repr))
+
+
+@st.composite
+def invocation(draw):
+    path, cmd = draw(st.sampled_from(COMMANDS))
+    args = list(path)
+    params = [p for p in cmd.params if p.name not in ("help", "version")]
+    for p in draw(st.lists(st.sampled_from(params), max_size=6)) if params else []:
+        if isinstance(p, click.Argument):
+            args.append(draw(_value()))
+        elif getattr(p, "is_flag", False):
+            args.append(draw(st.sampled_from(p.opts + list(p.secondary_opts))))
+        else:
+            args += [draw(st.sampled_from(p.opts)), draw(_value())]
+    env = draw(st.dictionaries(st.sampled_from(["ARCHSEARCH_PATTERNS", "ARCHSEARCH_CACHE", "ARCHSEARCH_STORAGE"]),
+                               st.sampled_from(ENV_VALUES), max_size=2))
+    return args, env
+
+
+def check_clean(result, args) -> None:
+    """Exit 0 or 2, no traceback, and no exception other than the runner's SystemExit."""
+    exc = result.exception
+    detail = f"args {args!r}\nexit {result.exit_code}\n{result.output[-3000:]}"
+    if exc is not None and not isinstance(exc, SystemExit):
+        import traceback
+
+        detail += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert result.exit_code in (0, 2), detail
+    assert "Traceback" not in result.output, detail
+    assert exc is None or isinstance(exc, SystemExit), detail
+    if result.exit_code == 2:
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == 1, detail
+
+
+def _files(root: Path) -> None:
+    """The files the NASTY names point at: each a malformed example of its format."""
+    (root / "pattern.json").write_text('{"schema": 1, "name": "p", "accuracy": {}}')
+    (root / "spec.json").write_text('{"family": "vgg", "depth": 11, "widths": [1e9], "stages": [0]}')
+    (root / "results.json").write_text('[{"generator": "uniform", "params": "many"}]')
+    (root / "sweep.toml").write_text('name = "x"\ntarget = 5\n')
+    (root / "junk.bin").write_bytes(b"\xff\xfe\x00garbage")
+    if not (root / "fifo.json").exists():
+        os.mkfifo(root / "fifo.json")
+    (root / "dir").mkdir(exist_ok=True)
+
+
+@given(invocation())
+@settings(max_examples=250)
+def test_any_arguments_end_cleanly(sandbox, inv):
+    args, env = inv
+    _files(sandbox)
+    result = CliRunner().invoke(cli, args, prog_name="archsearch", env=env)
+    check_clean(result, args)
+
+
+# -- malformed files of every format -------------------------------------------------------------------
+def _json_leaf() -> st.SearchStrategy:
+    return st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
+                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+                     st.sampled_from([[], {}, [[]], -1, 0, 1e308, "../x", "channels", "sparsity"]))
+
+
+@st.composite
+def mutated(draw, base):
+    """`base` (a valid document) with a few random edits: a leaf replaced, a key dropped, a
+    list emptied or lengthened, a value wrapped in a list or an object."""
+    doc = json.loads(json.dumps(base))
+    for _ in range(draw(st.integers(1, 4))):
+        path, node = [], doc
+        while isinstance(node, (dict, list)) and node and draw(st.booleans()):
+            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node))))
+            path.append((node, key))
+            node = node[key]
+        if not path:
+            continue
+        parent, key = path[-1]
+        op = draw(st.sampled_from(["replace", "drop", "wrap", "empty", "grow"]))
+        if op == "replace":
+            parent[key] = draw(_json_leaf())
+        elif op == "drop" and isinstance(parent, dict):
+            del parent[key]
+        elif op == "wrap":
+            parent[key] = draw(st.sampled_from([[parent[key]], {"x": parent[key]}]))
+        elif op == "empty" and isinstance(parent[key], (list, dict)):
+            parent[key] = type(parent[key])()
+        elif op == "grow" and isinstance(parent[key], list) and parent[key]:
+            parent[key] = parent[key] + parent[key][:1]
+    return doc
+
+
+def _raw_text() -> st.SearchStrategy[bytes]:
+    return st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"[" * 50_000, b"{" * 50_000, b"NaN",
+                                                               b'{"a": 1e999}', b"\xff\xfe"]))
+
+
+def _valid_spec() -> dict:
+    from archsearch.archs import base_spec
+
+    return base_spec("vgg11", 10, width=0.125).to_dict()
+
+
+def _valid_sparse_spec() -> dict:
+    import numpy as np
+
+    from archsearch.archs import base_spec, get_family
+    from archsearch.spec import ArchSpec
+
+    base = base_spec("vgg11", 10, width=0.125)
+    rng = np.random.default_rng(0)
+    masks = [rng.random(s) < 0.5 for s in get_family("vgg").conv_shapes(base)]
+    return ArchSpec(**{**{k: getattr(base, k) for k in ("family", "depth", "widths", "stages", "num_classes")},
+                       "masks": masks}).to_dict()
+
+
+FORMATS = {
+    "pattern": (lambda: make_pattern("sparsity", "vgg11", "digits", name="p"),
+                [["patterns", "show", "{f}"], ["plot", "pattern", "{f}", "-o", "out.html"],
+                 ["transfer", "--from", "{f}", "--to", "vgg11-digits", "--budget", "20K"]]),
+    "spec": (_valid_spec, [["train", "vgg11-digits", "--spec", "{f}", "--preset", "tiny", "--out", "r"],
+                           ["train", "vgg11-digits", "--spec", "{f}", "--schedule", "scratch-b", "--out", "r2"]]),
+    "sparse spec": (_valid_sparse_spec, [["train", "vgg11-digits", "--spec", "{f}", "--out", "r"]]),
+    "results": (lambda: [{"generator": "uniform", "budget": "1M", "params": 10, "macs": 20, "best_acc_mean": 50.0,
+                          "best_acc_std": 1.0, "seeds": 2}],
+                [["plot", "efficiency", "{f}", "-o", "e.html"]]),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_malformed_files_end_cleanly(sandbox, fmt):
+    valid, commands = FORMATS[fmt]
+    base = valid()
+
+    @given(st.one_of(mutated(base).map(lambda d: json.dumps(d).encode()), _raw_text()), st.sampled_from(commands))
+    @settings(max_examples=40)
+    def inner(content, template):
+        f = sandbox / f"{fmt.replace(' ', '_')}.json"
+        f.write_bytes(content)
+        args = [a.replace("{f}", str(f)) for a in template]
+        check_clean(CliRunner().invoke(cli, args, prog_name="archsearch"), args)
+
+    inner()
+
+
+def _toml(d: dict, prefix: str = "") -> str:
+    """A small TOML writer for generated sweep specs (values of any type, tables nested)."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v if not isinstance(x, dict)) + "]"
+        if v is None:
+            return '""'
+        return "{}"
+
+    lines = [f"{json.dumps(k)} = {val(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{json.dumps(k)}" if prefix else json.dumps(k)
+            lines.append(f"\n[{name}]\n" + _toml(v, name))
+    return "\n".join(lines)
+
+
+QUICK = {"name": "fz", "target": "vgg11-digits", "generators": ["uniform", "random"], "kinds": ["channels"],
+         "fractions": [0.05, 0.2], "seeds": 1, "schedule": "scratch-e",
+         "train": {"preset": "tiny", "epochs": 1, "width": 0.25, "train_subset": 200, "checkpoint_every": 1},
+         "run": {"heartbeat": 1, "grace": 4}, "scales": {"reduced": {"seeds": 1, "train": {"epochs": 1}}}}
+
+
+@given(st.one_of(mutated(QUICK).map(lambda d: _toml(d).encode()), _raw_text()),
+       st.sampled_from([["sweep", "run", "{f}"], ["sweep", "run", "{f}", "--scale", "reduced"],
+                        ["sweep", "status", "{f}"], ["report", "{f}"]]))
+@settings(max_examples=40)
+def test_malformed_sweep_specs_end_cleanly(sandbox, content, template):
+    f = sandbox / "fz.toml"
+    f.write_bytes(content)
+    args = [a.replace("{f}", str(f)) for a in template]
+    check_clean(CliRunner().invoke(cli, args, prog_name="archsearch"), args)
+
+
+@given(st.one_of(_raw_text(), st.builds(lambda d: pickle.dumps(d), st.dictionaries(
+    st.sampled_from(["fingerprint", "epoch", "model", "opt", "history", "elapsed", "loader_rng"]),
+    _json_leaf(), max_size=7))))
+@settings(max_examples=30)
+def test_malformed_checkpoints_end_cleanly(sandbox, content):
+    out = sandbox / "run"
+    out.mkdir(exist_ok=True)
+    (out / "checkpoint.pt").write_bytes(content)
+    args = ["train", "vgg11-digits", "--preset", "tiny", "--epochs", "1", "--out", str(out)]
+    check_clean(CliRunner().invoke(cli, args, prog_name="archsearch"), args)
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+        st.sampled_from(["op_code", "worker_id", "study_id", "trial_id", "study_name", "directions", "user_attr",
+                         "state", "values"]), _json_leaf(), max_size=6)),
+    st.binary(max_size=30)), max_size=6))
+@settings(max_examples=40)
+def test_malformed_journals_end_cleanly(sandbox, lines):
+    j = sandbox / "optuna-journal.log"
+    j.write_bytes(b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[2]}\n' + b"\n".join(lines))
+    for args in (["sweep", "status", "s", "--storage", str(j)], ["report", "s", "--storage", str(j)],
+                 ["sweep", "worker", "--storage", str(j), "--study", "s"]):
+        check_clean(CliRunner().invoke(cli, args, prog_name="archsearch"), args)
+
+
+@given(st.one_of(_raw_text(), st.builds(lambda d: pickle.dumps(d, protocol=2), st.dictionaries(
+    st.sampled_from([b"data", b"labels", b"batch_label", b"filenames"]), _json_leaf(), max_size=4))))
+@settings(max_examples=30)
+def test_malformed_cifar_pickles_end_cleanly(sandbox, content):
+    from test_data import write_cifar10_pickles
+
+    root = sandbox / "data"
+    if not (root / "cifar-10-batches-py").exists():
+        write_cifar10_pickles(root)
+    (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(content)
+    cache = sandbox / "cache"
+    args = ["train", "vgg11-c10", "--data-dir", str(root), "--preset", "tiny", "--out", "r"]
+    check_clean(CliRunner().invoke(cli, args, prog_name="archsearch", env={"ARCHSEARCH_CACHE": str(cache)}), args)
