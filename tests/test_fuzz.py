@@ -50,7 +50,7 @@ def _stop(*a, **k):
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """A working directory and libraries in tmp, no training, no network, no browser."""
-    from archsearch import plot, propose, train
+    from archsearch import counting, plot, propose, train
     from archsearch.data import cifar
     from archsearch.sweep import runner
 
@@ -59,6 +59,9 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.setattr(propose, "build", _stop)
     monkeypatch.setattr(plot, "render_png", _stop)
     monkeypatch.setattr(runner, "spawn_workers", _stop)  # worker processes would train for real
+    # a small machine: every memory check refuses big networks and masks at once (a width-16
+    # VGG-19 would otherwise be generated, slowly, for real)
+    monkeypatch.setattr(counting, "memory_available", lambda dev: 256 << 20)
     monkeypatch.setattr(cifar, "_download", lambda fmt, root: "no network in the fuzz test")
     for var in ("ARCHSEARCH_STORAGE", "ARCHSEARCH_PATTERNS"):
         monkeypatch.delenv(var, raising=False)
@@ -100,10 +103,32 @@ def _value() -> st.SearchStrategy[str]:
                      st.floats(allow_nan=True, allow_infinity=True).map(repr))
 
 
+# a plausible invocation of each command, so that most examples get past click's own checks
+# and into archsearch's; drawn options are added after it (click keeps an option's last value)
+BASE = {
+    ("train",): ["vgg11-digits", "--preset", "tiny", "--out", "r"],
+    ("extract",): ["--from", "slimming-vgg11-digits", "--preset", "tiny", "--workdir", "wd", "--library", "lib"],
+    ("transfer",): ["--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--out", "t"],
+    ("patterns", "show"): ["slimming-vgg16-c10"],
+    ("plot", "pattern"): ["magnitude-vgg16-c10", "-o", "p.html"],
+    ("plot", "efficiency"): ["good_results.json", "-o", "e.html"],
+    ("sweep", "run"): ["quickstart", "--workdir", "wd"],
+    ("sweep", "status"): ["quickstart", "--workdir", "wd"],
+    ("sweep", "worker"): ["--storage", "j.log", "--study", "s"],
+    ("report",): ["quickstart", "--workdir", "wd"],
+    ("demo",): ["--workdir", "wd"],
+}
+
+
 @st.composite
 def invocation(draw):
     path, cmd = draw(st.sampled_from(COMMANDS))
     args = list(path)
+    if draw(st.integers(0, 3)):  # mostly start from the plausible form
+        base = list(BASE.get(path, []))
+        if base and not base[0].startswith("-") and draw(st.booleans()):
+            base[0] = draw(_value())  # a bad positional argument
+        args += base
     params = [p for p in cmd.params if p.name not in ("help", "version")]
     for p in draw(st.lists(st.sampled_from(params), max_size=6)) if params else []:
         if isinstance(p, click.Argument):
@@ -138,6 +163,7 @@ def _files(root: Path) -> None:
     (root / "pattern.json").write_text('{"schema": 1, "name": "p", "accuracy": {}}')
     (root / "spec.json").write_text('{"family": "vgg", "depth": 11, "widths": [1e9], "stages": [0]}')
     (root / "results.json").write_text('[{"generator": "uniform", "params": "many"}]')
+    (root / "good_results.json").write_text(json.dumps(FORMATS["results"][0]()))
     (root / "sweep.toml").write_text('name = "x"\ntarget = 5\n')
     (root / "junk.bin").write_bytes(b"\xff\xfe\x00garbage")
     if not (root / "fifo.json").exists():
