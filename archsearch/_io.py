@@ -210,8 +210,9 @@ class RunLock:
             os.close(self.fd)
             self.fd = None
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise ArchsearchError(f"{self.what} {self.folder} is in use by another archsearch process; "
-                                      "wait for it, or pass another --out") from None
+                # not the input's fault: a sweep keeps such a trial for a retry
+                raise EnvironmentFailure(f"{self.what} {self.folder} is in use by another archsearch process; "
+                                         "wait for it, or pass another --out") from None
             raise os_error(e, path, "cannot lock") from None
         return self
 

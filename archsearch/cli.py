@@ -31,6 +31,8 @@ class _Group(click.Group):
             from ._io import os_error
 
             _fail(str(os_error(e, action="cannot use")))
+        except MemoryError:
+            _fail("out of memory: use a smaller width, batch or dataset, or a machine with more memory")
         except click.ClickException as e:  # usage errors: bad option values, unknown commands
             _fail(e.format_message() + _help_hint(e))
         except (KeyboardInterrupt, click.Abort):

@@ -10,6 +10,9 @@ its own run directory) under a heartbeat, and tells the outcome:
 - COMPLETE with best/final accuracy, params, MACs, time and the architecture as attributes;
 - FAIL with `fail_reason` for a diverged run (NaN) or a budget that cannot be met: the
   sweep goes on and does not retry it (the same seed would fail the same way);
+- FAIL, kept retryable, for a failure outside the trial (disk full, out of memory, a lost
+  device): the worker stops at once (one line, exit 2) and the next `sweep run` requeues
+  it; a bug fails its trial and stops the worker loudly (`classify_failure`);
 - a worker killed mid-trial stops beating: the next worker that looks fails the trial and
   requeues it (`RetryHeartbeatStaleTrialCallback`), and the retry resumes from the run's
   last checkpoint;
@@ -54,6 +57,8 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 PLAN_ATTR = "archsearch:plan"
+RETRY_ATTR = "retryable"  # user attr of a failed trial: why it may be retried (ENVIRONMENT or BUG)
+TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
 PLAN_VERSION = 1
 Log = Callable[[str], None]
 
@@ -320,6 +325,7 @@ class Status:
     done: int = 0
     pruned: int = 0
     failed: int = 0
+    retryable: int = 0  # failed for a reason outside the trial: the next `sweep run` retries them
     running: int = 0
     waiting: int = 0
     remaining: int = 0
@@ -343,7 +349,9 @@ class Status:
         eta = self.eta_seconds(workers)
         return (f"{self.done + self.pruned}/{self.total} done"
                 + (f" ({self.pruned} pruned)" if self.pruned else "")
-                + f", {self.running} running, {self.failed} failed, {self.remaining + self.waiting} to go"
+                + f", {self.running} running, {self.failed} failed"
+                + (f" ({self.retryable} to retry on the next run)" if self.retryable else "")
+                + f", {self.remaining + self.waiting} to go"
                 + (f", about {fmt_seconds(eta)} left" if eta is not None and not self.finished else ""))
 
 
@@ -372,6 +380,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
         else:
             st.failed += 1
             last = max(ts, key=lambda t: t.number)
+            st.retryable += last.user_attrs.get(RETRY_ATTR) == ENVIRONMENT
             # every failure this code tells carries its reason; one without was failed by the
             # heartbeat check (`fail_stale_trials`) after its worker died, and is out of retries
             st.failures.append((last.number, last.user_attrs.get(
@@ -392,10 +401,6 @@ def trial_label(params: dict, mode: str) -> str:
 
 
 # -- failures --------------------------------------------------------------------------------------
-RETRY_ATTR = "retryable"
-TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
-
-
 def classify_failure(e: BaseException) -> tuple[str, str]:
     """(cause, one-line reason) of a failed trial.
 
@@ -623,7 +628,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
             raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
         if stop is not None:
             ctx.log(f"{label} {trial_label(frozen.params, mode)} -> failed: {reason}")
-            if isinstance(stop, ArchsearchError) or cause == ENVIRONMENT:
+            if cause == ENVIRONMENT:
                 raise EnvironmentFailure(f"sweep stopped at trial #{trial.number}: {reason}; it is kept for a "
                                          "retry: fix the cause and run the same command again") from None
             raise stop
