@@ -519,7 +519,7 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
         if not isinstance(rows, list) or not rows:
             raise ArchsearchError(f"{path} is not a results table of `archsearch transfer --train` (a list of rows)")
         for i, r in enumerate(rows):
-            check(TransferRow, r, f"{path}: row {i}")
+            check(TransferRow, r, f"{path} is not a results table of `archsearch transfer --train`: row {i}")
         write_html(efficiency_figure(rows, x=x, title=title or "parameter efficiency", caption=str(path)), out_file)
         if png:
             render_png(out_file, Path(out_file).with_suffix(".png"))

@@ -513,8 +513,7 @@ def test_two_workers_through_postgresql(tmp_path, postgres):
     # the password is in no file the sweep wrote (report, plot, logs, runs) and not in the study
     secrets = [PG_SECRET, PG_SECRET.replace("%40", "@")]
     assert _files_holding(tmp_path, secrets) == []
-    stored = json.dumps([study.user_attrs, study.system_attrs] + [(t.user_attrs, t.system_attrs) for t in study.trials],
-                        default=str)
+    stored = json.dumps([study.user_attrs] + [(t.user_attrs, t.system_attrs) for t in study.trials], default=str)
     assert not any(x in stored for x in secrets) and "***" in plan["command"]
     assert not any(x in r.stderr + r.stdout for x in secrets)
     # a third worker joining a finished sweep finds nothing to do
