@@ -17,6 +17,7 @@ from . import __version__
 from . import limits as L
 from ._io import check_name, make_dirs
 from .errors import ArchsearchError
+from .sweep import STORAGE_ENV
 
 
 class _Group(click.Group):
@@ -487,8 +488,8 @@ def plot():
 @click.option("--x", "x", default="params", show_default=True, help="params | macs.")
 @click.option("--png", is_flag=True, help="Also write a PNG next to the HTML (headless Chromium).")
 @click.option("--scale", help="With a spec: its scale (e.g. reduced).")
-@click.option("--storage", envvar="ARCHSEARCH_STORAGE", help="With a study name: its storage (default "
-              "$ARCHSEARCH_STORAGE, else runs/sweeps/STUDY/optuna-journal.log).")
+@click.option("--storage", envvar=STORAGE_ENV, help=f"With a study name: its storage (default "
+              f"${STORAGE_ENV}, else runs/sweeps/STUDY/optuna-journal.log).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
 @click.option("--title", help="Title (default: the sweep's).")
 def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._io import check_name
 from .errors import ArchsearchError
 
-from .limits import MAX_BUDGET, MAX_CLASSES, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_SEED, MAX_SEEDS, MAX_WIDTH
+from .limits import (MAX_BUDGET, MAX_CAP, MAX_CLASSES, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_ROUND, MAX_SEED,
+                     MAX_SEEDS, MAX_WIDTH, MAX_WIDTH_MULT)
 
 Unit = Annotated[float, Field(ge=0, le=1)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -129,7 +130,7 @@ class PatternProvenance(Model):
     ratio: float
     seeds: Annotated[list[Seed], Field(min_length=1)]
     epochs: Epochs
-    width: Annotated[float, Field(gt=0, le=16)]
+    width: Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]
     archsearch_version: str
     command: str
     proposer: Optional[str] = None
@@ -315,7 +316,7 @@ class SweepExtract(Closed):
     preset: Preset = "fast"
     seeds: Annotated[int, Field(ge=1, le=100)] = 1
     epochs: Optional[Epochs] = None
-    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
     ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
     floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
@@ -325,15 +326,15 @@ class SweepExtract(Closed):
 class SweepTrain(Closed):
     preset: Preset = "paper"
     epochs: Optional[Epochs] = None
-    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
     data_dir: Optional[str] = None
     download: bool = True
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
-    round: Optional[Annotated[int, Field(ge=1, le=1024)]] = None
+    round: Optional[Annotated[int, Field(ge=1, le=MAX_ROUND)]] = None
     floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
     device: Optional[str] = None
     checkpoint_every: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
-    cap: Optional[Annotated[float, Field(gt=0, le=1000)]] = None
+    cap: Optional[Annotated[float, Field(gt=0, le=MAX_CAP)]] = None
     count: Optional[Literal["macs", "original"]] = None
 
 
