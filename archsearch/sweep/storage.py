@@ -152,6 +152,8 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # the trial ended between two beats
+        except ArchsearchError:
+            pass  # a full disk: skip this beat (the trial's own next write reports it, as one line)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
