@@ -69,6 +69,15 @@ def open_study(storage, name):
     return load_study(str(storage), name)
 
 
+def study_if_ready(journal, name):
+    """The study of a sweep another process is starting, or None until it exists (the run
+    opens its storage first, and creates the study once the plan is built)."""
+    try:
+        return open_study(journal, name)[0]
+    except ArchsearchError:
+        return None
+
+
 # -- specs ------------------------------------------------------------------------------------------
 def test_shipped_specs_parse_at_every_scale():
     files = sorted(sweeps_dirs()[0].glob("*.toml"))
@@ -331,9 +340,9 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     try:
         while time.time() < deadline and killed is None:
             time.sleep(0.3)
-            if not (wd / "optuna-journal.log").exists():
+            study = study_if_ready(wd / "optuna-journal.log", "t")
+            if study is None:
                 continue
-            study, _ = open_study(wd / "optuna-journal.log", "t")
             for t in study.get_trials(deepcopy=False):
                 run = t.user_attrs.get("run_dir")
                 if t.state.name == "RUNNING" and t.number >= 1 and run and (Path(tmp_path / run) / "checkpoint.pt").exists():
@@ -367,8 +376,8 @@ def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path):
     deadline, sent = time.time() + 240, False
     while time.time() < deadline and not sent and p.poll() is None:
         time.sleep(0.3)
-        if (wd / "optuna-journal.log").exists():
-            study, _ = open_study(wd / "optuna-journal.log", "t")
+        study = study_if_ready(wd / "optuna-journal.log", "t")
+        if study is not None:
             if sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)) == 2:
                 p.send_signal(signal.SIGINT)
                 sent = True
