@@ -156,3 +156,40 @@ def test_bn_l1_shrinks_gammas(small_digits):
         return torch.cat([m.weight.detach().abs() for m in eng.model.modules() if isinstance(m, nn.BatchNorm2d)])
 
     assert gammas(1e-2).mean() < gammas(0.0).mean() - 0.01
+
+
+def test_quick_recipe_schedule():
+    """The `quick` preset: one-cycle lr per step (rise over the first 20% of the steps, then a
+    linear fall to 0), Nesterov, label smoothing, test-time flip; fine-tuning keeps a constant lr."""
+    q = make_schedule("quick")
+    assert (q.lr_shape, q.nesterov, q.label_smoothing, q.tta_flip, q.batch_size) == ("onecycle", True, 0.1, True, 256)
+    steps = 10
+    lrs = [q.lr_at_step(e, s, steps) for e in range(q.epochs) for s in range(steps)]
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(0.1 * q.lr) and max(lrs) == pytest.approx(q.lr)
+    assert peak == int(0.2 * q.epochs * steps)
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1])) and all(a >= b for a, b in zip(lrs[peak:],
+                                                                                                     lrs[peak + 1:]))
+    total, rise = q.epochs * steps, int(0.2 * q.epochs * steps)
+    assert lrs[-1] == pytest.approx(q.lr / (total - rise))  # one step before 0
+    ft = make_schedule("quick", "finetune")
+    assert ft.lr_shape == "step" and ft.lr_at(0) == 1e-3 and not ft.nesterov and ft.label_smoothing == 0
+
+
+def test_paper_presets_keep_their_fingerprints():
+    """The recipe's fields appear in a schedule's record only where they differ from the
+    paper's, so runs (and proposal folders) made before they existed still resume."""
+    for name in ("paper", "fast", "tiny"):
+        d = make_schedule(name).to_dict()
+        assert not {"lr_shape", "warmup", "nesterov", "label_smoothing", "tta_flip"} & set(d)
+    assert {"lr_shape", "nesterov", "label_smoothing", "tta_flip"} <= set(make_schedule("quick").to_dict())
+
+
+def test_quick_recipe_trains_and_resumes(small_digits, tmp_path):
+    sched = make_schedule("quick", epochs=3, batch_size=64)
+    r = train(_spec(0.25), small_digits, sched, device="cpu", out_dir=tmp_path, checkpoint_every=1)
+    assert r.best_acc > 0.3 and len(r.history) == 3  # chance is 0.1
+    assert r.history[0]["lr"] == pytest.approx(0.1 * sched.lr)
+    # resuming a finished run returns the same result without training again
+    again = train(_spec(0.25), small_digits, sched, device="cpu", out_dir=tmp_path, checkpoint_every=1)
+    assert again.history == r.history
