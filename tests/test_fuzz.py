@@ -95,7 +95,7 @@ NASTY = ["", " ", "-", "--", "nan", "NaN", "inf", "-inf", "-1", "0", "1e20", "1e
          "magnitude-vgg16-c10", "slimming-vgg16-c10", "quickstart", "fig3-vgg16-c10", "x" * 300, "é∂ƒ",
          "postgresql://u:hunter2@127.0.0.1:1/db", "sqlite:////nonexistent/x.db", "file:///dev/null",
          "0.5M,1M", "1M,nan", "0.05,0.1", "channels", "sparsity", "params", "macs", "cuda:9", "cpu", "tpu",
-         "paper", "fast", "tiny", "scratch-b", "finetune", "uniform,random", "none", "reduced", "8"]
+         "paper", "fast", "tiny", "quick", "scratch-b", "finetune", "uniform,random", "none", "reduced", "8"]
 FILE_NAMES = ["pattern.json", "spec.json", "results.json", "sweep.toml", "junk.bin", "fifo.json", "dir"]
 # (no fresh folder for $ARCHSEARCH_CACHE: each would decode a dataset again)
 ENV_VALUES = ["", "junk.bin", "fifo.json", "/proc/archsearch-fuzz", "pattern.json", "dir", "lib",
