@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
@@ -96,16 +97,16 @@ class SafeJournalFileBackend(JournalFileBackend):
         return 0
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        from optuna.storages.journal import _file  # the lock helper Optuna's own append uses
-
         text = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
-        with _file.get_lock_file(self._lock):
-            with open(self._file_path, "r+b") as f:
+        with get_lock_file(self._lock):  # the lock Optuna's own append takes
+            # unbuffered: after a failed write no buffered bytes are left to land after the cut
+            with open(self._file_path, "r+b", buffering=0) as f:
                 self._cut_unfinished_tail(f)
                 before = f.seek(0, os.SEEK_END)
                 try:
-                    f.write(text)
-                    f.flush()
+                    view = memoryview(text)
+                    while view:
+                        view = view[f.write(view):]
                     os.fsync(f.fileno())
                 except OSError as e:
                     try:
