@@ -27,9 +27,8 @@ from pathlib import Path
 
 import torch
 
+from _results import append_jsonl  # benchmarks/_results.py
 from archsearch import __version__
-
-RESULTS = Path(__file__).resolve().parent / "results" / "sweep_throughput.jsonl"
 
 
 def run(args: list[str], cwd: Path) -> float:
@@ -80,10 +79,7 @@ def main() -> None:
                "torch": torch.__version__, "archsearch": __version__, "configs": out}
         print(json.dumps(rec))
         if not a.no_record:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with open(RESULTS, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(f"appended to {RESULTS}")
+            append_jsonl("sweep_throughput", rec)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

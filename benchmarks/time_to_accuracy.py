@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 from pathlib import Path
 
 import torch
 
+from _results import append_jsonl  # benchmarks/_results.py
 from archsearch import __version__
 from archsearch.archs import base_spec
 from archsearch.data import load_dataset, subset_train
 from archsearch.progress import EpochProgress
 from archsearch.train import device_name, make_schedule, resolve_device, train
-
-RESULTS = Path(__file__).resolve().parent / "results" / "time_to_accuracy.jsonl"
 
 
 def curve(result) -> list[dict]:
@@ -104,10 +102,7 @@ def main() -> None:
           f"{cand['train_seconds']:.0f}s; " + (f"reached the target at {t_cand:.0f}s = {ratio:.2f} x the reference's run"
                                               if t_cand is not None else "did not reach the target"))
     if not a.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(f"appended to {RESULTS}")
+        append_jsonl("time_to_accuracy", rec)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import time
 from pathlib import Path
@@ -30,12 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _results import append_jsonl  # benchmarks/_results.py
 from archsearch import __version__
 from archsearch.archs import base_spec, build
 from archsearch.data import load_dataset
 from archsearch.train import Engine, device_name, make_schedule, resolve_device
-
-RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.jsonl"
 
 
 class _PILDataset(torch.utils.data.Dataset):
@@ -167,10 +165,7 @@ def main() -> None:
     print(f"bare step on one resident batch (ceiling):{'':>6}{ceil:9.1f} img/s  (ours = {100 * our / ceil:.0f}% of it)")
     print(f"ratio: {our / ref:.2f}x  ({args.arch} width {args.width}, {args.data}, {rec['device_name']}, torch {torch.__version__})")
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(f"appended to {RESULTS}")
+        append_jsonl("train_throughput", rec)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from archsearch.cli import cli
 from archsearch.errors import ArchsearchError, EnvironmentFailure
 from helpers import make_pattern
-from test_sweep import _prepared, grid_points, write_spec
+from test_sweep import _prepared, write_spec
 
 
 def run(*args, env=None):
@@ -202,8 +201,6 @@ def test_old_plan_commands_are_redacted_in_reports(tmp_path):
 
 # -- 3. a damaged journal ---------------------------------------------------------------------------------
 def test_partial_journal_tail_is_cut_before_the_next_append(tmp_path):
-    from archsearch.sweep.runner import WorkerContext, status, work
-
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, fractions="[0.2]")
     wd = tmp_path / "wd"
     r = run("sweep", "run", spec, "--workdir", wd)
