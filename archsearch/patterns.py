@@ -30,7 +30,6 @@ from ._shipped import installed_dir, repo_dir
 from .errors import ArchsearchError
 
 PATTERN_SCHEMA = 1
-KINDS = ("channels", "sparsity")
 
 
 # -- extraction ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +40,7 @@ from .archs import apply_masks_, build, masked_weights
 from .counting import CONVENTIONS, check_memory, count
 from .data import Dataset, DeviceLoader
 from .errors import ArchsearchError
+from .limits import MAX_SEED
 from .spec import ArchSpec
 
 SCHEDULE_KINDS = ("scratch-e", "scratch-b", "finetune")
@@ -88,8 +89,6 @@ PRESETS: dict[str, Preset] = {
                     about="fast recipe for reduced scale: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, "
                           "label smoothing 0.1, wd 5e-4, test-time flip, width 0.25"),
 }
-RECIPE_DEFAULTS = {"lr_shape": "step", "warmup": 0.0, "warmup_from": 0.1, "nesterov": False, "label_smoothing": 0.0,
-                   "tta_flip": False}
 
 
 def get_preset(name: str) -> Preset:
@@ -150,6 +149,11 @@ class Schedule:
             if d[k] == v:
                 del d[k]
         return d
+
+
+# the recipe's knobs and their paper values, read off Schedule's own defaults (one home)
+RECIPE_DEFAULTS = {f.name: f.default for f in fields(Schedule)
+                   if f.name in ("lr_shape", "warmup", "warmup_from", "nesterov", "label_smoothing", "tta_flip")}
 
 
 def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int | None = None,
@@ -413,8 +417,8 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
 
 
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-        raise ArchsearchError(f"seed must be a whole number in [0, 2^32), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ArchsearchError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed!r}")
     return seed
 
 

@@ -325,13 +325,18 @@ class Status:
     done: int = 0
     pruned: int = 0
     failed: int = 0
-    retryable: int = 0  # failed for a reason outside the trial: the next `sweep run` retries them
     running: int = 0
     waiting: int = 0
     remaining: int = 0
     mean_seconds: float | None = None
     failures: list[tuple[int, str]] = field(default_factory=list)
+    failed_trials: list[FrozenTrial] = field(default_factory=list)  # the last attempt of each failed point
     running_labels: list[str] = field(default_factory=list)
+
+    @property
+    def retryable(self) -> int:
+        """Failed for a reason outside the trial: the next `sweep run` retries them."""
+        return sum(t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT for t in self.failed_trials)
 
     @property
     def finished(self) -> bool:
@@ -380,7 +385,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
         else:
             st.failed += 1
             last = max(ts, key=lambda t: t.number)
-            st.retryable += last.user_attrs.get(RETRY_ATTR) == ENVIRONMENT
+            st.failed_trials.append(last)
             # every failure this code tells carries its reason; one without was failed by the
             # heartbeat check (`fail_stale_trials`) after its worker died, and is out of retries
             st.failures.append((last.number, last.user_attrs.get(
@@ -432,16 +437,8 @@ def requeue_failed(study: optuna.Study, plan: dict, *, everything: bool = False)
     numbers of the trials requeued. Pruned trials and search-mode trials stay as they are."""
     if plan["spec"]["mode"] != "grid":
         return []
-    latest: dict = {}
-    for t in study.get_trials(deepcopy=False):
-        gid = t.system_attrs.get("grid_id")
-        if gid is not None and (gid not in latest or t.number > latest[gid].number):
-            latest[gid] = t
-    done = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     out = []
-    for gid, t in sorted(latest.items(), key=lambda kv: kv[1].number):
-        if t.state != TrialState.FAIL or gid in done:
-            continue
+    for t in status(study, plan).failed_trials:
         if everything or t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT:
             _requeue(study, t, f"retry: {t.user_attrs.get('fail_reason', 'failed')}")
             out.append(t.number)

@@ -25,9 +25,6 @@ from ..generate import GENERATORS
 from ..names import parse_target
 from ..train import PRESETS
 
-MODES = ("grid", "search")
-KINDS = ("channels", "sparsity")
-SCHEDULES = ("scratch-e", "scratch-b")
 
 @dataclass
 class SweepSpec:
@@ -182,4 +179,4 @@ def find_spec_file(name: str) -> Path:
     raise ArchsearchError(f"no sweep spec {name!r} (not a file, and not a shipped spec: {', '.join(known) or 'none'})")
 
 
-__all__ = ["SweepSpec", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs", "KINDS", "MODES"]
+__all__ = ["SweepSpec", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs"]
