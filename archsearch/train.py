@@ -72,6 +72,7 @@ class Preset:
     nesterov: bool = False
     label_smoothing: float = 0.0
     tta_flip: bool = False          # test accuracy on the mean logits of the image and its mirror
+    translate: int = 4              # random-crop padding in pixels (the paper's RandomCrop(32, padding=4))
 
 
 PRESETS: dict[str, Preset] = {
@@ -122,6 +123,7 @@ class Schedule:
     nesterov: bool = False
     label_smoothing: float = 0.0
     tta_flip: bool = False
+    translate: int = 4
 
     def lr_at(self, epoch: int) -> float:
         """Step decay at fixed fractions of the epochs, as in the original code."""
@@ -153,7 +155,8 @@ class Schedule:
 
 # the recipe's knobs and their paper values, read off Schedule's own defaults (one home)
 RECIPE_DEFAULTS = {f.name: f.default for f in fields(Schedule)
-                   if f.name in ("lr_shape", "warmup", "warmup_from", "nesterov", "label_smoothing", "tta_flip")}
+                   if f.name in ("lr_shape", "warmup", "warmup_from", "nesterov", "label_smoothing", "tta_flip",
+                                 "translate")}
 
 
 def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int | None = None,
@@ -300,7 +303,7 @@ class Engine:
         self.tta = schedule.tta_flip and data.flip  # no mirror test for data where a mirror is another class
         self.forward = torch.compile(model) if compile else model
         self.train_loader = DeviceLoader(data.x_train, data.y_train, schedule.batch_size, data.mean, data.std,
-                                         train=True, device=self.dev, flip=data.flip, seed=seed,
+                                         train=True, device=self.dev, flip=data.flip, pad=schedule.translate, seed=seed,
                                          channels_last=self.cuda)
         self.test_loader = DeviceLoader(data.x_test, data.y_test, 1000, data.mean, data.std, train=False,
                                         device=self.dev, channels_last=self.cuda)

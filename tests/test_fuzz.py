@@ -118,11 +118,11 @@ BASE = {
     ("patterns", "show"): ["slimming-vgg16-c10"],
     ("plot", "pattern"): ["magnitude-vgg16-c10", "-o", "p.html"],
     ("plot", "efficiency"): ["good_results.json", "-o", "e.html"],
-    ("sweep", "run"): ["quickstart", "--workdir", "wd"],
+    ("sweep", "run"): ["quickstart", "--workdir", "wd", "--workers", "1"],
     ("sweep", "status"): ["quickstart", "--workdir", "wd"],
     ("sweep", "worker"): ["--storage", "j.log", "--study", "s"],
     ("report",): ["quickstart", "--workdir", "wd"],
-    ("demo",): ["--workdir", "wd"],
+    ("demo",): ["--workdir", "wd", "--workers", "1"],
 }
 
 
@@ -304,7 +304,7 @@ QUICK = {"name": "fz", "target": "vgg11-digits", "generators": ["uniform", "rand
 
 
 @given(st.one_of(mutated(QUICK).map(lambda d: _toml(d).encode()), _raw_text()),
-       st.sampled_from([["sweep", "run", "{f}"], ["sweep", "run", "{f}", "--scale", "reduced"],
+       st.sampled_from([["sweep", "run", "{f}", "--workers", "1"], ["sweep", "run", "{f}", "--scale", "reduced", "--workers", "1"],
                         ["sweep", "status", "{f}"], ["report", "{f}"]]))
 @settings(max_examples=examples(40))
 def test_malformed_sweep_specs_end_cleanly(sandbox, content, template):

@@ -178,7 +178,7 @@ def test_workers_get_the_storage_from_the_environment_not_argv(tmp_path, monkeyp
 def test_storage_url_from_the_environment(tmp_path):
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=1, fractions="[0.2]")
     journal = tmp_path / "elsewhere" / "j.log"
-    r = run("sweep", "run", spec, "--workdir", tmp_path / "wd", env={"ARCHSEARCH_STORAGE": str(journal)})
+    r = run("sweep", "run", spec, "--workdir", tmp_path / "wd", "--workers", "1", env={"ARCHSEARCH_STORAGE": str(journal)})
     assert r.exit_code == 0, r.output
     assert journal.exists() and not (tmp_path / "wd" / "optuna-journal.log").exists()
     r = run("sweep", "status", "t", env={"ARCHSEARCH_STORAGE": str(journal)})
@@ -203,14 +203,14 @@ def test_old_plan_commands_are_redacted_in_reports(tmp_path):
 def test_partial_journal_tail_is_cut_before_the_next_append(tmp_path):
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, fractions="[0.2]")
     wd = tmp_path / "wd"
-    r = run("sweep", "run", spec, "--workdir", wd)
+    r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
     assert r.exit_code == 0, r.output
     journal = wd / "optuna-journal.log"
     done = journal.read_bytes()
     with open(journal, "ab") as f:  # what a full disk leaves: half a line
         f.write(b'{"op_code":4,"worker_id":"x","study_id":0,"datetime_st')
     spec2 = write_spec(tmp_path, generators='["uniform"]', seeds=3, fractions="[0.2]", name="t")
-    r = run("sweep", "run", spec2, "--workdir", wd)  # another spec: refused, but the journal is readable
+    r = run("sweep", "run", spec2, "--workdir", wd, "--workers", "1")  # another spec: refused, but the journal is readable
     one_line_error(r, "another version of this spec")
     r = run("sweep", "status", spec, "--workdir", wd)
     assert r.exit_code == 0 and "2/2 done" in r.stdout, r.output
@@ -343,12 +343,12 @@ def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch)
     monkeypatch.setattr(T, "train", diverge)
     spec = write_spec(tmp_path, seeds=1, fractions="[0.2]")
     wd = tmp_path / "wd"
-    r = run("sweep", "run", spec, "--workdir", wd)
+    r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
     assert r.exit_code == 0 and "2 done" not in r.output and "1 failed" in r.stderr, r.output
-    r = run("sweep", "run", spec, "--workdir", wd)
+    r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
     assert "requeued" not in r.stderr and "1 failed" in r.stderr  # a plain rerun leaves it
     monkeypatch.setattr(T, "train", real)
-    r = run("sweep", "run", spec, "--workdir", wd, "--retry-failed")
+    r = run("sweep", "run", spec, "--workdir", wd, "--retry-failed", "--workers", "1")
     assert r.exit_code == 0 and "requeued 1 failed trial(s)" in r.stderr and "3/3 done" in r.stderr, r.output
 
 

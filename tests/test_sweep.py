@@ -141,7 +141,7 @@ def test_cli_rejects_missing_and_malformed_specs(tmp_path):
 def test_unmeetable_budget_fails_before_any_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = write_spec(tmp_path, generators='["uniform"]', fractions="[0.0001]")
-    r = run_cli("sweep", "run", str(spec))
+    r = run_cli("sweep", "run", str(spec), "--workers", "1")
     assert r.exit_code == 2 and "uniform (channels) at" in r.output and "below" in r.output
     assert not (tmp_path / "runs" / "sweeps" / "t" / "trials").exists()
 
@@ -158,6 +158,25 @@ def test_missing_data_stops_the_run_before_any_trial(tmp_path, monkeypatch, work
     assert r.exit_code == 2 and "CIFAR-10 not found" in r.output and "Traceback" not in r.output
     study, _ = load_study(str(tmp_path / "runs" / "sweeps" / "c10" / "optuna-journal.log"), "c10")
     assert study.trials == []  # no trial was failed for it: the rerun with the data runs them all
+
+
+def test_workers_auto_is_one_single_thread_worker_per_core_on_cpu(monkeypatch):
+    from archsearch.sweep import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.resolve_workers("auto", None, "cpu") == (2, None)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
+    assert runner.resolve_workers("auto", None, "cpu") == (runner.AUTO_CPU_WORKERS, None)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: None)
+    assert runner.resolve_workers("auto", None, "cpu") == (1, None)
+    assert runner.resolve_workers(3, None, "cpu") == (3, None)           # a number is taken as it is
+    assert runner.resolve_workers("auto", "0,1,2", "cpu") == (3, "0,1,2")  # one per listed GPU
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-1", "1.5"])
+def test_workers_option_refuses_nonsense(value):
+    r = run_cli("sweep", "run", "quickstart", "--workers", value)
+    assert r.exit_code == 2 and "--workers" in r.output and "Traceback" not in r.output
 
 
 # -- the worker loop, in process ----------------------------------------------------------------------
@@ -333,7 +352,7 @@ def test_two_workers_on_the_default_storage(tmp_path):
 def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, epochs=12, subset=300)
     wd = tmp_path / "runs" / "sweeps" / "t"
-    p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec)], cwd=tmp_path,
+    p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec), "--workers", "1"], cwd=tmp_path,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = None
     deadline = time.time() + 240
@@ -356,7 +375,7 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     assert killed is not None, "never saw a running trial with a checkpoint"
     study, plan = open_study(wd / "optuna-journal.log", "t")
     assert study.trials[killed].state.name == "RUNNING"  # stuck until a heartbeat check finds it
-    r = _archsearch("sweep", "run", str(spec), cwd=tmp_path)
+    r = _archsearch("sweep", "run", str(spec), "--workers", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     study, plan = open_study(wd / "optuna-journal.log", "t")
     pts = grid_points(study)
@@ -388,7 +407,7 @@ def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path):
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and states.count("FAIL") == states.count("WAITING") >= 1
     assert all(t.user_attrs["fail_reason"].startswith("interrupted") for t in study.trials if t.state.name == "FAIL")
-    r = _archsearch("sweep", "run", str(spec), cwd=tmp_path)
+    r = _archsearch("sweep", "run", str(spec), "--workers", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     study, _ = open_study(wd / "optuna-journal.log", "t")
     pts = grid_points(study)
@@ -400,7 +419,7 @@ def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path):
 def finished_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     spec = write_spec(tmp, name="done", generators='["pruned", "guided", "uniform", "random"]', seeds=2)
-    r = _archsearch("sweep", "run", str(spec), cwd=tmp)
+    r = _archsearch("sweep", "run", str(spec), "--workers", "1", cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp, spec
 

@@ -23,6 +23,22 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+class Workers(click.ParamType):
+    """`auto` or a number of worker processes in [1, MAX_WORKERS]."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        return click.IntRange(1, MAX_WORKERS).convert(value, param, ctx)
+
+
+WORKERS = Workers()
+WORKERS_HELP = ("Worker processes on this machine. auto: one single-thread worker per CPU core (at most 8; "
+                "measured faster than one worker using every core), or one per GPU.")
+
+
 def _threads(workers: int, threads: int | None) -> int | None:
     if threads:
         return threads
@@ -127,11 +143,13 @@ def _summary_table(study) -> str:
 
 
 def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None = None, workdir: str | None = None,
-              workers: int = 1, devices: str | None = None, device: str = "auto", threads: int | None = None,
+              workers: int | str = "auto", devices: str | None = None, device: str = "auto",
+              threads: int | None = None,
               data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
               command: str | None = None, retry_failed: bool = False) -> tuple[Path, Path]:
     from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_workdir, open_run_storage,
-                         requeue_failed, run_cfg_of, set_threads, spawn_workers, status, work, _worker_devices)
+                         requeue_failed, resolve_workers, run_cfg_of, set_threads, spawn_workers, status, work,
+                         _worker_devices)
     from .spec import find_spec_file, load_spec
     from .storage import default_storage, describe
     from .._io import make_dirs
@@ -141,6 +159,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
 
     spec = load_spec(find_spec_file(spec_path), scale)
     wd = Path(workdir) if workdir else default_workdir(spec)
+    workers, devices = resolve_workers(workers, devices, device)
     devs = _worker_devices(devices, workers, device)
     for d in set(devs):
         resolve_device(d)
@@ -211,7 +230,7 @@ def register(cli: click.Group) -> None:
                   "WORKDIR/optuna-journal.log) or postgresql://user@host/db (or mysql://) for workers on several "
                   "machines " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False), help="Runs, logs and outputs (default runs/sweeps/STUDY).")
-    @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True, help="Worker processes on this machine.")
+    @click.option("--workers", type=WORKERS, default="auto", show_default=True, help=WORKERS_HELP)
     @click.option("--devices", help="Comma-separated GPU ids; worker i uses devices[i % n] (e.g. 0,1).")
     @click.option("--device", default="auto", show_default=True, help="Device when --devices is not given.")
     @click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads per worker (default: cores / workers).")
@@ -324,7 +343,7 @@ def register(cli: click.Group) -> None:
     @cli.command("demo")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Default runs/sweeps/quickstart (so that "
                   "`archsearch report quickstart` finds it).")
-    @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True)
+    @click.option("--workers", type=WORKERS, default="auto", show_default=True, help=WORKERS_HELP)
     def demo(workdir, workers):
         """The whole pipeline on the bundled digits in about a minute (sweeps/quickstart.toml):
         propose (Network Slimming on VGG-11), extract its pattern, generate pruned, guided,

@@ -635,6 +635,30 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
 
 
 # -- running a sweep --------------------------------------------------------------------------------
+AUTO_CPU_WORKERS = 8  # the most single-machine CPU workers `--workers auto` starts (each loads the data)
+
+
+def resolve_workers(workers: int | str, devices: str | None, device: str) -> tuple[int, str | None]:
+    """(workers, devices) for `--workers auto`: one worker per listed GPU (`--devices`); one
+    per visible GPU when the device is `auto` and CUDA is present (each on its own GPU); on CPU
+    one single-thread worker per core, at most AUTO_CPU_WORKERS (on the 2-core box, 2 workers
+    of 1 thread ran 1.23x the trials per hour of 1 worker of 2 threads:
+    benchmarks/results/sweep_throughput.jsonl). An integer is taken as it is."""
+    if workers != "auto":
+        return int(workers), devices
+    if devices:
+        return max(1, len([d for d in devices.split(",") if d.strip()])), devices
+    import torch
+
+    from ..train import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if device == "auto" else 1
+        return (n, ",".join(map(str, range(n)))) if n > 1 else (1, None)
+    return max(1, min(AUTO_CPU_WORKERS, os.cpu_count() or 1)), None
+
+
 def _worker_devices(devices: str | None, workers: int, device: str) -> list[str]:
     if devices:
         ids = [d.strip() for d in devices.split(",") if d.strip()]
@@ -705,5 +729,5 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["build_plan", "open_run_storage", "create_or_load", "load_study", "requeue_failed", "classify_failure", "work", "spawn_workers", "status", "Status", "arch_for",
+__all__ = ["resolve_workers", "build_plan", "open_run_storage", "create_or_load", "load_study", "requeue_failed", "classify_failure", "work", "spawn_workers", "status", "Status", "arch_for",
            "WorkerContext", "default_workdir", "default_storage", "run_cfg_of", "study_name", "PLAN_ATTR"]
