@@ -149,8 +149,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
         if base_file:
             base = ArchSpec.load(base_file)
         elif spec.base_widths is not None:
-            base = ArchSpec(family=spec.family, depth=spec.depth, widths=spec.base_widths, stages=spec.stages,
-                            num_classes=spec.num_classes, in_channels=spec.in_channels, input_size=spec.input_size)
+            base = spec.replace(widths=spec.base_widths, masks=None, selected=None, blocks=None, meta={})
         else:
             raise ArchsearchError("scratch-b needs a base to match: pass --base FILE")
     if kind != "finetune" and weights:
@@ -203,7 +202,7 @@ def _stage_table(pat: dict) -> str:
         for k, (m, sd) in enumerate(zip(pat["stage"]["density_mean"], pat["stage"]["density_std"])):
             idx = [i for i, s in enumerate(stages) if s == k]
             km = pat["stage"]["kernel_keep_mean"][k]
-            grid = " | ".join(" ".join(f"{v:.2f}" for v in row) for row in km)
+            grid = "(1x1 convs only)" if km is None else " | ".join(" ".join(f"{v:.2f}" for v in row) for row in km)
             rows.append(f"{k + 1:>5} {len(idx):>6} {base[idx[0]]:>6}  {m:>7.3f} ± {sd:<5.3f}  {grid}")
     return "\n".join(rows)
 
@@ -434,27 +433,38 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
     gens = generate_all(full, target, bs, pattern=pattern, baselines=bl, by=by, sparse=kind == "sparsity",
                         floor=floor, round_to=round_to, seed=seed, out_dir=out)
-    first = gens[0].spec.meta
+    made = [g for g in gens if g.spec is not None]
+    failed = [g for g in gens if g.spec is None]
+    if not made:
+        raise ArchsearchError(f"no architecture could be generated: {failed[0].failure}")
+    first = made[0].spec.meta
     click.echo(f"pattern {pattern['name']} ({pattern['kind']}, {pattern['arch']}-{pattern['data']}) -> {target} "
                f"width {width:g}; stage map (target <- source): {first.get('stage_map', 'n/a')}; full target "
                f"{full_cost:,} {by}; {'sparse params count non-zero weights only' if kind == 'sparsity' else ''}",
                err=True)
     rows = [spec_row(g, by) for g in gens]
-    cols = ["generator", "budget", "params", "macs", "stages", "error_pct", "spec"]
+    cols = ["generator", "budget", "params", "macs", "stages", "error_pct", "spec"] + (["failure"] if failed else [])
     header = (f"# {pattern['name']} -> {target} (width {width:g}, by {by}, kind {kind})\n\n"
               f"pattern: {ppath}\nstage map (target stage <- source stage): {first.get('stage_map', 'identity')}\n"
               f"error_pct: (achieved - budget) / budget; stages: widths per stage "
               f"{'(mean density per stage)' if kind == 'sparsity' else ''}")
     write_tables(rows, cols, out / "table", header)
-    click.echo(markdown_table(rows, cols[:-1]))
-    click.echo(f"wrote {len(gens)} specs and table.md/.csv/.json to {out}")
+    click.echo(markdown_table(rows, [c for c in cols if c != "spec"]))
+    click.echo(f"wrote {len(made)} specs and table.md/.csv/.json to {out}")
+
+    def done() -> None:
+        if failed:
+            raise ArchsearchError(f"{len(failed)} of {len(gens)} (generator, budget) could not be generated "
+                                  f"(see the table's failure column); first: {failed[0].generator} "
+                                  f"{failed[0].budget:,.0f}: {failed[0].failure}")
+
     if not do_train:
-        return
+        return done()
     from .data import load_dataset
     from .progress import EpochProgress
 
     data = load_dataset(tgt.data, data_dir)
-    results = train_all(gens, data, preset=preset, schedule_kind=kind_sched, seeds=seeds, base=full,
+    results = train_all(made, data, preset=preset, schedule_kind=kind_sched, seeds=seeds, base=full,
                         out_dir=out / "train", epochs=epochs, device=device,
                         progress=lambda label: EpochProgress(label), log=lambda m: click.echo(m, err=True))
     trows = trained_rows(results)
@@ -469,6 +479,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
                out / "efficiency.html")
     click.echo(markdown_table(trows, tcols))
     click.echo(f"wrote {out / 'results.md'} and {out / 'efficiency.html'}")
+    done()
 
 
 @cli.group()

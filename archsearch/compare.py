@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ._io import write_json, write_text
+from .archs import get_family
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
@@ -62,22 +63,29 @@ def budget_tag(b: float) -> str:
 class Generated:
     generator: str
     budget: float
-    spec: ArchSpec
+    spec: ArchSpec | None  # None: this (generator, budget) could not be made; `failure` says why
     error: float
     path: Path | None = None
+    failure: str = ""
 
 
 def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pattern: dict | None,
                  baselines: list[str], by: str = "params", sparse: bool = False, floor: float = 0.0,
                  round_to: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None) -> list[Generated]:
-    """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline."""
+    """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline.
+    A budget that one generator cannot meet is recorded as a failure (spec None) and the
+    others go on; the caller reports the failures and exits non-zero at the end."""
     arch, data = target_name.split("-")
     kinds = ([generator_label(pattern, arch, data)] if pattern is not None else []) + list(baselines)
     out = []
     for b in budgets:
         for kind in kinds:
-            s = generate(kind, target, b, pattern=pattern, by=by, sparse=sparse, floor=floor, round_to=round_to,
-                         seed=seed, target_name=target_name)
+            try:
+                s = generate(kind, target, b, pattern=pattern, by=by, sparse=sparse, floor=floor, round_to=round_to,
+                             seed=seed, target_name=target_name)
+            except ArchsearchError as e:
+                out.append(Generated(kind, b, None, float("nan"), failure=str(e)))
+                continue
             g = Generated(kind, b, s.spec, s.error)
             if out_dir is not None:
                 g.path = Path(out_dir) / f"{kind}-{budget_tag(b)}.json"
@@ -87,15 +95,20 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pa
 
 
 def stage_summary(spec: ArchSpec) -> list:
-    """Per stage: the width (or the list of widths if they differ); for a sparse net the
+    """Per stage: the width (or its distinct widths, in order, if they differ); for a sparse net the
     mean density of the stage's layers."""
     if spec.masks is not None:
-        return [round(float(np.mean([m.mean() for m, s in zip(spec.masks, spec.stages) if s == k])), 3)
+        convs = get_family(spec.family).convs(spec)
+        return [round(float(np.mean([spec.masks[c.name].mean() for c in convs if c.stage == k])), 3)
                 for k in range(spec.num_stages)]
-    return [ws[0] if len(set(ws)) == 1 else ws for ws in spec.stage_widths()]
+    # the distinct widths of each stage, in order (a residual stage repeats a few widths many times)
+    return [ws[0] if len(set(ws)) == 1 else list(dict.fromkeys(ws)) for ws in spec.stage_widths()]
 
 
 def spec_row(g: Generated, by: str) -> dict:
+    if g.spec is None:
+        return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": "", "macs": "",
+                "stages": "", "error_pct": "", "spec": "", "failure": g.failure}
     c = count(g.spec)
     return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": c.params_nonzero,
             "macs": c.macs_nonzero, "stages": stage_summary(g.spec), "error_pct": round(100 * g.error, 3),

@@ -59,8 +59,8 @@ def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, 
 
     cost(make(s)) must be non-decreasing in s. Integer (or rounded) widths make it a step
     function, so the closer of the two bracketing specs is taken; if that misses `tol`,
-    `moves(spec)` lists one-step variants (one layer up or down a step) and the best is
-    taken greedily while it brings the cost closer to the budget.
+    `moves(spec, start)` lists one-step variants of `spec` (`start`: the bisection's spec) and
+    the best is taken greedily while it brings the cost closer to the budget.
     """
     if by not in BY:
         raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
@@ -80,9 +80,9 @@ def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, 
             break
     cands = [(abs(_cost(s, by) - budget), sc, s) for sc, s in ((lo, make(lo)), (hi, make(hi)))]
     _, scale, spec = min(cands, key=lambda t: t[0])
-    cost = _cost(spec, by)
+    cost, start = _cost(spec, by), spec
     while moves is not None and abs(cost - budget) / budget > tol:
-        options = [(abs(_cost(m, by) - budget), i, m) for i, m in enumerate(moves(spec))]
+        options = [(abs(_cost(m, by) - budget), i, m) for i, m in enumerate(moves(spec, start))]
         if not options:
             break
         gap, _, best = min(options, key=lambda t: (t[0], t[1]))
@@ -103,55 +103,84 @@ def _round_width(w: float, floor: int, round_to: int) -> int:
     return max(floor, int(round(w)))
 
 
-def _per_layer(target: ArchSpec, values: list, per_layer: bool, what: str) -> list:
-    """Stage values spread over the target's layers (or per-layer values checked as they are)."""
+def _spread(values: list, stages: list[int], n_stages: int, per_layer: bool, what: str, items: str) -> list:
+    """Stage values spread over the items (channel groups or convs) of each stage, or per-item
+    values checked as they are."""
     if per_layer:
-        if len(values) != len(target.widths):
-            raise ArchsearchError(f"{len(values)} per-layer {what} for a target with {len(target.widths)} layers")
+        if len(values) != len(stages):
+            raise ArchsearchError(f"{len(values)} per-layer {what} for a target with {len(stages)} {items}")
         return list(values)
-    if len(values) != target.num_stages:
-        raise ArchsearchError(f"{len(values)} stage {what} for a target with {target.num_stages} stages")
-    return [values[s] for s in target.stages]
+    if len(values) != n_stages:
+        raise ArchsearchError(f"{len(values)} stage {what} for a target with {n_stages} stages")
+    return [values[s] for s in stages]
+
+
+def tie_classes(keys: list) -> list[list[int]]:
+    """Indices grouped by equal key, in first-seen order."""
+    out: dict = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return list(out.values())
 
 
 def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, by: str = "params",
                  floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None,
-                 per_layer: bool = False) -> Solved:
-    """Widths = target widths x stage ratio x scale, the scale solved for the budget
-    (`per_layer`: one ratio per layer instead of per stage)."""
+                 per_layer: bool = False, exact: bool = False) -> Solved:
+    """Group widths = target widths x stage ratio x scale, the scale solved for the budget
+    (`per_layer`: one ratio per channel group instead of per stage). A selection group never
+    exceeds its stream (the target's own width caps every group).
+
+    Groups that get the same ratio, target width and floor always keep one width, also in
+    the solver's fix-up, which moves such a class as a whole (so a guided VGG keeps one width
+    per stage). `exact` (uniform): one ratio for every group, and the fix-up may move a class
+    at most one rounding step from round(target x ratio), so equal layers stay equal and no
+    two ratios differ by more than a step: with few distinct widths (a ResNet's 16/32/64) one
+    ratio alone jumps by several percent of the budget between steps."""
     if round_to < 1:
         raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
     floors = [max(1, int(np.ceil(floor * w))) for w in target.widths]
     if round_to > 1:
         # floors round up to the multiple too (a layer narrower than one multiple keeps its floor)
         floors = [round_to * int(np.ceil(f / round_to)) if w >= round_to else f for f, w in zip(floors, target.widths)]
-    r = np.asarray(_per_layer(target, stage_ratios, per_layer, "ratios"), dtype=float)
+    r = np.asarray(_spread(stage_ratios, target.stages, target.num_stages, per_layer, "ratios", "channel groups"),
+                   dtype=float)
     if (r <= 0).any():
         raise ArchsearchError("stage ratios must be positive")
+    caps = [max(t, f) for t, f in zip(target.widths, floors)]
+    classes = tie_classes([(float(ri), t, f) for ri, t, f in zip(r, target.widths, floors)])
 
     def make(scale: float) -> ArchSpec:
-        ws = [min(max(t, f), _round_width(t * ri * scale, f, round_to)) for t, ri, f in zip(target.widths, r, floors)]
-        return ArchSpec(family=target.family, depth=target.depth, widths=ws, stages=target.stages,
-                        num_classes=target.num_classes, in_channels=target.in_channels,
-                        input_size=target.input_size, base_widths=target.widths, meta=dict(meta or {}))
+        ws = [min(c, _round_width(t * ri * scale, f, round_to)) for t, ri, f, c in zip(target.widths, r, floors, caps)]
+        return target.replace(widths=ws, base_widths=target.widths, masks=None, meta=dict(meta or {}))
 
-    def moves(spec: ArchSpec) -> list[ArchSpec]:
+    def step(ws: list[int], members: list[int], d: int, ref: list[int]) -> list[int] | None:
+        nw = ws[members[0]] + d
+        if not all(floors[i] <= nw <= caps[i] for i in members):
+            return None
+        if exact and abs(nw - ref[members[0]]) > round_to:
+            return None
+        ws = list(ws)
+        for i in members:
+            ws[i] = nw
+        return ws
+
+    def moves(spec: ArchSpec, start: ArchSpec) -> list[ArchSpec]:
+        """One class one step up or down, or one class up and another down (a finer step in
+        cost than either alone, which a small budget with --round 8 often needs)."""
         out = []
-        for i, (w, t, f) in enumerate(zip(spec.widths, target.widths, floors)):
-            for nw in (w + round_to, w - round_to):
-                if f <= nw <= max(t, f):
-                    ws = list(spec.widths)
-                    ws[i] = nw
-                    out.append(ArchSpec(**{**_fields(spec), "widths": ws}))
-        return out
+        for a, ma in enumerate(classes):
+            for d in (round_to, -round_to):
+                ws = step(spec.widths, ma, d, start.widths)
+                if ws is None:
+                    continue
+                out.append(ws)
+                for b, mb in enumerate(classes):
+                    if b != a and (w2 := step(ws, mb, -d, start.widths)) is not None:
+                        out.append(w2)
+        return [spec.replace(widths=ws) for ws in out]
 
     hi = 1.0 / max(1e-9, float(r.min()))  # at this scale every layer reaches its full width
     return solve(make, budget, by, 0.0, hi * 1.01 + 1e-6, tol=tol, moves=moves)
-
-
-def _fields(spec: ArchSpec) -> dict:
-    return {k: getattr(spec, k) for k in ("family", "depth", "widths", "stages", "num_classes", "in_channels",
-                                          "input_size", "base_widths", "masks", "meta")}
 
 
 # -- sparsity ----------------------------------------------------------------------------------
@@ -177,24 +206,29 @@ def _largest_remainder(x: np.ndarray, total: int) -> np.ndarray:
     return base
 
 
-def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, seed: int) -> list[np.ndarray]:
-    """One mask per conv layer with exactly round(density x size) weights kept. At each
-    kernel position p, round(prob_p x n_kernels) kernels keep that weight, drawn uniformly
-    with the seed, so the kept fraction per position is the scaled keep map itself."""
+def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, seed: int) -> dict[str, np.ndarray]:
+    """One mask per conv (keyed by its module name) with exactly round(density x size)
+    weights kept, at least one. At each kernel position p, round(prob_p x n_kernels)
+    kernels keep that weight, drawn uniformly with the seed, so the kept fraction per
+    position is the scaled keep map itself (a 1x1 conv has one position: its density)."""
     check_mask_memory(target)  # before allocating a bool per weight
     rng = np.random.default_rng(seed)
-    shapes = get_family(target.family).conv_shapes(target)
-    masks = []
-    for shape, d, km in zip(shapes, densities, kernel_maps):
+    convs = get_family(target.family).convs(target)
+    masks = {}
+    for conv, d, km in zip(convs, densities, kernel_maps):
+        shape = conv.shape
         n_kernels = int(np.prod(shape[:-2]))
+        km = np.ones((conv.k, conv.k)) if km is None or np.shape(km) != (conv.k, conv.k) else km
         probs = position_probs(km, d).ravel()
         # at least one weight per layer: a layer with none cuts the network in two
         k = max(1, int(round(min(1.0, max(0.0, d)) * n_kernels * probs.size)))
         counts = np.clip(_largest_remainder(probs * n_kernels, k), 0, n_kernels)
+        if counts.sum() < 1:
+            counts[int(np.argmax(probs))] = 1
         keep = np.zeros((n_kernels, probs.size), dtype=bool)
         for pos, c in enumerate(counts):
             keep[rng.permutation(n_kernels)[:c], pos] = True
-        masks.append(keep.reshape(shape))
+        masks[conv.name] = keep.reshape(shape)
     return masks
 
 
@@ -204,12 +238,13 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
     """Per-stage density x scale (capped at 1) with masks from the stage kernel maps; the
     scale is solved on the expected non-zero count, then masks are sampled once
     (`per_layer`: one density and one kernel map per layer instead of per stage)."""
-    d = np.asarray(_per_layer(target, stage_density, per_layer, "densities"), dtype=float)
+    convs = get_family(target.family).convs(target)
+    stages = [c.stage for c in convs]
+    d = np.asarray(_spread(stage_density, stages, target.num_stages, per_layer, "densities", "convs"), dtype=float)
     if (d <= 0).any():
         raise ArchsearchError("stage densities must be positive")
-    shapes = get_family(target.family).conv_shapes(target)
-    sizes = np.array([int(np.prod(s)) for s in shapes])
-    hw = np.array([op.hw for op in get_family(target.family).ops(target) if op.kind == "conv"])
+    sizes = np.array([int(np.prod(c.shape)) for c in convs])
+    hw = np.array([c.hw for c in convs])
     dense = count(target)
     other = (dense.params - sizes.sum()) if by == "params" else (dense.macs - (sizes * hw * hw).sum())
     per = sizes if by == "params" else sizes * hw * hw
@@ -236,9 +271,10 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
             hi = mid
     scale = hi if abs(cost(hi) - budget) <= abs(cost(lo) - budget) else lo
     dens = kept(scale)
-    maps = [np.asarray(m, dtype=float) for m in _per_layer(target, stage_kernel_maps, per_layer, "kernel maps")]
+    maps = [None if m is None else np.asarray(m, dtype=float)
+            for m in _spread(stage_kernel_maps, stages, target.num_stages, per_layer, "kernel maps", "convs")]
     masks = sample_masks(target, list(dens), maps, seed)
-    spec = ArchSpec(**{**_fields(target), "masks": masks, "base_widths": target.widths, "meta": dict(meta or {})})
+    spec = target.replace(masks=masks, base_widths=target.widths, meta=dict(meta or {}))
     c = _cost(spec, by)
     err = (c - budget) / budget
     if abs(err) > tol:
@@ -262,17 +298,22 @@ def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
 def pattern_layer_values(pattern: dict, target: ArchSpec) -> tuple[list[float], list | None]:
     """The pruned architecture itself, layer by layer (mean over the pattern's seeds): per-layer
     kept ratios, or per-layer densities and 3x3 keep maps. Only for the pattern's own arch."""
-    if pattern["arch"] != target.name or list(pattern["base_widths"]) != list(target.widths):
+    convs = get_family(target.family).convs(target)
+    widths = target.widths if pattern["kind"] == "channels" else [c.cout for c in convs]
+    if pattern["arch"] != target.name or list(pattern["base_widths"]) != list(widths):
         raise ArchsearchError(f"the pruned generator rebuilds {pattern['name']}'s own {pattern['arch']} "
                               f"(widths {pattern['base_widths']}); the target is {target.name} with widths "
-                              f"{target.widths} (use guided or transferred for other targets, or match --width)")
+                              f"{widths} (use guided or transferred for other targets, or match --width)")
     if pattern["kind"] == "channels":
         return [float(v) for v in pattern["layers"]["ratio_mean"]], None
     per_seed = [p.get("layer_kernel_keep") for p in pattern.get("proposals", [])]
     if per_seed and all(m is not None for m in per_seed):
-        maps = np.mean([np.asarray(m, dtype=float) for m in per_seed], axis=0).tolist()
+        # per conv: the mean over seeds of its keep map (None for a 1x1 conv: density alone)
+        maps = [None if any(m[i] is None for m in per_seed) else
+                np.mean([np.asarray(m[i], dtype=float) for m in per_seed], axis=0).tolist()
+                for i in range(len(per_seed[0]))]
     else:  # a pattern without per-layer maps: each layer takes its stage's map
-        maps = [pattern["stage"]["kernel_keep_mean"][s] for s in target.stages]
+        maps = [pattern["stage"]["kernel_keep_mean"][c.stage] for c in convs]
     return [float(v) for v in pattern["layers"]["density_mean"]], maps
 
 
@@ -328,4 +369,4 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
     if sparse:
         return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta, per_layer=per_layer)
     return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta,
-                        per_layer=per_layer)
+                        per_layer=per_layer, exact=kind == "uniform")

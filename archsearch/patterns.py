@@ -27,9 +27,10 @@ import numpy as np
 
 from ._io import check_name, is_regular_file, read_json, write_json
 from ._shipped import installed_dir, repo_dir
+from .archs import get_family
 from .errors import ArchsearchError
 
-PATTERN_SCHEMA = 1
+PATTERN_SCHEMA = 2  # 2 names its layers (channel groups or convs) and kernel sizes; 1 (VGG) is still read
 
 
 # -- extraction ------------------------------------------------------------------------------
@@ -46,8 +47,9 @@ def stage_channel_ratios(widths: list[int], base_widths: list[int], stages: list
                   np.mean([b for b, s in zip(base_widths, stages) if s == k])) for k in range(n)]
 
 
-def stage_sparsity(masks: list[np.ndarray], stages: list[int]) -> tuple[list[float], list[list[list[float]]]]:
-    """Per stage: density (kept / all conv weights) and the kernel-position keep map."""
+def stage_sparsity(masks: list[np.ndarray], stages: list[int]) -> tuple[list[float], list[list[list[float]] | None]]:
+    """Per stage: density (kept / all conv weights) and the 3x3 kernel-position keep map over
+    the stage's 3x3 convs (None for a stage with none: 1x1 convs have densities alone)."""
     n = max(stages) + 1
     dens, maps = [], []
     for k in range(n):
@@ -55,9 +57,9 @@ def stage_sparsity(masks: list[np.ndarray], stages: list[int]) -> tuple[list[flo
         kept = sum(int(m.sum()) for m in ms)
         total = sum(m.size for m in ms)
         dens.append(kept / total)
-        # every (out, in) kernel of the stage counts once, whatever its layer
-        kernels = np.concatenate([m.reshape(-1, *m.shape[-2:]) for m in ms])
-        maps.append(kernels.mean(axis=0).tolist())
+        # every (out, in) kernel of the stage's 3x3 convs counts once, whatever its layer
+        k3 = [m.reshape(-1, 3, 3) for m in ms if m.shape[-2:] == (3, 3)]
+        maps.append(np.concatenate(k3).mean(axis=0).tolist() if k3 else None)
     return dens, maps
 
 
@@ -71,8 +73,15 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     if len({p.proposer for p in proposals}) != 1 or len({json.dumps(p.settings, sort_keys=True) for p in proposals}) != 1:
         raise ArchsearchError("proposals of different specs or settings cannot form one pattern")
     base = first.base_spec
-    stages, base_widths = base.stages, base.widths
     kind = first.kind
+    fam = get_family(base.family)
+    if kind == "channels":  # one entry per channel group
+        names = [g.name for g in fam.groups(base)]
+        stages, base_widths, kernels = base.stages, base.widths, None
+    else:  # one entry per conv
+        convs = fam.convs(base)
+        names = [c.name for c in convs]
+        stages, base_widths, kernels = [c.stage for c in convs], [c.cout for c in convs], [c.k for c in convs]
     per_seed: list[dict[str, Any]] = []
     for p in proposals:
         rec: dict[str, Any] = {"seed": p.seed, "base_acc": p.base_acc, "base_final_acc": p.base_final_acc,
@@ -84,7 +93,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
             rec["threshold"] = p.info.get("threshold")
             rec["clamped"] = p.info.get("clamped", [])
         else:
-            masks = p.spec.masks
+            masks = [p.spec.masks[n] for n in names]
             rec["layer_density"] = [float(m.mean()) for m in masks]
             rec["stage_density"], rec["stage_kernel_keep"] = stage_sparsity(masks, stages)
             rec["layer_kernel_keep"] = p.info.get("kernel_keep")
@@ -101,18 +110,27 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         "depth": base.depth,
         "data": first.proposer.rsplit("-", 1)[1],
         "ratio": s["ratio"],
+        "width": base.width,
+        "layer_names": names,
         "stages": stages,
         "base_widths": base_widths,
     }
+    if kernels is not None:
+        pat["kernels"] = kernels
     if kind == "channels":
         pat["layers"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["layer_ratio"] for r in per_seed)))
         pat["stage"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["stage_ratio"] for r in per_seed)))
     else:
         pat["layers"] = dict(zip(("density_mean", "density_std"), _mean_std(r["layer_density"] for r in per_seed)))
         pat["stage"] = dict(zip(("density_mean", "density_std"), _mean_std(r["stage_density"] for r in per_seed)))
-        maps = np.asarray([r["stage_kernel_keep"] for r in per_seed], dtype=float)  # seeds x stages x k x k
-        pat["stage"]["kernel_keep_mean"] = np.round(maps.mean(0), 6).tolist()
-        pat["stage"]["kernel_keep_std"] = np.round(maps.std(0), 6).tolist()
+        mean, std = [], []
+        for k in range(len(per_seed[0]["stage_kernel_keep"])):
+            if per_seed[0]["stage_kernel_keep"][k] is None:
+                mean.append(None), std.append(None)
+                continue
+            maps = np.asarray([r["stage_kernel_keep"][k] for r in per_seed], dtype=float)  # seeds x 3 x 3
+            mean.append(np.round(maps.mean(0), 6).tolist()), std.append(np.round(maps.std(0), 6).tolist())
+        pat["stage"]["kernel_keep_mean"], pat["stage"]["kernel_keep_std"] = mean, std
     pat["accuracy"] = {
         k: dict(zip(("mean", "std"), (round(float(np.mean(v)), 6), round(float(np.std(v)), 6))))
         for k, v in (("base", [r["base_acc"] for r in per_seed]), ("base_final", [r["base_final_acc"] for r in per_seed]),

@@ -104,6 +104,8 @@ def pattern_figure(pattern: dict):
                          error_y={"type": "data", "array": pattern["layers"]["density_std"]},
                          marker_color=COLORS["pruned"]), row=1, col=1)
     for k, km in enumerate(pattern["stage"]["kernel_keep_mean"]):
+        if km is None:  # a stage of 1x1 convs: densities alone
+            continue
         fig.add_trace(go.Heatmap(z=km, zmin=0, zmax=1, colorscale="Blues", showscale=k == n - 1,
                                  text=np.round(km, 2), texttemplate="%{text}", hoverinfo="z"), row=2, col=k + 1)
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=2, col=k + 1)

@@ -149,17 +149,18 @@ class LayerStats(Model):
 
 
 class StageStats(LayerStats):
-    kernel_keep_mean: Optional[list[Map3]] = None
-    kernel_keep_std: Optional[list[Map3]] = None
+    # None for a stage without 3x3 convs (schema 2; 1x1 convs have densities alone)
+    kernel_keep_mean: Optional[list[Optional[Map3]]] = None
+    kernel_keep_std: Optional[list[Optional[Map3]]] = None
 
 
 class ProposalSummary(Model):
     seed: Seed
-    layer_kernel_keep: Optional[list[Map3]] = None
+    layer_kernel_keep: Optional[list[Optional[Map3 | Annotated[list[Annotated[list[Unit], Field(min_length=1, max_length=1)]], Field(min_length=1, max_length=1)]]]] = None
 
 
 class Pattern(Model):
-    schema_: Literal[1] = Field(alias="schema")
+    schema_: Literal[1, 2] = Field(alias="schema")
     name: str
     kind: Literal["channels", "sparsity"]
     method: str
@@ -170,6 +171,9 @@ class Pattern(Model):
     ratio: Annotated[float, Field(ge=0, le=1)]
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_LAYERS)]
     base_widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]
+    layer_names: Optional[list[Annotated[str, Field(min_length=1, max_length=200)]]] = None
+    kernels: Optional[list[Annotated[int, Field(ge=1, le=15)]]] = None
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
     layers: LayerStats
     stage: StageStats
     accuracy: PatternAccuracy
@@ -184,6 +188,9 @@ class Pattern(Model):
         n = len(self.stages)
         if len(self.base_widths) != n:
             raise ValueError(f"{n} stage labels but {len(self.base_widths)} base widths")
+        for what, v in (("layer_names", self.layer_names), ("kernels", self.kernels)):
+            if v is not None and len(v) != n:
+                raise ValueError(f"{n} stage labels but {len(v)} {what}")
         _stages_ok(self.stages)
         n_stages = self.stages[-1] + 1
         what = "ratio" if self.kind == "channels" else "density"
@@ -208,8 +215,14 @@ class MaskModel(Model):
     bits: str
 
 
+ModuleName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
+
+
 class ArchSpecModel(Model):
-    schema_: Literal[1] = Field(default=1, alias="schema")
+    """Schema 2 (one width per channel group, masks by conv name) and schema 1 (VGG's chain:
+    one width per conv layer, masks as a list in layer order), which is still read."""
+
+    schema_: Literal[1, 2] = Field(default=1, alias="schema")
     family: str
     depth: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
     widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]
@@ -218,15 +231,26 @@ class ArchSpecModel(Model):
     in_channels: Annotated[int, Field(ge=1, le=MAX_WIDTH)] = 3
     input_size: Annotated[int, Field(ge=1, le=MAX_INPUT)] = 32
     base_widths: Optional[Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]] = None
-    masks: Optional[list[MaskModel]] = None
+    masks: Optional[list[MaskModel] | dict[ModuleName, MaskModel]] = None
+    width: Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)] = 1.0
+    groups: Optional[list[ModuleName]] = None
+    selected: Optional[dict[ModuleName, Annotated[list[Annotated[int, Field(ge=0, lt=MAX_WIDTH)]],
+                                                  Field(min_length=1, max_length=MAX_WIDTH)]]] = None
+    blocks: Optional[Annotated[list[bool], Field(min_length=1, max_length=MAX_LAYERS)]] = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ArchSpecModel":
         n = len(self.widths)
-        for what, v in (("stages", self.stages), ("base_widths", self.base_widths), ("masks", self.masks)):
+        for what, v in (("stages", self.stages), ("base_widths", self.base_widths), ("groups", self.groups)):
             if v is not None and len(v) != n:
                 raise ValueError(f"{n} widths but {len(v)} {what}")
+        if self.schema_ == 1 and isinstance(self.masks, dict):
+            raise ValueError("schema 1 lists its masks in layer order; masks by name need schema 2")
+        if self.schema_ == 2 and isinstance(self.masks, list):
+            raise ValueError("schema 2 keys its masks by conv module name")
+        if self.schema_ == 1 and (self.groups or self.selected or self.blocks):
+            raise ValueError("groups, selected and blocks need schema 2")
         _stages_ok(self.stages)
         return self
 

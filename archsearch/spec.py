@@ -1,19 +1,31 @@
-"""ArchSpec: a whole network as plain data.
+"""ArchSpec: a whole network as plain data (schema 2: channel groups).
 
 Every network archsearch trains (base, pruned, guided, transferred, uniform, random) is
-one `ArchSpec`, built by one builder (`archsearch.archs.build`). The spec lists the
-output width of every conv layer and the stage it belongs to (a stage = the layers that
-share one feature-map size), so the same shape serves VGG now and PreResNet/DenseNet
-later: their families read the same lists and add their own block structure.
+one `ArchSpec`, built by one builder (`archsearch.archs.build`). A family declares its
+**channel groups**, the sets of channels that must keep one width (a VGG conv's outputs;
+a ResNet block's inner conv; in PreResNet and DenseNet the channels that a channel-selection
+layer lets through from a stream whose own width stays fixed), and the spec stores one width
+per group, its base width and its stage (the feature-map size it lives at). Coupling is the
+family's data (`archsearch.archs`), never re-derived by callers.
 
-Sparse networks (magnitude pruning, guided sparsification) also carry one boolean mask
-per conv layer; the masks travel in the JSON as bit-packed base64, so a spec stays a
-single plain JSON file.
+Beside the widths a spec may carry:
+- `masks`: one boolean mask per conv for sparse networks, keyed by the conv's module name,
+  bit-packed base64 in the JSON, so a spec stays one plain JSON file;
+- `selected`: for selection groups, which channels of the stream they read (a pruned
+  PreResNet's kept channels); without it a selection reads channels spread evenly over
+  its stream;
+- `blocks`: one keep flag per residual block (depth pruning); None keeps every block;
+- `width`: the width multiplier of the base net, which fixes the widths no group holds
+  (residual streams, DenseNet's growth).
+
+Schema-1 files (VGG only: one width per conv layer, masks as a list in layer order) are
+read unchanged: for VGG a group is a conv layer.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +37,8 @@ import numpy as np
 from ._io import parse_json, read_json, write_json
 from .errors import ArchsearchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 SPEC_LIMIT = 512 << 20  # bytes: the masks of a full VGG-16 on ImageNet take about 25 MB of base64
 
 
@@ -51,12 +64,11 @@ def decode_mask(obj: dict) -> np.ndarray:
 
 @dataclass
 class ArchSpec:
-    """One network. `widths[i]` is the output channels of conv layer i, `stages[i]` its stage.
-
-    `base_widths` are the widths of the unpruned network this spec is measured against
-    (same family, depth and width multiplier), so kept ratios are `widths / base_widths`.
-    `masks[i]`, if given, is a bool array shaped like conv i's weight (out, in, k, k);
-    `meta` holds provenance (what produced the spec, with which settings).
+    """One network. `widths[i]` is the width of channel group i (in the family's group
+    order), `stages[i]` its stage; `base_widths` the widths of the unpruned network this spec
+    is measured against (same family, depth and width multiplier), so kept ratios are
+    `widths / base_widths`. `masks[name]`, if given, is a bool array shaped like that conv's
+    weight (out, in, k, k); `meta` holds provenance (what produced the spec, with which settings).
     """
 
     family: str
@@ -67,16 +79,26 @@ class ArchSpec:
     in_channels: int = 3
     input_size: int = 32
     base_widths: list[int] | None = None
-    masks: list[np.ndarray] | None = None
+    masks: dict[str, np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    width: float = 1.0
+    selected: dict[str, list[int]] | None = None
+    blocks: list[bool] | None = None
 
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
         self.stages = [int(s) for s in self.stages]
+        self.width = float(self.width)
         if self.base_widths is not None:
             self.base_widths = [int(w) for w in self.base_widths]
         if self.masks is not None:
-            self.masks = [np.asarray(m, dtype=bool) for m in self.masks]
+            if not isinstance(self.masks, dict):
+                raise ArchsearchError("spec masks must be keyed by conv module name")
+            self.masks = {str(k): np.asarray(m, dtype=bool) for k, m in self.masks.items()}
+        if self.selected is not None:
+            self.selected = {str(k): [int(i) for i in v] for k, v in self.selected.items()}
+        if self.blocks is not None:
+            self.blocks = [bool(b) for b in self.blocks]
         self.validate()
 
     # -- checks -------------------------------------------------------------------------
@@ -84,10 +106,10 @@ class ArchSpec:
         """Structural checks that hold for every family; the family adds its own at build."""
         n = len(self.widths)
         if n == 0:
-            raise ArchsearchError("spec has no conv layers")
+            raise ArchsearchError("spec has no channel groups")
         if any(w < 1 for w in self.widths):
             bad = [i for i, w in enumerate(self.widths) if w < 1]
-            raise ArchsearchError(f"spec has layers with fewer than 1 channel: {bad}")
+            raise ArchsearchError(f"spec has channel groups with fewer than 1 channel: {bad}")
         if len(self.stages) != n:
             raise ArchsearchError(f"spec has {n} widths but {len(self.stages)} stage labels")
         if any(b < a for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] != 0:
@@ -98,8 +120,13 @@ class ArchSpec:
             raise ArchsearchError("spec has base widths below 1 channel")
         if self.num_classes < 1 or self.in_channels < 1 or self.input_size < 1:
             raise ArchsearchError("spec needs num_classes, in_channels and input_size >= 1")
-        if self.masks is not None and len(self.masks) != n:
-            raise ArchsearchError(f"spec has {n} conv layers but {len(self.masks)} masks")
+        if not (0 < self.width <= 16):
+            raise ArchsearchError(f"spec width multiplier must be in (0, 16], got {self.width}")
+        if self.masks is not None:
+            empty = sorted(k for k, m in self.masks.items() if not m.any())
+            if empty:
+                raise ArchsearchError(f"the masks of conv(s) {', '.join(empty)} keep no weight at all "
+                                      "(such a layer cuts the network in two)")
 
     # -- derived ------------------------------------------------------------------------
     @property
@@ -110,14 +137,14 @@ class ArchSpec:
     def sparse(self) -> bool:
         return self.masks is not None
 
-    def density(self) -> list[float] | None:
-        """Per-layer fraction of conv weights kept, or None for a dense spec."""
+    def density(self) -> dict[str, float] | None:
+        """Per-conv fraction of weights kept, or None for a dense spec."""
         if self.masks is None:
             return None
-        return [float(m.mean()) for m in self.masks]
+        return {k: float(m.mean()) for k, m in self.masks.items()}
 
     def ratios(self) -> list[float] | None:
-        """Per-layer kept channel ratio against `base_widths`."""
+        """Per-group kept channel ratio against `base_widths`."""
         if self.base_widths is None:
             return None
         return [w / b for w, b in zip(self.widths, self.base_widths)]
@@ -132,8 +159,18 @@ class ArchSpec:
     def name(self) -> str:
         return f"{self.family}{self.depth}"
 
+    def replace(self, **changes: Any) -> "ArchSpec":
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        from .archs import get_family
+
+        try:
+            groups = [g.name for g in get_family(self.family).groups(self)]
+        except ArchsearchError:
+            groups = None
         d: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "family": self.family,
@@ -141,11 +178,15 @@ class ArchSpec:
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "input_size": self.input_size,
+            "width": self.width,
+            "groups": groups if groups is not None and len(groups) == len(self.widths) else None,
             "widths": list(self.widths),
             "stages": list(self.stages),
             "base_widths": None if self.base_widths is None else list(self.base_widths),
+            "selected": None if self.selected is None else {k: list(v) for k, v in self.selected.items()},
+            "blocks": None if self.blocks is None else list(self.blocks),
             "density": self.density(),
-            "masks": None if self.masks is None else [encode_mask(m) for m in self.masks],
+            "masks": None if self.masks is None else {k: encode_mask(m) for k, m in self.masks.items()},
             "meta": self.meta,
         }
         return d
@@ -155,21 +196,28 @@ class ArchSpec:
         """A spec from JSON data, checked completely (`schemas.ArchSpecModel`) before use."""
         from .schemas import ArchSpecModel, check
 
-        if isinstance(d, dict) and d.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+        if isinstance(d, dict) and d.get("schema", 1) not in READABLE_SCHEMAS:
             raise ArchsearchError(f"{where}: spec schema {d.get('schema')!r} is not supported "
-                                  f"(this archsearch reads {SCHEMA_VERSION})")
+                                  f"(this archsearch reads {', '.join(map(str, READABLE_SCHEMAS))})")
         m = check(ArchSpecModel, d, where)
         masks = None
-        if m.masks is not None:
-            masks = [decode_mask(mk.model_dump()) for mk in m.masks]
-            empty = [i for i, mk in enumerate(masks) if not mk.any()]
-            if empty:
-                raise ArchsearchError(f"{where}: the masks of conv layer(s) {empty} keep no weight at all "
-                                      "(such a layer cuts the network in two)")
+        if isinstance(m.masks, dict):
+            masks = {k: decode_mask(mk.model_dump()) for k, mk in m.masks.items()}
+        elif m.masks is not None:  # schema 1: one mask per conv layer, in layer order
+            masks = _masks_by_name(m.family, m.depth, [decode_mask(mk.model_dump()) for mk in m.masks], where)
+        width = m.width if m.schema_ == 2 else _schema1_width(m.meta)
         try:
-            return cls(family=m.family, depth=m.depth, widths=m.widths, stages=m.stages, num_classes=m.num_classes,
+            spec = cls(family=m.family, depth=m.depth, widths=m.widths, stages=m.stages, num_classes=m.num_classes,
                        in_channels=m.in_channels, input_size=m.input_size, base_widths=m.base_widths, masks=masks,
-                       meta=dict(m.meta))
+                       meta=dict(m.meta), width=width, selected=m.selected, blocks=m.blocks)
+            if m.groups is not None:
+                from .archs import get_family
+
+                names = [g.name for g in get_family(spec.family).groups(spec)]
+                if names != list(m.groups):
+                    raise ArchsearchError(f"its groups do not match {spec.name}'s channel groups "
+                                          f"({len(m.groups)} named, {len(names)} expected)")
+            return spec
         except ArchsearchError as e:
             raise ArchsearchError(f"{where}: {e}") from None
 
@@ -192,3 +240,19 @@ class ArchSpec:
             return NotImplemented
         a, b = self.to_dict(), other.to_dict()
         return a == b
+
+
+def _schema1_width(meta: dict) -> float:
+    w = meta.get("width") if isinstance(meta, dict) else None
+    return float(w) if isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w <= 16 else 1.0
+
+
+def _masks_by_name(family: str, depth: int, masks: list[np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Schema 1's mask list (VGG, one per conv layer in order) keyed by the convs' module names."""
+    from .archs import get_family
+
+    fam = get_family(family)
+    names = fam.conv_names(depth)
+    if len(masks) != len(names):
+        raise ArchsearchError(f"{where}: {len(masks)} masks for {family}{depth}'s {len(names)} conv layers")
+    return dict(zip(names, masks))

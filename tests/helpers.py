@@ -7,7 +7,7 @@ def random_masks(spec, density=0.3, seed=0):
     from archsearch.archs import get_family
 
     rng = np.random.default_rng(seed)
-    return [rng.random(s) < density for s in get_family(spec.family).conv_shapes(spec)]
+    return {c.name: rng.random(c.shape) < density for c in get_family(spec.family).convs(spec)}
 
 
 def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
@@ -24,7 +24,7 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
     if kind == "sparsity":
         rng = np.random.default_rng(0)
         dens = [0.6, 0.5, 0.3, 0.1, 0.1]
-        masks = [rng.random(sh) < dens[s] for sh, s in zip(get_family("vgg").conv_shapes(base), base.stages)]
+        masks = {c.name: rng.random(c.shape) < dens[c.stage] for c in get_family("vgg").convs(base)}
         widths = base.widths
     spec = ArchSpec(family="vgg", depth=base.depth, widths=widths, stages=base.stages, num_classes=base.num_classes,
                     base_widths=base.widths, masks=masks)
@@ -34,7 +34,7 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
     p = Proposal(proposer=f"{method}-{arch}-{data}", method=method, kind=kind, seed=0, settings=settings, spec=spec,
                  base_spec=base, base_acc=0.9, base_final_acc=0.9, pruned_acc=0.5,
                  info={"threshold": 0.1, "clamped": [],
-                       **({"kernel_keep": [m.reshape(-1, 3, 3).mean(0).tolist() for m in masks]} if masks else {})},
+                       **({"kernel_keep": [m.reshape(-1, 3, 3).mean(0).tolist() for m in masks.values()]} if masks else {})},
                  run_dir="r", base_epochs=3, base_seconds=1.0,
                  device="cpu", torch_version="t", archsearch_version="v", date="2026-01-01")
     return extract([p], name=name, command="test")

@@ -54,7 +54,8 @@ def _bad_spec(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["train", "vgg17-digits"], "depths"),
-    (["train", "resnet50-c10"], "unknown architecture"),
+    (["train", "alexnet8-c10"], "unknown architecture"),
+    (["train", "resnet51-c10"], "6n+2"),
     (["train", "vgg11-mnist"], "unknown dataset"),
     (["train", "vgg11"], "ARCH-DATA"),
     (["train", "vgg11-digits", "--width", "0"], "--width"),

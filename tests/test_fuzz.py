@@ -240,9 +240,8 @@ def _valid_sparse_spec() -> dict:
 
     base = base_spec("vgg11", 10, width=0.125)
     rng = np.random.default_rng(0)
-    masks = [rng.random(s) < 0.5 for s in get_family("vgg").conv_shapes(base)]
-    return ArchSpec(**{**{k: getattr(base, k) for k in ("family", "depth", "widths", "stages", "num_classes")},
-                       "masks": masks}).to_dict()
+    masks = {c.name: rng.random(c.shape) < 0.5 for c in get_family("vgg").convs(base)}
+    return base.replace(masks=masks).to_dict()
 
 
 FORMATS = {

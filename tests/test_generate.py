@@ -26,6 +26,11 @@ def test_channel_budget_is_matched_within_1pct(arch, classes, frac, kind, round_
     budget = frac * count(t).params
     s = generate(kind, t, budget, pattern=CHAN, round_to=round_to, seed=3)
     assert abs(count(s.spec).params - budget) / budget <= 0.01
+    if kind == "uniform":  # equal layers stay equal, each within one step of round(base x one ratio)
+        for b, w in zip(t.widths, s.spec.widths):
+            assert w == s.spec.widths[t.widths.index(b)]
+            exact = max(round_to, round_to * round(b * s.scale / round_to)) if round_to > 1 else max(1, round(b * s.scale))
+            assert abs(w - min(b, exact)) <= round_to
     assert s.spec.num_classes == classes and s.spec.stages == t.stages
     assert all(1 <= w <= b for w, b in zip(s.spec.widths, t.widths))
     if round_to == 8:
@@ -86,7 +91,7 @@ def test_sparse_budget_counts_nonzero(frac):
     c = count(s.spec)
     assert abs(c.params_nonzero - budget) / budget <= 0.01
     assert c.params == count(t).params  # dense shape kept
-    dens = s.spec.density()
+    dens = list(s.spec.density().values())
     by_stage = [np.mean([d for d, st in zip(dens, t.stages) if st == k]) for k in range(5)]
     assert by_stage[0] >= by_stage[2] >= by_stage[4] and by_stage[0] > by_stage[4]  # the order (1.0 caps ties)
 
@@ -95,7 +100,7 @@ def test_mask_sampling_matches_kernel_map():
     t = base_spec("vgg16", 10, width=0.5)
     km = np.array([[0.1, 0.4, 0.1], [0.4, 1.0, 0.4], [0.1, 0.4, 0.1]])
     dens = [0.3] * len(t.widths)
-    masks = sample_masks(t, dens, [km] * len(t.widths), seed=0)
+    masks = list(sample_masks(t, dens, [km] * len(t.widths), seed=0).values())
     for m in masks:
         assert m.sum() == round(0.3 * m.size)  # exact count per layer
     # keep probability per position = min(1, c x map) with mean 0.3: here c = 0.3 * 9 / 3.0
@@ -106,8 +111,8 @@ def test_mask_sampling_matches_kernel_map():
     # and the kept kernels differ across kernels: positions are drawn independently
     big = masks[-1].reshape(-1, 3, 3)
     assert 0.2 < (big[:, 1, 1] & big[:, 0, 1]).mean() / (big[:, 1, 1].mean() * big[:, 0, 1].mean()) < 1.2
-    again = sample_masks(t, dens, [km] * len(t.widths), seed=0)
-    other = sample_masks(t, dens, [km] * len(t.widths), seed=1)
+    again = list(sample_masks(t, dens, [km] * len(t.widths), seed=0).values())
+    other = list(sample_masks(t, dens, [km] * len(t.widths), seed=1).values())
     assert all(np.array_equal(a, b) for a, b in zip(masks, again))
     assert not np.array_equal(masks[-1], other[-1])
 

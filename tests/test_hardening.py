@@ -451,13 +451,13 @@ def test_a_mask_that_empties_a_layer_is_refused(tmp_path):
     from archsearch.spec import encode_mask
 
     spec = base_spec("vgg11", 10, width=0.125)
-    masks = [np.ones(s, dtype=bool) for s in get_family("vgg").conv_shapes(spec)]
+    masks = [np.ones(c.shape, dtype=bool) for c in get_family("vgg").convs(spec)]
     masks[3][:] = False
-    d = {**spec.to_dict(), "masks": [encode_mask(m) for m in masks]}
+    d = {**spec.to_dict(), "schema": 1, "groups": None, "masks": [encode_mask(m) for m in masks]}
     f = tmp_path / "s.json"
     f.write_text(json.dumps(d))
     one_line_error(run("train", "vgg11-digits", "--spec", f, "--preset", "tiny", "--out", tmp_path / "r"),
-                   "conv layer(s) [3] keep no weight")
+                   "conv(s) features.11 keep no weight")
 
 
 def test_weights_that_are_not_a_state_dict(tmp_path):

@@ -50,11 +50,11 @@ def test_sparsity_pattern_density_and_kernel_maps():
     base = base_spec("vgg11", 10, width=0.25)
     from archsearch.archs import get_family
 
-    shapes = get_family("vgg").conv_shapes(base)
-    masks = [np.zeros(s, dtype=bool) for s in shapes]
-    for m in masks:
+    convs = get_family("vgg").convs(base)
+    masks = {c.name: np.zeros(c.shape, dtype=bool) for c in convs}
+    for m in masks.values():
         m[..., 1, 1] = True  # only the centre
-    masks[0][..., 0, 0] = True  # layer 0 (stage 0) also keeps a corner
+    masks[convs[0].name][..., 0, 0] = True  # layer 0 (stage 0) also keeps a corner
     pat = P.extract([_proposal(0, masks=masks, kind="sparsity")])
     assert pat["stage"]["density_mean"][0] == pytest.approx(2 / 9)
     assert pat["stage"]["density_mean"][1] == pytest.approx(1 / 9)
@@ -69,7 +69,7 @@ def _valid():
 
 
 @pytest.mark.parametrize("mutate, msg", [
-    (lambda d: d.update(schema=2), "schema"),
+    (lambda d: d.update(schema=3), "schema"),
     (lambda d: d.pop("kind"), "kind is missing"),
     (lambda d: d.update(kind="weights"), "kind must be 'channels' or 'sparsity'"),
     (lambda d: d.update(depth="11"), "depth needs a whole number, got '11'"),
@@ -98,7 +98,7 @@ def test_not_json_and_sparsity_maps_checked(tmp_path):
     base = base_spec("vgg11", 10, width=0.25)
     from archsearch.archs import get_family
 
-    masks = [np.ones(s, dtype=bool) for s in get_family("vgg").conv_shapes(base)]
+    masks = {c.name: np.ones(c.shape, dtype=bool) for c in get_family("vgg").convs(base)}
     d = P.extract([_proposal(0, masks=masks, kind="sparsity")])
     d["stage"]["kernel_keep_mean"] = [[[1.0] * 3] * 2] * 5
     with pytest.raises(ArchsearchError, match="kernel_keep_mean.0 must have at least 3 items"):

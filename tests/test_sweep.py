@@ -296,7 +296,7 @@ def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):
     plan = build_plan(spec, tmp_path / "wd", device="cpu", log=lambda m: None)
     assert plan["kinds"] == ["channels", "sparsity"]
     a = arch_for(plan, "sparsity", "pruned", plan["budgets"][0], 0)
-    dens = [float(m.mean()) for m in a.masks]
+    dens = [float(m.mean()) for m in a.masks.values()]
     assert dens[0] > dens[-1]  # the pruner's per-layer densities: dense early, sparse late
 
 

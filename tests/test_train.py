@@ -91,7 +91,7 @@ def test_masks_stay_zero_through_training(small_digits, tmp_path):
     after = torch.load(tmp_path / "model.pt")
     convs = [k for k in after if k.endswith(".weight") and after[k].dim() == 4]
     assert len(convs) == len(spec.masks)
-    for k, mask in zip(convs, spec.masks):
+    for k, mask in zip(convs, spec.masks.values()):
         w = after[k].numpy()
         assert (w[~mask] == 0).all(), k
         assert not np.allclose(w[mask], before[k].numpy()[mask]), f"{k}: kept weights did not train"

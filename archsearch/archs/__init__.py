@@ -1,9 +1,27 @@
-"""Architecture families: one registry, one builder.
+"""Architecture families: one registry, one builder, channel groups as family data.
 
-A family turns an `ArchSpec` into an `nn.Module` (`build`) and into a list of `Op`s
-(`ops`) that the counter in `archsearch.counting` reads, so params and MACs come from
-the spec alone. Add a family (PreResNet, DenseNet, ...) by subclassing `Family` and
-decorating it with `@register_family`; nothing else changes.
+A family declares, for a depth and a width multiplier, its **channel groups** (`Group`):
+the channels that must keep one width. Two kinds:
+- `conv`: a conv's own output channels (every VGG conv; a ResNet block's first conv; a
+  PreResNet bottleneck's two inner convs);
+- `select`: the channels that a channel-selection layer lets through from a stream whose
+  own width stays fixed (Network Slimming's `channel_selection` after a BN in PreResNet
+  and DenseNet: the BN and the stream keep their width, the next conv reads only the
+  selected channels).
+Each group names the BN whose scale ranks its channels (Network Slimming's gamma), so that
+zeroing that BN's scale and shift at a channel is the same function as removing it.
+
+From a spec the family gives:
+- `convs(spec)`: every conv by module name, with its weight shape and stage (masks of
+  sparse nets are keyed by these names);
+- `wires(spec)`: for each module whose shape a group sets, which group indexes its
+  output dimension and which its input dimension: the one description of coupling, read
+  by `narrow` (inherited weights) and by the checks;
+- `ops(spec)`: the layers as the counters see them, so params and MACs come from the spec
+  alone (`archsearch.counting`);
+- `module(spec)`: the `nn.Module`.
+
+Add a family by subclassing `Family` and decorating it with `@register_family`.
 """
 
 from __future__ import annotations
@@ -20,6 +38,7 @@ from ..errors import ArchsearchError
 from ..spec import ArchSpec
 
 FAMILIES: dict[str, "Family"] = {}
+GROUP_KINDS = ("conv", "select")
 
 
 @dataclass(frozen=True)
@@ -35,33 +54,102 @@ class Op:
     nonzero: int | None = None
 
 
+@dataclass(frozen=True)
+class Group:
+    """Channels that keep one width. `base` is its width in the unpruned net at the spec's
+    width multiplier; for a `select` group, `stream` is the width of the stream it reads
+    (at most `stream` channels can be selected; the base net selects all of them)."""
+
+    name: str       # the conv (kind conv) or the selection layer (kind select), by module name
+    kind: str
+    stage: int      # feature-map size index: 0 at the input resolution, +1 per halving
+    base: int
+    bn: str         # the BN whose scale ranks the group's channels
+    stream: int | None = None
+    block: int | None = None  # index into the family's blocks, where the group sits in one
+
+
+@dataclass(frozen=True)
+class Conv:
+    name: str
+    cout: int
+    cin: int
+    k: int
+    stage: int      # the stage of its output
+    hw: int         # output side length
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.cout, self.cin, self.k, self.k)
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    removable: bool  # an identity can replace it (same input and output shape)
+
+
+class Select(nn.Module):
+    """Network Slimming's channel selection: pass on only the channels in `indexes` (a
+    buffer, not a parameter: it is architecture, not something trained)."""
+
+    def __init__(self, stream: int, indexes: list[int]):
+        super().__init__()
+        self.stream = stream
+        self.full = list(indexes) == list(range(stream))
+        self.register_buffer("indexes", torch.tensor(indexes, dtype=torch.long))
+
+    def forward(self, x):
+        return x if self.full else x.index_select(1, self.indexes)
+
+    def extra_repr(self) -> str:
+        return f"{len(self.indexes)} of {self.stream}"
+
+
+def spread(stream: int, width: int) -> list[int]:
+    """The default selection: `width` channels spread evenly over a stream of `stream`."""
+    return [int(i) for i in np.floor(np.arange(width) * stream / width)]
+
+
 class Family:
     name: ClassVar[str]
-    depths: ClassVar[tuple[int, ...]]
+    depths: ClassVar[tuple[int, ...]]   # the depths listed by name (`all_archs`)
+    max_depth: ClassVar[int] = 1000
 
-    def base_widths(self, depth: int) -> list[int]:
+    # -- layout (depth and width multiplier only) -----------------------------------------
+    def accepts(self, depth: int) -> bool:
+        return depth in self.depths
+
+    def depth_rule(self) -> str:
+        return ", ".join(map(str, self.depths))
+
+    def layout(self, depth: int, width: float) -> list[Group]:
         raise NotImplementedError
 
-    def stages(self, depth: int) -> list[int]:
+    def block_layout(self, depth: int) -> list[Block]:
+        return []
+
+    def groups(self, spec: ArchSpec) -> list[Group]:
+        return self.layout(spec.depth, spec.width)
+
+    def conv_names(self, depth: int) -> list[str]:
+        base = self.base(depth, 10, 1.0)
+        return [c.name for c in self.convs(base)]
+
+    def base(self, depth: int, num_classes: int, width: float = 1.0, in_channels: int = 3,
+             input_size: int = 32) -> ArchSpec:
+        gs = self.layout(depth, width)
+        widths = [g.base for g in gs]
+        return ArchSpec(family=self.name, depth=depth, widths=widths, stages=[g.stage for g in gs],
+                        num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                        base_widths=list(widths), width=width, meta={"origin": "base", "width": width})
+
+    # -- from a spec -----------------------------------------------------------------------
+    def convs(self, spec: ArchSpec) -> list[Conv]:
         raise NotImplementedError
 
-    def check(self, spec: ArchSpec) -> None:
-        """Family-specific checks beyond `ArchSpec.validate` (layer count, stage layout, masks)."""
-        if spec.depth not in self.depths:
-            raise ArchsearchError(f"{self.name} has depths {', '.join(map(str, self.depths))}, not {spec.depth}")
-        expected = self.stages(spec.depth)
-        if spec.stages != expected:
-            raise ArchsearchError(
-                f"{spec.name} has {len(expected)} conv layers with stages {expected}; "
-                f"spec has {len(spec.stages)} with stages {spec.stages}"
-            )
-        if spec.masks is not None:
-            for i, (m, shape) in enumerate(zip(spec.masks, self.conv_shapes(spec))):
-                if tuple(m.shape) != shape:
-                    raise ArchsearchError(f"mask {i} has shape {list(m.shape)}, conv {i} has {list(shape)}")
-
-    def conv_shapes(self, spec: ArchSpec) -> list[tuple[int, ...]]:
-        """Weight shape of every conv layer, in spec order."""
+    def wires(self, spec: ArchSpec) -> dict[str, tuple[str | None, str | None]]:
+        """module name -> (group of its output dim, group of its input dim); None = fixed."""
         raise NotImplementedError
 
     def ops(self, spec: ArchSpec) -> list[Op]:
@@ -70,11 +158,94 @@ class Family:
     def module(self, spec: ArchSpec) -> nn.Module:
         raise NotImplementedError
 
-    def select_channels(self, model: nn.Module, keep: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """State dict of the narrower net that keeps, in conv layer i, the output channels
-        where `keep[i]` is True (and the matching inputs of the next layer): the inherited
-        weights of a channel-pruned net, for the fine-tune baseline."""
-        raise NotImplementedError
+    def selection(self, spec: ArchSpec, group: Group, width: int | None = None) -> list[int]:
+        """The stream channels a select group reads: the spec's own, or spread evenly."""
+        if spec.selected and group.name in spec.selected:
+            return list(spec.selected[group.name])
+        return spread(group.stream, width or spec.widths[self._index(spec)[group.name]])
+
+    def _index(self, spec: ArchSpec) -> dict[str, int]:
+        return {g.name: i for i, g in enumerate(self.groups(spec))}
+
+    def kept_blocks(self, spec: ArchSpec) -> list[bool]:
+        n = len(self.block_layout(spec.depth))
+        return list(spec.blocks) if spec.blocks is not None else [True] * n
+
+    def check(self, spec: ArchSpec) -> None:
+        """The spec fits this family: depth, group layout, select widths and indices, masks, blocks."""
+        if not self.accepts(spec.depth):
+            raise ArchsearchError(f"{self.name} has depths {self.depth_rule()}, not {spec.depth}")
+        gs = self.groups(spec)
+        stages = [g.stage for g in gs]
+        if spec.stages != stages:
+            raise ArchsearchError(f"{spec.name} has {len(gs)} channel groups with stages {stages}; "
+                                  f"spec has {len(spec.stages)} with stages {spec.stages}")
+        for g, w in zip(gs, spec.widths):
+            if g.kind == "select" and w > g.stream:
+                raise ArchsearchError(f"{g.name} selects {w} channels from a stream of {g.stream}")
+        known = {g.name: g for g in gs if g.kind == "select"}
+        for name, idx in (spec.selected or {}).items():
+            g = known.get(name)
+            if g is None:
+                raise ArchsearchError(f"selected names {name!r}, which is no selection group of {spec.name}")
+            w = spec.widths[self._index(spec)[name]]
+            if len(idx) != w or len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= g.stream:
+                raise ArchsearchError(f"selected[{name}] must list {w} distinct channels below {g.stream}")
+        blocks = self.block_layout(spec.depth)
+        if spec.blocks is not None:
+            if len(spec.blocks) != len(blocks):
+                raise ArchsearchError(f"{spec.name} has {len(blocks)} blocks; spec has {len(spec.blocks)} keep flags")
+            fixed = [b.name for b, keep in zip(blocks, spec.blocks) if not keep and not b.removable]
+            if fixed:
+                raise ArchsearchError(f"block(s) {', '.join(fixed)} change the shape and cannot be removed")
+        if spec.masks is not None:
+            convs = {c.name: c for c in self.convs(spec)}
+            unknown = sorted(set(spec.masks) - set(convs))
+            if unknown:
+                raise ArchsearchError(f"masks name {', '.join(unknown[:3])}, not conv(s) of {spec.name}")
+            missing = [n for n in convs if n not in spec.masks]
+            if missing:
+                raise ArchsearchError(f"masks are missing for conv(s) {', '.join(missing[:3])}")
+            for n, m in spec.masks.items():
+                if tuple(m.shape) != convs[n].shape:
+                    raise ArchsearchError(f"mask {n} has shape {list(m.shape)}, the conv has {list(convs[n].shape)}")
+
+    # -- inherited weights ------------------------------------------------------------------
+    def narrow(self, model: nn.Module, spec: ArchSpec, keep: list[np.ndarray]) -> tuple[ArchSpec, dict]:
+        """The narrower net that keeps, in channel group i, the channels where `keep[i]` is
+        True: its spec and its state dict sliced from `model` (built from `spec`). For the
+        fine-tune baseline; the same function as `model` with the dropped channels' BN scale
+        and shift at zero."""
+        gs = self.groups(spec)
+        if len(keep) != len(gs) or any(len(k) != w for k, w in zip(keep, spec.widths)):
+            raise ValueError(f"keep masks do not match {spec.name}'s {len(gs)} channel groups")
+        if any(not np.any(k) for k in keep):
+            raise ValueError("every channel group must keep at least one channel")
+        idx = {g.name: torch.from_numpy(np.flatnonzero(k)) for g, k in zip(gs, keep)}
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for mod, (out_g, in_g) in self.wires(spec).items():
+            for p in ("weight", "weight_mask", "bias", "running_mean", "running_var"):
+                key = f"{mod}.{p}"
+                if key not in state:
+                    continue
+                t = state[key]
+                if out_g is not None:
+                    t = t.index_select(0, idx[out_g])
+                if in_g is not None and t.dim() > 1:
+                    t = t.index_select(1, idx[in_g])
+                state[key] = t.contiguous()
+        selected = {}
+        for g, k in zip(gs, keep):
+            if g.kind == "select":
+                cur = self.selection(spec, g)
+                selected[g.name] = [cur[i] for i in np.flatnonzero(k)]
+                state[f"{g.name}.indexes"] = torch.tensor(selected[g.name], dtype=torch.long)
+        masks = None
+        if spec.masks is not None:
+            masks = {c.name: state[f"{c.name}.weight_mask"].bool().numpy() for c in self.convs(spec)}
+        new = spec.replace(widths=[int(np.sum(k)) for k in keep], selected=selected or None, masks=masks,
+                           meta={})
+        return new, state
 
 
 def register_family(cls: type[Family]) -> type[Family]:
@@ -99,8 +270,8 @@ def parse_arch(name: str) -> tuple[Family, int]:
         known = ", ".join(f"{f.name}{d}" for f in FAMILIES.values() for d in f.depths)
         raise ArchsearchError(f"unknown architecture {name!r}; known: {known}")
     fam, depth = FAMILIES[m.group(1)], int(m.group(2))
-    if depth not in fam.depths:
-        raise ArchsearchError(f"{fam.name} has depths {', '.join(map(str, fam.depths))}, not {depth}")
+    if not fam.accepts(depth):
+        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}")
     return fam, depth
 
 
@@ -108,23 +279,24 @@ def all_archs() -> list[str]:
     return [f"{f.name}{d}" for f in FAMILIES.values() for d in f.depths]
 
 
+def scale_width(w: int, width: float) -> int:
+    """One base width at a width multiplier (reduced-scale runs); at least 1 channel."""
+    return max(1, int(round(w * width)))
+
+
 def scale_widths(widths: list[int], width: float) -> list[int]:
-    """Width multiplier for reduced-scale runs; every layer keeps at least 1 channel."""
     if not (0 < width <= 16):
         raise ArchsearchError(f"width multiplier must be in (0, 16], got {width}")
-    return [max(1, int(round(w * width))) for w in widths]
+    return [scale_width(w, width) for w in widths]
 
 
 def base_spec(arch: str, num_classes: int, width: float = 1.0, in_channels: int = 3,
               input_size: int = 32) -> ArchSpec:
-    """The unpruned network `arch` (e.g. 'vgg16') at width multiplier `width`."""
+    """The unpruned network `arch` (e.g. 'vgg16', 'preresnet164') at width multiplier `width`."""
     fam, depth = parse_arch(arch)
-    widths = scale_widths(fam.base_widths(depth), width)
-    return ArchSpec(
-        family=fam.name, depth=depth, widths=widths, stages=fam.stages(depth),
-        num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-        base_widths=list(widths), meta={"origin": "base", "width": width},
-    )
+    if not (0 < width <= 16):
+        raise ArchsearchError(f"width multiplier must be in (0, 16], got {width}")
+    return fam.base(depth, num_classes, width, in_channels, input_size)
 
 
 def build(spec: ArchSpec) -> nn.Module:
@@ -133,8 +305,8 @@ def build(spec: ArchSpec) -> nn.Module:
     fam.check(spec)
     model = fam.module(spec)
     if spec.masks is not None:
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        for conv, mask in zip(convs, spec.masks):
+        for name, mask in spec.masks.items():
+            conv = model.get_submodule(name)
             conv.register_buffer("weight_mask", torch.from_numpy(np.ascontiguousarray(mask)).to(conv.weight.dtype))
         apply_masks_(model)
     return model
@@ -154,4 +326,24 @@ def apply_masks_(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]
         torch._foreach_mul_([w for w, _ in pairs], [m for _, m in pairs])
 
 
-from . import vgg  # noqa: E402,F401  (registers the VGG family)
+def he_init_(model: nn.Module, bn_gamma: float) -> None:
+    """The paper's code's init: conv weights N(0, sqrt(2 / (k*k*out))), BN scale `bn_gamma`
+    (0.5 in the slimming code, 1 in the L1-norm code), BN shift 0. Linear layers keep
+    PyTorch's default (the original code leaves them) unless a family re-inits them."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, (2.0 / n) ** 0.5)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, bn_gamma)
+            nn.init.zeros_(m.bias)
+
+
+def final_hw(spec: ArchSpec, halvings: int) -> int:
+    hw = spec.input_size // 2 ** halvings
+    if hw < 1:
+        raise ArchsearchError(f"input size {spec.input_size} is too small for {spec.name} ({halvings} halvings)")
+    return hw
+
+
+from . import vgg, resnet, preresnet, densenet  # noqa: E402,F401  (register the families)

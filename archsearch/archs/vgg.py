@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
-from . import Family, Op, register_family
+from . import Conv, Family, Group, Op, register_family, scale_width
 
 # widths per stage; a stage = the layers between two max-pools (same feature-map size)
 STAGE_CFGS: dict[int, list[list[int]]] = {
@@ -67,31 +67,54 @@ def _final_hw(spec: ArchSpec) -> int:
     return hw
 
 
+def _layer_index(spec_stages: list[int]) -> list[int]:
+    """Index of each conv in `features` (conv, BN, ReLU per layer; a max-pool between stages)."""
+    out, j = [], 0
+    for i, s in enumerate(spec_stages):
+        if i > 0 and s != spec_stages[i - 1]:
+            j += 1
+        out.append(j)
+        j += 3
+    return out
+
+
 @register_family
 class VGGFamily(Family):
     name = "vgg"
     depths = tuple(sorted(STAGE_CFGS))
 
-    def base_widths(self, depth: int) -> list[int]:
-        return [w for stage in STAGE_CFGS[depth] for w in stage]
+    def layout(self, depth: int, width: float) -> list[Group]:
+        stages = [s for s, stage in enumerate(STAGE_CFGS[depth]) for _ in stage]
+        widths = [scale_width(w, width) for stage in STAGE_CFGS[depth] for w in stage]
+        return [Group(f"features.{j}", "conv", s, w, bn=f"features.{j + 1}")
+                for j, s, w in zip(_layer_index(stages), stages, widths)]
 
-    def stages(self, depth: int) -> list[int]:
-        return [s for s, stage in enumerate(STAGE_CFGS[depth]) for _ in stage]
-
-    def conv_shapes(self, spec: ArchSpec) -> list[tuple[int, ...]]:
+    def convs(self, spec: ArchSpec) -> list[Conv]:
         cins = [spec.in_channels] + spec.widths[:-1]
-        return [(w, c, 3, 3) for w, c in zip(spec.widths, cins)]
+        return [Conv(g.name, w, c, 3, s, spec.input_size >> s)
+                for g, w, c, s in zip(self.groups(spec), spec.widths, cins, spec.stages)]
+
+    def wires(self, spec: ArchSpec) -> dict[str, tuple[str | None, str | None]]:
+        gs = self.groups(spec)
+        w: dict[str, tuple[str | None, str | None]] = {}
+        prev = None
+        for g in gs:
+            w[g.name] = (g.name, prev)
+            w[g.bn] = (g.name, None)
+            prev = g.name
+        w["classifier"] = (None, prev)
+        return w
 
     def ops(self, spec: ArchSpec) -> list[Op]:
         ops: list[Op] = []
         hw, cin = spec.input_size, spec.in_channels
-        density = spec.masks
+        nonzero = [None] * len(spec.widths) if spec.masks is None else \
+            [int(spec.masks[c.name].sum()) for c in self.convs(spec)]
         for i, (w, s) in enumerate(zip(spec.widths, spec.stages)):
             if i > 0 and s != spec.stages[i - 1]:
                 hw //= 2
                 ops.append(Op("maxpool", cin, cin, hw, k=2))
-            nz = None if density is None else int(density[i].sum())
-            ops += [Op("conv", cin, w, hw, k=3, nonzero=nz), Op("bn", w, w, hw), Op("relu", w, w, hw)]
+            ops += [Op("conv", cin, w, hw, k=3, nonzero=nonzero[i]), Op("bn", w, w, hw), Op("relu", w, w, hw)]
             cin = w
         k = _final_hw(spec)
         ops.append(Op("avgpool", cin, cin, hw // k, k=k))
@@ -100,20 +123,3 @@ class VGGFamily(Family):
 
     def module(self, spec: ArchSpec) -> nn.Module:
         return VGG(spec)
-
-    def select_channels(self, model: nn.Module, keep: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
-        if len(keep) != len(convs):
-            raise ValueError(f"{len(keep)} keep masks for {len(convs)} conv layers")
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        idx_in = torch.arange(convs[0][1].in_channels)
-        for (cname, _), (bname, _), k in zip(convs, bns, keep):
-            idx_out = torch.from_numpy(np.flatnonzero(k))
-            state[f"{cname}.weight"] = state[f"{cname}.weight"][idx_out][:, idx_in].clone()
-            state.pop(f"{cname}.weight_mask", None)
-            for p in ("weight", "bias", "running_mean", "running_var"):
-                state[f"{bname}.{p}"] = state[f"{bname}.{p}"][idx_out].clone()
-            idx_in = idx_out
-        state["classifier.weight"] = state["classifier.weight"][:, idx_in].clone()
-        return state

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..archs import get_family
 from ..spec import ArchSpec
 from . import Pruned, Proposer, prune_smallest, register_proposer
 
@@ -50,16 +51,15 @@ class Magnitude(Proposer):
     about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
 
     def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        masks, threshold, clamped = magnitude_masks([c.weight for c in convs], ratio)
-        spec = ArchSpec(family=base.family, depth=base.depth, widths=base.widths, stages=base.stages,
-                        num_classes=base.num_classes, in_channels=base.in_channels, input_size=base.input_size,
-                        base_widths=base.widths, masks=masks)
+        names = [c.name for c in get_family(base.family).convs(base)]
+        modules = dict(model.named_modules())
+        masks, threshold, clamped = magnitude_masks([modules[n].weight for n in names], ratio)
+        spec = base.replace(masks=dict(zip(names, masks)), meta={})
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for (name, m), mask in zip([(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)], masks):
+        for name, mask in zip(names, masks):
             state[f"{name}.weight"] = state[f"{name}.weight"] * torch.from_numpy(mask).to(state[f"{name}.weight"].dtype)
             state[f"{name}.weight_mask"] = torch.from_numpy(mask).float()
-        info = {"threshold": threshold, "density": [float(m.mean()) for m in masks],
+        info = {"threshold": threshold, "convs": names, "density": [float(m.mean()) for m in masks],
                 "kernel_keep": [kernel_keep(m).round(6).tolist() for m in masks],
-                "clamped": [{"layer": i, "kept": 1} for i in clamped]}
+                "clamped": [{"layer": i, "conv": names[i], "kept": 1} for i in clamped]}
         return Pruned(spec, state, info)

@@ -52,12 +52,22 @@ class Slimming(Proposer):
         return 1e-4 if family == "vgg" else 1e-5
 
     def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
-        gammas = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        """One global threshold over the scales of every channel group's BN (for a selection
+        group, the stream BN before it, at the channels it selects): all BNs of VGG,
+        PreResNet and DenseNet, as the original `vggprune.py`, `resprune.py` and
+        `denseprune.py` rank them; a ResNet block's first BN."""
+        fam = get_family(base.family)
+        modules = dict(model.named_modules())
+        gammas = []
+        for g in fam.groups(base):
+            w = modules[g.bn].weight
+            gammas.append(w[fam.selection(base, g)] if g.kind == "select" else w)
         keep, threshold, clamped = slimming_keep(gammas, ratio, floor)
-        spec = ArchSpec(family=base.family, depth=base.depth, widths=[int(k.sum()) for k in keep],
-                        stages=base.stages, num_classes=base.num_classes, in_channels=base.in_channels,
-                        input_size=base.input_size, base_widths=base.widths)
-        state = get_family(base.family).select_channels(model, keep)
+        spec, state = fam.narrow(model, base, keep)
+        spec = spec.replace(base_widths=base.widths)
+        names = [g.name for g in fam.groups(base)]
+        for c in clamped:
+            c["group"] = names[c["layer"]]
         info = {"threshold": threshold, "clamped": clamped, "floor": floor,
                 "pruned_channels": int(sum(len(k) - k.sum() for k in keep)),
                 "total_channels": int(sum(len(k) for k in keep))}
