@@ -84,7 +84,7 @@ def pattern_figure(pattern: dict):
     title = (f"{pattern['name']}: {pattern['kind']} pattern of {pv['method']} on {pattern['arch']}-{pattern['data']}, "
              f"ratio {pattern['ratio']:g}<br><sup>{len(pv['seeds'])} seeds, {pv.get('scale', '')}; "
              f"{pv['command']}; archsearch {pv['archsearch_version']}</sup>")
-    layers = [f"{i + 1}" for i in range(len(pattern["base_widths"]))]
+    layers = list(pattern.get("layer_names") or [f"{i + 1}" for i in range(len(pattern["base_widths"]))])
     base = np.asarray(pattern["base_widths"], dtype=float)
     if pattern["kind"] == "channels":
         m, s = np.asarray(pattern["layers"]["ratio_mean"]), np.asarray(pattern["layers"]["ratio_std"])
@@ -93,7 +93,7 @@ def pattern_figure(pattern: dict):
             go.Bar(x=layers, y=m * base, name="kept (mean over seeds)", marker_color=COLORS["pruned"],
                    error_y={"type": "data", "array": s * base}),
         ])
-        fig.update_layout(barmode="overlay", title=title, xaxis_title="conv layer", yaxis_title="channels",
+        fig.update_layout(barmode="overlay", title=title, xaxis_title="channel group", yaxis_title="channels",
                           template="plotly_white")
         return fig
     n = max(pattern["stages"]) + 1

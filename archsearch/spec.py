@@ -221,6 +221,23 @@ class ArchSpec:
         except ArchsearchError as e:
             raise ArchsearchError(f"{where}: {e}") from None
 
+    def identity(self) -> dict[str, Any]:
+        """What run fingerprints hash: `to_dict()`, except that a spec schema 1 could hold
+        (VGG, no selections or block flags) hashes as schema 1 wrote it, so that runs made
+        before schema 2 keep their fingerprints and resume."""
+        if self.family != "vgg" or self.selected is not None or self.blocks is not None:
+            return self.to_dict()
+        from .archs import get_family
+
+        names = get_family(self.family).conv_names(self.depth)
+        masks = None if self.masks is None else [self.masks[n] for n in names]
+        return {"schema": 1, "family": self.family, "depth": self.depth, "num_classes": self.num_classes,
+                "in_channels": self.in_channels, "input_size": self.input_size, "widths": list(self.widths),
+                "stages": list(self.stages),
+                "base_widths": None if self.base_widths is None else list(self.base_widths),
+                "density": None if masks is None else [float(m.mean()) for m in masks],
+                "masks": None if masks is None else [encode_mask(m) for m in masks], "meta": self.meta}
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 

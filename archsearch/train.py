@@ -387,7 +387,7 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
 
 def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([spec.to_dict(), schedule.to_dict(), seed, data.name, len(data.x_train)],
+    h.update(json.dumps([spec.identity(), schedule.to_dict(), seed, data.name, len(data.x_train)],
                         sort_keys=True, default=str).encode())
     if init_state is not None:
         for k, v in init_state.items():

@@ -273,6 +273,7 @@ def test_schema1_vgg_spec_still_loads_with_its_masks(tmp_path):
     assert s.width == 0.125 and list(s.masks) == [c.name for c in convs]
     assert all(np.array_equal(s.masks[c.name], m) for c, m in zip(convs, masks))
     assert s.to_dict()["schema"] == 2 and ArchSpec.from_json(s.to_json()) == s
+    assert s.identity() == old  # run fingerprints hash this: runs made before schema 2 still resume
 
 
 def test_spec_with_the_wrong_groups_is_one_line(tmp_path):

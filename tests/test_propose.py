@@ -2,6 +2,7 @@
 run directories (reuse and resume)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,34 @@ def test_proposal_data_must_match(small_digits, tmp_path):
 
     with pytest.raises(ArchsearchError, match="proposes on c10"):
         propose("slimming-vgg11-c10", replace(small_digits, name="digits"), workdir=tmp_path, preset="tiny")
+
+
+@pytest.mark.parametrize("method,arch", [pytest.param("slimming", "resnet20", marks=pytest.mark.slow),
+                                         ("slimming", "preresnet56"), ("slimming", "densenet40"),
+                                         ("magnitude", "resnet20"),
+                                         pytest.param("magnitude", "preresnet56", marks=pytest.mark.slow)])
+def test_proposers_on_the_residual_and_dense_families(method, arch, small_digits, tmp_path):
+    """One epoch on 512 digits: the proposal builds, its inherited weights load and give the
+    recorded accuracy, and a pattern is extracted from it."""
+    from dataclasses import replace as dc_replace
+
+    from archsearch.archs import get_family
+    from archsearch.patterns import extract
+    from archsearch.train import evaluate
+
+    data = dc_replace(small_digits, x_train=small_digits.x_train[:128], y_train=small_digits.y_train[:128])
+    p = propose(f"{method}-{arch}-digits", data, seed=0, workdir=tmp_path, preset="tiny", epochs=1, width=0.125,
+                ratio=0.5)
+    fam = get_family(p.spec.family)
+    fam.check(p.spec)
+    state = torch.load(Path(p.run_dir) / "pruned_model.pt", weights_only=True)
+    assert evaluate(p.spec, state, data, "cpu") == pytest.approx(p.pruned_acc)
+    pat = extract([p], command="test")
+    if method == "slimming":
+        assert sum(p.spec.widths) < sum(p.base_spec.widths)
+        assert pat["layer_names"] == [g.name for g in fam.groups(p.base_spec)]
+    else:
+        convs = fam.convs(p.base_spec)
+        assert pat["kernels"] == [c.k for c in convs] and set(p.spec.masks) == {c.name for c in convs}
+        kept = sum(int(m.sum()) for m in p.spec.masks.values())
+        assert abs(kept - 0.5 * sum(m.size for m in p.spec.masks.values())) <= len(convs)
