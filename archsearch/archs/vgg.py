@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import torch
 from torch import nn
 
-from ..errors import ArchsearchError
 from ..spec import ArchSpec
-from . import Conv, Family, Group, Op, register_family, scale_width
+from . import Conv, Family, Group, Op, final_hw, register_family, scale_width
 
 # widths per stage; a stage = the layers between two max-pools (same feature-map size)
 STAGE_CFGS: dict[int, list[list[int]]] = {
@@ -39,7 +36,7 @@ class VGG(nn.Module):
                        nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             cin = w
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AvgPool2d(_final_hw(spec))
+        self.pool = nn.AvgPool2d(final_hw(spec, spec.num_stages - 1))
         self.classifier = nn.Linear(cin, spec.num_classes)
         self._init_weights()
 
@@ -58,13 +55,6 @@ class VGG(nn.Module):
     def forward(self, x):
         x = self.pool(self.features(x))
         return self.classifier(x.flatten(1))
-
-
-def _final_hw(spec: ArchSpec) -> int:
-    hw = spec.input_size // 2 ** (spec.num_stages - 1)
-    if hw < 1:
-        raise ArchsearchError(f"input size {spec.input_size} is too small for {spec.num_stages} stages")
-    return hw
 
 
 def _layer_index(spec_stages: list[int]) -> list[int]:
@@ -116,7 +106,7 @@ class VGGFamily(Family):
                 ops.append(Op("maxpool", cin, cin, hw, k=2))
             ops += [Op("conv", cin, w, hw, k=3, nonzero=nonzero[i]), Op("bn", w, w, hw), Op("relu", w, w, hw)]
             cin = w
-        k = _final_hw(spec)
+        k = final_hw(spec, spec.num_stages - 1)
         ops.append(Op("avgpool", cin, cin, hw // k, k=k))
         ops.append(Op("linear", cin, spec.num_classes, 1))
         return ops
