@@ -114,14 +114,21 @@ def spread(stream: int, width: int) -> list[int]:
 class Family:
     name: ClassVar[str]
     depths: ClassVar[tuple[int, ...]]   # the depths listed by name (`all_archs`)
+    # a family of any depth step*n + offset (min_depth..max_depth); without a step, `depths` only
+    depth_step: ClassVar[int | None] = None
+    depth_offset: ClassVar[int] = 0
+    min_depth: ClassVar[int] = 1
     max_depth: ClassVar[int] = 1000
 
     # -- layout (depth and width multiplier only) -----------------------------------------
     def accepts(self, depth: int) -> bool:
-        return depth in self.depths
+        if self.depth_step is None:
+            return depth in self.depths
+        return self.min_depth <= depth <= self.max_depth and (depth - self.depth_offset) % self.depth_step == 0
 
     def depth_rule(self) -> str:
-        return ", ".join(map(str, self.depths))
+        listed = ", ".join(map(str, self.depths))
+        return listed if self.depth_step is None else f"{self.depth_step}n+{self.depth_offset} ({listed}, ...)"
 
     def layout(self, depth: int, width: float) -> list[Group]:
         raise NotImplementedError

@@ -89,13 +89,7 @@ class DenseNet(nn.Module):
 class DenseNetFamily(Family):
     name = "densenet"
     depths = (40, 100)
-    max_depth = 1000
-
-    def accepts(self, depth: int) -> bool:
-        return 7 <= depth <= self.max_depth and (depth - 4) % 3 == 0
-
-    def depth_rule(self) -> str:
-        return "3n+4 (40, 100, ...)"
+    depth_step, depth_offset, min_depth, max_depth = 3, 4, 7, 1000
 
     def growth(self, width: float) -> int:
         return scale_width(GROWTH, width)

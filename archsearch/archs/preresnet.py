@@ -86,13 +86,7 @@ class PreResNet(nn.Module):
 class PreResNetFamily(Family):
     name = "preresnet"
     depths = (56, 110, 164)
-    max_depth = 2000
-
-    def accepts(self, depth: int) -> bool:
-        return 11 <= depth <= self.max_depth and (depth - 2) % 9 == 0
-
-    def depth_rule(self) -> str:
-        return "9n+2 (56, 110, 164, ...)"
+    depth_step, depth_offset, min_depth, max_depth = 9, 2, 11, 2000
 
     def streams(self, width: float) -> list[int]:
         return [EXPANSION * scale_width(p, width) for p in PLANES]

@@ -77,13 +77,7 @@ class ResNet(nn.Module):
 class ResNetFamily(Family):
     name = "resnet"
     depths = (20, 32, 44, 56, 110)
-    max_depth = 2000
-
-    def accepts(self, depth: int) -> bool:
-        return 8 <= depth <= self.max_depth and (depth - 2) % 6 == 0
-
-    def depth_rule(self) -> str:
-        return "6n+2 (20, 32, 44, 56, 110, ...)"
+    depth_step, depth_offset, min_depth, max_depth = 6, 2, 8, 2000
 
     def planes(self, width: float) -> list[int]:
         return [scale_width(p, width) for p in PLANES]
