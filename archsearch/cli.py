@@ -216,14 +216,15 @@ def _stage_table(pat: dict) -> str:
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
 @click.option("--sparsity", type=Number(0, 1), help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
+@click.option("--train-subset", type=click.IntRange(1), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole): reduced scale.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/proposals", show_default=True, help="Where the per-seed proposal runs live (reused and resumed).")
 @click.option("--name", help="Library name of the pattern (default: the proposer spec).")
 @click.option("--library", type=click.Path(file_okay=False), help="Library directory to write to (default: $ARCHSEARCH_PATTERNS's first entry, else the user library).")
 @click.option("--device", default="auto", show_default=True)
-def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_dir, download, workdir, name, library,
-            device):
+def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, train_subset, data_dir, download, workdir, name,
+            library, device):
     """Run (or reuse) a pruner's proposals over seeds and write their pattern to the library.
 
     \b
@@ -235,12 +236,13 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
     import shlex
 
     from . import patterns as P
-    from .data import load_dataset
+    from .data import load_dataset, subset_train
     from .progress import EpochProgress, fmt_seconds
     from .propose import finished, propose, resolve_settings, run_dir
     from .train import estimate_seconds, resolve_device
 
-    kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor)
+    kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor,
+              train_subset=train_subset)
     pn, prop, settings, schedule, base = resolve_settings(source, **kw)
     pat_name = check_name(str(pn) if name is None else name, "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
     resolve_device(device)
@@ -248,10 +250,11 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, data_d
     data = load_dataset(pn.target.data, data_dir, download=download)
     run_root = run_dir(pn, settings, workdir, 0).parent
     todo = [seed for seed in range(seeds) if finished(run_dir(pn, settings, workdir, seed), settings) is None]
+    trained_on = subset_train(data, train_subset)
     click.echo(f"{pn}: {prop.about}; ratio {settings.ratio:g}, {settings.preset} preset, width {settings.width:g}, "
-               f"{schedule.epochs} epochs, s={settings.sparsity:g} | {data.describe()}", err=True)
+               f"{schedule.epochs} epochs, s={settings.sparsity:g} | {trained_on.describe()}", err=True)
     if todo:
-        est = estimate_seconds(base, data, schedule, device) * len(todo)
+        est = estimate_seconds(base, trained_on, schedule, device) * len(todo)
         click.echo(f"estimate: about {fmt_seconds(est)} to train {len(todo)} base net(s) "
                    f"({seeds - len(todo)} reused) in {run_root}", err=True)
     else:

@@ -146,9 +146,12 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         "devices": sorted({p.device for p in proposals}), "torch_version": first.torch_version,
         "archsearch_version": __version__, "command": command,
         "date": max(p.date for p in proposals),
-        "scale": ("paper scale" if (s["preset"] == "paper" and s["width"] == 1.0)
-                  else f"reduced scale: width {s['width']:g}, {sched['epochs']} epochs ({s['preset']} preset)"),
+        "scale": ("paper scale" if (s["preset"] == "paper" and s["width"] == 1.0 and not s.get("train_subset"))
+                  else f"reduced scale: width {s['width']:g}, {sched['epochs']} epochs ({s['preset']} preset)"
+                  + (f", {s['train_subset']} training images" if s.get("train_subset") else "")),
     }
+    if s.get("train_subset"):
+        pat["provenance"]["train_subset"] = s["train_subset"]
     pat["proposals"] = per_seed
     validate(pat)
     return pat

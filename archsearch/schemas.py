@@ -139,6 +139,7 @@ class PatternProvenance(Model):
     date: Optional[str] = None
     scale: Optional[str] = None
     devices: Optional[list[str]] = None
+    train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
 
 
 class LayerStats(Model):
@@ -344,6 +345,7 @@ class SweepExtract(Closed):
     ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
     floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
     in_sweep: bool = False
 
 

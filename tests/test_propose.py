@@ -2,6 +2,7 @@
 run directories (reuse and resume)."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,29 @@ def test_proposers_on_the_residual_and_dense_families(method, arch, small_digits
         assert pat["kernels"] == [c.k for c in convs] and set(p.spec.masks) == {c.name for c in convs}
         kept = sum(int(m.sum()) for m in p.spec.masks.values())
         assert abs(kept - 0.5 * sum(m.size for m in p.spec.masks.values())) <= len(convs)
+
+
+def test_train_subset_is_a_setting_of_its_own(small_digits, tmp_path, monkeypatch):
+    """A proposal on a training subset gets its own run directory and says so in its pattern;
+    without one, the key is the one computed before the setting existed."""
+    import hashlib
+
+    from archsearch import patterns as P
+
+    _, _, plain, _, _ = resolve_settings("slimming-vgg11-digits", preset="tiny")
+    legacy = {k: v for k, v in asdict(plain).items() if k != "train_subset"}
+    assert plain.key().endswith(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8])
+    with pytest.raises(ArchsearchError, match="training subset"):
+        resolve_settings("slimming-vgg11-digits", train_subset=0)
+    import archsearch.propose as prop_mod
+
+    seen, real_train = [], prop_mod.train
+    monkeypatch.setattr(prop_mod, "train", lambda spec, data, *a, **k: seen.append(len(data.y_train))
+                        or real_train(spec, data, *a, **k))
+    kw = dict(preset="tiny", width=0.125, epochs=1, workdir=tmp_path, device="cpu", batch_size=32)
+    p = propose("slimming-vgg11-digits", small_digits, train_subset=100, **kw)
+    full = propose("slimming-vgg11-digits", small_digits, **kw)
+    assert seen == [100, len(small_digits.y_train)] and p.settings["train_subset"] == 100
+    assert full.run_dir != p.run_dir and "train_subset" not in full.settings
+    pat = P.extract([p], command="test")
+    assert pat["provenance"]["train_subset"] == 100 and "100 training images" in pat["provenance"]["scale"]

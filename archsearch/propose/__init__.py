@@ -105,9 +105,18 @@ class Settings:
     floor: float
     sparsity: float
     schedule: dict
+    train_subset: int | None = None  # a class-stratified subset of the training images (reduced scale)
+
+    def record(self) -> dict:
+        """The settings as recorded and hashed; `train_subset` only when set, so runs made
+        before it existed keep their keys."""
+        d = asdict(self)
+        if d["train_subset"] is None:
+            del d["train_subset"]
+        return d
 
     def key(self) -> str:
-        h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        h = hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
         return f"r{self.ratio:g}-{self.preset}-w{self.width:g}-e{self.schedule['epochs']}-{h}"
 
 
@@ -140,7 +149,8 @@ class Proposal:
 
 def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fast", width: float | None = None,
                      epochs: int | None = None, sparsity: float | None = None, floor: float = 0.0,
-                     batch_size: int | None = None) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
+                     batch_size: int | None = None, train_subset: int | None = None,
+                     ) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
     """Resolve a proposal's settings. With `sparsity` unset, the method's own L1 strength
     is used unchanged (s = 1e-4 for VGG), also at reduced scale: scaling s up for short
     runs was tried and collapses every BN scale to 0 (a 12-epoch digits run at the
@@ -159,8 +169,10 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     s = prop.sparsity(base.family) if sparsity is None else sparsity
     if not 0 <= s <= 1:  # also refuses NaN, before any training
         raise ArchsearchError(f"sparsity s must be in [0, 1], got {s}")
+    if train_subset is not None and not 1 <= train_subset <= 1 << 31:
+        raise ArchsearchError(f"a training subset must be a positive number of images, got {train_subset}")
     schedule = make_schedule(preset, epochs=epochs, bn_l1=s, batch_size=batch_size)
-    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict())
+    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset)
     return pn, prop, settings, schedule, base
 
 
@@ -179,7 +191,7 @@ def finished(run: Path, settings: Settings) -> dict | None:
     except ArchsearchError:
         return None  # damaged: the pruning step is redone (the base run is reused)
     d = rec.model_dump()
-    return d if d["settings"] == asdict(settings) else None
+    return d if d["settings"] == settings.record() else None
 
 
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
@@ -187,11 +199,15 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
             checkpoint_every: int = 5, **kw) -> Proposal:
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
-    Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size.
+    Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset
+    (the base net then trains on that class-stratified subset of `data`; its test set is whole).
     """
+    from ..data import subset_train
+
     pn, prop, settings, schedule, base = resolve_settings(name, **kw)
     if data.name != pn.target.data:
         raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
+    data = subset_train(data, settings.train_subset)
     run = run_dir(pn, settings, workdir, seed)
     rec = finished(run, settings)
     if rec is not None:
@@ -209,7 +225,7 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
                         "archsearch_version": __version__}
     pruned_acc = evaluate(pruned.spec, pruned.state, data, device)
     prop_rec = Proposal(
-        proposer=str(pn), method=prop.name, kind=prop.kind, seed=seed, settings=asdict(settings),
+        proposer=str(pn), method=prop.name, kind=prop.kind, seed=seed, settings=settings.record(),
         spec=pruned.spec, base_spec=base, base_acc=result.best_acc, base_final_acc=result.final_acc,
         pruned_acc=pruned_acc, info=pruned.info, run_dir=str(run), base_epochs=result.epochs,
         base_seconds=result.train_seconds, device=result.device_name, torch_version=torch.__version__,
