@@ -82,6 +82,23 @@ class Number(click.FloatRange):
         return v
 
 
+class CommaList(click.ParamType):
+    """A comma-separated list: of numbers in a range (`item` a Number), or of plain names."""
+
+    name = "list"
+
+    def __init__(self, item: click.ParamType | None = None):
+        self.item = item
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r} has an empty entry; give a comma-separated list", param, ctx)
+        return [self.item.convert(p, param, ctx) for p in parts] if self.item is not None else parts
+
+
 # every number that enters on the command line, with its finite range (bounds: limits.py)
 WIDTH = Number(0, L.MAX_WIDTH_MULT, min_open=True)
 FRACTION = Number(0, 1, max_open=True)            # --floor: [0, 1)
@@ -209,13 +226,16 @@ def _stage_table(pat: dict) -> str:
 
 @cli.command()
 @click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA, e.g. slimming-vgg16-c10.")
-@click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude 0.8).")
+@click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude and lamp 0.8, l1norm 0.5 per group).")
 @click.option("--seeds", type=SEEDS, default=3, show_default=True, help="Number of seeds (0..N-1).")
 @click.option("--preset", default="fast", show_default=True, help="paper | fast | quick | tiny: how the base nets are trained.")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
 @click.option("--sparsity", type=Number(0, 1), help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
+@click.option("--variant", help="A method's named configuration, e.g. l1norm's A / B (Li et al.'s VGG-16-A, ResNet-56-A/B, ResNet-110-A/B); same as the suffix .A on --from.")
+@click.option("--stage-ratios", type=CommaList(FRACTION), help="l1norm: one prune ratio per stage, e.g. 0.6,0.3,0.1.")
+@click.option("--skip", type=CommaList(), help="l1norm: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
 @click.option("--train-subset", type=click.IntRange(1), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole): reduced scale.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
@@ -223,8 +243,8 @@ def _stage_table(pat: dict) -> str:
 @click.option("--name", help="Library name of the pattern (default: the proposer spec).")
 @click.option("--library", type=click.Path(file_okay=False), help="Library directory to write to (default: $ARCHSEARCH_PATTERNS's first entry, else the user library).")
 @click.option("--device", default="auto", show_default=True)
-def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, train_subset, data_dir, download, workdir, name,
-            library, device):
+def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, variant, stage_ratios, skip, train_subset, data_dir,
+            download, workdir, name, library, device):
     """Run (or reuse) a pruner's proposals over seeds and write their pattern to the library.
 
     \b
@@ -232,6 +252,8 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, train_
       archsearch extract --from slimming-vgg16-digits --preset tiny --seeds 2
       archsearch extract --from slimming-vgg16-c10 --data-dir ../shared/data --preset fast
       archsearch extract --from magnitude-vgg16-c10 --ratio 0.8 --data-dir ../shared/data
+      archsearch extract --from l1norm-resnet56-c10 --variant A --data-dir ../shared/data
+      archsearch extract --from lamp-resnet20-digits --preset tiny
     """
     import shlex
 
@@ -242,7 +264,7 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, train_
     from .train import estimate_seconds, resolve_device
 
     kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor,
-              train_subset=train_subset)
+              train_subset=train_subset, variant=variant, stage_ratios=stage_ratios, skip=skip)
     pn, prop, settings, schedule, base = resolve_settings(source, **kw)
     pat_name = check_name(str(pn) if name is None else name, "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
     resolve_device(device)
@@ -260,6 +282,7 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, train_
     else:
         click.echo(f"all {seeds} proposals are done; reusing them from {run_root}", err=True)
     props = []
+    kw.pop("variant")  # now part of the name
     for seed in range(seeds):
         p = propose(str(pn), data, seed=seed, workdir=workdir, device=device,
                     progress=EpochProgress(f"{pn} seed {seed + 1}/{seeds}"), **kw)
@@ -382,7 +405,7 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--kind", help="channels | sparsity (default: the pattern's kind).")
 @click.option("--round", "round_to", type=click.IntRange(1, L.MAX_ROUND), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
-@click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random (or 'none').")
+@click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random, erk (sparsity only: random masks at ERK densities), or 'none'.")
 @click.option("--width", type=WIDTH, default=1.0, show_default=True, help="Width multiplier of the full target.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random ratios and sampled masks.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory (default runs/transfer/PATTERN-to-TARGET).")
@@ -420,12 +443,14 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
         raise ArchsearchError("give --budget or --fractions, not both")
     bl = [] if baselines.strip() in ("", "none") else [b.strip() for b in baselines.split(",")]
     for b in bl:
-        if b not in ("uniform", "random"):
-            raise ArchsearchError(f"unknown baseline {b!r}; use uniform, random or none")
+        if b not in ("uniform", "random", "erk"):
+            raise ArchsearchError(f"unknown baseline {b!r}; use uniform, random, erk or none")
     pattern, ppath = _resolve_pattern(source)
     kind = kind or pattern["kind"]
     if kind not in ("channels", "sparsity"):
         raise ArchsearchError(f"--kind must be channels or sparsity, got {kind!r}")
+    if kind == "channels" and "erk" in bl:
+        raise ArchsearchError("erk is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")

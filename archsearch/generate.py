@@ -27,7 +27,8 @@ from .counting import check_mask_memory, count
 from .errors import ArchsearchError
 from .spec import ArchSpec
 
-GENERATORS = ("pruned", "guided", "transferred", "uniform", "random")
+GENERATORS = ("pruned", "guided", "transferred", "uniform", "random", "erk")
+SPARSE_ONLY = ("erk",)
 BY = ("params", "macs")
 
 
@@ -323,6 +324,14 @@ def generator_label(pattern: dict, target_arch: str, target_data: str) -> str:
     return "guided" if same else "transferred"
 
 
+def erk_scores(target: ArchSpec) -> list[float]:
+    """Erdos-Renyi-Kernel (Evci et al. 2020, RigL): density of conv l proportional to
+    (n_in + n_out + k_h + k_w) / (n_in x n_out x k_h x k_w). The scale is solved to the
+    budget by `sparse_spec`, whose min(1, scale x score) caps dense layers and re-solves the
+    scale for the rest, as RigL's ERK does."""
+    return [(c.cin + c.cout + 2 * c.k) / (c.cin * c.cout * c.k * c.k) for c in get_family(target.family).convs(target)]
+
+
 def random_stage_ratios(n: int, seed: int, concentration: float = 10.0) -> list[float]:
     """Per-stage ratios from a Dirichlet around uniform (mean 1 per stage); a stronger null
     than uniform, which the paper did not have. Larger concentration = closer to uniform."""
@@ -335,13 +344,15 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
              target_name: str = "") -> Solved:
     """One architecture of generator `kind` at `budget`: pruned (the pattern's per-layer
     architecture on its own arch, scaled to the budget), guided / transferred (its per-stage
-    averages), uniform or random."""
+    averages), uniform or random; for sparse nets also erk (random masks at ERK densities)."""
     if kind not in GENERATORS:
         raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
     if not (math.isfinite(budget) and budget > 0):
         raise ArchsearchError(f"budget must be a positive finite number, got {budget}")
     if not 0 <= floor < 1:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
+    if kind in SPARSE_ONLY and not sparse:
+        raise ArchsearchError(f"{kind} is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
     meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
     n = target.num_stages
     per_layer = False
@@ -362,6 +373,9 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
                     stage_values=vals)
     elif kind == "uniform":
         vals, maps = [1.0] * n, ([np.ones((3, 3)).tolist()] * n if sparse else None)
+    elif kind == "erk":
+        vals, per_layer = erk_scores(target), True
+        maps = [None] * len(vals)  # every kernel position alike: the mask is uniformly random within a layer
     else:
         vals = random_stage_ratios(n, seed)
         maps = [np.ones((3, 3)).tolist()] * n if sparse else None

@@ -1,7 +1,8 @@
 """The one parser of the names users type.
 
 - target   `ARCH-DATA`         e.g. `vgg16-c10`, `vgg19-c100`, `vgg11-digits`
-- proposer `METHOD-ARCH-DATA`  e.g. `slimming-vgg16-c10`, `magnitude-vgg16-c10`
+- proposer `METHOD-ARCH-DATA[.VARIANT]`  e.g. `slimming-vgg16-c10`, `magnitude-vgg16-c10`,
+  `l1norm-resnet56-c10.A` (a method's named configuration, e.g. Li et al.'s ResNet-56-A)
 Architectures come from the family registry (`archs`), datasets from `data`; methods
 from the proposer registry, passed in by the caller so this module stays at the bottom.
 """
@@ -32,9 +33,10 @@ class Target:
 class ProposerName:
     method: str
     target: Target
+    variant: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.method}-{self.target}"
+        return f"{self.method}-{self.target}" + (f".{self.variant}" if self.variant else "")
 
 
 def parse_target(name: str) -> Target:
@@ -55,4 +57,7 @@ def parse_proposer(name: str, methods: Iterable[str]) -> ProposerName:
         raise ArchsearchError(f"proposer {name!r} is not METHOD-ARCH-DATA, e.g. slimming-vgg16-c10")
     if method not in methods:
         raise ArchsearchError(f"unknown pruning method {method!r} in {name!r}; known: {', '.join(methods)}")
-    return ProposerName(method=method, target=parse_target(rest))
+    rest, dot, variant = rest.partition(".")
+    if dot and not (variant.isascii() and variant.isalnum()):
+        raise ArchsearchError(f"variant {variant!r} in {name!r} is not a plain name of letters and digits (e.g. A)")
+    return ProposerName(method=method, target=parse_target(rest), variant=variant or None)

@@ -66,6 +66,7 @@ def stage_sparsity(masks: list[np.ndarray], stages: list[int]) -> tuple[list[flo
 def extract(proposals: list, *, name: str | None = None, command: str = "") -> dict:
     """Summarise the proposals (one per seed) of one proposer spec into a pattern dict."""
     from . import __version__
+    from .propose import parse as _parse_proposer
 
     if not proposals:
         raise ArchsearchError("no proposals to extract a pattern from")
@@ -108,7 +109,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         "arch": base.name,
         "family": base.family,
         "depth": base.depth,
-        "data": first.proposer.rsplit("-", 1)[1],
+        "data": _parse_proposer(first.proposer).target.data,
         "ratio": s["ratio"],
         "width": base.width,
         "layer_names": names,
@@ -152,6 +153,10 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     }
     if s.get("train_subset"):
         pat["provenance"]["train_subset"] = s["train_subset"]
+    if _parse_proposer(first.proposer).variant:
+        pat["provenance"]["variant"] = _parse_proposer(first.proposer).variant
+    if s.get("layer_ratios") is not None:
+        pat["provenance"]["layer_ratios"] = s["layer_ratios"]
     pat["proposals"] = per_seed
     validate(pat)
     return pat

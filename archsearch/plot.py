@@ -1,7 +1,8 @@
 """Plotly figures: parameter efficiency of generated nets, and a pattern's shape.
 
 HTML files embed plotly.js (no CDN), so they open offline. Colours follow the paper:
-uniform red, pruned blue, guided green, transferred brown, random grey.
+uniform red, pruned blue, guided green, transferred brown, random grey (ERK, which the paper did
+not have, purple).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from ._io import write_text
 
 COLORS = {"uniform": "#d62728", "pruned": "#1f77b4", "guided": "#2ca02c", "transferred": "#8c564b",
-          "random": "#7f7f7f"}
+          "random": "#7f7f7f", "erk": "#9467bd"}
 
 
 def _wrap(text: str, width: int = 120) -> list[str]:

@@ -140,6 +140,8 @@ class PatternProvenance(Model):
     scale: Optional[str] = None
     devices: Optional[list[str]] = None
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
+    variant: Optional[str] = None
+    layer_ratios: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = None
 
 
 class LayerStats(Model):
@@ -346,6 +348,8 @@ class SweepExtract(Closed):
     sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
     floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
+    stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
+    skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
     in_sweep: bool = False
 
 

@@ -12,6 +12,10 @@ Schedules: `scratch-e` (the preset's epochs), `scratch-b` (epochs x cost(base) /
 cost(spec), optionally capped; the paper caps at 2 on ImageNet only), `finetune`
 (from given weights at the fine-tune lr).
 
+Methods that act while a net trains (Network Slimming's BN-L1, SSS's block-scale penalty,
+SFP's per-epoch filter zeroing) do so through `TrainHook`s passed to `train`: a regulariser
+after backward and an epoch-end step; their `key()` joins the run's fingerprint.
+
 The step loop never syncs with the host: loss and accuracy accumulate in device
 tensors and are read with `.item()` once per epoch. On CUDA it runs bf16 autocast and
 channels_last, optionally `torch.compile`, and times epochs with CUDA events.
@@ -116,7 +120,6 @@ class Schedule:
     budget_factor: float = 1.0  # Scratch-B: cost(base) / cost(spec), after the cap
     cap: float | None = None
     count: str = "macs"
-    bn_l1: float = 0.0  # Network Slimming's sparsity s (Liu et al. 2017, Eq. 1); 0 = off
     lr_shape: str = "step"
     warmup: float = 0.0
     warmup_from: float = 0.1
@@ -162,7 +165,7 @@ RECIPE_DEFAULTS = {f.name: f.default for f in fields(Schedule)
 def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int | None = None,
                   spec: ArchSpec | None = None, base: ArchSpec | None = None, cap: float | None = None,
                   count_convention: str | None = None, lr: float | None = None,
-                  batch_size: int | None = None, bn_l1: float = 0.0) -> Schedule:
+                  batch_size: int | None = None) -> Schedule:
     p = get_preset(preset)
     if kind not in SCHEDULE_KINDS:
         raise ArchsearchError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULE_KINDS)}")
@@ -189,8 +192,53 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
         lr=lr if lr is not None else (p.finetune_lr if kind == "finetune" else p.lr),
         batch_size=batch_size or p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
         milestones=p.milestones, gamma=p.gamma, base_epochs=base_epochs, budget_factor=factor,
-        cap=cap, count=conv, bn_l1=bn_l1,
+        cap=cap, count=conv,
     )
+
+
+class TrainHook:
+    """What a pruning method does while a net trains (the trainer has no method of its own).
+
+    `attach` sees the model once it is on its device (and again after a resume); then
+    `after_backward` runs after every backward pass, before the optimiser step (a
+    regulariser's subgradient), and `epoch_end` after every epoch's training, before its
+    evaluation (e.g. zeroing filters). `key()` names what the hook does, with its settings:
+    it joins the run's fingerprint, so a checkpoint made with other hooks is never resumed."""
+
+    def key(self) -> dict:
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module) -> None:
+        pass
+
+    def after_backward(self, model: nn.Module) -> None:
+        pass
+
+    def epoch_end(self, model: nn.Module, epoch: int) -> None:
+        pass
+
+
+class BNL1(TrainHook):
+    """Network Slimming's sparsity regulariser (Liu et al. 2017, Eq. 1 and Sec. 3.2): the L1
+    subgradient s*sign(gamma) added to the gradient of every BatchNorm scale, as the
+    original `updateBN()` does."""
+
+    def __init__(self, s: float):
+        if not (isinstance(s, (int, float)) and 0 <= s <= 1):
+            raise ArchsearchError(f"sparsity s must be in [0, 1], got {s}")
+        self.s = float(s)
+        self.weights: list[torch.Tensor] = []
+
+    def key(self) -> dict:
+        return {"bn_l1": self.s}
+
+    def attach(self, model: nn.Module) -> None:
+        self.weights = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.weight is not None]
+
+    def after_backward(self, model: nn.Module) -> None:
+        ws = [w for w in self.weights if w.grad is not None]
+        if self.s and ws:
+            torch._foreach_add_([w.grad for w in ws], torch._foreach_mul(torch._foreach_sign(ws), self.s))
 
 
 @dataclass
@@ -279,7 +327,7 @@ class Engine:
 
     def __init__(self, spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0,
                  device: str | torch.device = "auto", compile: bool = False,
-                 init_state: dict | None = None):
+                 init_state: dict | None = None, hooks: list[TrainHook] | tuple = ()):
         self.dev = resolve_device(device) if isinstance(device, str) else device
         self.cuda = self.dev.type == "cuda"
         self.schedule = schedule
@@ -297,7 +345,9 @@ class Engine:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.mask_pairs = masked_weights(model)
-        self.bn_weights = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.hooks = list(hooks)
+        for h in self.hooks:
+            h.attach(model)
         self.opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                                    weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
         self.tta = schedule.tta_flip and data.flip  # no mirror test for data where a mirror is another class
@@ -321,7 +371,7 @@ class Engine:
         correct = torch.zeros((), device=self.dev, dtype=torch.long)
         n = 0
         sched = self.schedule
-        s, per_step, steps = sched.bn_l1, sched.lr_shape == "onecycle", len(self.train_loader)
+        per_step, steps = sched.lr_shape == "onecycle", len(self.train_loader)
         for step, (xb, yb) in enumerate(self.train_loader):
             if max_steps is not None and step >= max_steps:
                 break
@@ -332,9 +382,8 @@ class Engine:
                 loss = F.cross_entropy(out, yb, label_smoothing=sched.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            if s:  # L1 subgradient s*sign(gamma) on every BN weight (Liu et al. 2017, Sec. 3.2)
-                torch._foreach_add_([w.grad for w in self.bn_weights],
-                                    torch._foreach_mul(torch._foreach_sign(self.bn_weights), s))
+            for h in self.hooks:
+                h.after_backward(self.model)
             self.opt.step()
             if self.mask_pairs:
                 apply_masks_(self.model, self.mask_pairs)
@@ -385,10 +434,13 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
     return correct.item() / loader.n
 
 
-def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None) -> str:
+def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None,
+                 hooks: list[TrainHook] | tuple = ()) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([spec.identity(), schedule.to_dict(), seed, data.name, len(data.x_train)],
-                        sort_keys=True, default=str).encode())
+    ident = [spec.identity(), schedule.to_dict(), seed, data.name, len(data.x_train)]
+    if hooks:  # runs without hooks keep the fingerprints they had before hooks existed
+        ident.append([hk.key() for hk in hooks])
+    h.update(json.dumps(ident, sort_keys=True, default=str).encode())
     if init_state is not None:
         for k, v in init_state.items():
             h.update(k.encode())
@@ -399,12 +451,13 @@ def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, i
 def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, device: str = "auto",
           out_dir: str | os.PathLike | None = None, checkpoint_every: int = 5, resume: bool = True,
           init_state: dict | None = None, compile: bool = False,
-          progress: Callable[[EpochStats], None] | None = None) -> Result:
+          progress: Callable[[EpochStats], None] | None = None, hooks: list[TrainHook] | tuple = ()) -> Result:
     """Train `spec` from scratch (or from `init_state` for fine-tuning) and return a Result.
 
     With `out_dir`, a checkpoint is written every `checkpoint_every` epochs and at the end;
     calling again with the same arguments resumes from it (and returns at once when the
-    run is complete), with results identical to an uninterrupted run. `result.json`,
+    run is complete), with results identical to an uninterrupted run. `hooks` act while it
+    trains (`TrainHook`: regularisers, epoch-end steps). `result.json`,
     `spec.json` and `model.pt` are written to `out_dir` at the end.
     """
     if spec.num_classes != data.num_classes:
@@ -413,10 +466,11 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
         raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
     check_seed(seed)
     if out_dir is None:
-        return _train(spec, data, schedule, seed, device, None, checkpoint_every, resume, init_state, compile, progress)
+        return _train(spec, data, schedule, seed, device, None, checkpoint_every, resume, init_state, compile, progress,
+                      hooks)
     with RunLock(out_dir):  # one process per run folder: a second one gets one clear line
         return _train(spec, data, schedule, seed, device, Path(out_dir), checkpoint_every, resume, init_state, compile,
-                      progress)
+                      progress, hooks)
 
 
 def check_seed(seed: int) -> int:
@@ -454,14 +508,14 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
 
 def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
            checkpoint_every: int, resume: bool, init_state: dict | None, compile: bool,
-           progress: Callable[[EpochStats], None] | None) -> Result:
+           progress: Callable[[EpochStats], None] | None, hooks: list[TrainHook] | tuple = ()) -> Result:
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     ck = None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, resolve_device(device))  # before any allocation, and before the model
-    eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state)
+    eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state, hooks=hooks)
     counts = count(spec)
-    fp = _fingerprint(spec, data, schedule, seed, init_state)
+    fp = _fingerprint(spec, data, schedule, seed, init_state, hooks)
     history: list[dict] = []
     start, elapsed = 0, 0.0
     if ck is not None:
@@ -476,6 +530,8 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
                                   "delete it to start over") from None
         history, start, elapsed = ck["history"], ck["epoch"], float(ck["elapsed"])
+        for h in eng.hooks:
+            h.attach(eng.model)
     best = max((h["test_acc"] for h in history), default=0.0)
     timer = _Timer(eng.dev)
     for epoch in range(start, schedule.epochs):
@@ -483,6 +539,8 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         eng.set_lr(lr)
         timer.start()
         loss_sum, correct, n = eng.run_epoch(epoch=epoch)
+        for h in eng.hooks:
+            h.epoch_end(eng.model, epoch)
         test_correct = eng.evaluate()
         secs = timer.stop()
         # the one host sync of the epoch
@@ -550,5 +608,5 @@ def load_result(path: str | os.PathLike) -> Result:
     return Result.from_dict({k: d[k] for k in Result.__dataclass_fields__ if k in d})
 
 
-__all__ = ["PRESETS", "Preset", "Schedule", "make_schedule", "train", "evaluate", "estimate_seconds", "Result", "EpochStats", "Engine",
+__all__ = ["PRESETS", "Preset", "Schedule", "make_schedule", "train", "TrainHook", "BNL1", "evaluate", "estimate_seconds", "Result", "EpochStats", "Engine",
            "Diverged", "SCHEDULE_KINDS"]

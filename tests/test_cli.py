@@ -69,6 +69,13 @@ def _bad_spec(tmp_path):
     (["train", "vgg11-digits", "--device", "tpu"], "device"),
     (["train", "vgg16-c10", "--data-dir", "EMPTY", "--no-download"], "--data-dir DIR"),
     (["train", "vgg16-c100", "--data-dir", "EMPTY", "--no-download"], "cifar-100-python"),
+    (["extract", "--from", "l1norm-resnet20-digits", "--variant", "A"], "no variant 'A' for resnet20"),
+    (["extract", "--from", "l1norm-resnet20-digits", "--stage-ratios", "0.5,0.3"], "3 stages"),
+    (["extract", "--from", "l1norm-resnet20-digits", "--stage-ratios", "0.5,,0.3"], "empty entry"),
+    (["extract", "--from", "l1norm-resnet20-digits", "--stage-ratios", "0.5,0.3,1.5"], "--stage-ratios"),
+    (["extract", "--from", "l1norm-resnet20-digits", "--skip", "fc"], "not a channel group"),
+    (["extract", "--from", "l1norm-densenet40-digits"], "does not apply to the densenet family"),
+    (["transfer", "--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--baselines", "erk"], "sparsity baseline"),
     (["nosuch"], "No such command"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):

@@ -87,10 +87,16 @@ def test_parse_and_settings_errors():
 
 
 def test_sparsity_defaults_to_the_papers_s():
-    _, _, st, sched, _ = resolve_settings("slimming-vgg16-c10", preset="fast")
-    assert st.sparsity == 1e-4 and sched.bn_l1 == 1e-4  # Liu et al. 2017: s = 1e-4 for VGG
-    _, _, mag, sched, _ = resolve_settings("magnitude-vgg16-c10", preset="fast")
-    assert mag.sparsity == 0.0 and sched.bn_l1 == 0.0
+    from archsearch.propose import get_proposer
+    from archsearch.train import BNL1
+
+    _, prop, st, _, base = resolve_settings("slimming-vgg16-c10", preset="fast")
+    hooks = prop.hooks(base, st)  # the trainer's regulariser: BN-L1 at the paper's s
+    assert st.sparsity == 1e-4 and [type(h) for h in hooks] == [BNL1] and hooks[0].s == 1e-4  # s = 1e-4 for VGG
+    _, _, res, _, _ = resolve_settings("slimming-resnet56-c10", preset="fast")
+    assert res.sparsity == 1e-5  # and 1e-5 for ResNet / DenseNet
+    _, _, mag, _, base = resolve_settings("magnitude-vgg16-c10", preset="fast")
+    assert mag.sparsity == 0.0 and get_proposer("magnitude").hooks(base, mag) == []
     _, _, given, _, _ = resolve_settings("slimming-vgg16-c10", preset="fast", sparsity=3e-4)
     assert given.sparsity == 3e-4
 
@@ -181,7 +187,7 @@ def test_train_subset_is_a_setting_of_its_own(small_digits, tmp_path, monkeypatc
     from archsearch import patterns as P
 
     _, _, plain, _, _ = resolve_settings("slimming-vgg11-digits", preset="tiny")
-    legacy = {k: v for k, v in asdict(plain).items() if k != "train_subset"}
+    legacy = {k: v for k, v in asdict(plain).items() if k not in ("train_subset", "layer_ratios")}
     assert plain.key().endswith(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8])
     with pytest.raises(ArchsearchError, match="training subset"):
         resolve_settings("slimming-vgg11-digits", train_subset=0)
@@ -197,3 +203,122 @@ def test_train_subset_is_a_setting_of_its_own(small_digits, tmp_path, monkeypatc
     assert full.run_dir != p.run_dir and "train_subset" not in full.settings
     pat = P.extract([p], command="test")
     assert pat["provenance"]["train_subset"] == 100 and "100 training images" in pat["provenance"]["scale"]
+
+
+# -- the contract's parts, and the methods built on them -----------------------------------------
+def _original_resnet_cfg(depth: int, skip: list[int], prune_prob: list[float]) -> list[int]:
+    """`cfg` as res56prune.py / res110prune.py compute it: convs numbered from 1 (the stem),
+    every even-numbered one is a block's first conv, pruned at its stage's ratio unless skipped."""
+    n = (depth - 2) // 6
+    cfg, layer_id = [], 1
+    for out_channels in [16] + [w for w in (16, 32, 64) for _ in range(2 * n)]:
+        if layer_id in skip:
+            cfg.append(out_channels)
+        elif layer_id % 2 == 0:
+            stage = 0 if layer_id <= 2 * n else 1 if layer_id <= 4 * n else 2
+            cfg.append(int(out_channels * (1 - prune_prob[stage])))
+        layer_id += 1
+    return cfg
+
+
+@pytest.mark.parametrize("arch,variant,skip,probs", [
+    ("resnet56", "A", [16, 20, 38, 54], [0.1, 0.1, 0.1]), ("resnet56", "B", [16, 18, 20, 34, 38, 54], [0.6, 0.3, 0.1]),
+    ("resnet110", "A", [36], [0.5, 0.0, 0.0]), ("resnet110", "B", [36, 38, 74], [0.5, 0.4, 0.3])])
+def test_l1norm_variants_are_the_papers_configurations(arch, variant, skip, probs):
+    from archsearch.propose import get_proposer
+
+    _, prop, st, _, base = resolve_settings(f"l1norm-{arch}-c10", variant=variant, width=1.0)
+    assert st.proposer == f"l1norm-{arch}-c10.{variant}"
+    pruned = prop.prune(build(base), base, st)
+    assert pruned.spec.widths == _original_resnet_cfg(int(arch[6:]), skip, probs)
+    assert pruned.spec.base_widths == base.widths
+    assert get_proposer("l1norm") is prop
+
+
+def test_l1norm_vgg16_a_is_vggprune_cfg():
+    _, prop, st, _, base = resolve_settings("l1norm-vgg16-c10.A", width=1.0)
+    pruned = prop.prune(build(base), base, st)
+    cfg = [32, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 256, 256, 256, 'M', 256, 256, 256]  # vggprune.py
+    assert pruned.spec.widths == [c for c in cfg if c != 'M']
+    assert st.ratio == pytest.approx(1 - sum(pruned.spec.widths) / sum(base.widths))
+
+
+def test_l1norm_keeps_the_largest_l1_filters_and_their_weights():
+    """Filters given known L1 norms: each group keeps int(n(1-r)) of the largest, and the kept
+    net computes what the full net computes with the pruned filters' BN outputs at zero."""
+    _, prop, st, _, base = resolve_settings("l1norm-resnet20-digits", stage_ratios=[0.5, 0.25, 0.5], width=0.5)
+    model = build(base).eval()
+    fam = get_family(base.family)
+    modules = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(0)
+    expect = []
+    with torch.no_grad():
+        for g in fam.groups(base):
+            w = modules[g.name].weight
+            norms = torch.randperm(w.shape[0], generator=gen).float() + 1  # distinct L1 norms 1..n
+            w.copy_(torch.sign(torch.randn(w.shape, generator=gen)) * (norms / w[0].numel()).view(-1, 1, 1, 1))
+            k = int(w.shape[0] * (1 - {0: 0.5, 1: 0.25, 2: 0.5}[g.stage]))
+            expect.append(sorted(torch.argsort(norms, descending=True)[:k].tolist()))
+    pruned = prop.prune(model, base, st)
+    assert pruned.spec.widths == [len(e) for e in expect]
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        for g, keep in zip(fam.groups(base), expect):  # the wide net with the pruned channels silenced
+            bn = modules[g.bn]
+            drop = [i for i in range(bn.num_features) if i not in keep]
+            bn.weight[drop] = 0
+            bn.bias[drop] = 0
+        small = build(pruned.spec).eval()
+        small.load_state_dict(pruned.state)
+        assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def test_lamp_scores_follow_the_formula_and_allocate_by_layer():
+    from archsearch.propose.importance import lamp_scores
+    from archsearch.propose.magnitude import score_masks
+
+    w = torch.tensor([[3.0, -1.0], [2.0, 0.5]])
+    sq = {0.5: 0.25, 1.0: 1.0, 2.0: 4.0, 3.0: 9.0}
+    tail = {0.5: 14.25, 1.0: 14.0, 2.0: 13.0, 3.0: 9.0}  # sum of w_v^2 over |w_v| >= |w_u|
+    expect = torch.tensor([[sq[abs(v)] / tail[abs(v)] for v in row] for row in w.tolist()])
+    assert torch.allclose(lamp_scores(w), expect)
+    # a layer 100x smaller in scale keeps weights under LAMP; one global |w| threshold empties it
+    big, small = torch.arange(1.0, 101.0), torch.arange(1.0, 101.0) / 100
+    lamp_masks, _, clamped = score_masks([lamp_scores(big), lamp_scores(small)], 0.5)
+    mag_masks, _, _ = score_masks([big, small], 0.5)
+    assert lamp_masks[0].sum() == lamp_masks[1].sum() == 50 and not clamped
+    assert mag_masks[1].sum() == 1  # only the empty-layer guard's one weight
+
+
+def test_erk_densities_follow_the_formula_and_meet_the_budget():
+    from archsearch.counting import count
+    from archsearch.generate import erk_scores, generate
+
+    target = base_spec("resnet20", 10, width=0.5)
+    convs = get_family("resnet").convs(target)
+    scores = erk_scores(target)
+    assert scores == [(c.cin + c.cout + 2 * c.k) / (c.cin * c.cout * c.k * c.k) for c in convs]
+    full = count(target).params
+    s = generate("erk", target, 0.3 * full, sparse=True, seed=1).spec
+    assert abs(count(s).params_nonzero - 0.3 * full) <= 0.01 * 0.3 * full
+    dens = np.array([s.masks[c.name].mean() for c in convs])
+    capped = dens > 0.999
+    ratio = dens[~capped] / np.array(scores)[~capped]  # one scale for every uncapped layer
+    assert capped[0] and ratio.max() / ratio.min() < 1.05  # the stem (3 inputs) caps at dense
+    with pytest.raises(ArchsearchError, match="sparsity baseline"):
+        generate("erk", target, 0.3 * full)
+
+
+def test_methods_refuse_what_they_cannot_do():
+    for kw, msg in ((dict(name="l1norm-preresnet56-c10"), "does not apply to the preresnet family"),
+                    (dict(name="l1norm-resnet20-c10", variant="A"), "no variant 'A' for resnet20"),
+                    (dict(name="l1norm-resnet20-c10", stage_ratios=[0.5]), "3 stages"),
+                    (dict(name="l1norm-resnet20-c10", skip=["layer4.0.conv1"]), "not a channel group"),
+                    (dict(name="l1norm-resnet56-c10.A", ratio=0.3), "fixes the ratios"),
+                    (dict(name="magnitude-vgg16-c10", variant="A"), "one global threshold"),
+                    (dict(name="l1norm-resnet56-c10.B", variant="A"), "names variant B")):
+        name = kw.pop("name")
+        with pytest.raises(ArchsearchError, match=msg):
+            resolve_settings(name, **kw)
+    with pytest.raises(ArchsearchError, match="plain name"):
+        parse("l1norm-resnet56-c10.A-1")

@@ -148,10 +148,10 @@ def test_class_count_mismatch(small_digits):
 
 def test_bn_l1_shrinks_gammas(small_digits):
     """Network Slimming's s*sign(gamma) subgradient drives BN scales toward 0."""
-    from archsearch.train import Engine
+    from archsearch.train import BNL1, Engine
 
     def gammas(s):
-        eng = Engine(_spec(0.25), small_digits, _sched(1, bn_l1=s), device="cpu")
+        eng = Engine(_spec(0.25), small_digits, _sched(1), device="cpu", hooks=[BNL1(s)])
         eng.run_epoch()
         return torch.cat([m.weight.detach().abs() for m in eng.model.modules() if isinstance(m, nn.BatchNorm2d)])
 

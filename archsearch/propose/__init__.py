@@ -1,7 +1,14 @@
 """Proposers: pruning methods run as architecture proposers.
 
-One module per method, one registry by name (`slimming`, `magnitude`). A proposer
-trains the base net of a target (through `archsearch.train.train`, so progress,
+One module per method, one registry by name (`slimming`, `magnitude`, `l1norm`, `lamp`).
+A method is three parts (Torch-Pruning's split):
+- an *importance* criterion (`importance.py`: BN scale, filter norm, |w|, LAMP);
+- an *allocation* (`allocation.py`: one global threshold, or predefined per-layer ratios
+  with skip lists);
+- a *schedule*: what it does while the base net trains (`Proposer.hooks`: `TrainHook`s the
+  trainer calls, e.g. Network Slimming's BN-L1 after every backward pass), then the
+  one-shot `prune` of the trained net.
+A proposer trains the base net of a target (through `archsearch.train.train`, so progress,
 checkpoints and resume come for free), prunes it, and returns a `Pruned`: the pruned
 `ArchSpec` plus the inherited weights (for the fine-tune baseline).
 
@@ -37,7 +44,7 @@ from ..data import Dataset
 from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
 from ..spec import ArchSpec
-from ..train import EpochStats, Schedule, evaluate, make_schedule, train
+from ..train import BNL1, EpochStats, Schedule, TrainHook, evaluate, make_schedule, train
 
 PROPOSERS: dict[str, "Proposer"] = {}
 
@@ -54,27 +61,48 @@ class Proposer:
     kind: ClassVar[str]  # "channels" (structured) or "sparsity" (unstructured)
     default_ratio: ClassVar[float]
     about: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...] | None] = None  # None: every family
+    allocation: ClassVar[str] = "global"  # "global" (one threshold at `ratio`) or "per-layer" (predefined ratios)
 
     def sparsity(self, family: str) -> float:
         """The BN-gamma L1 strength s used while training the base (0 = plain training)."""
         return 0.0
 
-    def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
+    def check_family(self, base: ArchSpec) -> None:
+        """Refuse, in one line and before any training, a family this method does not apply to."""
+        if self.families is not None and base.family not in self.families:
+            raise ArchsearchError(f"{self.name} does not apply to the {base.family} family "
+                                  f"(it supports: {', '.join(self.families)})")
+
+    def hooks(self, base: ArchSpec, settings: "Settings") -> list[TrainHook]:
+        """What acts while the base net trains: BN-L1 at the settings' s when s > 0."""
+        return [BNL1(settings.sparsity)] if settings.sparsity else []
+
+    def prune(self, model: nn.Module, base: ArchSpec, settings: "Settings") -> Pruned:
         raise NotImplementedError
 
 
+def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold: float | None = None,
+                     clamped: list[dict] | tuple = (), **info) -> Pruned:
+    """The channel-pruned net of `keep` (one mask per channel group): its spec, the inherited
+    weights (`Family.narrow`) and the pattern's facts."""
+    from ..archs import get_family
+
+    fam = get_family(base.family)
+    spec, state = fam.narrow(model, base, keep)
+    names = [g.name for g in fam.groups(base)]
+    clamped = [{**c, "group": names[c["layer"]]} for c in clamped]
+    info = {"threshold": threshold, "clamped": clamped, **info,
+            "pruned_channels": int(sum(len(k) - k.sum() for k in keep)),
+            "total_channels": int(sum(len(k) for k in keep))}
+    return Pruned(spec.replace(base_widths=base.widths), state, info)
+
+
 def prune_smallest(values: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
-    """One global threshold over |values| of all tensors: exactly round(ratio x total)
-    entries with the smallest magnitude are pruned, ties broken by position (so the
-    prune count is exact). Returns boolean keep masks shaped like `values` and the
-    threshold (the largest pruned magnitude; 0 if nothing is pruned)."""
-    flat = torch.cat([v.detach().abs().flatten().float().cpu() for v in values])
-    n_prune = int(round(ratio * len(flat)))
-    order = torch.argsort(flat, stable=True)
-    keep = torch.ones(len(flat), dtype=torch.bool)
-    keep[order[:n_prune]] = False
-    threshold = float(flat[order[n_prune - 1]]) if n_prune > 0 else 0.0
-    return [k.reshape(v.shape) for k, v in zip(keep.split([v.numel() for v in values]), values)], threshold
+    """`allocation.global_threshold` over |values|."""
+    from .allocation import global_threshold
+
+    return global_threshold([v.detach().abs() for v in values], ratio)
 
 
 def register_proposer(cls: type[Proposer]) -> type[Proposer]:
@@ -90,7 +118,8 @@ def get_proposer(method: str) -> Proposer:
 
 
 def parse(name: str) -> ProposerName:
-    """'slimming-vgg16-c10' -> ProposerName (the one parser, with this registry's methods)."""
+    """'slimming-vgg16-c10' or 'l1norm-resnet56-c10.A' -> ProposerName (the one parser, with
+    this registry's methods)."""
     return parse_proposer(name, PROPOSERS)
 
 
@@ -106,13 +135,15 @@ class Settings:
     sparsity: float
     schedule: dict
     train_subset: int | None = None  # a class-stratified subset of the training images (reduced scale)
+    layer_ratios: list[float] | None = None  # per-layer allocation: one prune ratio per channel group
 
     def record(self) -> dict:
-        """The settings as recorded and hashed; `train_subset` only when set, so runs made
-        before it existed keep their keys."""
+        """The settings as recorded and hashed; the optional ones only when set, so runs made
+        before they existed keep their keys."""
         d = asdict(self)
-        if d["train_subset"] is None:
-            del d["train_subset"]
+        for k in ("train_subset", "layer_ratios"):
+            if d[k] is None:
+                del d[k]
         return d
 
     def key(self) -> str:
@@ -149,7 +180,8 @@ class Proposal:
 
 def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fast", width: float | None = None,
                      epochs: int | None = None, sparsity: float | None = None, floor: float = 0.0,
-                     batch_size: int | None = None, train_subset: int | None = None,
+                     batch_size: int | None = None, train_subset: int | None = None, variant: str | None = None,
+                     stage_ratios: list[float] | None = None, skip: list[str] | None = None,
                      ) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
     """Resolve a proposal's settings. With `sparsity` unset, the method's own L1 strength
     is used unchanged (s = 1e-4 for VGG), also at reduced scale: scaling s up for short
@@ -158,21 +190,36 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     from ..train import get_preset
 
     pn = parse(name)
+    if variant is not None:
+        if pn.variant is not None and pn.variant != variant:
+            raise ArchsearchError(f"{name} names variant {pn.variant}, but --variant says {variant}")
+        pn = parse(f"{pn}.{variant}")
     prop = get_proposer(pn.method)
-    ratio = prop.default_ratio if ratio is None else ratio
-    if not 0.0 < ratio < 1.0:
-        raise ArchsearchError(f"prune ratio must be between 0 and 1 (exclusive), got {ratio}")
     if not 0.0 <= floor < 1.0:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
     width = get_preset(preset).width if width is None else width
     base = base_spec(pn.target.arch, pn.target.num_classes, width=width)
+    prop.check_family(base)
+    layer_ratios = None
+    if prop.allocation == "per-layer":
+        from .allocation import allocated_ratio
+
+        layer_ratios = prop.layer_ratios(base, pn.variant, ratio, stage_ratios, skip)
+        ratio = allocated_ratio(base, layer_ratios)
+    elif pn.variant is not None or stage_ratios is not None or skip is not None:
+        what = "variants" if pn.variant is not None else "--stage-ratios" if stage_ratios is not None else "--skip"
+        raise ArchsearchError(f"{prop.name} prunes by one global threshold; {what} belong to predefined-ratio "
+                              "methods (l1norm)")
+    ratio = prop.default_ratio if ratio is None else ratio
+    if not 0.0 < ratio < 1.0:
+        raise ArchsearchError(f"prune ratio must be between 0 and 1 (exclusive), got {ratio}")
     s = prop.sparsity(base.family) if sparsity is None else sparsity
     if not 0 <= s <= 1:  # also refuses NaN, before any training
         raise ArchsearchError(f"sparsity s must be in [0, 1], got {s}")
     if train_subset is not None and not 1 <= train_subset <= 1 << 31:
         raise ArchsearchError(f"a training subset must be a positive number of images, got {train_subset}")
-    schedule = make_schedule(preset, epochs=epochs, bn_l1=s, batch_size=batch_size)
-    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset)
+    schedule = make_schedule(preset, epochs=epochs, batch_size=batch_size)
+    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios)
     return pn, prop, settings, schedule, base
 
 
@@ -199,7 +246,8 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
             checkpoint_every: int = 5, **kw) -> Proposal:
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
-    Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset
+    Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset,
+    variant, stage_ratios, skip
     (the base net then trains on that class-stratified subset of `data`; its test set is whole).
     """
     from ..data import subset_train
@@ -216,10 +264,10 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
         except (TypeError, ArchsearchError):
             pass  # a damaged run: redo the pruning step (the base run is reused)
     result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
-                   checkpoint_every=checkpoint_every)
+                   checkpoint_every=checkpoint_every, hooks=prop.hooks(base, settings))
     model = build(base)
     model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
-    pruned = prop.prune(model, base, settings.ratio, settings.floor)
+    pruned = prop.prune(model, base, settings)
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}
@@ -238,4 +286,4 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     return prop_rec
 
 
-from . import magnitude, slimming  # noqa: E402,F401  (register the proposers)
+from . import l1norm, lamp, magnitude, slimming  # noqa: E402,F401  (register the proposers)

@@ -14,7 +14,9 @@ from torch import nn
 
 from ..archs import get_family
 from ..spec import ArchSpec
-from . import Pruned, Proposer, prune_smallest, register_proposer
+from . import Pruned, Proposer, Settings, register_proposer
+from .allocation import global_threshold, keep_one
+from .importance import magnitude
 
 
 def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
@@ -26,13 +28,30 @@ def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.
     largest weight (an empty layer makes the network's output constant); those layers are
     the clamped ones.
     """
-    keeps, threshold = prune_smallest(weights, ratio)
-    masks, clamped = [k.numpy() for k in keeps], []
-    for i, (m, w) in enumerate(zip(masks, weights)):
-        if not m.any():
-            m.flat[int(w.detach().abs().flatten().argmax())] = True
-            clamped.append(i)
-    return masks, threshold, clamped
+    return score_masks([w.detach().abs().float().cpu() for w in weights], ratio)
+
+
+def score_masks(scores: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
+    """One global threshold over weight-level scores, no layer emptied: (masks, threshold, clamped)."""
+    keeps, threshold = global_threshold(scores, ratio)
+    clamped = keep_one(keeps, scores)
+    return [k.numpy() for k in keeps], threshold, clamped
+
+
+def masked_proposal(model: nn.Module, base: ArchSpec, masks: list[np.ndarray], threshold: float,
+                    clamped: list[int]) -> Pruned:
+    """The sparse net of `masks` (one per conv, `Family.convs` order): its spec, the inherited
+    weights with the pruned ones at zero, and the pattern's per-layer facts."""
+    names = [c.name for c in get_family(base.family).convs(base)]
+    spec = base.replace(masks=dict(zip(names, masks)), meta={})
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, mask in zip(names, masks):
+        state[f"{name}.weight"] = state[f"{name}.weight"] * torch.from_numpy(mask).to(state[f"{name}.weight"].dtype)
+        state[f"{name}.weight_mask"] = torch.from_numpy(mask).float()
+    info = {"threshold": threshold, "convs": names, "density": [float(m.mean()) for m in masks],
+            "kernel_keep": [kernel_keep(m).round(6).tolist() for m in masks],
+            "clamped": [{"layer": i, "conv": names[i], "kept": 1} for i in clamped]}
+    return Pruned(spec, state, info)
 
 
 def kernel_keep(mask: np.ndarray) -> np.ndarray:
@@ -50,16 +69,5 @@ class Magnitude(Proposer):
     default_ratio = 0.8
     about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
 
-    def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
-        names = [c.name for c in get_family(base.family).convs(base)]
-        modules = dict(model.named_modules())
-        masks, threshold, clamped = magnitude_masks([modules[n].weight for n in names], ratio)
-        spec = base.replace(masks=dict(zip(names, masks)), meta={})
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for name, mask in zip(names, masks):
-            state[f"{name}.weight"] = state[f"{name}.weight"] * torch.from_numpy(mask).to(state[f"{name}.weight"].dtype)
-            state[f"{name}.weight_mask"] = torch.from_numpy(mask).float()
-        info = {"threshold": threshold, "convs": names, "density": [float(m.mean()) for m in masks],
-                "kernel_keep": [kernel_keep(m).round(6).tolist() for m in masks],
-                "clamped": [{"layer": i, "conv": names[i], "kept": 1} for i in clamped]}
-        return Pruned(spec, state, info)
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
+        return masked_proposal(model, base, *score_masks(magnitude(model, base), settings.ratio))

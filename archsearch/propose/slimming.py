@@ -10,15 +10,14 @@ least max(1, ceil(floor * width)) channels, and every clamped layer is recorded.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from ..archs import get_family
 from ..spec import ArchSpec
-from . import Pruned, Proposer, prune_smallest, register_proposer
+from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .allocation import floor_channels, global_threshold
+from .importance import bn_scale
 
 
 def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) -> tuple[list[np.ndarray], float, list[dict]]:
@@ -28,17 +27,10 @@ def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) 
     by layer order, so the prune count is exact). The threshold reported is the largest
     pruned |gamma|: every kept channel of an unclamped layer has |gamma| >= it.
     """
-    keeps, threshold = prune_smallest(gammas, ratio)
-    masks, clamped = [], []
-    for i, (k, g) in enumerate(zip(keeps, gammas)):
-        n, g = len(k), g.detach().abs().float().cpu()
-        need = max(1, math.ceil(floor * n))
-        if int(k.sum()) < need:
-            clamped.append({"layer": i, "kept_by_threshold": int(k.sum()), "kept": need, "width": n})
-            k[:] = False
-            k[torch.argsort(g, descending=True, stable=True)[:need]] = True
-        masks.append(k.numpy())
-    return masks, threshold, clamped
+    scores = [g.detach().abs().float().cpu() for g in gammas]
+    keeps, threshold = global_threshold(scores, ratio)
+    clamped = floor_channels(keeps, scores, floor)
+    return [k.numpy() for k in keeps], threshold, clamped
 
 
 @register_proposer
@@ -51,24 +43,10 @@ class Slimming(Proposer):
     def sparsity(self, family: str) -> float:
         return 1e-4 if family == "vgg" else 1e-5
 
-    def prune(self, model: nn.Module, base: ArchSpec, ratio: float, floor: float) -> Pruned:
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         """One global threshold over the scales of every channel group's BN (for a selection
         group, the stream BN before it, at the channels it selects): all BNs of VGG,
         PreResNet and DenseNet, as the original `vggprune.py`, `resprune.py` and
         `denseprune.py` rank them; a ResNet block's first BN."""
-        fam = get_family(base.family)
-        modules = dict(model.named_modules())
-        gammas = []
-        for g in fam.groups(base):
-            w = modules[g.bn].weight
-            gammas.append(w[fam.selection(base, g)] if g.kind == "select" else w)
-        keep, threshold, clamped = slimming_keep(gammas, ratio, floor)
-        spec, state = fam.narrow(model, base, keep)
-        spec = spec.replace(base_widths=base.widths)
-        names = [g.name for g in fam.groups(base)]
-        for c in clamped:
-            c["group"] = names[c["layer"]]
-        info = {"threshold": threshold, "clamped": clamped, "floor": floor,
-                "pruned_channels": int(sum(len(k) - k.sum() for k in keep)),
-                "total_channels": int(sum(len(k) for k in keep))}
-        return Pruned(spec, state, info)
+        keep, threshold, clamped = slimming_keep(bn_scale(model, base), settings.ratio, settings.floor)
+        return channel_proposal(model, base, keep, threshold=threshold, clamped=clamped, floor=settings.floor)

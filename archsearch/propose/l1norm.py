@@ -1,0 +1,116 @@
+"""L1-norm filter pruning (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017).
+
+Train the base net plainly, then each channel group keeps the int(n x (1 - ratio)) filters
+of its conv with the largest L1 norm (`np.sum(|W|, axis=(1, 2, 3))`), at a ratio fixed in
+advance per layer: the method does not choose the widths, its configuration does. That is
+why Liu et al. (2019) call its architectures "predefined".
+
+The paper's configurations are named variants, exactly as the rethinking repository's
+`cifar/l1-norm-pruning/vggprune.py`, `res56prune.py` and `res110prune.py` define them
+(`archsearch extract --from l1norm-resnet56-c10 --variant A`, or `l1norm-resnet56-c10.A`):
+- VGG-16-A: conv 1 and the six convs of the last two stages keep half their filters
+  (`cfg = [32, 64, M, 128, 128, M, 256, 256, 256, M, 256, 256, 256, M, 256, 256, 256]`).
+- ResNet-56-A/B and ResNet-110-A/B: the first conv of each block is pruned at a per-stage
+  ratio, except the blocks of a skip list (the layers the original found sensitive). The
+  original numbers layers from 1 over all convs (the stem is 1), so block b's first conv is
+  layer 2 + 2b; its skip lists are kept below in those numbers and converted.
+Without a variant: one `--ratio` for every group, or `--stage-ratios` (one per stage) with
+an optional `--skip` list of group names.
+
+Only conv groups have filters of their own: the method applies to VGG and ResNet, as in the
+paper. The l1-norm code's VGG has a 512-512-classes classifier with BatchNorm1d; archsearch's
+VGG family is Network Slimming's (one linear layer), so a VGG-16-A built here has the same
+conv widths as the paper's and fewer classifier parameters.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..archs import get_family
+from ..errors import ArchsearchError
+from ..spec import ArchSpec
+from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .allocation import per_layer
+from .importance import filter_norm
+
+_ORIGINAL_SKIP = {  # layer ids of the original scripts (1 = the stem conv; block b's first conv = 2 + 2b)
+    ("resnet56", "A"): [16, 20, 38, 54], ("resnet56", "B"): [16, 18, 20, 34, 38, 54],
+    ("resnet110", "A"): [36], ("resnet110", "B"): [36, 38, 74],
+}
+_ORIGINAL_STAGE = {
+    ("resnet56", "A"): [0.1, 0.1, 0.1], ("resnet56", "B"): [0.6, 0.3, 0.1],
+    ("resnet110", "A"): [0.5, 0.0, 0.0], ("resnet110", "B"): [0.5, 0.4, 0.3],
+}
+# VGG-16-A, per conv (vggprune.py's cfg against VGG-16's [64, 64, M, 128, ..., 512 x 6])
+_VGG16_A = [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+
+
+def variants() -> dict[str, list[str]]:
+    """Per architecture, the variant names it ships."""
+    out: dict[str, list[str]] = {"vgg16": ["A"]}
+    for arch, v in _ORIGINAL_SKIP:
+        out.setdefault(arch, []).append(v)
+    return out
+
+
+def variant_ratios(base: ArchSpec, variant: str) -> list[float]:
+    """One prune ratio per channel group of `base` for the paper's named configuration."""
+    key = (base.name, variant)
+    if base.name == "vgg16" and variant == "A":
+        return list(_VGG16_A)
+    if key not in _ORIGINAL_STAGE:
+        known = "; ".join(f"{a}: {', '.join(v)}" for a, v in variants().items())
+        raise ArchsearchError(f"l1norm has no variant {variant!r} for {base.name} (variants: {known})")
+    skip_blocks = {(layer - 2) // 2 for layer in _ORIGINAL_SKIP[key]}
+    stage = _ORIGINAL_STAGE[key]
+    return [0.0 if g.block in skip_blocks else stage[g.stage] for g in get_family(base.family).groups(base)]
+
+
+def custom_ratios(base: ArchSpec, ratio: float | None, stage_ratios: list[float] | None,
+                  skip: list[str] | None) -> list[float]:
+    groups = get_family(base.family).groups(base)
+    if ratio is not None and stage_ratios is not None:
+        raise ArchsearchError("give either --ratio or --stage-ratios, not both")
+    if stage_ratios is not None:
+        if len(stage_ratios) != base.num_stages:
+            raise ArchsearchError(f"{base.name} has {base.num_stages} stages; --stage-ratios gave {len(stage_ratios)} "
+                                  f"ratios ({', '.join(f'{r:g}' for r in stage_ratios)})")
+        ratios = [float(stage_ratios[g.stage]) for g in groups]
+    else:
+        ratios = [L1Norm.default_ratio if ratio is None else float(ratio)] * len(groups)
+    for r in ratios:
+        if not 0 <= r < 1:
+            raise ArchsearchError(f"l1norm prune ratios must be in [0, 1), got {r:g}")
+    names = [g.name for g in groups]
+    for s in skip or []:
+        if s not in names:
+            raise ArchsearchError(f"--skip names {s!r}, which is not a channel group of {base.name} "
+                                  f"(groups: {', '.join(names[:4])}, ... {names[-1]})")
+    return [0.0 if n in set(skip or []) else r for n, r in zip(names, ratios)]
+
+
+@register_proposer
+class L1Norm(Proposer):
+    name = "l1norm"
+    kind = "channels"
+    default_ratio = 0.5
+    about = "L1-norm filter pruning: predefined per-layer ratios, filters ranked by L1 norm (Li et al. 2017)"
+    families = ("vgg", "resnet")
+    allocation = "per-layer"
+
+    def layer_ratios(self, base: ArchSpec, variant: str | None, ratio: float | None,
+                     stage_ratios: list[float] | None, skip: list[str] | None) -> list[float]:
+        if variant is not None:
+            if ratio is not None or stage_ratios is not None or skip is not None:
+                raise ArchsearchError(f"variant {variant} fixes the ratios and the skip list; "
+                                      "drop --ratio, --stage-ratios and --skip")
+            return variant_ratios(base, variant)
+        ratios = custom_ratios(base, ratio, stage_ratios, skip)
+        if not any(ratios):
+            raise ArchsearchError("these ratios prune nothing: give a ratio above 0 for at least one group")
+        return ratios
+
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
+        keep = [k.numpy() for k in per_layer(filter_norm(model, base, p=1), settings.layer_ratios)]
+        return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios)

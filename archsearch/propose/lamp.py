@@ -1,0 +1,28 @@
+"""LAMP: layer-adaptive magnitude-based pruning (Lee et al., ICLR 2021).
+
+Train the base net plainly, score every conv weight by its LAMP score (with the layer's
+weights sorted ascending by magnitude, w_u^2 / sum_{v >= u} w_v^2: `importance.lamp_scores`),
+and prune by one global threshold on the scores. Unlike one global |w| threshold, the scores
+are comparable across layers, so no layer is emptied by being small in scale: each layer
+gets its own sparsity. The proposal is a sparsity pattern like magnitude pruning's.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..spec import ArchSpec
+from . import Pruned, Proposer, Settings, register_proposer
+from .importance import lamp
+from .magnitude import masked_proposal, score_masks
+
+
+@register_proposer
+class Lamp(Proposer):
+    name = "lamp"
+    kind = "sparsity"
+    default_ratio = 0.8  # magnitude's, so that the two are compared at one sparsity by default
+    about = "LAMP: layer-adaptive magnitude scores, one global threshold over all conv weights (Lee et al. 2021)"
+
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
+        return masked_proposal(model, base, *score_masks(lamp(model, base), settings.ratio))
