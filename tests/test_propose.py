@@ -322,3 +322,29 @@ def test_methods_refuse_what_they_cannot_do():
             resolve_settings(name, **kw)
     with pytest.raises(ArchsearchError, match="plain name"):
         parse("l1norm-resnet56-c10.A-1")
+
+
+def test_sfp_zeroes_the_lowest_l2_filters_each_epoch_and_proposes_the_rest():
+    from archsearch.propose.sfp import SoftFilterZeroing, pruned_count
+
+    _, prop, st, _, base = resolve_settings("sfp-resnet20-digits", ratio=0.3, width=1.0)
+    hook = next(h for h in prop.hooks(base, st) if isinstance(h, SoftFilterZeroing))
+    model = build(base)
+    modules = dict(model.named_modules())
+    convs = [c.name for c in get_family("resnet").convs(base)]
+    assert hook.convs == convs  # every conv, as the original's layer_begin..layer_end
+    for epoch in range(2):  # the weights move between epochs: each time the then-lowest go
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.weight.add_(torch.randn_like(m.weight) * 0.1)
+        norms = {n: modules[n].weight.detach().flatten(1).norm(dim=1).clone() for n in convs}
+        hook.epoch_end(model, epoch)
+        for n in convs:
+            k = pruned_count(len(norms[n]), 0.3)
+            assert hook.zeroed[n] == sorted(torch.argsort(norms[n])[:k].tolist())
+            assert (modules[n].weight.flatten(1).abs().sum(1) == 0).sum() == k
+    assert pruned_count(16, 0.3) == 4 and pruned_count(64, 0.3) == 19  # int(16 * (1 - 0.7)), int(64 * 0.3)
+    pruned = prop.prune(model, base, st)
+    assert pruned.spec.widths == [n - pruned_count(n, 0.3) for n in base.widths]
+    assert set(pruned.info["soft_zeroed_outside_groups"]) == set(convs) - {g.name for g in get_family("resnet").groups(base)}

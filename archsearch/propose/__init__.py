@@ -286,4 +286,4 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     return prop_rec
 
 
-from . import l1norm, lamp, magnitude, slimming  # noqa: E402,F401  (register the proposers)
+from . import l1norm, lamp, magnitude, sfp, slimming  # noqa: E402,F401  (register the proposers)
