@@ -63,6 +63,13 @@ def stage_sparsity(masks: list[np.ndarray], stages: list[int]) -> tuple[list[flo
     return dens, maps
 
 
+def _overall_ratio(settings: dict) -> float:
+    """The share a proposal prunes: its ratio, or for an iterative one (`rounds` of `ratio`
+    each) the compound 1 - (1 - ratio)^rounds."""
+    r = settings["ratio"]
+    return r if settings.get("rounds") is None else round(1 - (1 - r) ** settings["rounds"], 6)
+
+
 def extract(proposals: list, *, name: str | None = None, command: str = "") -> dict:
     """Summarise the proposals (one per seed) of one proposer spec into a pattern dict."""
     from . import __version__
@@ -110,7 +117,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         "family": base.family,
         "depth": base.depth,
         "data": _parse_proposer(first.proposer).target.data,
-        "ratio": s["ratio"],
+        "ratio": _overall_ratio(s),
         "width": base.width,
         "layer_names": names,
         "stages": stages,
@@ -140,7 +147,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     sched = s["schedule"]
     pat["provenance"] = {
         "proposer": first.proposer, "method": first.method, "arch": base.name, "data": pat["data"],
-        "ratio": s["ratio"], "seeds": [p.seed for p in proposals], "preset": s["preset"], "width": s["width"],
+        "ratio": _overall_ratio(s), "seeds": [p.seed for p in proposals], "preset": s["preset"], "width": s["width"],
         "epochs": sched["epochs"], "batch_size": sched["batch_size"], "lr": sched["lr"],
         "sparsity_s": s["sparsity"], "floor": s["floor"],
         "base_accuracy": pat["accuracy"]["base"]["mean"],
@@ -157,6 +164,9 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         pat["provenance"]["variant"] = _parse_proposer(first.proposer).variant
     if s.get("layer_ratios") is not None:
         pat["provenance"]["layer_ratios"] = s["layer_ratios"]
+    if s.get("rounds") is not None:
+        pat["provenance"]["rounds"] = s["rounds"]
+        pat["provenance"]["ratio_per_round"] = s["ratio"]
     pat["proposals"] = per_seed
     validate(pat)
     return pat

@@ -142,6 +142,8 @@ class PatternProvenance(Model):
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
     variant: Optional[str] = None
     layer_ratios: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = None
+    rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+    ratio_per_round: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
 
 
 class LayerStats(Model):
@@ -350,6 +352,7 @@ class SweepExtract(Closed):
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
     stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
     skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
+    rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     in_sweep: bool = False
 
 

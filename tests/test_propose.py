@@ -348,3 +348,48 @@ def test_sfp_zeroes_the_lowest_l2_filters_each_epoch_and_proposes_the_rest():
     pruned = prop.prune(model, base, st)
     assert pruned.spec.widths == [n - pruned_count(n, 0.3) for n in base.widths]
     assert set(pruned.info["soft_zeroed_outside_groups"]) == set(convs) - {g.name for g in get_family("resnet").groups(base)}
+
+
+def test_lottery_rounds_compound_and_rewind_to_the_saved_init(small_digits, tmp_path, monkeypatch):
+    import archsearch.propose.lottery as lot
+    from archsearch.propose.lottery import initial_state, prune_alive
+
+    # the compound sparsity, on weights alone: R rounds of p leave alive_{r+1} = alive_r - int(alive_r p)
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(64, 32, 3, 3, generator=gen), torch.randn(10, 64, 3, 3, generator=gen) * 0.5]
+    masks = None
+    alive = total = sum(w.numel() for w in ws)
+    for _ in range(4):
+        masks, _, clamped = prune_alive(ws, masks, 0.3)
+        alive -= int(alive * 0.3)
+        assert sum(int(m.sum()) for m in masks) == alive and not clamped
+    assert abs((1 - alive / total) - (1 - 0.7 ** 4)) < 1e-3
+    # a run: 2 rounds of training, the ticket is the saved init under the final mask
+    kw = dict(preset="tiny", width=0.125, epochs=1, workdir=tmp_path, device="cpu", batch_size=32, rounds=2, ratio=0.5)
+    starts, real_train = [], lot.train
+    monkeypatch.setattr(lot, "train", lambda spec, *a, **k: starts.append((spec, k["init_state"])) or real_train(spec, *a, **k))
+    p = propose("lottery-vgg11-digits", small_digits, **kw)
+    run = Path(p.run_dir)
+    init = torch.load(run / "init.pt", weights_only=True)
+    ticket = torch.load(run / "ticket_init.pt", weights_only=True)
+    for k, v in initial_state(p.base_spec, 0).items():
+        assert torch.equal(init[k], v)  # the saved init is what train() started round 0 from
+    for name, m in p.spec.masks.items():
+        mt = torch.from_numpy(m)
+        assert torch.equal(ticket[f"{name}.weight"], init[f"{name}.weight"] * mt)
+    kept = sum(int(m.sum()) for m in p.spec.masks.values())
+    total = sum(m.size for m in p.spec.masks.values())
+    assert abs(kept / total - 0.25) < 0.01 and [r["round"] for r in p.info["rounds"]] == [0, 1]
+    assert p.info["rounds"][1]["trained_density"] == pytest.approx(0.5, abs=0.01)
+    # round 1 started from the rewound init: the init under the mask it trained with
+    (spec0, start0), (spec1, start1) = starts
+    assert start0 is None and spec0.masks is None
+    for name, m in spec1.masks.items():
+        assert torch.equal(start1[f"{name}.weight"], init[f"{name}.weight"] * torch.from_numpy(m))
+    assert abs(sum(m.sum() for m in spec1.masks.values()) / sum(m.size for m in spec1.masks.values()) - 0.5) < 0.01
+    again = propose("lottery-vgg11-digits", small_digits, progress=lambda st: pytest.fail("reused"), **kw)
+    assert again.reused
+    with pytest.raises(ArchsearchError, match="rounds"):
+        resolve_settings("lottery-vgg11-digits", rounds=0)
+    with pytest.raises(ArchsearchError, match="prunes once"):
+        resolve_settings("magnitude-vgg11-digits", rounds=3)

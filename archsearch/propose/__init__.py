@@ -63,6 +63,8 @@ class Proposer:
     about: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...] | None] = None  # None: every family
     allocation: ClassVar[str] = "global"  # "global" (one threshold at `ratio`) or "per-layer" (predefined ratios)
+    iterative: ClassVar[bool] = False  # prunes over `rounds` (Settings.rounds), `ratio` per round
+    default_rounds: ClassVar[int] = 1
 
     def sparsity(self, family: str) -> float:
         """The BN-gamma L1 strength s used while training the base (0 = plain training)."""
@@ -80,6 +82,17 @@ class Proposer:
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: "Settings") -> Pruned:
         raise NotImplementedError
+
+    def run(self, base: ArchSpec, data: Dataset, settings: "Settings", schedule: Schedule, run: Path, *, seed: int,
+            device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int):
+        """The schedule: train the base net once (with this method's hooks), then prune it.
+        Returns (Pruned, the base run's Result). Iterative methods override it; every
+        training goes through `train(out_dir=...)`, so an interrupted run resumes."""
+        result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
+                       checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
+        model = build(base)
+        model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
+        return self.prune(model, base, settings), result
 
 
 def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold: float | None = None,
@@ -136,12 +149,13 @@ class Settings:
     schedule: dict
     train_subset: int | None = None  # a class-stratified subset of the training images (reduced scale)
     layer_ratios: list[float] | None = None  # per-layer allocation: one prune ratio per channel group
+    rounds: int | None = None  # iterative methods (lottery): prune-and-rewind rounds, `ratio` pruned per round
 
     def record(self) -> dict:
         """The settings as recorded and hashed; the optional ones only when set, so runs made
         before they existed keep their keys."""
         d = asdict(self)
-        for k in ("train_subset", "layer_ratios"):
+        for k in ("train_subset", "layer_ratios", "rounds"):
             if d[k] is None:
                 del d[k]
         return d
@@ -182,7 +196,7 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
                      epochs: int | None = None, sparsity: float | None = None, floor: float = 0.0,
                      batch_size: int | None = None, train_subset: int | None = None, variant: str | None = None,
                      stage_ratios: list[float] | None = None, skip: list[str] | None = None,
-                     ) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
+                     rounds: int | None = None) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
     """Resolve a proposal's settings. With `sparsity` unset, the method's own L1 strength
     is used unchanged (s = 1e-4 for VGG), also at reduced scale: scaling s up for short
     runs was tried and collapses every BN scale to 0 (a 12-epoch digits run at the
@@ -219,7 +233,13 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     if train_subset is not None and not 1 <= train_subset <= 1 << 31:
         raise ArchsearchError(f"a training subset must be a positive number of images, got {train_subset}")
     schedule = make_schedule(preset, epochs=epochs, batch_size=batch_size)
-    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios)
+    if prop.iterative:
+        rounds = prop.default_rounds if rounds is None else rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
+            raise ArchsearchError(f"{prop.name} needs 1 to 100 rounds of pruning, got {rounds!r}")
+    elif rounds is not None:
+        raise ArchsearchError(f"{prop.name} prunes once; --rounds belongs to iterative methods (lottery)")
+    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios, rounds)
     return pn, prop, settings, schedule, base
 
 
@@ -247,7 +267,7 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
     Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset,
-    variant, stage_ratios, skip
+    variant, stage_ratios, skip, rounds
     (the base net then trains on that class-stratified subset of `data`; its test set is whole).
     """
     from ..data import subset_train
@@ -263,11 +283,8 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
             return Proposal(**rec, spec=ArchSpec.load(run / "spec.json"), base_spec=base, reused=True)
         except (TypeError, ArchsearchError):
             pass  # a damaged run: redo the pruning step (the base run is reused)
-    result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
-                   checkpoint_every=checkpoint_every, hooks=prop.hooks(base, settings))
-    model = build(base)
-    model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
-    pruned = prop.prune(model, base, settings)
+    pruned, result = prop.run(base, data, settings, schedule, run, seed=seed, device=device, progress=progress,
+                              checkpoint_every=checkpoint_every)
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}
@@ -286,4 +303,4 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     return prop_rec
 
 
-from . import l1norm, lamp, magnitude, sfp, slimming  # noqa: E402,F401  (register the proposers)
+from . import l1norm, lamp, lottery, magnitude, sfp, slimming  # noqa: E402,F401  (register the proposers)
