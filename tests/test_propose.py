@@ -393,3 +393,52 @@ def test_lottery_rounds_compound_and_rewind_to_the_saved_init(small_digits, tmp_
         resolve_settings("lottery-vgg11-digits", rounds=0)
     with pytest.raises(ArchsearchError, match="prunes once"):
         resolve_settings("magnitude-vgg11-digits", rounds=3)
+
+
+@pytest.mark.parametrize("method,arch", [("thinet", "vgg11"), ("regression", "vgg11"), ("thinet", "preresnet29"),
+                                         ("regression", "resnet20")])
+def test_reconstruction_methods_drop_the_channels_the_next_layer_ignores(method, arch, small_digits):
+    """Every group's reader ignores a known set of its input channels (zero weights): those are
+    the ones removed, and the pruned net computes what the full net computes."""
+    from archsearch.propose.reconstruct import consumer_inputs, consumers
+
+    _, prop, st, _, base = resolve_settings(f"{method}-{arch}-digits", ratio=0.5, width=0.25)
+    torch.manual_seed(0)
+    model = build(base).eval()
+    modules = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(1)
+    expect = []
+    with torch.no_grad():
+        for m in model.modules():  # every BN output positive almost surely: no channel is dead on the data
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 0.3, generator=gen)
+                m.bias.uniform_(1.0, 1.5, generator=gen)
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: one pass calibrates it
+        model.train()
+        model(torch.from_numpy(small_digits.x_train[:256]).permute(0, 3, 1, 2).float() / 255 * 4 - 2)
+        model.eval()
+        for width, reader in zip(base.widths, consumers(base)):
+            ignored = torch.randperm(width, generator=gen)[: width - int(width * 0.5)]
+            modules[reader].weight[:, ignored] = 0
+            expect.append(sorted(set(range(width)) - set(ignored.tolist())))
+    x = torch.from_numpy(small_digits.x_train[:16]).permute(0, 3, 1, 2).float() / 255 * 4 - 2
+    with torch.no_grad():
+        full = model(x)
+        seen = consumer_inputs(model, base, small_digits, 256)
+    pruned = prop.prune(model, base, st, small_digits)
+    fam = get_family(base.family)
+    for g, e, w, reader in zip(fam.groups(base), expect, pruned.spec.widths, consumers(base)):
+        assert w == len(e), g.name
+        x_in = seen[reader].transpose(0, 1).flatten(1)
+        dead = set((x_in.abs().sum(1) == 0).nonzero().flatten().tolist())  # a channel that is 0 on every sample
+        kept = pruned.spec.selected[g.name] if g.kind == "select" else None
+        if kept is not None:  # removed: the ignored ones, or (ties at 0) a dead one in their place
+            assert set(range(len(x_in))) - set(kept) <= (set(range(len(x_in))) - set(e)) | dead, g.name
+            assert not dead and sorted(kept) == e or dead, g.name
+    small = build(pruned.spec).eval()
+    small.load_state_dict(pruned.state)
+    with torch.no_grad():
+        assert torch.allclose(small(x), full, atol=1e-3, rtol=1e-3)
+    if method == "regression":
+        assert max(pruned.info["reconstruction_error"]) < 1e-4

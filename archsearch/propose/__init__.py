@@ -64,6 +64,7 @@ class Proposer:
     families: ClassVar[tuple[str, ...] | None] = None  # None: every family
     allocation: ClassVar[str] = "global"  # "global" (one threshold at `ratio`) or "per-layer" (predefined ratios)
     iterative: ClassVar[bool] = False  # prunes over `rounds` (Settings.rounds), `ratio` per round
+    data_aware: ClassVar[bool] = False  # `prune` also reads training data (sampled activations)
     default_rounds: ClassVar[int] = 1
 
     def sparsity(self, family: str) -> float:
@@ -92,7 +93,7 @@ class Proposer:
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
         model = build(base)
         model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
-        return self.prune(model, base, settings), result
+        return (self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)), result
 
 
 def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold: float | None = None,
@@ -303,4 +304,4 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     return prop_rec
 
 
-from . import l1norm, lamp, lottery, magnitude, sfp, slimming  # noqa: E402,F401  (register the proposers)
+from . import l1norm, lamp, lottery, magnitude, regression, sfp, slimming, thinet  # noqa: E402,F401  (register the proposers)

@@ -82,3 +82,33 @@ def allocated_ratio(base, layer_ratios: list[float]) -> float:
     total = sum(base.widths)
     kept = sum(max(1, int(w * (1 - r))) for w, r in zip(base.widths, layer_ratios))
     return round(1 - kept / total, 6)
+
+
+def predefined_ratios(base, method: str, default: float, ratio: float | None, stage_ratios: list[float] | None,
+                      skip: list[str] | None) -> list[float]:
+    """One prune ratio per channel group of `base`: `ratio` for all (the method's default if
+    unset), or one per stage (`stage_ratios`); the groups named in `skip` keep every channel."""
+    from ..archs import get_family
+
+    groups = get_family(base.family).groups(base)
+    if ratio is not None and stage_ratios is not None:
+        raise ArchsearchError("give either --ratio or --stage-ratios, not both")
+    if stage_ratios is not None:
+        if len(stage_ratios) != base.num_stages:
+            raise ArchsearchError(f"{base.name} has {base.num_stages} stages; --stage-ratios gave {len(stage_ratios)} "
+                                  f"ratios ({', '.join(f'{r:g}' for r in stage_ratios)})")
+        ratios = [float(stage_ratios[g.stage]) for g in groups]
+    else:
+        ratios = [default if ratio is None else float(ratio)] * len(groups)
+    for r in ratios:
+        if not 0 <= r < 1:
+            raise ArchsearchError(f"{method} prune ratios must be in [0, 1), got {r:g}")
+    names = [g.name for g in groups]
+    for s in skip or []:
+        if s not in names:
+            raise ArchsearchError(f"--skip names {s!r}, which is not a channel group of {base.name} "
+                                  f"(groups: {', '.join(names[:4])}, ... {names[-1]})")
+    out = [0.0 if n in set(skip or []) else r for n, r in zip(names, ratios)]
+    if not any(out):
+        raise ArchsearchError("these ratios prune nothing: give a ratio above 0 for at least one group")
+    return out

@@ -31,7 +31,7 @@ from ..archs import get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import per_layer
+from .allocation import per_layer, predefined_ratios
 from .importance import filter_norm
 
 _ORIGINAL_SKIP = {  # layer ids of the original scripts (1 = the stem conv; block b's first conv = 2 + 2b)
@@ -67,29 +67,6 @@ def variant_ratios(base: ArchSpec, variant: str) -> list[float]:
     return [0.0 if g.block in skip_blocks else stage[g.stage] for g in get_family(base.family).groups(base)]
 
 
-def custom_ratios(base: ArchSpec, ratio: float | None, stage_ratios: list[float] | None,
-                  skip: list[str] | None) -> list[float]:
-    groups = get_family(base.family).groups(base)
-    if ratio is not None and stage_ratios is not None:
-        raise ArchsearchError("give either --ratio or --stage-ratios, not both")
-    if stage_ratios is not None:
-        if len(stage_ratios) != base.num_stages:
-            raise ArchsearchError(f"{base.name} has {base.num_stages} stages; --stage-ratios gave {len(stage_ratios)} "
-                                  f"ratios ({', '.join(f'{r:g}' for r in stage_ratios)})")
-        ratios = [float(stage_ratios[g.stage]) for g in groups]
-    else:
-        ratios = [L1Norm.default_ratio if ratio is None else float(ratio)] * len(groups)
-    for r in ratios:
-        if not 0 <= r < 1:
-            raise ArchsearchError(f"l1norm prune ratios must be in [0, 1), got {r:g}")
-    names = [g.name for g in groups]
-    for s in skip or []:
-        if s not in names:
-            raise ArchsearchError(f"--skip names {s!r}, which is not a channel group of {base.name} "
-                                  f"(groups: {', '.join(names[:4])}, ... {names[-1]})")
-    return [0.0 if n in set(skip or []) else r for n, r in zip(names, ratios)]
-
-
 @register_proposer
 class L1Norm(Proposer):
     name = "l1norm"
@@ -106,10 +83,7 @@ class L1Norm(Proposer):
                 raise ArchsearchError(f"variant {variant} fixes the ratios and the skip list; "
                                       "drop --ratio, --stage-ratios and --skip")
             return variant_ratios(base, variant)
-        ratios = custom_ratios(base, ratio, stage_ratios, skip)
-        if not any(ratios):
-            raise ArchsearchError("these ratios prune nothing: give a ratio above 0 for at least one group")
-        return ratios
+        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         keep = [k.numpy() for k in per_layer(filter_norm(model, base, p=1), settings.layer_ratios)]

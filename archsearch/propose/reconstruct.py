@@ -1,0 +1,205 @@
+"""Data-aware channel selection: the one helper that reads training activations, and the
+reconstruction steps of ThiNet (Luo et al. 2017) and channel pruning by LASSO regression
+(He et al. 2017).
+
+Both judge a channel group by its *consumer*: the one module that reads the group's
+channels (the next conv, or the classifier for the last group; `Family.wires`). With X the
+consumer's input on sampled training images and W its weight, the consumer's output at one
+position is the sum over input channels c of the contribution x_c = <W[o, c], patch_c>. A
+channel is dispensable when removing it changes that sum little.
+
+`consumer_inputs` runs the trained base net once over a fixed, seeded sample of training
+images (no augmentation) and keeps each consumer's input (one forward pre-hook each).
+Every group is judged on the unpruned net's activations (ThiNet and He et al. prune layer
+by layer, re-reading activations of the partly pruned net; this one-pass form is what a
+one-shot proposal needs and is cheaper; said here so the difference is known).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..archs import get_family
+from ..data import Dataset
+from ..data.loader import DeviceLoader
+from ..errors import ArchsearchError
+from ..spec import ArchSpec
+
+
+def consumers(base: ArchSpec) -> list[str]:
+    """For each channel group, the module that reads its channels (its input dim's group)."""
+    fam = get_family(base.family)
+    wires = fam.wires(base)
+    out = []
+    for g in fam.groups(base):
+        readers = [m for m, (_, cin) in wires.items() if cin == g.name]
+        if len(readers) != 1:
+            raise ArchsearchError(f"{base.name}: group {g.name} is read by {len(readers)} modules; "
+                                  "reconstruction-based selection needs exactly one consumer")
+        out.append(readers[0])
+    return out
+
+
+def check_reader(base: ArchSpec, group: str, reader: str, layer: nn.Module, width: int) -> None:
+    """The reader's input channels are the group's channels, one to one."""
+    cin = layer.in_features if isinstance(layer, nn.Linear) else getattr(layer, "in_channels", None)
+    if cin != width:
+        raise ArchsearchError(f"{base.name}: {reader} reads {cin} inputs for group {group} of {width} channels; "
+                              "reconstruction-based selection needs one input per channel")
+
+
+@torch.no_grad()
+def consumer_inputs(model: nn.Module, base: ArchSpec, data: Dataset, n_images: int, seed: int = 0
+                    ) -> dict[str, torch.Tensor]:
+    """Each consumer's input on `n_images` training images drawn with `seed` (eval mode, CPU)."""
+    names = set(consumers(base))
+    modules = dict(model.named_modules())
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(data.y_train), size=min(n_images, len(data.y_train)), replace=False))
+    loader = DeviceLoader(data.x_train[idx], data.y_train[idx], 128, data.mean, data.std, train=False,
+                          device=torch.device("cpu"))
+    grabbed: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    handles = [modules[n].register_forward_pre_hook(lambda m, inp, n=n: grabbed[n].append(inp[0].detach().clone()))
+               for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, _ in loader:
+            model(xb)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: torch.cat(v) for n, v in grabbed.items()}
+
+
+def patches(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """The consumer's receptive fields: (N, L, C, k*k) for a conv (L output positions), (N, 1, C, 1)
+    for a linear layer."""
+    if isinstance(layer, nn.Linear):
+        return x.reshape(x.shape[0], 1, -1, 1)
+    if not isinstance(layer, nn.Conv2d) or layer.groups != 1:
+        raise ArchsearchError(f"cannot read the receptive fields of {type(layer).__name__}")
+    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    n, _, L = cols.shape
+    return cols.reshape(n, x.shape[1], -1, L).permute(0, 3, 1, 2)  # N, L, C, k*k
+
+
+def weight_matrix(layer: nn.Module) -> torch.Tensor:
+    """The consumer's weight as (out, C, k*k)."""
+    w = layer.weight.detach().float()
+    return w.reshape(w.shape[0], w.shape[1], -1)
+
+
+def sampled_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: int) -> torch.Tensor:
+    """ThiNet's samples: per image, `per_image` random (position, output channel) pairs; each
+    row holds every input channel's contribution to that output value: (samples, C)."""
+    p = patches(x.float(), layer)
+    w = weight_matrix(layer)
+    n, L = p.shape[:2]
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.arange(n).repeat_interleave(per_image)
+    pos = torch.randint(L, (n * per_image,), generator=gen)
+    out = torch.randint(w.shape[0], (n * per_image,), generator=gen)
+    return (p[img, pos] * w[out]).sum(-1)  # (S, C, k*k) -> (S, C)
+
+
+def thinet_select(contrib: torch.Tensor, n_keep: int) -> tuple[np.ndarray, torch.Tensor]:
+    """ThiNet's greedy step (Luo et al. 2017, Alg. 1): grow the removed set T one channel at a
+    time, each time adding the channel that keeps ||sum_{c in T} x_c||^2 smallest; then the
+    least-squares scales w minimising ||y - X_kept w||^2 with y the full sum (Eq. 6).
+    Returns the keep mask and the scale of each kept channel (in channel order)."""
+    s, c = contrib.shape
+    removed = torch.zeros(c, dtype=torch.bool)
+    acc = torch.zeros(s, dtype=contrib.dtype)
+    for _ in range(c - n_keep):
+        err = ((acc[:, None] + contrib) ** 2).sum(0)
+        err[removed] = float("inf")
+        j = int(torch.argmin(err))
+        removed[j] = True
+        acc += contrib[:, j]
+    keep = ~removed
+    y = contrib.sum(1, keepdim=True)
+    scale = torch.linalg.lstsq(contrib[:, keep].double(), y.double()).solution.squeeze(1).float()
+    return keep.numpy(), scale
+
+
+def full_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """He et al.'s samples: per image, `per_image` random positions; returns the receptive
+    fields (S, C, k*k) and every channel's contribution to every output there (S, out, C)."""
+    p = patches(x.float(), layer)
+    w = weight_matrix(layer)
+    n, L = p.shape[:2]
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.arange(n).repeat_interleave(per_image)
+    pos = torch.randint(L, (n * per_image,), generator=gen)
+    fields = p[img, pos]  # S, C, k*k
+    return fields, torch.einsum("sck,ock->soc", fields, w)
+
+
+def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4096, seed: int = 0) -> np.ndarray:
+    """He et al. (2017, Eq. 3): beta = argmin ||Y - sum_c beta_c Z_c||^2 + alpha ||beta||_1 over
+    (sample, output) rows (at most `rows` of them, drawn with `seed`), alpha raised by bisection
+    (log scale) until at most n_keep betas are non-zero; the n_keep largest |beta| are kept
+    (scikit-learn's Lasso)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    s, o, c = z.shape
+    X = z.reshape(s * o, c).double().numpy()
+    if len(X) > rows:
+        X = X[np.sort(np.random.default_rng(seed).choice(len(X), rows, replace=False))]
+    y = X.sum(1)
+    scale = np.sqrt((X ** 2).mean(0)) + 1e-12  # columns on one scale so alpha treats channels alike
+    Xs = X / scale
+    hi = float(np.abs(Xs.T @ y).max() / len(y))  # every beta is 0 at and above this alpha
+    lo = hi * 1e-6
+    best = None
+    for _ in range(max_iter):
+        alpha = float(np.sqrt(lo * hi))
+        with warnings.catch_warnings():  # the search's small alphas converge slowly; the top-k is what counts
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            beta = Lasso(alpha=alpha, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, y).coef_
+        nnz = int((beta != 0).sum())
+        if nnz <= n_keep:
+            best, hi = beta, alpha
+            if nnz == n_keep:
+                break
+        else:
+            lo = alpha
+        if hi / lo < 1.0001:
+            break
+    if best is None or (best != 0).sum() == 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            best = Lasso(alpha=lo, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, y).coef_
+    order = np.argsort(-np.abs(best), kind="stable")[:n_keep]
+    keep = np.zeros(c, dtype=bool)
+    keep[order] = True
+    return keep
+
+
+def least_squares_weights(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray) -> torch.Tensor:
+    """He et al.'s reconstruction (Eq. 4 with beta fixed): the consumer's weights on the kept
+    input channels that best reproduce the full consumer's outputs (bias excluded) on the
+    sampled fields, by least squares. Returns (out, kept C, k*k)."""
+    w = weight_matrix(layer)
+    y = torch.einsum("sck,ock->so", fields, w).double()
+    kept = fields[:, torch.from_numpy(keep)]  # S, C', k*k
+    a = kept.reshape(kept.shape[0], -1).double()
+    sol = torch.linalg.lstsq(a, y).solution  # (C' k*k, out)
+    return sol.T.reshape(w.shape[0], int(keep.sum()), w.shape[2]).float()
+
+
+def relative_error(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray, new_w: torch.Tensor) -> float:
+    """||Y - Y'|| / ||Y|| on the samples, Y the full consumer's outputs, Y' the pruned one's."""
+    w = weight_matrix(layer)
+    y = torch.einsum("sck,ock->so", fields, w)
+    y2 = torch.einsum("sck,ock->so", fields[:, torch.from_numpy(keep)], new_w)
+    return float((y - y2).norm() / y.norm().clamp_min(1e-12))

@@ -1,0 +1,62 @@
+"""Channel pruning by LASSO regression and least-squares reconstruction (He et al., ICCV
+2017) as an architecture proposer.
+
+Train the base net plainly; then, for each channel group at its predefined ratio, sample
+the inputs of the layer that reads the group (`reconstruct.consumer_inputs`: 256 training
+images, 4 random positions each; at most 4,096 (position, output channel) rows for the LASSO),
+choose the channels by LASSO on the channel coefficients beta (scikit-learn's `Lasso`, the
+penalty raised until at most the wanted number survive; the paper's Eq. 3), and replace the
+reading layer's weights on the kept channels by the least-squares fit of the full layer's
+outputs (its Eq. 4 with beta fixed). Its architecture is predefined (the paper's VGG-16
+schedule prunes each layer to a set width): `--ratio`, `--stage-ratios`, `--skip`. As with
+ThiNet, groups are judged on the trained base net's activations in one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..archs import get_family
+from ..data import Dataset
+from ..spec import ArchSpec
+from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .allocation import predefined_ratios
+from .reconstruct import check_reader, consumer_inputs, consumers, full_contributions, lasso_select, least_squares_weights, \
+    relative_error
+
+IMAGES, PER_IMAGE = 256, 4
+
+
+@register_proposer
+class Regression(Proposer):
+    name = "regression"
+    kind = "channels"
+    default_ratio = 0.5
+    about = "channel pruning: LASSO channel selection, least-squares reconstruction (He et al. 2017)"
+    allocation = "per-layer"
+    data_aware = True
+
+    def layer_ratios(self, base, variant, ratio, stage_ratios, skip) -> list[float]:
+        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
+
+    @torch.no_grad()
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
+        groups = get_family(base.family).groups(base)
+        modules = dict(model.named_modules())
+        inputs = consumer_inputs(model, base, data, IMAGES)
+        keep, errors = [], []
+        for i, (g, reader, r) in enumerate(zip(groups, consumers(base), settings.layer_ratios)):
+            n_keep = max(1, int(base.widths[i] * (1 - r)))
+            layer = modules[reader]
+            check_reader(base, g.name, reader, layer, base.widths[i])
+            fields, z = full_contributions(inputs[reader], layer, PER_IMAGE, seed=i)
+            k = lasso_select(z, n_keep, seed=i)
+            new_w = least_squares_weights(fields, layer, k)
+            errors.append(round(relative_error(fields, layer, k, new_w), 6))
+            idx = torch.from_numpy(k).nonzero().squeeze(1)
+            view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
+            view[:, idx] = new_w.to(view.dtype)
+            keep.append(k)
+        return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios, images=IMAGES,
+                                samples_per_image=PER_IMAGE, reconstruction_error=errors)

@@ -1,0 +1,59 @@
+"""ThiNet (Luo et al., ICCV 2017) as an architecture proposer.
+
+Train the base net plainly; then, for each channel group at its predefined ratio, sample the
+inputs of the layer that reads the group (`reconstruct.consumer_inputs`: 256 training images,
+10 random (position, output channel) pairs each, as the paper samples), greedily remove the
+channels whose summed contribution to those outputs stays smallest (the paper's Algorithm 1),
+and rescale the kept channels' weights in the reading layer by least squares (its Eq. 6).
+ThiNet's architecture is predefined like L1-norm pruning's (one ratio per layer; the paper
+used 50% on VGG-16's conv1_1..conv4_3 and 30-70% on ResNet-50): `--ratio`, `--stage-ratios`,
+`--skip`. The paper prunes layer by layer with fine-tuning between; here every group is
+judged on the trained base net's activations in one pass (see `reconstruct`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..archs import get_family
+from ..data import Dataset
+from ..spec import ArchSpec
+from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .allocation import predefined_ratios
+from .reconstruct import check_reader, consumer_inputs, consumers, sampled_contributions, thinet_select
+
+IMAGES, PER_IMAGE = 256, 10
+
+
+@register_proposer
+class ThiNet(Proposer):
+    name = "thinet"
+    kind = "channels"
+    default_ratio = 0.5
+    about = "ThiNet: channels chosen by the next layer's reconstruction error, kept weights rescaled (Luo et al. 2017)"
+    allocation = "per-layer"
+    data_aware = True
+
+    def layer_ratios(self, base, variant, ratio, stage_ratios, skip) -> list[float]:
+        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
+
+    @torch.no_grad()
+    def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
+        groups = get_family(base.family).groups(base)
+        modules = dict(model.named_modules())
+        inputs = consumer_inputs(model, base, data, IMAGES)
+        keep = []
+        for i, (g, reader, r) in enumerate(zip(groups, consumers(base), settings.layer_ratios)):
+            n = base.widths[i]
+            n_keep = max(1, int(n * (1 - r)))
+            layer = modules[reader]
+            check_reader(base, g.name, reader, layer, base.widths[i])
+            contrib = sampled_contributions(inputs[reader], layer, PER_IMAGE, seed=i)
+            k, scale = thinet_select(contrib, n_keep)
+            idx = torch.from_numpy(k).nonzero().squeeze(1)
+            view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
+            view[:, idx] *= scale.to(view.dtype).view(1, -1, 1)
+            keep.append(k)
+        return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios, images=IMAGES,
+                                samples_per_image=PER_IMAGE)
