@@ -209,7 +209,11 @@ def _bar(frac: float, width: int = 24) -> str:
 def _stage_table(pat: dict) -> str:
     stages, base = pat["stages"], pat["base_widths"]
     rows = []
-    if pat["kind"] == "channels":
+    if pat["kind"] == "depth":
+        rows.append(f"{'stage':>5} {'removable blocks':>16}  {'share kept':>15}")
+        for k, (m, sd) in enumerate(zip(pat["stage"]["ratio_mean"], pat["stage"]["ratio_std"])):
+            rows.append(f"{k + 1:>5} {sum(s == k for s in stages):>16}  {m:>7.3f} ± {sd:<5.3f} {_bar(m)}")
+    elif pat["kind"] == "channels":
         rows.append(f"{'stage':>5} {'layers':>6} {'width':>6}  {'kept ratio':>15}")
         for k, (m, sd) in enumerate(zip(pat["stage"]["ratio_mean"], pat["stage"]["ratio_std"])):
             idx = [i for i, s in enumerate(stages) if s == k]
@@ -231,7 +235,7 @@ def _stage_table(pat: dict) -> str:
 @click.option("--preset", default="fast", show_default=True, help="paper | fast | quick | tiny: how the base nets are trained.")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
-@click.option("--sparsity", type=Number(0, 1), help="Slimming's L1 strength s on BN scales (default 1e-4 for VGG).")
+@click.option("--sparsity", type=Number(0, 1), help="The regulariser's strength: slimming's L1 s on BN scales (default 1e-4 for VGG, 1e-5 otherwise); sss's gamma on block scales (default 1e-3).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
 @click.option("--variant", help="A method's named configuration, e.g. l1norm's A / B (Li et al.'s VGG-16-A, ResNet-56-A/B, ResNet-110-A/B); same as the suffix .A on --from.")
 @click.option("--stage-ratios", type=CommaList(FRACTION), help="l1norm: one prune ratio per stage, e.g. 0.6,0.3,0.1.")
@@ -403,7 +407,7 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--budget", "budgets", help="Budgets, e.g. 0.5M,1M,2M (params, or MACs with --by macs).")
 @click.option("--fractions", help="Budgets as fractions of the full target [default: 0.05,0.1,0.2,0.4].")
 @click.option("--by", default="params", show_default=True, help="params | macs.")
-@click.option("--kind", help="channels | sparsity (default: the pattern's kind).")
+@click.option("--kind", help="channels | sparsity | depth (default: the pattern's kind).")
 @click.option("--round", "round_to", type=click.IntRange(1, L.MAX_ROUND), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
 @click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random, erk (sparsity only: random masks at ERK densities), or 'none'.")
@@ -448,9 +452,9 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
             raise ArchsearchError(f"unknown baseline {b!r}; use uniform, random, erk or none")
     pattern, ppath = _resolve_pattern(source)
     kind = kind or pattern["kind"]
-    if kind not in ("channels", "sparsity"):
-        raise ArchsearchError(f"--kind must be channels or sparsity, got {kind!r}")
-    if kind == "channels" and "erk" in bl:
+    if kind not in ("channels", "sparsity", "depth"):
+        raise ArchsearchError(f"--kind must be channels, sparsity or depth, got {kind!r}")
+    if kind != "sparsity" and "erk" in bl:
         raise ArchsearchError("erk is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
@@ -461,6 +465,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or "0.05,0.1,0.2,0.4")]
     out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
     gens = generate_all(full, target, bs, pattern=pattern, baselines=bl, by=by, sparse=kind == "sparsity",
+                        depth=kind == "depth",
                         floor=floor, round_to=round_to, seed=seed, out_dir=out)
     made = [g for g in gens if g.spec is not None]
     failed = [g for g in gens if g.spec is None]

@@ -71,7 +71,8 @@ class Generated:
 
 def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pattern: dict | None,
                  baselines: list[str], by: str = "params", sparse: bool = False, floor: float = 0.0,
-                 round_to: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None) -> list[Generated]:
+                 round_to: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None,
+                 depth: bool = False) -> list[Generated]:
     """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline.
     A budget that one generator cannot meet is recorded as a failure (spec None) and the
     others go on; the caller reports the failures and exits non-zero at the end."""
@@ -82,7 +83,7 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pa
         for kind in kinds:
             try:
                 s = generate(kind, target, b, pattern=pattern, by=by, sparse=sparse, floor=floor, round_to=round_to,
-                             seed=seed, target_name=target_name)
+                             seed=seed, target_name=target_name, depth=depth)
             except ArchsearchError as e:
                 out.append(Generated(kind, b, None, float("nan"), failure=str(e)))
                 continue

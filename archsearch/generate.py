@@ -283,10 +283,56 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
     return Solved(spec, scale, c, err)
 
 
+# -- depth -------------------------------------------------------------------------------------
+def kept_blocks_from(target: ArchSpec, values: list[float], per_block: bool) -> list[bool]:
+    """Block keep flags for `target`: per stage, round(share x removable blocks) of its
+    removable blocks kept, spread evenly over the stage (`per_block`: one value per removable
+    block, kept when >= 0.5). Blocks that cannot be removed always stay."""
+    from .archs import spread
+
+    layout = get_family(target.family).block_layout(target.depth)
+    if not layout:
+        raise ArchsearchError(f"{target.name} has no residual blocks: a depth pattern does not apply to it")
+    rem = [i for i, b in enumerate(layout) if b.removable]
+    keep = [True] * len(layout)
+    if per_block:
+        if len(values) != len(rem):
+            raise ArchsearchError(f"{len(values)} block values for {len(rem)} removable blocks of {target.name}")
+        for i, v in zip(rem, values):
+            keep[i] = v >= 0.5
+        return keep
+    for st in range(target.num_stages):
+        idx = [i for i in rem if layout[i].stage == st]
+        if not idx:
+            continue
+        share = float(values[st]) if st < len(values) else 1.0
+        k = int(round(min(1.0, max(0.0, share)) * len(idx)))
+        kept = set(spread(len(idx), k)) if k else set()
+        for j, i in enumerate(idx):
+            keep[i] = j in kept
+    return keep
+
+
+def depth_spec(target: ArchSpec, values: list[float], budget: float, *, by: str = "params", per_block: bool = False,
+               floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None) -> Solved:
+    """The depth pattern's blocks, then one uniform width solved to the budget: depth from the
+    pattern, the rest of the budget spent evenly on width."""
+    keep = kept_blocks_from(target, values, per_block)
+    deep = target.replace(blocks=keep)
+    most = _cost(deep, by)
+    if budget > most * (1 + tol):
+        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the net with the pattern's {sum(keep)} of {len(keep)} "
+                              f"blocks at full width ({most:,} {by})")
+    m = dict(meta or {})
+    m["blocks_kept"] = int(sum(keep))
+    return channel_spec(deep, [1.0] * target.num_stages, budget, by=by, floor=floor, round_to=round_to, tol=tol,
+                        meta=m, exact=True)
+
+
 # -- the generators ----------------------------------------------------------------------------
 def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], list[int], list | None]:
     """The pattern's per-stage values mapped onto the target's stages: (values, mapping, kernel maps)."""
-    key = "ratio_mean" if pattern["kind"] == "channels" else "density_mean"
+    key = "density_mean" if pattern["kind"] == "sparsity" else "ratio_mean"
     src = pattern["stage"][key]
     mapping = stage_map(len(src), target.num_stages)
     vals = [float(src[m]) for m in mapping]
@@ -300,6 +346,12 @@ def pattern_layer_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
     """The pruned architecture itself, layer by layer (mean over the pattern's seeds): per-layer
     kept ratios, or per-layer densities and 3x3 keep maps. Only for the pattern's own arch."""
     convs = get_family(target.family).convs(target)
+    if pattern["kind"] == "depth":
+        blocks = [b for b in get_family(target.family).block_layout(target.depth) if b.removable]
+        if pattern["arch"] != target.name or list(pattern.get("layer_names") or []) != [b.name for b in blocks]:
+            raise ArchsearchError(f"the pruned generator rebuilds {pattern['name']}'s own {pattern['arch']}; "
+                                  f"the target is {target.name} (use guided or transferred for other targets)")
+        return [float(v) for v in pattern["layers"]["ratio_mean"]], None
     widths = target.widths if pattern["kind"] == "channels" else [c.cout for c in convs]
     if pattern["arch"] != target.name or list(pattern["base_widths"]) != list(widths):
         raise ArchsearchError(f"the pruned generator rebuilds {pattern['name']}'s own {pattern['arch']} "
@@ -341,10 +393,12 @@ def random_stage_ratios(n: int, seed: int, concentration: float = 10.0) -> list[
 
 def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None = None, by: str = "params",
              sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0, tol: float = 0.01,
-             target_name: str = "") -> Solved:
+             target_name: str = "", depth: bool = False) -> Solved:
     """One architecture of generator `kind` at `budget`: pruned (the pattern's per-layer
     architecture on its own arch, scaled to the budget), guided / transferred (its per-stage
-    averages), uniform or random; for sparse nets also erk (random masks at ERK densities)."""
+    averages), uniform or random; for sparse nets also erk (random masks at ERK densities).
+    `depth`: a depth pattern's blocks (per stage share kept, or the pruned net's own blocks),
+    then a uniform width to the budget; its uniform baseline keeps every block."""
     if kind not in GENERATORS:
         raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
     if not (math.isfinite(budget) and budget > 0):
@@ -359,7 +413,7 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
     if kind in ("pruned", "guided", "transferred"):
         if pattern is None:
             raise ArchsearchError(f"the {kind} generator needs a pattern")
-        want = "sparsity" if sparse else "channels"
+        want = "sparsity" if sparse else "depth" if depth else "channels"
         if pattern["kind"] != want:
             raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; "
                                   f"it cannot be used as {want} (use --kind {pattern['kind']})")
@@ -380,6 +434,12 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
         vals = random_stage_ratios(n, seed)
         maps = [np.ones((3, 3)).tolist()] * n if sparse else None
         meta.update(stage_values=vals)
+    if depth and kind in ("pruned", "guided", "transferred", "random"):
+        if kind == "random":
+            vals = list(np.random.default_rng(seed).uniform(0.0, 1.0, n))
+            meta.update(stage_values=vals)
+        return depth_spec(target, vals, budget, by=by, per_block=per_layer, floor=floor, round_to=round_to, tol=tol,
+                          meta=meta)
     if sparse:
         return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta, per_layer=per_layer)
     return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta,

@@ -86,6 +86,9 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     if kind == "channels":  # one entry per channel group
         names = [g.name for g in fam.groups(base)]
         stages, base_widths, kernels = base.stages, base.widths, None
+    elif kind == "depth":  # one entry per removable block
+        blocks = [b for b in fam.block_layout(base.depth) if b.removable]
+        names, stages, base_widths, kernels = [b.name for b in blocks], [b.stage for b in blocks], [1] * len(blocks), None
     else:  # one entry per conv
         convs = fam.convs(base)
         names = [c.name for c in convs]
@@ -94,7 +97,14 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     for p in proposals:
         rec: dict[str, Any] = {"seed": p.seed, "base_acc": p.base_acc, "base_final_acc": p.base_final_acc,
                                "pruned_acc": p.pruned_acc, "run": p.run_dir}
-        if kind == "channels":
+        if kind == "depth":
+            kept = dict(zip((b.name for b in fam.block_layout(base.depth)), fam.kept_blocks(p.spec)))
+            rec["layer_ratio"] = [1.0 if kept[n] else 0.0 for n in names]
+            rec["stage_ratio"] = [float(np.mean([r for r, st in zip(rec["layer_ratio"], stages) if st == k]))
+                                  for k in range(max(stages) + 1)]
+            rec["threshold"] = p.info.get("threshold")
+            rec["scales"] = p.info.get("scales")
+        elif kind == "channels":
             rec["widths"] = p.spec.widths
             rec["layer_ratio"] = [w / b for w, b in zip(p.spec.widths, base_widths)]
             rec["stage_ratio"] = stage_channel_ratios(p.spec.widths, base_widths, stages)
@@ -125,7 +135,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     }
     if kernels is not None:
         pat["kernels"] = kernels
-    if kind == "channels":
+    if kind in ("channels", "depth"):
         pat["layers"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["layer_ratio"] for r in per_seed)))
         pat["stage"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["stage_ratio"] for r in per_seed)))
     else:

@@ -41,9 +41,10 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
 
     if x not in ("params", "macs"):
         raise ValueError(f"x must be params or macs, got {x!r}")
-    kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: ["channels", "sparsity"].index(k)
-                   if k in ("channels", "sparsity") else 9)
-    titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)"}
+    order = ["channels", "sparsity", "depth"]
+    kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: order.index(k) if k in order else 9)
+    titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)",
+              "depth": "block pruning (fewer blocks, then width)"}
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles.get(k, k) for k in kinds]
                         if len(kinds) > 1 else None, shared_yaxes=False, horizontal_spacing=0.08)
     shown = set()
@@ -76,8 +77,9 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
 
 
 def pattern_figure(pattern: dict):
-    """Per-layer kept widths against the original (channels), or per-layer density plus
-    the per-stage 3x3 keep-probability heatmaps of the paper's Figure 4 (sparsity)."""
+    """Per-layer kept widths against the original (channels), per-layer density plus the
+    per-stage 3x3 keep-probability heatmaps of the paper's Figure 4 (sparsity), or which
+    removable blocks each seed kept (depth)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -87,6 +89,13 @@ def pattern_figure(pattern: dict):
              f"{pv['command']}; archsearch {pv['archsearch_version']}</sup>")
     layers = list(pattern.get("layer_names") or [f"{i + 1}" for i in range(len(pattern["base_widths"]))])
     base = np.asarray(pattern["base_widths"], dtype=float)
+    if pattern["kind"] == "depth":
+        fig = go.Figure([go.Bar(x=layers, y=pattern["layers"]["ratio_mean"], name="kept (share of seeds)",
+                                marker_color=COLORS["pruned"],
+                                error_y={"type": "data", "array": pattern["layers"]["ratio_std"]})])
+        fig.update_layout(title=title, xaxis_title="removable block", yaxis_title="kept (1) or removed (0)",
+                          yaxis_range=[0, 1.05], template="plotly_white")
+        return fig
     if pattern["kind"] == "channels":
         m, s = np.asarray(pattern["layers"]["ratio_mean"]), np.asarray(pattern["layers"]["ratio_std"])
         fig = go.Figure([

@@ -167,7 +167,7 @@ class ProposalSummary(Model):
 class Pattern(Model):
     schema_: Literal[1, 2] = Field(alias="schema")
     name: str
-    kind: Literal["channels", "sparsity"]
+    kind: Literal["channels", "sparsity", "depth"]  # depth: per removable block, kept (1) or removed (0)
     method: str
     arch: str
     family: str
@@ -198,7 +198,7 @@ class Pattern(Model):
                 raise ValueError(f"{n} stage labels but {len(v)} {what}")
         _stages_ok(self.stages)
         n_stages = self.stages[-1] + 1
-        what = "ratio" if self.kind == "channels" else "density"
+        what = "density" if self.kind == "sparsity" else "ratio"
         for group, length in (("layers", n), ("stage", n_stages)):
             for stat in ("mean", "std"):
                 v = getattr(getattr(self, group), f"{what}_{stat}")
@@ -300,7 +300,7 @@ class ResultModel(Model):
 class ProposalRecord(Model):
     proposer: str
     method: str
-    kind: Literal["channels", "sparsity"]
+    kind: Literal["channels", "sparsity", "depth"]
     seed: Seed
     settings: dict[str, Any]
     base_acc: Unit
@@ -401,7 +401,7 @@ class SweepFile(Closed):
     about: str = ""
     cost: str = ""
     generators: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["uniform"])  # registry: sweep.spec
-    kinds: Optional[Annotated[list[Literal["channels", "sparsity"]], Field(min_length=1)]] = None
+    kinds: Optional[Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=1)]] = None
     budgets: Optional[Annotated[list[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]] = None
     fractions: Optional[Annotated[list[Fraction], Field(min_length=1)]] = None
     by: Literal["params", "macs"] = "params"
@@ -423,7 +423,7 @@ class SweepFile(Closed):
 class PlanModel(Model):
     version: Literal[1]
     spec: dict[str, Any]
-    patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity"], dict[str, Any]]]
+    patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity", "depth"], dict[str, Any]]]
     kinds: Annotated[list[Literal["channels", "sparsity"]], Field(min_length=1)]
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]
     full: dict[str, Annotated[int, Field(ge=0)]]

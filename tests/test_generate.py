@@ -133,3 +133,27 @@ def test_errors(kwargs, msg):
     kind, budget = kwargs.pop("kind"), kwargs.pop("budget")
     with pytest.raises(ArchsearchError, match=msg):
         generate(kind, t, budget, **kwargs)
+
+
+def test_depth_patterns_keep_each_stages_share_of_blocks_then_fit_the_budget_by_width():
+    from archsearch.archs import base_spec, get_family
+    from archsearch.counting import count
+    from archsearch.generate import generate, kept_blocks_from
+
+    target = base_spec("resnet56", 10)
+    layout = get_family("resnet").block_layout(56)
+    keep = kept_blocks_from(target, [1.0, 0.5, 0.25], per_block=False)
+    for st, share in enumerate([1.0, 0.5, 0.25]):
+        rem = [k for b, k in zip(layout, keep) if b.stage == st and b.removable]
+        assert sum(rem) == round(share * len(rem))
+    assert all(k for b, k in zip(layout, keep) if not b.removable)  # stride blocks always stay
+    pattern = {"name": "p", "kind": "depth", "arch": "resnet20", "data": "c10",
+               "stage": {"ratio_mean": [1.0, 0.5, 0.25]}}
+    full = count(target).params
+    s = generate("transferred", target, 0.3 * full, pattern=pattern, depth=True).spec
+    assert s.blocks == keep and abs(count(s).params - 0.3 * full) <= 0.01 * 0.3 * full
+    assert len(set(zip(target.widths, s.widths))) == len(set(target.widths))  # uniform: one width per base width
+    with pytest.raises(ArchsearchError, match="blocks at full width"):
+        generate("transferred", target, 0.95 * full, pattern=pattern, depth=True)
+    with pytest.raises(ArchsearchError, match="no residual blocks"):
+        generate("guided", base_spec("vgg16", 10), 1e6, pattern=pattern, depth=True)

@@ -442,3 +442,46 @@ def test_reconstruction_methods_drop_the_channels_the_next_layer_ignores(method,
         assert torch.allclose(small(x), full, atol=1e-3, rtol=1e-3)
     if method == "regression":
         assert max(pruned.info["reconstruction_error"]) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "preresnet29"])
+def test_sss_removes_the_zero_scale_blocks_and_the_rest_computes_the_same(arch):
+    from archsearch.propose.sss import SCALE, BlockScales, fold_scales
+
+    _, prop, st, _, base = resolve_settings(f"sss-{arch}-digits", width=0.25)
+    layout = get_family(base.family).block_layout(base.depth)
+    hook = prop.hooks(base, st)[0]
+    assert isinstance(hook, BlockScales) and hook.gamma == 1e-3
+    torch.manual_seed(0)
+    model = build(base).eval()
+    hook.attach(model)
+    rem = [i for i, b in enumerate(layout) if b.removable]
+    zero = rem[::3]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for i, p in enumerate(hook.scales):
+            p.fill_(0.0 if i in zero else float(torch.rand(1, generator=gen)) + 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=gen)
+                m.bias.normal_(0, 0.1, generator=gen)
+        x = torch.randn(4, 3, 32, 32, generator=gen)
+        full = model(x)
+    state, lams = fold_scales(model.state_dict(), [b.branch for b in layout])
+    assert not any(k.endswith(SCALE) for k in state)
+    clean = build(base).eval()
+    clean.load_state_dict(state)
+    pruned = prop.remove(clean, base, len(zero) / len(rem), lams)
+    assert pruned.info["removed"] == [layout[i].name for i in zero]
+    assert pruned.spec.blocks == [i not in zero for i in range(len(layout))]
+    small = build(pruned.spec).eval()
+    small.load_state_dict(pruned.state)
+    with torch.no_grad():
+        assert torch.allclose(small(x), full, atol=1e-5)
+    # the regulariser: gamma x sign(lambda) joins each scale's gradient
+    for p in hook.scales:
+        p.grad = torch.zeros_like(p)
+    hook.after_backward(model)
+    assert all(float(p.grad) == pytest.approx(1e-3 * float(torch.sign(p.detach()))) for p in hook.scales)
+    with pytest.raises(ArchsearchError, match="does not apply to the vgg family"):
+        resolve_settings("sss-vgg16-c10")

@@ -87,6 +87,8 @@ class Conv:
 class Block:
     name: str
     removable: bool  # an identity can replace it (same input and output shape)
+    branch: str = ""  # the module whose output is the residual branch's output (before the add)
+    stage: int = 0
 
 
 class Select(nn.Module):

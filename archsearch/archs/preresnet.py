@@ -110,7 +110,8 @@ class PreResNetFamily(Family):
         return next(g for g in self.groups(spec) if g.name == name)
 
     def block_layout(self, depth: int) -> list[Block]:
-        return [Block(f"layer{s + 1}.{b}", removable=b > 0) for s in range(3) for b in range(_n(depth))]
+        return [Block(f"layer{s + 1}.{b}", removable=b > 0, branch=f"layer{s + 1}.{b}.conv3", stage=s)
+                for s in range(3) for b in range(_n(depth))]
 
     def _walk(self, spec: ArchSpec):
         """(block name, stage, its input width, selected width, conv1, conv2, stream out, stride, downsample)

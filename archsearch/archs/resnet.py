@@ -89,7 +89,8 @@ class ResNetFamily(Family):
 
     def block_layout(self, depth: int) -> list[Block]:
         # a block that strides or widens the stream has no identity stand-in
-        return [Block(f"layer{s + 1}.{b}", removable=not (s > 0 and b == 0))
+        return [Block(f"layer{s + 1}.{b}", removable=not (s > 0 and b == 0), branch=f"layer{s + 1}.{b}.bn2",
+                      stage=s)
                 for s in range(3) for b in range(_n(depth))]
 
     def convs(self, spec: ArchSpec) -> list[Conv]:

@@ -58,7 +58,7 @@ class Pruned:
 
 class Proposer:
     name: ClassVar[str]
-    kind: ClassVar[str]  # "channels" (structured) or "sparsity" (unstructured)
+    kind: ClassVar[str]  # "channels" (structured), "sparsity" (unstructured) or "depth" (blocks kept)
     default_ratio: ClassVar[float]
     about: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...] | None] = None  # None: every family
@@ -304,4 +304,4 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     return prop_rec
 
 
-from . import l1norm, lamp, lottery, magnitude, regression, sfp, slimming, thinet  # noqa: E402,F401  (register the proposers)
+from . import l1norm, lamp, lottery, magnitude, regression, sfp, slimming, sss, thinet  # noqa: E402,F401  (register the proposers)

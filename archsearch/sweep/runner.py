@@ -149,6 +149,7 @@ def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) ->
         raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
     tr = s["train"]
     solved = generate(generator, _target(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",
+                      depth=kind == "depth",
                       floor=float(tr.get("floor", 0.0)), round_to=int(tr.get("round", 1)), seed=seed,
                       target_name=s["target"])
     solved.spec.meta["generator"] = generator
