@@ -374,7 +374,12 @@ def patterns_show(name):
     click.echo(f"made by: {pv['command']} (archsearch {pv['archsearch_version']}, torch {pv.get('torch_version', '?')}, "
                f"{pv.get('date', '?')})")
     click.echo("")
-    if p["kind"] == "channels":
+    if p["kind"] == "depth":
+        names = p.get("layer_names") or [str(i + 1) for i in range(len(p["stages"]))]
+        click.echo(f"{'block':>10} {'stage':>5} {'kept (share of seeds)':>22}")
+        for n, s, m in zip(names, p["stages"], p["layers"]["ratio_mean"]):
+            click.echo(f"{n:>10} {s + 1:>5} {m:>22.3f} {_bar(m)}")
+    elif p["kind"] == "channels":
         click.echo(f"{'layer':>5} {'stage':>5} {'orig':>5} {'kept':>7} {'ratio':>15}")
         for i, (s, b, m, sd) in enumerate(zip(p["stages"], p["base_widths"], p["layers"]["ratio_mean"],
                                               p["layers"]["ratio_std"])):

@@ -185,7 +185,7 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
                 raise ArchsearchError(f"patterns.own lists {pat['name']} ({pat['arch']}-{pat['data']}), but the "
                                       f"target is {spec.target}: put patterns from elsewhere under patterns.transferred")
             patterns[role][pat["kind"]] = pat
-    kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=["channels", "sparsity"].index)
+    kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=["channels", "sparsity", "depth"].index)
     plan = {"version": PLAN_VERSION, "spec": spec.to_dict(), "patterns": patterns, "kinds": kinds,
             "data_dir": str(Path(data_dir).resolve()) if data_dir and Path(data_dir).exists() else data_dir,
             "archsearch_version": __version__,
