@@ -50,14 +50,20 @@ def parse_target(name: str) -> Target:
     return Target(arch=arch, family=fam.name, depth=depth, data=data, num_classes=info.num_classes)
 
 
-def parse_proposer(name: str, methods: Iterable[str]) -> ProposerName:
-    methods = list(methods)
+def split_proposer(name: str) -> tuple[str, Target, str | None]:
+    """'l1norm-resnet56-c10.A' -> ('l1norm', Target(resnet56, c10), 'A'), the method unchecked."""
     method, sep, rest = name.strip().partition("-")
     if not sep:
         raise ArchsearchError(f"proposer {name!r} is not METHOD-ARCH-DATA, e.g. slimming-vgg16-c10")
-    if method not in methods:
-        raise ArchsearchError(f"unknown pruning method {method!r} in {name!r}; known: {', '.join(methods)}")
     rest, dot, variant = rest.partition(".")
     if dot and not (variant.isascii() and variant.isalnum()):
         raise ArchsearchError(f"variant {variant!r} in {name!r} is not a plain name of letters and digits (e.g. A)")
-    return ProposerName(method=method, target=parse_target(rest), variant=variant or None)
+    return method, parse_target(rest), variant or None
+
+
+def parse_proposer(name: str, methods: Iterable[str]) -> ProposerName:
+    methods = list(methods)
+    method, target, variant = split_proposer(name)
+    if method not in methods:
+        raise ArchsearchError(f"unknown pruning method {method!r} in {name!r}; known: {', '.join(methods)}")
+    return ProposerName(method=method, target=target, variant=variant)

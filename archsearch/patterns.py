@@ -73,7 +73,7 @@ def _overall_ratio(settings: dict) -> float:
 def extract(proposals: list, *, name: str | None = None, command: str = "") -> dict:
     """Summarise the proposals (one per seed) of one proposer spec into a pattern dict."""
     from . import __version__
-    from .propose import parse as _parse_proposer
+    from .names import split_proposer
 
     if not proposals:
         raise ArchsearchError("no proposals to extract a pattern from")
@@ -126,7 +126,7 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
         "arch": base.name,
         "family": base.family,
         "depth": base.depth,
-        "data": _parse_proposer(first.proposer).target.data,
+        "data": split_proposer(first.proposer)[1].data,
         "ratio": _overall_ratio(s),
         "width": base.width,
         "layer_names": names,
@@ -170,8 +170,8 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     }
     if s.get("train_subset"):
         pat["provenance"]["train_subset"] = s["train_subset"]
-    if _parse_proposer(first.proposer).variant:
-        pat["provenance"]["variant"] = _parse_proposer(first.proposer).variant
+    if split_proposer(first.proposer)[2]:
+        pat["provenance"]["variant"] = split_proposer(first.proposer)[2]
     if s.get("layer_ratios") is not None:
         pat["provenance"]["layer_ratios"] = s["layer_ratios"]
     if s.get("rounds") is not None:

@@ -71,7 +71,7 @@ def _valid():
 @pytest.mark.parametrize("mutate, msg", [
     (lambda d: d.update(schema=3), "schema"),
     (lambda d: d.pop("kind"), "kind is missing"),
-    (lambda d: d.update(kind="weights"), "kind must be 'channels' or 'sparsity'"),
+    (lambda d: d.update(kind="weights"), "kind must be 'channels', 'sparsity' or 'depth'"),
     (lambda d: d.update(depth="11"), "depth needs a whole number, got '11'"),
     (lambda d: d["stage"].update(ratio_mean=[0.5]), "stage.ratio_mean"),
     (lambda d: d["layers"].update(ratio_mean=[2.0] * 8), "layers.ratio_mean.0 must be less than or equal to 1"),
