@@ -316,7 +316,9 @@ def test_methods_refuse_what_they_cannot_do():
                     (dict(name="l1norm-resnet20-c10", skip=["layer4.0.conv1"]), "not a channel group"),
                     (dict(name="l1norm-resnet56-c10.A", ratio=0.3), "fixes the ratios"),
                     (dict(name="magnitude-vgg16-c10", variant="A"), "one global threshold"),
-                    (dict(name="l1norm-resnet56-c10.B", variant="A"), "names variant B")):
+                    (dict(name="l1norm-resnet56-c10.B", variant="A"), "names variant B"),
+                    (dict(name="thinet-resnet56-c10.A"), "no named variants"),
+                    (dict(name="sss-resnet8-c10"), "no removable block")):
         name = kw.pop("name")
         with pytest.raises(ArchsearchError, match=msg):
             resolve_settings(name, **kw)

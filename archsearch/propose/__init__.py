@@ -77,6 +77,16 @@ class Proposer:
             raise ArchsearchError(f"{self.name} does not apply to the {base.family} family "
                                   f"(it supports: {', '.join(self.families)})")
 
+    def layer_ratios(self, base: ArchSpec, variant: str | None, ratio: float | None,
+                     stage_ratios: list[float] | None, skip: list[str] | None) -> list[float]:
+        """Per-layer allocation: one prune ratio per channel group (`--ratio`, `--stage-ratios`,
+        `--skip`); a method with named configurations overrides it."""
+        from .allocation import predefined_ratios
+
+        if variant is not None:
+            raise ArchsearchError(f"{self.name} has no named variants (got {variant!r})")
+        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
+
     def hooks(self, base: ArchSpec, settings: "Settings") -> list[TrainHook]:
         """What acts while the base net trains: BN-L1 at the settings' s when s > 0."""
         return [BNL1(settings.sparsity)] if settings.sparsity else []

@@ -31,7 +31,7 @@ from ..archs import get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import per_layer, predefined_ratios
+from .allocation import per_layer
 from .importance import filter_norm
 
 _ORIGINAL_SKIP = {  # layer ids of the original scripts (1 = the stem conv; block b's first conv = 2 + 2b)
@@ -83,7 +83,7 @@ class L1Norm(Proposer):
                 raise ArchsearchError(f"variant {variant} fixes the ratios and the skip list; "
                                       "drop --ratio, --stage-ratios and --skip")
             return variant_ratios(base, variant)
-        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
+        return super().layer_ratios(base, None, ratio, stage_ratios, skip)
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         keep = [k.numpy() for k in per_layer(filter_norm(model, base, p=1), settings.layer_ratios)]

@@ -94,17 +94,24 @@ def weight_matrix(layer: nn.Module) -> torch.Tensor:
     return w.reshape(w.shape[0], w.shape[1], -1)
 
 
-def sampled_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: int) -> torch.Tensor:
-    """ThiNet's samples: per image, `per_image` random (position, output channel) pairs; each
-    row holds every input channel's contribution to that output value: (samples, C)."""
+def _sample_fields(x: torch.Tensor, layer: nn.Module, per_image: int, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """`per_image` random receptive fields of each image, (S, C, k*k), the weight (out, C, k*k)
+    and the generator (for drawing more with the same seed)."""
     p = patches(x.float(), layer)
-    w = weight_matrix(layer)
     n, L = p.shape[:2]
     gen = torch.Generator().manual_seed(seed)
     img = torch.arange(n).repeat_interleave(per_image)
     pos = torch.randint(L, (n * per_image,), generator=gen)
-    out = torch.randint(w.shape[0], (n * per_image,), generator=gen)
-    return (p[img, pos] * w[out]).sum(-1)  # (S, C, k*k) -> (S, C)
+    return p[img, pos], weight_matrix(layer), gen
+
+
+def sampled_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: int) -> torch.Tensor:
+    """ThiNet's samples: per image, `per_image` random (position, output channel) pairs; each
+    row holds every input channel's contribution to that output value: (samples, C)."""
+    fields, w, gen = _sample_fields(x, layer, per_image, seed)
+    out = torch.randint(w.shape[0], (len(fields),), generator=gen)
+    return (fields * w[out]).sum(-1)  # (S, C, k*k) -> (S, C)
 
 
 def thinet_select(contrib: torch.Tensor, n_keep: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -131,13 +138,7 @@ def full_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: 
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """He et al.'s samples: per image, `per_image` random positions; returns the receptive
     fields (S, C, k*k) and every channel's contribution to every output there (S, out, C)."""
-    p = patches(x.float(), layer)
-    w = weight_matrix(layer)
-    n, L = p.shape[:2]
-    gen = torch.Generator().manual_seed(seed)
-    img = torch.arange(n).repeat_interleave(per_image)
-    pos = torch.randint(L, (n * per_image,), generator=gen)
-    fields = p[img, pos]  # S, C, k*k
+    fields, w, _ = _sample_fields(x, layer, per_image, seed)
     return fields, torch.einsum("sck,ock->soc", fields, w)
 
 

@@ -21,7 +21,6 @@ from ..archs import get_family
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import predefined_ratios
 from .reconstruct import check_reader, consumer_inputs, consumers, full_contributions, lasso_select, least_squares_weights, \
     relative_error
 
@@ -36,9 +35,6 @@ class Regression(Proposer):
     about = "channel pruning: LASSO channel selection, least-squares reconstruction (He et al. 2017)"
     allocation = "per-layer"
     data_aware = True
-
-    def layer_ratios(self, base, variant, ratio, stage_ratios, skip) -> list[float]:
-        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:

@@ -20,7 +20,6 @@ from ..archs import get_family
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import predefined_ratios
 from .reconstruct import check_reader, consumer_inputs, consumers, sampled_contributions, thinet_select
 
 IMAGES, PER_IMAGE = 256, 10
@@ -34,9 +33,6 @@ class ThiNet(Proposer):
     about = "ThiNet: channels chosen by the next layer's reconstruction error, kept weights rescaled (Luo et al. 2017)"
     allocation = "per-layer"
     data_aware = True
-
-    def layer_ratios(self, base, variant, ratio, stage_ratios, skip) -> list[float]:
-        return predefined_ratios(base, self.name, self.default_ratio, ratio, stage_ratios, skip)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
