@@ -204,3 +204,25 @@ def relative_error(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray, new
     y = torch.einsum("sck,ock->so", fields, w)
     y2 = torch.einsum("sck,ock->so", fields[:, torch.from_numpy(keep)], new_w)
     return float((y - y2).norm() / y.norm().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_ratios: list[float], n_images: int,
+                     choose) -> tuple[list[np.ndarray], list]:
+    """The loop both methods share: for each channel group, its reader's inputs on the sampled
+    images and its n_keep = int(n x (1 - ratio)) (at least 1); `choose(i, layer, x, n_keep)`
+    returns (keep mask, the reader's new weights on the kept channels as (out, kept, k*k),
+    a fact to record), and the reader's weights are replaced in place. Returns the keep masks
+    and the facts."""
+    modules = dict(model.named_modules())
+    inputs = consumer_inputs(model, base, data, n_images)
+    keep, facts = [], []
+    for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), consumers(base), layer_ratios)):
+        layer = modules[reader]
+        check_reader(base, g.name, reader, layer, base.widths[i])
+        k, new_w, fact = choose(i, layer, inputs[reader], max(1, int(base.widths[i] * (1 - r))))
+        view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
+        view[:, torch.from_numpy(k).nonzero().squeeze(1)] = new_w.to(view.dtype)
+        keep.append(k)
+        facts.append(fact)
+    return keep, facts

@@ -14,15 +14,12 @@ ThiNet, groups are judged on the trained base net's activations in one pass.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ..archs import get_family
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .reconstruct import check_reader, consumer_inputs, consumers, full_contributions, lasso_select, least_squares_weights, \
-    relative_error
+from .reconstruct import full_contributions, lasso_select, least_squares_weights, prune_by_readers, relative_error
 
 IMAGES, PER_IMAGE = 256, 4
 
@@ -36,23 +33,13 @@ class Regression(Proposer):
     allocation = "per-layer"
     data_aware = True
 
-    @torch.no_grad()
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
-        groups = get_family(base.family).groups(base)
-        modules = dict(model.named_modules())
-        inputs = consumer_inputs(model, base, data, IMAGES)
-        keep, errors = [], []
-        for i, (g, reader, r) in enumerate(zip(groups, consumers(base), settings.layer_ratios)):
-            n_keep = max(1, int(base.widths[i] * (1 - r)))
-            layer = modules[reader]
-            check_reader(base, g.name, reader, layer, base.widths[i])
-            fields, z = full_contributions(inputs[reader], layer, PER_IMAGE, seed=i)
+        def choose(i, layer, x, n_keep):
+            fields, z = full_contributions(x, layer, PER_IMAGE, seed=i)
             k = lasso_select(z, n_keep, seed=i)
             new_w = least_squares_weights(fields, layer, k)
-            errors.append(round(relative_error(fields, layer, k, new_w), 6))
-            idx = torch.from_numpy(k).nonzero().squeeze(1)
-            view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
-            view[:, idx] = new_w.to(view.dtype)
-            keep.append(k)
+            return k, new_w, round(relative_error(fields, layer, k, new_w), 6)
+
+        keep, errors = prune_by_readers(model, base, data, settings.layer_ratios, IMAGES, choose)
         return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios, images=IMAGES,
                                 samples_per_image=PER_IMAGE, reconstruction_error=errors)

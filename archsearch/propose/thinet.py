@@ -16,11 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..archs import get_family
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .reconstruct import check_reader, consumer_inputs, consumers, sampled_contributions, thinet_select
+from .reconstruct import prune_by_readers, sampled_contributions, thinet_select, weight_matrix
 
 IMAGES, PER_IMAGE = 256, 10
 
@@ -34,22 +33,12 @@ class ThiNet(Proposer):
     allocation = "per-layer"
     data_aware = True
 
-    @torch.no_grad()
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
-        groups = get_family(base.family).groups(base)
-        modules = dict(model.named_modules())
-        inputs = consumer_inputs(model, base, data, IMAGES)
-        keep = []
-        for i, (g, reader, r) in enumerate(zip(groups, consumers(base), settings.layer_ratios)):
-            n = base.widths[i]
-            n_keep = max(1, int(n * (1 - r)))
-            layer = modules[reader]
-            check_reader(base, g.name, reader, layer, base.widths[i])
-            contrib = sampled_contributions(inputs[reader], layer, PER_IMAGE, seed=i)
-            k, scale = thinet_select(contrib, n_keep)
-            idx = torch.from_numpy(k).nonzero().squeeze(1)
-            view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
-            view[:, idx] *= scale.to(view.dtype).view(1, -1, 1)
-            keep.append(k)
+        def choose(i, layer, x, n_keep):
+            k, scale = thinet_select(sampled_contributions(x, layer, PER_IMAGE, seed=i), n_keep)
+            kept = weight_matrix(layer)[:, torch.from_numpy(k).nonzero().squeeze(1)]
+            return k, kept * scale.view(1, -1, 1), None
+
+        keep, _ = prune_by_readers(model, base, data, settings.layer_ratios, IMAGES, choose)
         return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios, images=IMAGES,
                                 samples_per_image=PER_IMAGE)
