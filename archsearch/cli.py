@@ -281,8 +281,9 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, varian
     click.echo(f"{pn}: {prop.about}; ratio {settings.ratio:g}, {settings.preset} preset, width {settings.width:g}, "
                f"{schedule.epochs} epochs, s={settings.sparsity:g} | {trained_on.describe()}", err=True)
     if todo:
-        est = estimate_seconds(base, trained_on, schedule, device) * len(todo)
-        click.echo(f"estimate: about {fmt_seconds(est)} to train {len(todo)} base net(s) "
+        est = estimate_seconds(base, trained_on, schedule, device) * len(todo) * (settings.rounds or 1)
+        click.echo(f"estimate: about {fmt_seconds(est)} to train {len(todo)} base net(s)"
+                   f"{f' x {settings.rounds} rounds' if settings.rounds else ''} "
                    f"({seeds - len(todo)} reused) in {run_root}", err=True)
     else:
         click.echo(f"all {seeds} proposals are done; reusing them from {run_root}", err=True)

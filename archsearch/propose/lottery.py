@@ -81,7 +81,10 @@ class Lottery(Proposer):
         init = initial_state(base, seed)
         torch_save(init, run / "init.pt")
         masks, base_result, history = None, None, []
+        label = getattr(progress, "label", None)
         for r in range(settings.rounds):
+            if label is not None:  # an EpochProgress: say which round its epochs belong to
+                progress.label = f"{label} round {r + 1}/{settings.rounds}"
             spec = base if masks is None else base.replace(masks=dict(zip(names, masks)), meta={})
             start = None if masks is None else under_mask(init, names, masks)  # rewind the survivors
             result = train(spec, data, schedule, seed=seed, device=device, out_dir=run / f"round{r}",
