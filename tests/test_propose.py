@@ -512,3 +512,26 @@ def test_every_method_proposes_on_every_family_it_supports(method, arch, small_d
     small.load_state_dict(props[0].state if hasattr(props[0], "state") else
                           torch.load(Path(props[0].run_dir) / "pruned_model.pt", weights_only=True))
     assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_channel_proposals_keep_the_structured_winning_ticket(small_digits, tmp_path):
+    """The structured lottery (cifar/lottery-ticket/l1-norm-pruning): the initial weights of the
+    very channels the proposal kept, so the pruned net can be trained from them."""
+    from archsearch.propose import initial_state
+
+    p = propose("l1norm-vgg11-digits", small_digits, preset="tiny", width=0.25, epochs=1, workdir=tmp_path,
+                device="cpu", batch_size=64, train_subset=128, ratio=0.5)
+    run = Path(p.run_dir)
+    ticket = torch.load(run / "ticket_init.pt", weights_only=True)
+    pruned = torch.load(run / "pruned_model.pt", weights_only=True)
+    trained = torch.load(run / "base" / "model.pt", weights_only=True)
+    init = initial_state(p.base_spec, 0)
+    assert p.info["ticket_init"] == "ticket_init.pt"
+    prev = None
+    for c in get_family("vgg").convs(p.base_spec):
+        w = f"{c.name}.weight"
+        rows = [int((trained[w].flatten(1) == r).all(1).nonzero()[0]) if prev is None else
+                int((trained[w][:, prev].flatten(1) == r).all(1).nonzero()[0]) for r in pruned[w].flatten(1)]
+        cols = slice(None) if prev is None else prev
+        assert torch.equal(ticket[w], init[w][rows][:, cols])
+        prev = rows

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,6 +55,28 @@ class Pruned:
     spec: ArchSpec
     state: dict[str, torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    keep: list | None = None  # channel proposals: the kept channels of each group (for the ticket init)
+
+
+def initial_state(base: ArchSpec, seed: int) -> dict[str, torch.Tensor]:
+    """The weights `train` starts `base` from with this seed (it seeds, then builds)."""
+    torch.manual_seed(seed)
+    return {k: v.detach().clone() for k, v in build(base).state_dict().items()}
+
+
+def save_ticket(pruned: Pruned, base: ArchSpec, seed: int, run: Path) -> None:
+    """A channel proposal's winning-ticket initialisation (the structured lottery of
+    `cifar/lottery-ticket/l1-norm-pruning`): the base net's initial weights, narrowed to the
+    channels the proposal kept, in `run/ticket_init.pt`."""
+    from ..archs import get_family
+
+    if pruned.keep is None:
+        return
+    init = build(base)
+    init.load_state_dict(initial_state(base, seed))
+    _, state = get_family(base.family).narrow(init, base, pruned.keep)
+    torch_save(state, run / "ticket_init.pt")
+    pruned.info["ticket_init"] = "ticket_init.pt"
 
 
 class Proposer:
@@ -103,7 +126,9 @@ class Proposer:
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
         model = build(base)
         model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
-        return (self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)), result
+        pruned = self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)
+        save_ticket(pruned, base, seed, run)
+        return pruned, result
 
 
 def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold: float | None = None,
@@ -119,7 +144,7 @@ def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold:
     info = {"threshold": threshold, "clamped": clamped, **info,
             "pruned_channels": int(sum(len(k) - k.sum() for k in keep)),
             "total_channels": int(sum(len(k) for k in keep))}
-    return Pruned(spec.replace(base_widths=base.widths), state, info)
+    return Pruned(spec.replace(base_widths=base.widths), state, info, keep=[np.asarray(k, dtype=bool) for k in keep])
 
 
 def prune_smallest(values: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:

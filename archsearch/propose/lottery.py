@@ -14,8 +14,11 @@ lottery arm does, from the winning-ticket initialisation and from a fresh one.
 The proposal is a sparsity pattern like magnitude pruning's; the run folder keeps the
 initialisation (`init.pt`) and the winning ticket (`ticket_init.pt`: the initialisation
 under the final mask). Every round is a `train` run in `round<r>/`, so an interrupted
-proposal resumes in its last unfinished round. Rewinding to an early epoch instead of the
-initialisation (Frankle et al. 2019) and the structured (L1-norm) lottery are not here yet.
+proposal resumes in its last unfinished round. The structured lottery of
+`cifar/lottery-ticket/l1-norm-pruning` (one L1-norm pruning, then training the kept
+filters from their initial weights) needs no method of its own: every channel proposal
+(`l1norm-resnet56-c10.A`, ...) keeps its `ticket_init.pt`. Rewinding to an early epoch
+instead of the initialisation (Frankle et al. 2019) is not here yet.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ import torch
 
 from .._io import torch_save
 from ..archs import build, get_family
-from ..spec import ArchSpec
 from ..train import train
-from . import Pruned, Proposer, register_proposer
+from . import Pruned, Proposer, initial_state, register_proposer
 from .allocation import global_threshold, keep_one
 from .magnitude import masked_proposal
 
@@ -59,12 +61,6 @@ def under_mask(state: dict[str, torch.Tensor], names: list[str], masks: list[np.
         out[f"{n}.weight"] = out[f"{n}.weight"] * mt.to(out[f"{n}.weight"].dtype)
         out[f"{n}.weight_mask"] = mt.float()
     return out
-
-
-def initial_state(base: ArchSpec, seed: int) -> dict[str, torch.Tensor]:
-    """The weights `train` starts `base` from with this seed (it seeds, then builds)."""
-    torch.manual_seed(seed)
-    return {k: v.detach().clone() for k, v in build(base).state_dict().items()}
 
 
 @register_proposer
