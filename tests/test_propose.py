@@ -524,9 +524,16 @@ def test_channel_proposals_keep_the_structured_winning_ticket(small_digits, tmp_
     run = Path(p.run_dir)
     ticket = torch.load(run / "ticket_init.pt", weights_only=True)
     pruned = torch.load(run / "pruned_model.pt", weights_only=True)
-    trained = torch.load(run / "base" / "model.pt", weights_only=True)
+    trained = torch.load(next(tmp_path.glob("_base/*/seed0/model.pt")), weights_only=True)
     init = initial_state(p.base_spec, 0)
     assert p.info["ticket_init"] == "ticket_init.pt"
+    # a method that trains its base net plainly too shares it: no second training
+    m = propose("magnitude-vgg11-digits", small_digits, preset="tiny", width=0.25, epochs=1, workdir=tmp_path,
+                device="cpu", batch_size=64, train_subset=128, progress=lambda st: pytest.fail("trained again"))
+    assert m.base_acc == p.base_acc and len(list(tmp_path.glob("_base/*/seed0"))) == 1
+    s = propose("slimming-vgg11-digits", small_digits, preset="tiny", width=0.25, epochs=1, workdir=tmp_path,
+                device="cpu", batch_size=64, train_subset=128)  # BN-L1 training: a base of its own
+    assert len(list(tmp_path.glob("_base/*/seed0"))) == 2 and not s.reused
     prev = None
     for c in get_family("vgg").convs(p.base_spec):
         w = f"{c.name}.weight"

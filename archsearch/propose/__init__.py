@@ -15,13 +15,20 @@ checkpoints and resume come for free), prunes it, and returns a `Pruned`: the pr
 `propose()` wraps that in a run directory per (settings, seed):
 
     WORKDIR/<proposer>/<settings-key>/seed<N>/
-        base/            the base net's training run (checkpoint.pt, model.pt, result.json)
         spec.json        the proposed (pruned) ArchSpec
         pruned_model.pt  the kept weights
+        ticket_init.pt   channel proposals, the lottery: the winning-ticket initialisation
         proposal.json    accuracies, threshold, clamped layers, settings; written last
 
-A finished run (proposal.json present, same settings) is reused; an interrupted one
-resumes from the base run's last checkpoint.
+and the base net's training run (checkpoint.pt, model.pt, result.json) in
+
+    WORKDIR/_base/<arch>-<data>-<base-key>/seed<N>/
+
+keyed by what decides the trained base net alone (its spec, schedule, training hooks,
+training subset, data): methods that train the base plainly (l1norm with both its variants,
+magnitude, lamp, thinet, regression, the lottery's first round) share one base net per seed
+instead of training it again. A finished proposal (proposal.json present, same settings)
+is reused; an interrupted one resumes from the base run's last checkpoint.
 """
 
 from __future__ import annotations
@@ -118,14 +125,15 @@ class Proposer:
         raise NotImplementedError
 
     def run(self, base: ArchSpec, data: Dataset, settings: "Settings", schedule: Schedule, run: Path, *, seed: int,
-            device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int):
-        """The schedule: train the base net once (with this method's hooks), then prune it.
-        Returns (Pruned, the base run's Result). Iterative methods override it; every
-        training goes through `train(out_dir=...)`, so an interrupted run resumes."""
-        result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
+            device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int, base_dir: Path):
+        """The schedule: train the base net once in `base_dir` (with this method's hooks), then
+        prune it into the proposal's `run` folder. Returns (Pruned, the base run's Result).
+        Iterative methods override it; every training goes through `train(out_dir=...)`, so
+        an interrupted run resumes."""
+        result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
         model = build(base)
-        model.load_state_dict(torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(base_dir / "model.pt", map_location="cpu", weights_only=True))
         pruned = self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)
         save_ticket(pruned, base, seed, run)
         return pruned, result
@@ -283,6 +291,14 @@ def run_dir(pn: ProposerName, settings: Settings, workdir: str | os.PathLike, se
     return Path(workdir) / str(pn) / settings.key() / f"seed{seed}"
 
 
+def base_run_dir(workdir: str | os.PathLike, base: ArchSpec, data_name: str, schedule: Schedule,
+                 hooks: list[TrainHook], train_subset: int | None, seed: int) -> Path:
+    """Where the base net of a proposal trains: keyed by what decides it, not by the method."""
+    ident = [base.identity(), schedule.to_dict(), [h.key() for h in hooks], train_subset, data_name]
+    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(workdir) / "_base" / f"{base.name}-{data_name}-w{base.width:g}-e{schedule.epochs}-{h}" / f"seed{seed}"
+
+
 def finished(run: Path, settings: Settings) -> dict | None:
     """The record of a finished proposal run with these settings, or None."""
     from ..schemas import ProposalRecord, check
@@ -319,8 +335,11 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
             return Proposal(**rec, spec=ArchSpec.load(run / "spec.json"), base_spec=base, reused=True)
         except (TypeError, ArchsearchError):
             pass  # a damaged run: redo the pruning step (the base run is reused)
+    base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
+                            seed)
+    run.mkdir(parents=True, exist_ok=True)
     pruned, result = prop.run(base, data, settings, schedule, run, seed=seed, device=device, progress=progress,
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=checkpoint_every, base_dir=base_dir)
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}

@@ -13,7 +13,8 @@ lottery arm does, from the winning-ticket initialisation and from a fresh one.
 
 The proposal is a sparsity pattern like magnitude pruning's; the run folder keeps the
 initialisation (`init.pt`) and the winning ticket (`ticket_init.pt`: the initialisation
-under the final mask). Every round is a `train` run in `round<r>/`, so an interrupted
+under the final mask). Round 0 is the shared plain base run; every later round is a
+`train` run in `round<r>/`, so an interrupted
 proposal resumes in its last unfinished round. The structured lottery of
 `cifar/lottery-ticket/l1-norm-pruning` (one L1-norm pruning, then training the kept
 filters from their initial weights) needs no method of its own: every channel proposal
@@ -72,7 +73,7 @@ class Lottery(Proposer):
     iterative = True
     default_rounds = 5
 
-    def run(self, base, data, settings, schedule, run: Path, *, seed, device, progress, checkpoint_every):
+    def run(self, base, data, settings, schedule, run: Path, *, seed, device, progress, checkpoint_every, base_dir):
         names = [c.name for c in get_family(base.family).convs(base)]
         init = initial_state(base, seed)
         torch_save(init, run / "init.pt")
@@ -83,12 +84,13 @@ class Lottery(Proposer):
                 progress.label = f"{label} round {r + 1}/{settings.rounds}"
             spec = base if masks is None else base.replace(masks=dict(zip(names, masks)), meta={})
             start = None if masks is None else under_mask(init, names, masks)  # rewind the survivors
-            result = train(spec, data, schedule, seed=seed, device=device, out_dir=run / f"round{r}",
+            out = base_dir if r == 0 else run / f"round{r}"  # round 0 is the plain base net, shared
+            result = train(spec, data, schedule, seed=seed, device=device, out_dir=out,
                            progress=progress, checkpoint_every=checkpoint_every, init_state=start,
                            hooks=self.hooks(base, settings))
             base_result = base_result or result
             model = build(spec)
-            model.load_state_dict(torch.load(run / f"round{r}" / "model.pt", map_location="cpu", weights_only=True))
+            model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
             modules = dict(model.named_modules())
             trained_density = 1.0 if masks is None else float(sum(m.sum() for m in masks) / sum(m.size for m in masks))
             masks, threshold, clamped = prune_alive([modules[n].weight for n in names], masks, settings.ratio)

@@ -99,12 +99,12 @@ class SSS(Proposer):
         layout = get_family(base.family).block_layout(base.depth)
         return [BlockScales([b.branch for b in layout], settings.sparsity)]
 
-    def run(self, base, data, settings, schedule, run, *, seed, device, progress, checkpoint_every):
+    def run(self, base, data, settings, schedule, run, *, seed, device, progress, checkpoint_every, base_dir):
         from ..archs import build
 
-        result = train(base, data, schedule, seed=seed, device=device, out_dir=run / "base", progress=progress,
+        result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
-        trained = torch.load(run / "base" / "model.pt", map_location="cpu", weights_only=True)
+        trained = torch.load(base_dir / "model.pt", map_location="cpu", weights_only=True)
         layout = get_family(base.family).block_layout(base.depth)
         state, lams = fold_scales(trained, [b.branch for b in layout])
         model = build(base)
