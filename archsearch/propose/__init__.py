@@ -1,13 +1,15 @@
 """Proposers: pruning methods run as architecture proposers.
 
-One module per method, one registry by name (`slimming`, `magnitude`, `l1norm`, `lamp`).
-A method is three parts (Torch-Pruning's split):
-- an *importance* criterion (`importance.py`: BN scale, filter norm, |w|, LAMP);
+One module per method, one registry by name: `slimming`, `magnitude`, `lamp`, `l1norm`,
+`thinet`, `regression`, `sfp`, `lottery`, `sss`. A method is three parts (Torch-Pruning's
+split):
+- an *importance* criterion (`importance.py`: BN scale, filter norm, |w|, LAMP; the
+  reconstruction criteria of ThiNet and regression in `reconstruct.py`);
 - an *allocation* (`allocation.py`: one global threshold, or predefined per-layer ratios
-  with skip lists);
-- a *schedule*: what it does while the base net trains (`Proposer.hooks`: `TrainHook`s the
-  trainer calls, e.g. Network Slimming's BN-L1 after every backward pass), then the
-  one-shot `prune` of the trained net.
+  with skip lists; SSS removes blocks);
+- a *schedule* (`Proposer.run`): what it does while the base net trains (`Proposer.hooks`:
+  `TrainHook`s the trainer calls, e.g. Network Slimming's BN-L1 after every backward pass),
+  then a one-shot `prune` of the trained net, or rounds of pruning and retraining (lottery).
 A proposer trains the base net of a target (through `archsearch.train.train`, so progress,
 checkpoints and resume come for free), prunes it, and returns a `Pruned`: the pruned
 `ArchSpec` plus the inherited weights (for the fine-tune baseline).
