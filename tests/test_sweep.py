@@ -556,3 +556,46 @@ def test_bad_database_url_is_one_line(tmp_path):
     r = run_cli("sweep", "status", "x", "--storage", "postgresql://u:secret@127.0.0.1:1/db")
     assert r.exit_code == 2 and "cannot open storage" in r.output and "secret" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_depth_and_erk_generators_in_a_sweep_plan(tmp_path, small_digits):
+    """A depth pattern (sss) and a sparsity pattern with the erk baseline plan like the others:
+    every (kind, generator, budget) builds at its budget before any training."""
+    from archsearch import patterns as P
+    from archsearch.counting import count
+    from archsearch.propose import propose
+    from archsearch.sweep.runner import arch_for, build_plan
+
+    kw = dict(preset="tiny", width=0.5, epochs=1, workdir=tmp_path / "p", device="cpu", batch_size=64,
+              train_subset=128)
+    for method in ("sss", "magnitude"):
+        pat = P.extract([propose(f"{method}-resnet20-digits", small_digits, seed=0, **kw)], command="test")
+        (tmp_path / f"{method}.json").write_text(json.dumps(pat))
+    (tmp_path / "d.toml").write_text(f"""
+name = "d"
+target = "resnet20-digits"
+generators = ["pruned", "guided", "uniform", "erk"]
+kinds = ["depth", "sparsity"]
+fractions = [0.3, 0.45]
+seeds = 1
+[patterns]
+own = ["{tmp_path / 'sss.json'}", "{tmp_path / 'magnitude.json'}"]
+[train]
+preset = "tiny"
+width = 0.5
+""")
+    with pytest.raises(ArchsearchError, match="erk \(depth\).*sparsity baseline"):
+        build_plan(load_spec(tmp_path / "d.toml"), tmp_path / "wd", device="cpu", log=lambda m: None)
+    text = (tmp_path / "d.toml").read_text().replace('"uniform", "erk"]', '"uniform"]')
+    (tmp_path / "d.toml").write_text(text)
+    plan = build_plan(load_spec(tmp_path / "d.toml"), tmp_path / "wd", device="cpu", log=lambda m: None)
+    assert plan["kinds"] == ["depth", "sparsity"]
+    for b in plan["budgets"]:
+        g = arch_for(plan, "depth", "guided", b, 0)
+        assert g.blocks is not None and abs(count(g).params - b) <= 0.01 * b
+        assert arch_for(plan, "depth", "uniform", b, 0).blocks is None
+    (tmp_path / "e.toml").write_text(text.replace('kinds = ["depth", "sparsity"]', 'kinds = ["sparsity"]')
+                                     .replace('"uniform"]', '"uniform", "erk"]').replace('name = "d"', 'name = "e"'))
+    plan = build_plan(load_spec(tmp_path / "e.toml"), tmp_path / "we", device="cpu", log=lambda m: None)
+    e = arch_for(plan, "sparsity", "erk", plan["budgets"][0], 0)
+    assert e.meta["generator"] == "erk" and abs(count(e).params_nonzero - plan["budgets"][0]) <= 0.01 * plan["budgets"][0]
