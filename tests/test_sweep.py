@@ -584,7 +584,7 @@ own = ["{tmp_path / 'sss.json'}", "{tmp_path / 'magnitude.json'}"]
 preset = "tiny"
 width = 0.5
 """)
-    with pytest.raises(ArchsearchError, match="erk \(depth\).*sparsity baseline"):
+    with pytest.raises(ArchsearchError, match=r"erk \(depth\).*sparsity baseline"):
         build_plan(load_spec(tmp_path / "d.toml"), tmp_path / "wd", device="cpu", log=lambda m: None)
     text = (tmp_path / "d.toml").read_text().replace('"uniform", "erk"]', '"uniform"]')
     (tmp_path / "d.toml").write_text(text)
