@@ -241,6 +241,7 @@ def _stage_table(pat: dict) -> str:
 @click.option("--stage-ratios", type=CommaList(FRACTION), help="l1norm: one prune ratio per stage, e.g. 0.6,0.3,0.1.")
 @click.option("--skip", type=CommaList(), help="l1norm: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
 @click.option("--rounds", type=click.IntRange(1, 100), help="Iterative methods (lottery): prune-and-rewind rounds, --ratio of the surviving weights each (default 5).")
+@click.option("--rewind-epoch", type=click.IntRange(1), help="lottery: rewind to the weights after this epoch of the first round instead of the initialisation (late resetting).")
 @click.option("--train-subset", type=click.IntRange(1), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole): reduced scale.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
@@ -248,8 +249,8 @@ def _stage_table(pat: dict) -> str:
 @click.option("--name", help="Library name of the pattern (default: the proposer spec).")
 @click.option("--library", type=click.Path(file_okay=False), help="Library directory to write to (default: $ARCHSEARCH_PATTERNS's first entry, else the user library).")
 @click.option("--device", default="auto", show_default=True)
-def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, variant, stage_ratios, skip, rounds, train_subset,
-            data_dir, download, workdir, name, library, device):
+def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, variant, stage_ratios, skip, rounds, rewind_epoch,
+            train_subset, data_dir, download, workdir, name, library, device):
     """Run (or reuse) a pruner's proposals over seeds and write their pattern to the library.
 
     \b
@@ -269,7 +270,8 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, varian
     from .train import estimate_seconds, resolve_device
 
     kw = dict(ratio=ratio, preset=preset, width=width, epochs=epochs, sparsity=sparsity, floor=floor,
-              train_subset=train_subset, variant=variant, stage_ratios=stage_ratios, skip=skip, rounds=rounds)
+              train_subset=train_subset, variant=variant, stage_ratios=stage_ratios, skip=skip, rounds=rounds,
+              rewind_epoch=rewind_epoch)
     pn, prop, settings, schedule, base = resolve_settings(source, **kw)
     pat_name = check_name(str(pn) if name is None else name, "pattern name")  # a plain name: it becomes LIBRARY/NAME.json
     resolve_device(device)

@@ -177,6 +177,8 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     if s.get("rounds") is not None:
         pat["provenance"]["rounds"] = s["rounds"]
         pat["provenance"]["ratio_per_round"] = s["ratio"]
+    if s.get("rewind_epoch") is not None:
+        pat["provenance"]["rewind_epoch"] = s["rewind_epoch"]
     pat["proposals"] = per_seed
     validate(pat)
     return pat

@@ -144,6 +144,7 @@ class PatternProvenance(Model):
     layer_ratios: Optional[list[Annotated[float, Field(ge=0, lt=1)]]] = None
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     ratio_per_round: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
 
 
 class LayerStats(Model):
@@ -353,6 +354,7 @@ class SweepExtract(Closed):
     stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
     skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+    rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
     in_sweep: bool = False
 
 

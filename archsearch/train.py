@@ -435,11 +435,13 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
 
 
 def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None,
-                 hooks: list[TrainHook] | tuple = ()) -> str:
+                 hooks: list[TrainHook] | tuple = (), start_epoch: int = 0) -> str:
     h = hashlib.sha256()
     ident = [spec.identity(), schedule.to_dict(), seed, data.name, len(data.x_train)]
     if hooks:  # runs without hooks keep the fingerprints they had before hooks existed
         ident.append([hk.key() for hk in hooks])
+    if start_epoch:
+        ident.append({"start_epoch": start_epoch})
     h.update(json.dumps(ident, sort_keys=True, default=str).encode())
     if init_state is not None:
         for k, v in init_state.items():
@@ -451,13 +453,16 @@ def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, i
 def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, device: str = "auto",
           out_dir: str | os.PathLike | None = None, checkpoint_every: int = 5, resume: bool = True,
           init_state: dict | None = None, compile: bool = False,
-          progress: Callable[[EpochStats], None] | None = None, hooks: list[TrainHook] | tuple = ()) -> Result:
+          progress: Callable[[EpochStats], None] | None = None, hooks: list[TrainHook] | tuple = (),
+          start_epoch: int = 0) -> Result:
     """Train `spec` from scratch (or from `init_state` for fine-tuning) and return a Result.
 
     With `out_dir`, a checkpoint is written every `checkpoint_every` epochs and at the end;
     calling again with the same arguments resumes from it (and returns at once when the
     run is complete), with results identical to an uninterrupted run. `hooks` act while it
-    trains (`TrainHook`: regularisers, epoch-end steps). `result.json`,
+    trains (`TrainHook`: regularisers, epoch-end steps). `start_epoch` k > 0 starts from
+    `init_state` at epoch k of the schedule (its learning rate there) and trains the rest:
+    a lottery ticket rewound to epoch k. `result.json`,
     `spec.json` and `model.pt` are written to `out_dir` at the end.
     """
     if spec.num_classes != data.num_classes:
@@ -465,12 +470,16 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     if checkpoint_every < 1:
         raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
     check_seed(seed)
+    if not (isinstance(start_epoch, int) and 0 <= start_epoch < schedule.epochs):
+        raise ArchsearchError(f"start epoch must be in [0, {schedule.epochs}), got {start_epoch!r}")
+    if start_epoch and init_state is None:
+        raise ArchsearchError("starting at a later epoch needs the weights of that epoch (init_state)")
     if out_dir is None:
         return _train(spec, data, schedule, seed, device, None, checkpoint_every, resume, init_state, compile, progress,
-                      hooks)
+                      hooks, start_epoch)
     with RunLock(out_dir):  # one process per run folder: a second one gets one clear line
         return _train(spec, data, schedule, seed, device, Path(out_dir), checkpoint_every, resume, init_state, compile,
-                      progress, hooks)
+                      progress, hooks, start_epoch)
 
 
 def check_seed(seed: int) -> int:
@@ -500,7 +509,8 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
           and isinstance(ck.get("history"), list)
           and all(isinstance(h, dict) and isinstance(h.get("test_acc"), float) for h in ck["history"])
           and isinstance(ck.get("epoch"), int) and isinstance(ck.get("elapsed"), (int, float))
-          and len(ck["history"]) == ck["epoch"])
+          and isinstance(ck.get("start_epoch", 0), int)
+          and len(ck["history"]) == ck["epoch"] - ck.get("start_epoch", 0))
     if not ok:
         raise ArchsearchError(f"{path} is not an archsearch checkpoint (delete it to start the run over)")
     return ck
@@ -508,16 +518,17 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
 
 def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
            checkpoint_every: int, resume: bool, init_state: dict | None, compile: bool,
-           progress: Callable[[EpochStats], None] | None, hooks: list[TrainHook] | tuple = ()) -> Result:
+           progress: Callable[[EpochStats], None] | None, hooks: list[TrainHook] | tuple = (),
+           start_epoch: int = 0) -> Result:
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     ck = None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, resolve_device(device))  # before any allocation, and before the model
     eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state, hooks=hooks)
     counts = count(spec)
-    fp = _fingerprint(spec, data, schedule, seed, init_state, hooks)
+    fp = _fingerprint(spec, data, schedule, seed, init_state, hooks, start_epoch)
     history: list[dict] = []
-    start, elapsed = 0, 0.0
+    start, elapsed = start_epoch, 0.0
     if ck is not None:
         if ck["fingerprint"] != fp:
             raise ArchsearchError(f"{ckpt_path} belongs to a run with other settings; "
@@ -550,7 +561,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             raise Diverged(f"training diverged at epoch {epoch + 1} (loss {train_loss}); try a lower lr")
         elapsed += secs
         best = max(best, test_acc)
-        eta = (schedule.epochs - epoch - 1) * elapsed / (epoch + 1)
+        eta = (schedule.epochs - epoch - 1) * elapsed / (epoch + 1 - start_epoch)
         stats = EpochStats(epoch + 1, schedule.epochs, train_loss, train_acc, test_acc, best, lr, secs, eta)
         history.append(stats.to_dict())
         if progress is not None:
@@ -559,7 +570,8 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
             torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
                         "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
-                        "history": history, "elapsed": elapsed, "archsearch_version": __version__}, ckpt_path)
+                        "history": history, "elapsed": elapsed, "archsearch_version": __version__,
+                        **({"start_epoch": start_epoch} if start_epoch else {})}, ckpt_path)
     if not history:
         raise ArchsearchError("no epochs were run")
     best_h = max(history, key=lambda h: h["test_acc"])

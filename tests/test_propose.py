@@ -187,7 +187,8 @@ def test_train_subset_is_a_setting_of_its_own(small_digits, tmp_path, monkeypatc
     from archsearch import patterns as P
 
     _, _, plain, _, _ = resolve_settings("slimming-vgg11-digits", preset="tiny")
-    legacy = {k: v for k, v in asdict(plain).items() if k not in ("train_subset", "layer_ratios", "rounds")}
+    legacy = {k: v for k, v in asdict(plain).items() if k not in ("train_subset", "layer_ratios", "rounds",
+                                                                   "rewind_epoch")}
     assert plain.key().endswith(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8])
     with pytest.raises(ArchsearchError, match="training subset"):
         resolve_settings("slimming-vgg11-digits", train_subset=0)
@@ -542,3 +543,38 @@ def test_channel_proposals_keep_the_structured_winning_ticket(small_digits, tmp_
         cols = slice(None) if prev is None else prev
         assert torch.equal(ticket[w], init[w][rows][:, cols])
         prev = rows
+
+
+def test_lottery_late_resetting_rewinds_to_the_snapshot_epoch(small_digits, tmp_path, monkeypatch):
+    """--rewind-epoch k: the first round keeps the weights after epoch k (the snapshot equals a
+    run stopped there), later rounds start from them at epoch k and train the rest."""
+    import archsearch.propose.lottery as lot
+    from archsearch.propose.lottery import Snapshot
+    from archsearch.train import make_schedule, train
+
+    # the snapshot hook: after epoch 1 of a 1-epoch run, the snapshot is the trained model
+    spec = base_spec("vgg11", 10, width=0.125)
+    train(spec, small_digits, make_schedule("tiny", epochs=1, batch_size=64), device="cpu", out_dir=tmp_path / "one",
+          hooks=[Snapshot(1, tmp_path / "snap.pt")])
+    snap = torch.load(tmp_path / "snap.pt", weights_only=True)
+    final = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
+    assert all(torch.equal(snap[k], final[k]) for k in final)
+    calls, real_train = [], lot.train
+    monkeypatch.setattr(lot, "train", lambda spec, *a, **k: calls.append({**k, "spec": spec}) or real_train(spec, *a, **k))
+    kw = dict(preset="tiny", width=0.125, epochs=3, workdir=tmp_path / "w", device="cpu", batch_size=64, rounds=2,
+              ratio=0.5, rewind_epoch=1, train_subset=128)
+    p = propose("lottery-vgg11-digits", small_digits, **kw)
+    run = Path(p.run_dir)
+    rewind = torch.load(run / "rewind.pt", weights_only=True)
+    assert [c["start_epoch"] for c in calls] == [0, 1]
+    for name, m in calls[1]["spec"].masks.items():  # round 1 trains the first mask, from the epoch-1 weights
+        assert torch.equal(calls[1]["init_state"][f"{name}.weight"], rewind[f"{name}.weight"] * torch.from_numpy(m))
+    ticket = torch.load(run / "ticket_init.pt", weights_only=True)
+    for name, m in p.spec.masks.items():  # the ticket: the final mask on the same weights
+        assert torch.equal(ticket[f"{name}.weight"], rewind[f"{name}.weight"] * torch.from_numpy(m))
+    r1 = json.loads((run / "round1" / "result.json").read_text())
+    assert [h["epoch"] for h in r1["history"]] == [2, 3] and p.info["rewind_epoch"] == 1
+    with pytest.raises(ArchsearchError, match="rewind-epoch"):
+        resolve_settings("lottery-vgg11-digits", epochs=3, rewind_epoch=3)
+    with pytest.raises(ArchsearchError, match="prunes once"):
+        resolve_settings("magnitude-vgg11-digits", rewind_epoch=1)

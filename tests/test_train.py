@@ -193,3 +193,32 @@ def test_quick_recipe_trains_and_resumes(small_digits, tmp_path):
     # resuming a finished run returns the same result without training again
     again = train(_spec(0.25), small_digits, sched, device="cpu", out_dir=tmp_path, checkpoint_every=1)
     assert again.history == r.history
+
+
+def test_a_run_can_start_at_a_later_epoch_of_its_schedule_and_resume(small_digits, tmp_path):
+    """start_epoch k (a lottery ticket rewound to epoch k): epochs k+1.. at their own lr, and an
+    interrupted run resumes like any other."""
+    from archsearch.archs import build
+
+    sched = _sched(3)
+    torch.manual_seed(0)
+    state = build(_spec(0.25)).state_dict()
+    seen = []
+
+    def stop(st):
+        seen.append((st.epoch, st.lr))
+        if st.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_spec(0.25), small_digits, sched, device="cpu", out_dir=tmp_path, init_state=state, start_epoch=1,
+              checkpoint_every=1, progress=stop)
+    assert [e for e, _ in seen] == [2, 3] and seen[0][1] == sched.lr_at(1) and seen[1][1] == sched.lr_at(2)
+    seen.clear()  # interrupted in epoch 3, before its checkpoint: the rerun resumes from epoch 2's
+    r = train(_spec(0.25), small_digits, sched, device="cpu", out_dir=tmp_path, init_state=state, start_epoch=1,
+              checkpoint_every=1, progress=lambda st: seen.append((st.epoch, st.lr)))
+    assert [e for e, _ in seen] == [3] and [h["epoch"] for h in r.history] == [2, 3]
+    with pytest.raises(ArchsearchError, match="needs the weights"):
+        train(_spec(0.25), small_digits, sched, device="cpu", start_epoch=1)
+    with pytest.raises(ArchsearchError, match="start epoch"):
+        train(_spec(0.25), small_digits, sched, device="cpu", init_state=state, start_epoch=3)

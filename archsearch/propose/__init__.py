@@ -196,12 +196,13 @@ class Settings:
     train_subset: int | None = None  # a class-stratified subset of the training images (reduced scale)
     layer_ratios: list[float] | None = None  # per-layer allocation: one prune ratio per channel group
     rounds: int | None = None  # iterative methods (lottery): prune-and-rewind rounds, `ratio` pruned per round
+    rewind_epoch: int | None = None  # the lottery: rewind to the weights after this epoch (None: the initialisation)
 
     def record(self) -> dict:
         """The settings as recorded and hashed; the optional ones only when set, so runs made
         before they existed keep their keys."""
         d = asdict(self)
-        for k in ("train_subset", "layer_ratios", "rounds"):
+        for k in ("train_subset", "layer_ratios", "rounds", "rewind_epoch"):
             if d[k] is None:
                 del d[k]
         return d
@@ -242,7 +243,8 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
                      epochs: int | None = None, sparsity: float | None = None, floor: float = 0.0,
                      batch_size: int | None = None, train_subset: int | None = None, variant: str | None = None,
                      stage_ratios: list[float] | None = None, skip: list[str] | None = None,
-                     rounds: int | None = None) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
+                     rounds: int | None = None, rewind_epoch: int | None = None,
+                     ) -> tuple[ProposerName, Proposer, Settings, Schedule, ArchSpec]:
     """Resolve a proposal's settings. With `sparsity` unset, the method's own L1 strength
     is used unchanged (s = 1e-4 for VGG), also at reduced scale: scaling s up for short
     runs was tried and collapses every BN scale to 0 (a 12-epoch digits run at the
@@ -283,9 +285,14 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
         rounds = prop.default_rounds if rounds is None else rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
             raise ArchsearchError(f"{prop.name} needs 1 to 100 rounds of pruning, got {rounds!r}")
-    elif rounds is not None:
-        raise ArchsearchError(f"{prop.name} prunes once; --rounds belongs to iterative methods (lottery)")
-    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios, rounds)
+    elif rounds is not None or rewind_epoch is not None:
+        raise ArchsearchError(f"{prop.name} prunes once; --rounds and --rewind-epoch belong to iterative methods "
+                              "(lottery)")
+    if rewind_epoch is not None and not (isinstance(rewind_epoch, int) and 1 <= rewind_epoch < schedule.epochs):
+        raise ArchsearchError(f"--rewind-epoch must be an epoch in [1, {schedule.epochs - 1}] of a round, "
+                              f"got {rewind_epoch!r}")
+    settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios, rounds,
+                        rewind_epoch)
     return pn, prop, settings, schedule, base
 
 
@@ -321,7 +328,7 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
     Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset,
-    variant, stage_ratios, skip, rounds
+    variant, stage_ratios, skip, rounds, rewind_epoch
     (the base net then trains on that class-stratified subset of `data`; its test set is whole).
     """
     from ..data import subset_train

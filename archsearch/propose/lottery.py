@@ -15,11 +15,15 @@ The proposal is a sparsity pattern like magnitude pruning's; the run folder keep
 initialisation (`init.pt`) and the winning ticket (`ticket_init.pt`: the initialisation
 under the final mask). Round 0 is the shared plain base run; every later round is a
 `train` run in `round<r>/`, so an interrupted
-proposal resumes in its last unfinished round. The structured lottery of
+proposal resumes in its last unfinished round. `--rewind-epoch k` rewinds to the weights
+after epoch k of the first round instead of the initialisation ("late resetting",
+Frankle et al. 2019, "Stabilizing the Lottery Ticket Hypothesis"): the first round keeps a
+snapshot of that epoch, and every later round starts from it at epoch k of the schedule
+and trains the remaining epochs; its ticket is then that snapshot under the mask. The
+structured lottery of
 `cifar/lottery-ticket/l1-norm-pruning` (one L1-norm pruning, then training the kept
 filters from their initial weights) needs no method of its own: every channel proposal
-(`l1norm-resnet56-c10.A`, ...) keeps its `ticket_init.pt`. Rewinding to an early epoch
-instead of the initialisation (Frankle et al. 2019) is not here yet.
+(`l1norm-resnet56-c10.A`, ...) keeps its `ticket_init.pt`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import torch
 
 from .._io import torch_save
 from ..archs import build, get_family
-from ..train import train
+from ..errors import ArchsearchError
+from ..train import TrainHook, train
 from . import Pruned, Proposer, initial_state, register_proposer
 from .allocation import global_threshold, keep_one
 from .magnitude import masked_proposal
@@ -64,6 +69,20 @@ def under_mask(state: dict[str, torch.Tensor], names: list[str], masks: list[np.
     return out
 
 
+class Snapshot(TrainHook):
+    """Keeps the model's weights after epoch `epoch` (1-based) in `path`."""
+
+    def __init__(self, epoch: int, path: Path):
+        self.epoch, self.path = int(epoch), Path(path)
+
+    def key(self) -> dict:
+        return {"snapshot_epoch": self.epoch}
+
+    def epoch_end(self, model, epoch: int) -> None:
+        if epoch + 1 == self.epoch:
+            torch_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, self.path)
+
+
 @register_proposer
 class Lottery(Proposer):
     name = "lottery"
@@ -77,17 +96,25 @@ class Lottery(Proposer):
         names = [c.name for c in get_family(base.family).convs(base)]
         init = initial_state(base, seed)
         torch_save(init, run / "init.pt")
+        k = settings.rewind_epoch or 0
         masks, base_result, history = None, None, []
         label = getattr(progress, "label", None)
         for r in range(settings.rounds):
             if label is not None:  # an EpochProgress: say which round its epochs belong to
                 progress.label = f"{label} round {r + 1}/{settings.rounds}"
             spec = base if masks is None else base.replace(masks=dict(zip(names, masks)), meta={})
-            start = None if masks is None else under_mask(init, names, masks)  # rewind the survivors
-            out = base_dir if r == 0 else run / f"round{r}"  # round 0 is the plain base net, shared
+            start = None if masks is None else under_mask(rewind, names, masks)  # rewind the survivors
+            # round 0 is the plain base net, shared (with a snapshot of epoch k when rewinding there)
+            out = (base_dir if not k else run / "round0") if r == 0 else run / f"round{r}"
+            hooks = self.hooks(base, settings) + ([Snapshot(k, run / "rewind.pt")] if k and r == 0 else [])
             result = train(spec, data, schedule, seed=seed, device=device, out_dir=out,
                            progress=progress, checkpoint_every=checkpoint_every, init_state=start,
-                           hooks=self.hooks(base, settings))
+                           hooks=hooks, start_epoch=k if r else 0)
+            if r == 0:
+                if k and not (run / "rewind.pt").exists():
+                    raise ArchsearchError(f"{run / 'rewind.pt'} (the weights after epoch {k}) is missing; "
+                                          f"delete {out} to train the first round again")
+                rewind = torch.load(run / "rewind.pt", map_location="cpu", weights_only=True) if k else init
             base_result = base_result or result
             model = build(spec)
             model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
@@ -96,13 +123,13 @@ class Lottery(Proposer):
             masks, threshold, clamped = prune_alive([modules[n].weight for n in names], masks, settings.ratio)
             history.append({"round": r, "trained_density": round(trained_density, 6), "best_acc": result.best_acc,
                             "final_acc": result.final_acc, "seconds": round(result.train_seconds, 1)})
-        ticket = under_mask(init, names, masks)
+        ticket = under_mask(rewind, names, masks)
         torch_save(ticket, run / "ticket_init.pt")
         pruned = masked_proposal(model, base, masks, threshold, clamped)
         total = sum(m.size for m in masks)
         pruned.info.update(rounds=history, ratio_per_round=settings.ratio,
                            sparsity=round(1 - sum(int(m.sum()) for m in masks) / total, 6),
-                           init="init.pt", ticket_init="ticket_init.pt")
+                           init="init.pt", ticket_init="ticket_init.pt", rewind_epoch=k)
         return pruned, base_result
 
     def prune(self, model, base, settings) -> Pruned:  # one round on a trained net (the schedule is `run`)

@@ -112,7 +112,7 @@ def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, d
     ex = spec.extract
     path = workdir / "patterns" / f"{source}.json"
     kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor", "train_subset", "stage_ratios",
-                             "skip", "rounds") if k in ex}
+                             "skip", "rounds", "rewind_epoch") if k in ex}
     kw.setdefault("preset", "fast")
     seeds = int(ex.get("seeds", 1))
     data = load_dataset(parse(source).target.data, data_dir)
