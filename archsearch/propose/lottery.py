@@ -97,7 +97,7 @@ class Lottery(Proposer):
         init = initial_state(base, seed)
         torch_save(init, run / "init.pt")
         k = settings.rewind_epoch or 0
-        masks, base_result, history = None, None, []
+        masks, base_result, history, rewind = None, None, [], init
         label = getattr(progress, "label", None)
         for r in range(settings.rounds):
             if label is not None:  # an EpochProgress: say which round its epochs belong to
@@ -110,11 +110,11 @@ class Lottery(Proposer):
             result = train(spec, data, schedule, seed=seed, device=device, out_dir=out,
                            progress=progress, checkpoint_every=checkpoint_every, init_state=start,
                            hooks=hooks, start_epoch=k if r else 0)
-            if r == 0:
-                if k and not (run / "rewind.pt").exists():
+            if r == 0 and k:
+                if not (run / "rewind.pt").exists():
                     raise ArchsearchError(f"{run / 'rewind.pt'} (the weights after epoch {k}) is missing; "
                                           f"delete {out} to train the first round again")
-                rewind = torch.load(run / "rewind.pt", map_location="cpu", weights_only=True) if k else init
+                rewind = torch.load(run / "rewind.pt", map_location="cpu", weights_only=True)
             base_result = base_result or result
             model = build(spec)
             model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
