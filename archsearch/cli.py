@@ -229,8 +229,8 @@ def _stage_table(pat: dict) -> str:
 
 
 @cli.command()
-@click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA, e.g. slimming-vgg16-c10.")
-@click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude and lamp 0.8, l1norm 0.5 per group).")
+@click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA[.VARIANT], e.g. slimming-vgg16-c10, l1norm-resnet56-c10.A. Methods: slimming, magnitude, lamp, l1norm, thinet, regression, sfp, lottery, sss.")
+@click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude and lamp 0.8, l1norm / thinet / regression 0.5 per group, sfp 0.3 per conv, lottery 0.2 per round, sss 0.3 of the removable blocks).")
 @click.option("--seeds", type=SEEDS, default=3, show_default=True, help="Number of seeds (0..N-1).")
 @click.option("--preset", default="fast", show_default=True, help="paper | fast | quick | tiny: how the base nets are trained.")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
@@ -238,8 +238,8 @@ def _stage_table(pat: dict) -> str:
 @click.option("--sparsity", type=Number(0, 1), help="The regulariser's strength: slimming's L1 s on BN scales (default 1e-4 for VGG, 1e-5 otherwise); sss's gamma on block scales (default 1e-3).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor: keep at least max(1, ceil(floor x width)) channels.")
 @click.option("--variant", help="A method's named configuration, e.g. l1norm's A / B (Li et al.'s VGG-16-A, ResNet-56-A/B, ResNet-110-A/B); same as the suffix .A on --from.")
-@click.option("--stage-ratios", type=CommaList(FRACTION), help="l1norm: one prune ratio per stage, e.g. 0.6,0.3,0.1.")
-@click.option("--skip", type=CommaList(), help="l1norm: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
+@click.option("--stage-ratios", type=CommaList(FRACTION), help="l1norm, thinet, regression: one prune ratio per stage, e.g. 0.6,0.3,0.1.")
+@click.option("--skip", type=CommaList(), help="l1norm, thinet, regression: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
 @click.option("--rounds", type=click.IntRange(1, 100), help="Iterative methods (lottery): prune-and-rewind rounds, --ratio of the surviving weights each (default 5).")
 @click.option("--rewind-epoch", type=click.IntRange(1), help="lottery: rewind to the weights after this epoch of the first round instead of the initialisation (late resetting).")
 @click.option("--train-subset", type=click.IntRange(1), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole): reduced scale.")
