@@ -199,7 +199,8 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
 class TrainHook:
     """What a pruning method does while a net trains (the trainer has no method of its own).
 
-    `attach` sees the model once it is on its device (and again after a resume); then
+    `attach` sees the model once, when it is built and on its device (a resumed run then
+    loads its checkpoint into the same parameters); then
     `after_backward` runs after every backward pass, before the optimiser step (a
     regulariser's subgradient), and `epoch_end` after every epoch's training, before its
     evaluation (e.g. zeroing filters). `key()` names what the hook does, with its settings:
@@ -541,8 +542,6 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
                                   "delete it to start over") from None
         history, start, elapsed = ck["history"], ck["epoch"], float(ck["elapsed"])
-        for h in eng.hooks:
-            h.attach(eng.model)
     best = max((h["test_acc"] for h in history), default=0.0)
     timer = _Timer(eng.dev)
     for epoch in range(start, schedule.epochs):

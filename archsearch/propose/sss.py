@@ -48,7 +48,7 @@ class BlockScales(TrainHook):
         self.scales = []
         for name in self.branches:
             m = modules[name]
-            if not hasattr(m, SCALE):  # once: a resumed run re-attaches to the same model
+            if not hasattr(m, SCALE):  # once per model
                 p = next(m.parameters())
                 m.register_parameter(SCALE, nn.Parameter(torch.ones(1, device=p.device, dtype=p.dtype)))
                 m.register_forward_hook(lambda mod, inp, out: out * getattr(mod, SCALE))
