@@ -20,10 +20,21 @@ from .errors import ArchsearchError
 from .sweep import STORAGE_ENV
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 class _Group(click.Group):
-    """Every bad input ends as one line on stderr and exit 2, never a traceback."""
+    """Every bad input ends as one line on stderr and exit 2, never a traceback. SIGTERM (a
+    `kill`, `timeout`, a batch scheduler's preemption) stops a run as Ctrl-C does: checkpoints
+    stay, a sweep's workers are stopped and their trials requeued."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import signal
+        import threading
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ArchsearchError as e:
@@ -39,6 +50,9 @@ class _Group(click.Group):
         except (KeyboardInterrupt, click.Abort):
             click.echo("\ninterrupted; run the same command again to resume from the last checkpoint", err=True)
             sys.exit(130)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -387,18 +387,23 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     assert study.trials[killed].state.name == "FAIL"
 
 
-def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path, sig):
+    """Ctrl-C, or SIGTERM (kill, timeout, a scheduler) to a run started with SIGINT ignored, as
+    `nohup ... &` starts it: the workers stop, their trials are requeued, a rerun completes."""
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, epochs=12, subset=300)
     wd = tmp_path / "runs" / "sweeps" / "t"
+    ignore_int = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == "SIGTERM" else None
     p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec), "--workers", "2"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=ignore_int)
     deadline, sent = time.time() + 240, False
     while time.time() < deadline and not sent and p.poll() is None:
         time.sleep(0.3)
         study = study_if_ready(wd / "optuna-journal.log", "t")
         if study is not None:
             if sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)) == 2:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(getattr(signal, sig))
                 sent = True
     out, err = p.communicate(timeout=120)
     assert sent, err[-2000:]

@@ -707,8 +707,8 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
     except KeyboardInterrupt:
         log("interrupted: stopping the workers (their running trials are requeued) ...")
         for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+            if p.poll() is None:  # SIGTERM: a worker started where SIGINT is ignored (nohup, &) still stops
+                p.send_signal(signal.SIGTERM)
         for p, _ in procs:
             try:
                 p.wait(timeout=60)
