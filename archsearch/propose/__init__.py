@@ -157,13 +157,6 @@ def channel_proposal(model: nn.Module, base: ArchSpec, keep: list, *, threshold:
     return Pruned(spec.replace(base_widths=base.widths), state, info, keep=[np.asarray(k, dtype=bool) for k in keep])
 
 
-def prune_smallest(values: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
-    """`allocation.global_threshold` over |values|."""
-    from .allocation import global_threshold
-
-    return global_threshold([v.detach().abs() for v in values], ratio)
-
-
 def register_proposer(cls: type[Proposer]) -> type[Proposer]:
     PROPOSERS[cls.name] = cls()
     return cls

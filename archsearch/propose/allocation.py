@@ -40,16 +40,21 @@ def top_k(score: torch.Tensor, k: int) -> torch.Tensor:
     return keep.reshape(score.shape)
 
 
+def kept_count(n: int, ratio: float) -> int:
+    """Items a layer of n keeps at a predefined prune ratio: the original's
+    `num_keep = int(out_channels * (1 - prune_prob))`, and at least one."""
+    return max(1, int(n * (1 - ratio)))
+
+
 def per_layer(scores: list[torch.Tensor], ratios: list[float]) -> list[torch.Tensor]:
-    """Each layer keeps its int(n x (1 - ratio)) highest-scoring items (the floor of the
-    original `num_keep = int(out_channels * (1 - prune_prob))`), and at least one."""
+    """Each layer keeps its `kept_count` highest-scoring items."""
     if len(ratios) != len(scores):
         raise ArchsearchError(f"{len(ratios)} ratios for {len(scores)} layers")
     out = []
     for s, r in zip(scores, ratios):
         if not 0 <= r < 1:
             raise ArchsearchError(f"a per-layer prune ratio must be in [0, 1), got {r}")
-        out.append(top_k(s, max(1, int(s.numel() * (1 - r)))))
+        out.append(top_k(s, kept_count(s.numel(), r)))
     return out
 
 
@@ -80,7 +85,7 @@ def allocated_ratio(base, layer_ratios: list[float]) -> float:
     """The share of channels that `per_layer` at `layer_ratios` prunes from `base`'s groups
     (known before any training: the kept counts depend on the widths alone)."""
     total = sum(base.widths)
-    kept = sum(max(1, int(w * (1 - r))) for w, r in zip(base.widths, layer_ratios))
+    kept = sum(kept_count(w, r) for w, r in zip(base.widths, layer_ratios))
     return round(1 - kept / total, 6)
 
 

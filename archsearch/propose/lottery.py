@@ -38,8 +38,7 @@ from ..archs import build, get_family
 from ..errors import ArchsearchError
 from ..train import TrainHook, train
 from . import Pruned, Proposer, initial_state, register_proposer
-from .allocation import global_threshold, keep_one
-from .magnitude import masked_proposal
+from .magnitude import masked_proposal, score_masks
 
 
 def prune_alive(weights: list[torch.Tensor], masks: list[np.ndarray] | None, ratio: float
@@ -53,9 +52,7 @@ def prune_alive(weights: list[torch.Tensor], masks: list[np.ndarray] | None, rat
     total = sum(s.numel() for s in scores)
     alive = total if masks is None else int(sum(m.sum() for m in masks))
     n_prune = (total - alive) + int(alive * ratio)
-    keeps, threshold = global_threshold(scores, n_prune / total)
-    clamped = keep_one(keeps, scores)
-    return [k.numpy() for k in keeps], threshold, clamped
+    return score_masks(scores, n_prune / total)
 
 
 def under_mask(state: dict[str, torch.Tensor], names: list[str], masks: list[np.ndarray]) -> dict[str, torch.Tensor]:

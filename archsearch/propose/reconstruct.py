@@ -27,6 +27,7 @@ from ..data import Dataset
 from ..data.loader import DeviceLoader
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
+from .allocation import kept_count
 
 
 def consumers(base: ArchSpec) -> list[str]:
@@ -210,7 +211,7 @@ def relative_error(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray, new
 def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_ratios: list[float], n_images: int,
                      choose) -> tuple[list[np.ndarray], list]:
     """The loop both methods share: for each channel group, its reader's inputs on the sampled
-    images and its n_keep = int(n x (1 - ratio)) (at least 1); `choose(i, layer, x, n_keep)`
+    images and its n_keep (`allocation.kept_count`); `choose(i, layer, x, n_keep)`
     returns (keep mask, the reader's new weights on the kept channels as (out, kept, k*k),
     a fact to record), and the reader's weights are replaced in place. Returns the keep masks
     and the facts."""
@@ -220,7 +221,7 @@ def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_rati
     for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), consumers(base), layer_ratios)):
         layer = modules[reader]
         check_reader(base, g.name, reader, layer, base.widths[i])
-        k, new_w, fact = choose(i, layer, inputs[reader], max(1, int(base.widths[i] * (1 - r))))
+        k, new_w, fact = choose(i, layer, inputs[reader], kept_count(base.widths[i], r))
         view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
         view[:, torch.from_numpy(k).nonzero().squeeze(1)] = new_w.to(view.dtype)
         keep.append(k)
