@@ -6,9 +6,13 @@ Conventions, stated wherever numbers are printed:
 - `original`: the FLOP counter of the "Rethinking" code (compute_flops.py, from
   simochen/model-tools), which Scratch-B budgets in the paper used: conv and linear as
   2 x MACs plus one op per bias, plus 2 ops per BN element, 1 per ReLU element and k*k
-  per pooling output.
+  per pooling output, over the layers that are modules (VGG's final average pool is built
+  inside `forward` there and never counted). A sparse net's convs count their non-zero
+  weights only, as the paper's weight-level counter does (cifar/weight-level/count_flops.py:
+  `(weight != 0).sum() * 2` per output pixel).
 - A sparse (masked) net counts its conv weights and conv MACs as the non-zero weights
-  only (`params_nonzero`, `macs_nonzero`); the dense figures are kept beside them.
+  only (`params_nonzero`, `macs_nonzero`, and `original_flops`); the dense figures are kept
+  beside them. Scratch-B budgets under either convention are therefore non-zero budgets.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def count(spec: ArchSpec) -> Counts:
             nz_params += nz
             macs += w * op.hw * op.hw
             nz_macs += nz * op.hw * op.hw
-            orig += 2 * w * op.hw * op.hw  # no bias in these convs
+            orig += 2 * nz * op.hw * op.hw  # no bias in these convs
         elif op.kind == "linear":
             w = op.cin * op.cout + op.cout
             params += w
@@ -79,7 +83,7 @@ def count(spec: ArchSpec) -> Counts:
         elif op.kind == "relu":
             orig += n_out
         elif op.kind in ("maxpool", "avgpool"):
-            orig += op.k * op.k * n_out
+            orig += op.k * op.k * n_out if op.in_original else 0
         else:
             raise ValueError(f"unknown op kind {op.kind}")
     return Counts(params, nz_params, macs, nz_macs, orig)

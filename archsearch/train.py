@@ -128,10 +128,17 @@ class Schedule:
     tta_flip: bool = False
     translate: int = 4
 
+    def drop_epochs(self) -> list[int]:
+        """The (0-based) epochs before which the step schedule multiplies the lr by gamma:
+        the distinct `int(m * epochs)` of the milestones, as the original code's
+        `if epoch in [int(E*0.5), int(E*0.75)]: lr *= 0.1` (cifar/*/main_B.py), except that
+        no drop happens at epoch 0 (so a 1-epoch run trains at the full lr). At 160 epochs:
+        80 and 120; at 6: 3 and 4; at 3: 1 and 2; at 2: 1; at 1: none."""
+        return sorted({int(m * self.epochs) for m in self.milestones} - {0})
+
     def lr_at(self, epoch: int) -> float:
-        """Step decay at fixed fractions of the epochs, as in the original code."""
-        drops = sum(epoch >= int(m * self.epochs) for m in self.milestones)
-        return self.lr * self.gamma ** drops
+        """Step decay at fixed fractions of the epochs (`drop_epochs`)."""
+        return self.lr * self.gamma ** sum(epoch >= d for d in self.drop_epochs())
 
     def lr_at_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """One-cycle (airbench): a linear rise from lr x warmup_from to lr over the first
@@ -184,7 +191,7 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
             if cap <= 0:
                 raise ArchsearchError(f"scratch-b cap must be positive, got {cap}")
             factor = min(factor, cap)
-        n = max(1, int(round(base_epochs * factor)))
+        n = max(1, int(base_epochs * factor))  # int(), as the original main_B.py: int(160 * base / pruned)
     recipe = {} if kind == "finetune" else {k: getattr(p, k) for k in RECIPE_DEFAULTS}  # fine-tuning: constant lr
     return Schedule(
         **recipe,

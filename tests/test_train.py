@@ -109,6 +109,60 @@ def test_finetune_starts_from_weights(small_digits, tmp_path):
         train(_spec(0.125), small_digits, ft, init_state=state, device="cpu")
 
 
+@pytest.mark.parametrize("epochs,drops", [(1, []), (2, [1]), (3, [1, 2]), (6, [3, 4]), (160, [80, 120])])
+def test_lr_drops_follow_the_original_rule(epochs, drops):
+    """`epoch in [int(E*0.5), int(E*0.75)]` as cifar/*/main_B.py, but never at epoch 0."""
+    s = make_schedule("paper", epochs=epochs)
+    assert s.drop_epochs() == drops
+    expect, lr = [], 0.1
+    for e in range(epochs):
+        lr = lr * 0.1 if e in drops else lr
+        expect.append(lr)
+    assert [s.lr_at(e) for e in range(epochs)] == pytest.approx(expect)
+    assert s.lr_at(0) == 0.1
+
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+
+def _vgg16_original_flops(kept=None):
+    """By hand, as cifar/weight-level/count_flops.py counts VGG-16 on CIFAR-10 at 32 px: per
+    conv 2 x non-zero weights per output pixel, BN 2 and ReLU 1 per element, max-pool 4 per
+    output element, the linear layer 2 x weights + bias; the final average pool is built
+    inside forward and never counted."""
+    hw, cin, total, i = 32, 3, 0, 0
+    for v in _VGG16:
+        if v == "M":
+            hw //= 2
+            total += 4 * cin * hw * hw
+            continue
+        w = cin * v * 9 if kept is None else kept[i]
+        total += 2 * w * hw * hw + 2 * v * hw * hw + v * hw * hw
+        cin, i = v, i + 1
+    return total + 2 * 512 * 10 + 10
+
+
+def test_scratch_b_counts_the_non_zero_weights_of_a_sparse_net():
+    base = base_spec("vgg16", 10)
+    assert count(base).original_flops == _vgg16_original_flops()
+    masks, kept = {}, []
+    from archsearch.archs import get_family
+    for c in get_family("vgg").convs(base):
+        m = np.zeros(int(np.prod(c.shape)), dtype=bool)
+        m[: int(0.2 * m.size)] = True  # 80% sparse
+        masks[c.name] = m.reshape(c.shape)
+        kept.append(int(m.sum()))
+    sparse = base.replace(masks=masks)
+    assert count(sparse).original_flops == _vgg16_original_flops(kept)
+    for conv in ("original", "macs"):
+        b = make_schedule("paper", "scratch-b", spec=sparse, base=base, count_convention=conv)
+        # a fifth of every conv's weights: close to 5x the epochs (BN, ReLU, pools and the
+        # classifier stay dense), not 160 as if dense
+        assert 700 < b.epochs <= 800, (conv, b.epochs)
+    b = make_schedule("paper", "scratch-b", spec=sparse, base=base)
+    assert b.epochs == int(160 * (_vgg16_original_flops() / _vgg16_original_flops(kept)))
+
+
 def test_schedules():
     paper = make_schedule("paper")
     assert (paper.epochs, paper.lr, paper.batch_size, paper.momentum, paper.weight_decay) == (160, 0.1, 64, 0.9, 1e-4)
@@ -121,7 +175,7 @@ def test_schedules():
     small = ArchSpec.from_dict(d)
     b = make_schedule("paper", "scratch-b", spec=small, base=base, count_convention="macs")
     factor = count(base).macs / count(small).macs
-    assert b.budget_factor == pytest.approx(factor) and b.epochs == round(160 * factor)
+    assert b.budget_factor == pytest.approx(factor) and b.epochs == int(160 * factor)
     assert 3.5 < factor < 4.5  # halving every width quarters the conv MACs
     capped = make_schedule("paper", "scratch-b", spec=small, base=base, cap=2.0)
     assert capped.epochs == 320 and capped.budget_factor == 2.0

@@ -44,7 +44,9 @@ GROUP_KINDS = ("conv", "select")
 @dataclass(frozen=True)
 class Op:
     """One layer as the counters see it. `hw` is the output side length; `nonzero` the
-    number of kept weights of a masked conv (None = dense)."""
+    number of kept weights of a masked conv (None = dense). `in_original` is False for a layer
+    that the paper's FLOP counter never sees: it hooks registered modules, and a layer built
+    inside `forward` (VGG's final average pool) has none."""
 
     kind: str  # conv | bn | relu | maxpool | avgpool | linear
     cin: int
@@ -52,6 +54,7 @@ class Op:
     hw: int
     k: int = 1
     nonzero: int | None = None
+    in_original: bool = True
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,9 @@ class VGGFamily(Family):
             ops += [Op("conv", cin, w, hw, k=3, nonzero=nonzero[i]), Op("bn", w, w, hw), Op("relu", w, w, hw)]
             cin = w
         k = final_hw(spec, spec.num_stages - 1)
-        ops.append(Op("avgpool", cin, cin, hw // k, k=k))
+        # the original VGG builds this pool inside forward (`nn.AvgPool2d(2)(x)` in
+        # cifar/network-slimming/models/vgg.py), so the original counter never adds it
+        ops.append(Op("avgpool", cin, cin, hw // k, k=k, in_original=False))
         ops.append(Op("linear", cin, spec.num_classes, 1))
         return ops
 
