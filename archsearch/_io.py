@@ -51,7 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except OSError as e:
         raise os_error(e, path) from None
@@ -63,10 +63,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 pass
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process umask, read once at import: reading it means setting it, and setting it
+    while another thread (the sweep's heartbeat) writes files would race that thread."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def make_dirs(path: str | os.PathLike) -> Path:

@@ -236,6 +236,28 @@ def test_diverged_trial_is_failed_with_reason_and_the_sweep_goes_on(tmp_path, mo
     assert {t.params["generator"] for t in fails} == {"guided"}  # not retried: the same seed diverges again
 
 
+def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_path, monkeypatch):
+    """A bug in one trial: the other trials run to the end, the report is written, and the run
+    ends in an error naming the trial and the cause (a broken sweep never looks finished)."""
+    from archsearch import train as T
+    from archsearch.sweep.cli import run_sweep
+
+    real = T.train
+
+    def buggy(spec, *a, **k):
+        if spec.meta.get("generator") == "guided":
+            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(T, "train", buggy)
+    path = write_spec(tmp_path, seeds=1)
+    with pytest.raises(ArchsearchError, match=r"2 trial\(s\) failed: #\d+: Diverged: training diverged.*--retry-failed"):
+        run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
+    assert (tmp_path / "wd" / "report.md").exists()
+    monkeypatch.setattr(T, "train", real)
+    run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu", retry_failed=True)  # fixed: exit 0
+
+
 def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_path, monkeypatch):
     from archsearch import train as T
     from archsearch.sweep.runner import WorkerContext, _Interrupted, status, work

@@ -206,6 +206,12 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
                               "fix the cause and run the same command again to go on")
     report, html = write_outputs(study, plan, wd, x=spec.by, png=png)
     click.echo(_summary_table(study))
+    if st.failures:
+        # a failed trial leaves a hole in the grid: the report is written, but the run is not a success
+        listed = "; ".join(f"#{n}: {why}" for n, why in st.failures[:5])
+        more = f" (and {len(st.failures) - 5} more)" if len(st.failures) > 5 else ""
+        raise ArchsearchError(f"{len(st.failures)} trial(s) failed: {listed}{more}; the report ({report}) lacks "
+                              "them; fix the cause and run the same command with --retry-failed")
     return report, html
 
 
