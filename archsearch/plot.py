@@ -76,6 +76,45 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     return fig
 
 
+ARM_COLORS = {"unpruned": "#7f7f7f", "finetune": "#1f77b4", "scratch-e": "#ff7f0e", "scratch-b": "#2ca02c",
+              "ticket": "#9467bd"}
+
+
+def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: str = ""):
+    """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
+    arm with its mean accuracy and std over seeds; the paper's number, where cited, as a
+    black tick on its arm's bar. `rows` are `sweep.table.summary` rows."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    labels = [r["row"] for r in rows]
+    for arm in arms:
+        ys = [r.get(f"{arm}_mean") for r in rows]
+        fig.add_trace(go.Bar(
+            x=labels, y=ys, name=arm, marker_color=ARM_COLORS.get(arm, "black"), offsetgroup=arm,
+            error_y={"type": "data", "array": [r.get(f"{arm}_std") or 0 for r in rows], "visible": True},
+            text=[f"{arm}: {r[arm] or 'not run'} ({r.get(f'{arm}_seeds', 0)} seeds, epochs "
+                  f"{r.get(f'{arm}_epochs') or '-'})" for r in rows],
+            hovertemplate="%{x}<br>%{text}<extra></extra>"))
+        paper = [r.get(f"paper_{arm}") for r in rows]
+        if any(isinstance(p, (int, float)) for p in paper):
+            fig.add_trace(go.Scatter(
+                x=labels, y=[p if isinstance(p, (int, float)) else None for p in paper], mode="markers",
+                marker={"symbol": "line-ew-open", "size": 18, "color": "black", "line": {"width": 3}},
+                name=f"paper ({arm})", offsetgroup=arm, legendgroup="paper",
+                hovertemplate="%{x}<br>paper " + arm + ": %{y:.2f}%<extra></extra>"))
+    vals = [r.get(f"{a}_mean") for r in rows for a in arms if r.get(f"{a}_mean") is not None]
+    lo = max(0.0, min(vals) - 5) if vals else 0.0
+    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std", range=[lo, 100 if not vals else
+                                                                                   min(100, max(vals) + 3)])
+    fig.update_layout(
+        barmode="group", template="plotly_white", legend={"title": "arm"},
+        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in _wrap(caption)), "y": 0.965,
+               "yanchor": "top"},
+        margin={"t": 90 + 18 * len(_wrap(caption))})
+    return fig
+
+
 def pattern_figure(pattern: dict):
     """Per-layer kept widths against the original (channels), per-layer density plus the
     per-stage 3x3 keep-probability heatmaps of the paper's Figure 4 (sparsity), or which

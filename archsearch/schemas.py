@@ -371,6 +371,7 @@ class SweepTrain(Closed):
     checkpoint_every: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
     cap: Optional[Annotated[float, Field(gt=0, le=MAX_CAP)]] = None
     count: Optional[Literal["macs", "original"]] = None
+    finetune_epochs: Optional[Epochs] = None  # table mode: the fine-tune arm (default: the preset's)
 
 
 class SweepSearch(Closed):
@@ -391,14 +392,45 @@ class SweepRun(Closed):
     heartbeat: Optional[Annotated[int, Field(ge=1, le=86_400)]] = None
     grace: Optional[Annotated[int, Field(ge=2, le=7 * 86_400)]] = None
     max_retry: Optional[Annotated[int, Field(ge=0, le=100)]] = None
+    artifacts: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
+
+
+TableArm = Literal["unpruned", "finetune", "scratch-e", "scratch-b", "ticket"]
+
+
+class SweepRow(Closed):
+    """One row of a table sweep: a proposer (`METHOD-ARCH-DATA[.VARIANT]`) and the settings
+    that choose its pruned architecture; `paper` holds the paper's own numbers per arm, with
+    `paper_source` naming where they were read."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", populate_by_name=True)
+
+    source: Annotated[str, Field(alias="from", min_length=1, max_length=200)]
+    label: Optional[Annotated[str, Field(max_length=200)]] = None
+    ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    variant: Optional[Annotated[str, Field(min_length=1, max_length=40)]] = None
+    sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
+    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
+    skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
+    rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+    rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    paper: Optional[dict[TableArm, Annotated[float, Field(ge=0, le=100)]]] = None
+    paper_source: Optional[Annotated[str, Field(min_length=1, max_length=1000)]] = None
+
+    @model_validator(mode="after")
+    def _cited(self) -> "SweepRow":
+        if self.paper and not self.paper_source:
+            raise ValueError("paper numbers need paper_source (where they were read)")
+        return self
 
 
 class SweepFile(Closed):
     """The top level of a sweep spec after its scale's overrides are merged in."""
 
     name: str
-    target: str
-    mode: Literal["grid", "search"] = "grid"
+    target: Optional[str] = None  # grid and search modes; a table's rows name their own
+    mode: Literal["grid", "search", "table"] = "grid"
     title: str = ""
     about: str = ""
     cost: str = ""
@@ -414,6 +446,8 @@ class SweepFile(Closed):
     train: SweepTrain = Field(default_factory=SweepTrain)
     search: SweepSearch = Field(default_factory=SweepSearch)
     run: SweepRun = Field(default_factory=SweepRun)
+    rows: Optional[Annotated[list[SweepRow], Field(min_length=1, max_length=1000)]] = None
+    arms: Optional[Annotated[list[TableArm], Field(min_length=1)]] = None
 
     @model_validator(mode="after")
     def _name(self) -> "SweepFile":
@@ -426,9 +460,11 @@ class PlanModel(Model):
     version: Literal[1]
     spec: dict[str, Any]
     patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity", "depth"], dict[str, Any]]]
-    kinds: Annotated[list[Literal["channels", "sparsity"]], Field(min_length=1)]
-    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]
+    kinds: Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=0)]  # a table has none
+    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=0)]
     full: dict[str, Annotated[int, Field(ge=0)]]
+    rows: Optional[list[dict[str, Any]]] = None  # table mode: the resolved rows
+    artifacts: Optional[str] = None  # table mode: where inherited weights are stored
     archsearch_version: str
     created: str
     data_dir: Optional[str] = None

@@ -102,7 +102,16 @@ def provenance(study, plan: dict, rows: list[dict]) -> str:
 
 
 def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
-    """report.md/.csv/.json and efficiency.html (+ .png) for a sweep, with its provenance."""
+    """report.md/.csv/.json and efficiency.html (+ .png) for a sweep, with its provenance (a
+    table sweep: the paper's table layout and table.html)."""
+    if plan["spec"]["mode"] == "table":
+        from optuna.trial import TrialState
+
+        from .table import write_outputs as table_outputs
+
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise ArchsearchError(f"study {study.study_name} has no completed trials yet")
+        return table_outputs(study, plan, out_dir, png=png)
     from ..compare import write_tables
     from ..plot import efficiency_figure, render_png, write_html
     from .results import NUMERIC_COLS, SUMMARY_COLS, trial_rows
@@ -134,10 +143,14 @@ def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool
     return out_dir / "report.md", html
 
 
-def _summary_table(study) -> str:
+def _summary_table(study, plan: dict) -> str:
     from ..compare import markdown_table
     from .results import summary_rows
 
+    if plan["spec"]["mode"] == "table":
+        from .table import summary
+
+        return markdown_table(summary(study, plan), ["row", "pruned_params"] + plan["arms"])
     return markdown_table(summary_rows(study), ["kind", "generator", "budget", "params", "macs", "seeds",
                                                 "best_acc", "final_acc"])
 
@@ -146,7 +159,8 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
               workers: int | str = "auto", devices: str | None = None, device: str = "auto",
               threads: int | None = None,
               data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
-              command: str | None = None, retry_failed: bool = False) -> tuple[Path, Path]:
+              command: str | None = None, retry_failed: bool = False, artifacts: str | None = None
+              ) -> tuple[Path, Path]:
     from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_workdir, open_run_storage,
                          requeue_failed, resolve_workers, run_cfg_of, set_threads, spawn_workers, status, work,
                          _worker_devices)
@@ -168,12 +182,12 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     # open (and so check) the storage before any work: a bad URL is one line now, not after
     # the proposers have trained
     st_obj = open_run_storage(url, run_cfg_of(spec))
-    _log(f"sweep {spec.study_name}: {spec.title or spec.target}")
+    _log(f"sweep {spec.study_name}: {spec.title or spec.target or spec.name}")
     for line in (spec.about or "").strip().splitlines():
         _log(f"  {line}")
     if spec.cost:
         _log(f"  cost: {spec.cost.strip()}")
-    plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log)
+    plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log, artifacts=artifacts)
     # the recorded command goes into the study, reports and figure captions: never a password
     plan["command"] = redact(command or ("archsearch " + shlex.join(sys.argv[1:])), url_secrets(url))
     study = create_or_load(st_obj, plan, log=_log)
@@ -189,7 +203,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
             work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress))
         else:
             # check the data here once, so that a missing dataset stops the run before N workers start
-            WorkerContext(wd, devs[0], data_dir, _log).data(plan)
+            WorkerContext(wd, devs[0], data_dir, _log).all_data(plan)
             bad = spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
     except _Interrupted:
         raise KeyboardInterrupt from None
@@ -205,7 +219,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
         raise ArchsearchError(f"{bad} of {workers} workers stopped with an error (see {wd / 'logs'}/worker-*.log); "
                               "fix the cause and run the same command again to go on")
     report, html = write_outputs(study, plan, wd, x=spec.by, png=png)
-    click.echo(_summary_table(study))
+    click.echo(_summary_table(study, plan))
     if st.failures:
         # a failed trial leaves a hole in the grid: the report is written, but the run is not a success
         listed = "; ".join(f"#{n}: {why}" for n, why in st.failures[:5])
@@ -245,7 +259,10 @@ def register(cli: click.Group) -> None:
     @click.option("--retry-failed", is_flag=True, help="Also retry trials that failed for their own reasons (e.g. "
                   "diverged, or a bug since fixed); trials failed by the machine (disk full, out of memory, a lost "
                   "device) are retried by every run.")
-    def sweep_run(spec, scale, storage, workdir, workers, devices, device, threads, data_dir, png, retry_failed):
+    @click.option("--artifacts", help="Artifact store of a table sweep (inherited weights): a folder or "
+                  "s3://bucket[/prefix] (default WORKDIR/artifacts; S3 credentials from boto3's environment).")
+    def sweep_run(spec, scale, storage, workdir, workers, devices, device, threads, data_dir, png, retry_failed,
+                  artifacts):
         """Create or resume the study of SPEC (a file, or a shipped spec's name) and run it.
 
         Enumerates (kind, generator, budget, seed) with Optuna's grid sampler (or searches
@@ -262,7 +279,7 @@ def register(cli: click.Group) -> None:
         """
         report, html = run_sweep(spec, scale=scale, storage=storage, workdir=workdir, workers=workers,
                                  devices=devices, device=device, threads=threads, data_dir=data_dir, png=png,
-                                 retry_failed=retry_failed)
+                                 retry_failed=retry_failed, artifacts=artifacts)
         click.echo(f"table: {report}\nplot:  {html}")
 
     @sweep.command("worker")
@@ -275,7 +292,9 @@ def register(cli: click.Group) -> None:
     @click.option("--data-dir", type=click.Path(), help="Where the data lives on this machine.")
     @click.option("--max-trials", type=click.IntRange(1, 10 ** 9), help="Stop after this many trials.")
     @click.option("--quiet", is_flag=True, help="No per-epoch lines (one line per trial).")
-    def sweep_worker(storage, name, workdir, device, threads, data_dir, max_trials, quiet):
+    @click.option("--artifacts", help="Where this machine reaches the table sweep's artifact store, if not where "
+                  "the study says (a folder, or s3://bucket[/prefix]).")
+    def sweep_worker(storage, name, workdir, device, threads, data_dir, max_trials, quiet, artifacts):
         """Join a running sweep: take trials from the study until none are left.
 
         \b
@@ -293,8 +312,8 @@ def register(cli: click.Group) -> None:
         wd = Path(workdir) if workdir else Path("runs") / "sweeps" / name
         _log(f"worker pid {os.getpid()} on {device} joined study {name}")
         try:
-            n = work(study, plan, WorkerContext(wd, device, data_dir, _log, epoch_progress=not quiet),
-                     max_trials=max_trials)
+            n = work(study, plan, WorkerContext(wd, device, data_dir, _log, epoch_progress=not quiet,
+                                                artifacts=artifacts), max_trials=max_trials)
         except _Interrupted:
             raise KeyboardInterrupt from None
         _log(f"worker pid {os.getpid()}: ran {n} trial(s); nothing left to take")
@@ -343,7 +362,11 @@ def register(cli: click.Group) -> None:
         sw = Sweep(sweep_ref, storage, workdir, scale)
         rep, _ = write_outputs(sw.study, sw.plan, Path(out_dir) if out_dir else sw.workdir,
                                x=sw.plan["spec"]["by"])
-        click.echo(_summary_table(sw.study))
+        if sw.plan["spec"]["mode"] == "table":
+            click.echo(_summary_table(sw.study, sw.plan))
+            click.echo(f"wrote {rep} (and .csv, .json, table.html)")
+            return
+        click.echo(_summary_table(sw.study, sw.plan))
         click.echo(f"wrote {rep} (and .csv, .json, trials.*)")
 
     @cli.command("demo")

@@ -166,12 +166,22 @@ def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
 
 
 def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir: str | None = None,
-               log: Log = _stderr) -> dict:
-    """Resolve patterns (extracting where asked), budgets and kinds; check every grid point builds."""
+               log: Log = _stderr, artifacts: str | None = None) -> dict:
+    """Resolve patterns (extracting where asked), budgets and kinds; check every grid point
+    builds. A table's plan holds its resolved rows and its artifact store instead."""
     data_dir = data_dir or spec.train.get("data_dir")
     if data_dir is not None and spec.path and not Path(data_dir).is_absolute() and not Path(data_dir).exists():
         cand = Path(spec.path).parent / data_dir
         data_dir = str(cand) if cand.exists() else data_dir
+    if spec.mode == "table":
+        from .table import build_table_plan
+
+        return {"version": PLAN_VERSION, "spec": spec.to_dict(), "patterns": {"own": {}, "transferred": {}},
+                "kinds": [], "budgets": [], "full": {},
+                "data_dir": str(Path(data_dir).resolve()) if data_dir and Path(data_dir).exists() else data_dir,
+                "archsearch_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **build_table_plan(spec, workdir, data_dir, artifacts)}
     patterns: dict[str, dict[str, dict]] = {"own": {}, "transferred": {}}
     tgt = parse_target(spec.target)
     for role in ("own", "transferred"):
@@ -229,7 +239,7 @@ def check_plan(plan, where: str) -> dict:
 
 
 def _comparable(plan: dict) -> dict:
-    return {k: plan[k] for k in ("spec", "kinds", "budgets")}
+    return {k: plan.get(k) for k in ("spec", "kinds", "budgets", "rows")}
 
 
 # -- studies ----------------------------------------------------------------------------------------
@@ -245,6 +255,8 @@ def _sampler_pruner(plan: dict):
     s = plan["spec"]
     if s["mode"] == "grid":
         return _GridSampler(grid_space(plan), seed=0), optuna.pruners.NopPruner()
+    if s["mode"] == "table":  # every trial is queued with its point: the sampler never draws
+        return optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
     se = s["search"]
     sampler = optuna.samplers.TPESampler(seed=int(se.get("sampler_seed", 0)),
                                          n_startup_trials=int(se.get("startup_trials", 5)))
@@ -268,6 +280,10 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
     old = study.user_attrs.get(PLAN_ATTR)
     if old is None:
         study.set_user_attr(PLAN_ATTR, plan)
+        if plan["spec"]["mode"] == "table" and not study.trials:
+            from .table import enqueue_proposals
+
+            enqueue_proposals(study, plan)
         if plan["spec"]["mode"] == "search" and not study.trials:
             study.enqueue_trial({f"stage{k}": v for k, v in enumerate(_clip_start(plan))},
                                 user_attrs={"reference": f"pattern {plan['search_pattern']}"})
@@ -318,6 +334,8 @@ def run_cfg_of(spec: SweepSpec) -> dict:
 def _identity(t: FrozenTrial, mode: str):
     if mode == "grid":
         return t.system_attrs.get("grid_id")
+    if mode == "table":
+        return t.user_attrs.get("point")  # None: a trial asked for when nothing was queued (ignored)
     return t.system_attrs.get("failed_trial", t.number)
 
 
@@ -330,6 +348,7 @@ class Status:
     running: int = 0
     waiting: int = 0
     remaining: int = 0
+    blocked: int = 0  # table mode: arms whose row's proposal failed (they cannot run)
     mean_seconds: float | None = None
     failures: list[tuple[int, str]] = field(default_factory=list)
     failed_trials: list[FrozenTrial] = field(default_factory=list)  # the last attempt of each failed point
@@ -342,7 +361,7 @@ class Status:
 
     @property
     def finished(self) -> bool:
-        return self.remaining == 0 and self.running == 0 and self.waiting == 0
+        return self.remaining <= self.blocked and self.running == 0 and self.waiting == 0
 
     def eta_seconds(self, workers: int | None = None) -> float | None:
         if self.mean_seconds is None:
@@ -358,18 +377,27 @@ class Status:
                 + (f" ({self.pruned} pruned)" if self.pruned else "")
                 + f", {self.running} running, {self.failed} failed"
                 + (f" ({self.retryable} to retry on the next run)" if self.retryable else "")
-                + f", {self.remaining + self.waiting} to go"
+                + f", {self.remaining + self.waiting - self.blocked} to go"
+                + (f", {self.blocked} blocked by a failed proposal" if self.blocked else "")
                 + (f", about {fmt_seconds(eta)} left" if eta is not None and not self.finished else ""))
 
 
 def status(study: optuna.Study, plan: dict) -> Status:
     mode = plan["spec"]["mode"]
     trials = study.get_trials(deepcopy=False)
-    total = (len(plan["kinds"]) * len(plan["spec"]["generators"]) * len(plan["budgets"]) * plan["spec"]["seeds"]
-             if mode == "grid" else int(plan["spec"]["search"].get("trials", 20)))
+    if mode == "table":
+        from .table import total as table_total
+
+        total = table_total(plan)
+    else:
+        total = (len(plan["kinds"]) * len(plan["spec"]["generators"]) * len(plan["budgets"]) * plan["spec"]["seeds"]
+                 if mode == "grid" else int(plan["spec"]["search"].get("trials", 20)))
     by_id: dict = {}
     for t in trials:
-        by_id.setdefault(_identity(t, mode), []).append(t)
+        ident = _identity(t, mode)
+        if ident is None and mode == "table":
+            continue
+        by_id.setdefault(ident, []).append(t)
     st = Status(total=total)
     durations = []
     for ident, ts in by_id.items():
@@ -396,11 +424,20 @@ def status(study: optuna.Study, plan: dict) -> Status:
             if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start:
                 durations.append((t.datetime_complete - t.datetime_start).total_seconds())
     st.remaining = max(0, total - len([i for i in by_id if i is not None]))
+    if mode == "table":
+        from .table import blocked
+
+        failed = {t.user_attrs.get("point") for t in st.failed_trials}
+        st.blocked = blocked(plan, failed, set(by_id))
     st.mean_seconds = sum(durations) / len(durations) if durations else None
     return st
 
 
 def trial_label(params: dict, mode: str) -> str:
+    if mode == "table" and params:
+        from .table import trial_label as table_label
+
+        return table_label(params)
     if mode == "grid" and params:
         return (f"{params.get('generator')} {params.get('kind')} {budget_tag(float(params.get('budget', 0)))} "
                 f"seed {params.get('seed')}")
@@ -437,7 +474,7 @@ def requeue_failed(study: optuna.Study, plan: dict, *, everything: bool = False)
     """Put failed grid points back in the queue: those that failed for a reason outside the
     trial (always), or every failed one (`everything`, i.e. `--retry-failed`). Returns the
     numbers of the trials requeued. Pruned trials and search-mode trials stay as they are."""
-    if plan["spec"]["mode"] != "grid":
+    if plan["spec"]["mode"] not in ("grid", "table"):
         return []
     out = []
     for t in status(study, plan).failed_trials:
@@ -456,17 +493,24 @@ class WorkerContext:
     log: Log = _stderr
     epoch_progress: bool = True
     poll: float = 2.0
-    _data: object = None
+    artifacts: str | None = None  # table mode: the artifact store, where this machine reaches it
+    _data: dict = field(default_factory=dict)
 
-    def data(self, plan: dict):
-        if self._data is None:
+    def data(self, plan: dict, name: str | None = None):
+        """The sweep's dataset (the target's; a table names one per row), loaded once."""
+        name = name or parse_target(plan["spec"]["target"]).data
+        if name not in self._data:
             from ..data import load_dataset, subset_train
 
-            tgt = parse_target(plan["spec"]["target"])
-            ds = load_dataset(tgt.data, self.data_dir or plan.get("data_dir"),
+            ds = load_dataset(name, self.data_dir or plan.get("data_dir"),
                               download=bool(plan["spec"]["train"].get("download", True)))
-            self._data = subset_train(ds, plan["spec"]["train"].get("train_subset"))
-        return self._data
+            self._data[name] = subset_train(ds, plan["spec"]["train"].get("train_subset"))
+        return self._data[name]
+
+    def all_data(self, plan: dict) -> None:
+        """Load every dataset the sweep needs (a missing one stops the worker before any trial)."""
+        for name in sorted({r["data"] for r in plan["rows"]}) if plan["spec"]["mode"] == "table" else [None]:
+            self.data(plan, name)
 
 
 class _Interrupted(Exception):
@@ -474,18 +518,27 @@ class _Interrupted(Exception):
 
 
 def _next_action(study: optuna.Study, plan: dict) -> str:
+    if plan["spec"]["mode"] == "table":
+        from .table import enqueue_ready
+
+        enqueue_ready(study, plan)
     st = status(study, plan)
-    if st.waiting or st.remaining:
+    if st.waiting or (st.remaining and plan["spec"]["mode"] != "table"):
         return "ask"
     if st.running:
         return "wait"
     return "done"
 
 
-def _is_duplicate(study: optuna.Study, trial: optuna.Trial) -> int | None:
-    gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+def _is_duplicate(study: optuna.Study, trial: optuna.Trial, mode: str) -> int | None:
+    if mode == "table":
+        key, gid = "point", trial.user_attrs.get("point")
+        ident = lambda t: t.user_attrs.get(key)  # noqa: E731
+    else:
+        gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+        ident = lambda t: t.system_attrs.get("grid_id")  # noqa: E731
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        if t.number != trial.number and t.system_attrs.get("grid_id") == gid and (
+        if t.number != trial.number and ident(t) == gid and (
                 t.state == TrialState.COMPLETE or t.number < trial.number):
             return t.number
     return None
@@ -509,6 +562,10 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
 
     s, tr = plan["spec"], plan["spec"]["train"]
     mode = s["mode"]
+    if mode == "table":
+        from .table import run_trial
+
+        return run_trial(study, trial, plan, ctx, label)
     if mode == "grid":
         sp = grid_space(plan)
         kind = trial.suggest_categorical("kind", sp["kind"])
@@ -576,7 +633,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
     if _next_action(study, plan) != "done":
         # before taking any trial: missing data is the worker's error (one line, exit 2),
         # not every trial's, which would fail the whole grid for good
-        ctx.data(plan)
+        ctx.all_data(plan)
     while max_trials is None or ran < max_trials:
         fail_stale_trials(study)
         action = _next_action(study, plan)
@@ -588,8 +645,12 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
             time.sleep(ctx.poll)
             continue
         trial = study.ask()
-        if mode == "grid":
-            dup = _is_duplicate(study, trial)
+        if mode == "table" and "point" not in trial.user_attrs:
+            # the queue emptied between the look and the ask (another worker took it): not a point
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        if mode in ("grid", "table"):
+            dup = _is_duplicate(study, trial, mode)
             if dup is not None:
                 trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
                 study.tell(trial, state=TrialState.FAIL)

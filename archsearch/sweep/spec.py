@@ -29,7 +29,7 @@ from ..train import PRESETS
 @dataclass
 class SweepSpec:
     name: str
-    target: str
+    target: str | None = None
     mode: str = "grid"
     title: str = ""
     about: str = ""
@@ -46,6 +46,8 @@ class SweepSpec:
     train: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
+    rows: list[dict] | None = None   # table mode: one proposer and its settings per row
+    arms: list[str] | None = None    # table mode: how each row's pruned net is trained
     scale: str | None = None
     path: str = ""
 
@@ -57,7 +59,7 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return {k: copy.deepcopy(getattr(self, k)) for k in (
             "name", "target", "mode", "title", "about", "cost", "generators", "kinds", "budgets", "fractions", "by",
-            "seeds", "schedule", "patterns", "extract", "train", "search", "run", "scale")}
+            "seeds", "schedule", "patterns", "extract", "train", "search", "run", "rows", "arms", "scale")}
 
     @classmethod
     def from_dict(cls, d: dict, path: str = "") -> "SweepSpec":
@@ -127,6 +129,13 @@ def _want(cond: bool, where: str, msg: str) -> None:
 
 
 def _validate(s: SweepSpec, where: str) -> None:
+    if s.mode == "table":
+        from .table import validate_table
+
+        validate_table(s, where)
+        return
+    _want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")
+    _want(s.rows is None and s.arms is None, where, "rows and arms belong to table mode (mode = \"table\")")
     parse_target(s.target)
     _want(all(g in GENERATORS for g in s.generators), where,
           f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")

@@ -1,0 +1,451 @@
+"""The paper's tables as sweeps (`mode = "table"`): fine-tuned against Scratch-E and Scratch-B.
+
+A table spec lists rows, each a proposer (`METHOD-ARCH-DATA[.VARIANT]`) with the settings
+that choose its pruned architecture (a ratio, a variant, stage ratios, rounds), and the
+arms to train. One study holds, per (row, arm, seed), one trial:
+
+- `unpruned`: the proposal. The large net is trained as the method trains it (with its
+  regulariser, if any) and pruned; its accuracy is the table's "unpruned" column, and its
+  pruned architecture, inherited weights and winning-ticket initialisation are uploaded to
+  the study's artifact store;
+- `finetune`: the pruned net fine-tuned from the inherited weights (the preset's
+  fine-tuning schedule);
+- `scratch-e`: the pruned architecture from a random initialisation, for the large net's
+  epochs (for a lottery row: the "random init" column);
+- `scratch-b`: the same, for the large net's compute (`train.make_schedule`, scratch-b);
+- `ticket`: the pruned net (its mask) from the winning-ticket initialisation (the lottery;
+  a channel proposal's kept channels of the large net's initial weights), for the large
+  net's epochs, from the rewind epoch if the row rewinds.
+
+Only the proposals are queued when the study is created; a proposal that completes makes
+its row's other arms ready, and every worker enqueues ready arms before it asks for work
+(so a worker that dies between finishing a proposal and queueing its arms loses nothing).
+A trial that needs inherited weights downloads them from the artifact store into its own
+work directory: a worker on another machine needs the storage URL and the artifact
+location, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..counting import count
+from ..errors import ArchsearchError
+from ..spec import ArchSpec
+
+ARMS = {
+    "unpruned": "the large net as the method trained it, before pruning",
+    "finetune": "the pruned net fine-tuned from the large net's weights",
+    "scratch-e": "the pruned architecture trained from scratch for the large net's epochs",
+    "scratch-b": "the pruned architecture trained from scratch for the large net's compute",
+    "ticket": "the pruned net trained from the winning-ticket initialisation",
+}
+ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
+ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch")
+
+
+# -- the spec -------------------------------------------------------------------------------------
+def plan_arms(arms: list[str]) -> list[str]:
+    """The arms in table order; the proposal (`unpruned`) is always one of them."""
+    return [a for a in ARMS if a == "unpruned" or a in arms]
+
+
+def row_settings(row: dict, train: dict) -> dict[str, Any]:
+    """The keyword settings of `propose` for one row: its method settings, and the shared
+    training settings of `[train]` (preset, width, epochs, training subset)."""
+    kw = {k: row[k] for k in ROW_SETTINGS if row.get(k) is not None}
+    kw["preset"] = train.get("preset", "paper")
+    for k in ("width", "epochs", "train_subset"):
+        if train.get(k) is not None:
+            kw[k] = train[k]
+    return kw
+
+
+def row_source(row: dict) -> str:
+    return row["from"] if "from" in row else row["source"]
+
+
+def row_label(row: dict) -> str:
+    if row.get("label"):
+        return row["label"]
+    src = row_source(row)
+    return src + ("" if row.get("ratio") is None else f" {round(100 * row['ratio'])}%")
+
+
+def validate_table(spec, where: str) -> None:
+    """Every row names a proposer that applies to its network, with valid settings; each arm
+    can be trained for each row. Nothing is trained here."""
+    from ..propose import resolve_settings
+
+    def want(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ArchsearchError(f"{where}: {msg}")
+
+    want(spec.target is None, "a table's rows name their own networks: remove target")
+    want(bool(spec.rows) and bool(spec.arms), "table mode needs rows ([[rows]] with from = \"METHOD-ARCH-DATA\") "
+                                              "and arms (e.g. [\"unpruned\", \"finetune\", \"scratch-e\", \"scratch-b\"])")
+    want(len(set(spec.arms)) == len(spec.arms), "arms are listed twice")
+    for i, row in enumerate(spec.rows):
+        src = row_source(row)
+        try:
+            prop = resolve_settings(src, **row_settings(row, spec.train))[1]
+        except ArchsearchError as e:
+            raise ArchsearchError(f"{where}: row {i + 1} ({src}): {e}") from None
+        if "ticket" in spec.arms:
+            want(prop.kind == "channels" or prop.name == "lottery",
+                 f"row {i + 1} ({src}): the ticket arm needs a winning-ticket initialisation, which {prop.name} "
+                 "proposals do not keep (the lottery and channel-pruning methods do)")
+    labels = [row_label(r) for r in spec.rows]
+    want(len(set(labels)) == len(labels), f"two rows have the same label; give them distinct `label`s: {labels}")
+
+
+def build_table_plan(spec, workdir: Path, data_dir: str | None, artifacts: str | None) -> dict:
+    """The table part of a study's plan: its resolved rows and arms, and the artifact store."""
+    from ..propose import resolve_settings
+
+    rows = []
+    for row in spec.rows:
+        src = row_source(row)
+        pn, prop, settings, schedule, base = resolve_settings(src, **row_settings(row, spec.train))
+        rows.append({"from": src, "label": row_label(row), "method": prop.name, "kind": prop.kind,
+                     "arch": pn.target.arch, "data": pn.target.data, "settings": row_settings(row, spec.train),
+                     "record": settings.record(), "epochs": schedule.epochs,
+                     "paper": row.get("paper"), "paper_source": row.get("paper_source")})
+    loc = artifacts or spec.run.get("artifacts") or str((workdir / "artifacts").resolve())
+    artifact_store(loc)  # checked (and a local folder made) before any work
+    return {"rows": rows, "arms": plan_arms(spec.arms), "artifacts": loc}
+
+
+# -- the artifact store ---------------------------------------------------------------------------
+class _Prefixed:
+    """An artifact store whose ids live under a key prefix (`s3://bucket/prefix`)."""
+
+    def __init__(self, store, prefix: str):
+        self.store, self.prefix = store, prefix.strip("/") + "/"
+
+    def open_reader(self, artifact_id: str):
+        return self.store.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def artifact_store(location: str):
+    """Optuna's artifact store at `location`: a folder (made if missing), or `s3://bucket[/prefix]`
+    for an S3-compatible store through boto3 (credentials and endpoint from boto3's usual
+    environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL; never written down)."""
+    from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
+
+    from .._io import make_dirs
+
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[5:].partition("/")
+        if not bucket:
+            raise ArchsearchError(f"artifact store {location!r}: name a bucket, as s3://bucket[/prefix]")
+        try:
+            import boto3
+        except ImportError:
+            raise ArchsearchError("an s3:// artifact store needs boto3: pip install boto3") from None
+        store = Boto3ArtifactStore(bucket, client=boto3.client("s3"))
+        return _Prefixed(store, prefix) if prefix else store
+    if "://" in location:
+        raise ArchsearchError(f"artifact store {location!r}: give a folder or s3://bucket[/prefix]")
+    return FileSystemArtifactStore(str(make_dirs(location)))
+
+
+def upload(store, trial, path: Path) -> str:
+    from optuna.artifacts import upload_artifact
+
+    try:
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    except OSError as e:
+        from .._io import os_error
+
+        raise os_error(e, path) from None
+
+
+def download(store, artifact_id: str, dest: Path) -> Path:
+    """The artifact in `dest` (kept there: a retry on this machine reads it again without a download)."""
+    from optuna.artifacts import download_artifact
+
+    from .._io import atomic_path
+
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with atomic_path(dest) as tmp:
+                os.unlink(tmp)  # download_artifact refuses an existing file
+                download_artifact(artifact_store=store, file_path=str(tmp), artifact_id=artifact_id)
+        except Exception as e:  # noqa: BLE001  an artifact store's errors have no common type
+            if isinstance(e, ArchsearchError):
+                raise
+            raise ArchsearchError(f"cannot read artifact {artifact_id} from the artifact store: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    return dest
+
+
+# -- the study ------------------------------------------------------------------------------------
+def point(row: int, arm: str, seed: int) -> str:
+    return f"r{row}/{arm}/s{seed}"
+
+
+def _distributions(plan: dict) -> dict:
+    from optuna.distributions import CategoricalDistribution
+
+    return {"row": CategoricalDistribution(list(range(len(plan["rows"])))),
+            "arm": CategoricalDistribution(plan["arms"]),
+            "seed": CategoricalDistribution(list(range(plan["spec"]["seeds"])))}
+
+
+def _enqueue(study: optuna.Study, plan: dict, row: int, arm: str, seed: int) -> None:
+    study.enqueue_trial({"row": row, "arm": arm, "seed": seed}, user_attrs={"point": point(row, arm, seed)},
+                        skip_if_exists=False)
+
+
+def enqueue_proposals(study: optuna.Study, plan: dict) -> None:
+    for seed in range(plan["spec"]["seeds"]):
+        for row in range(len(plan["rows"])):
+            _enqueue(study, plan, row, "unpruned", seed)
+
+
+def enqueue_ready(study: optuna.Study, plan: dict) -> int:
+    """Queue the arms of every completed proposal that are not in the study yet. Returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    seen = {t.user_attrs.get("point") for t in trials}
+    n = 0
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.params.get("arm") == "unpruned":
+            for arm in plan["arms"][1:]:
+                if point(t.params["row"], arm, t.params["seed"]) not in seen:
+                    _enqueue(study, plan, t.params["row"], arm, t.params["seed"])
+                    n += 1
+    return n
+
+
+def total(plan: dict) -> int:
+    return len(plan["rows"]) * len(plan["arms"]) * plan["spec"]["seeds"]
+
+
+def blocked(plan: dict, failed_points: set[str], seen: set[str]) -> int:
+    """Arms that cannot run because their row's proposal failed for good."""
+    return sum(point(r, a, s) not in seen and point(r, "unpruned", s) in failed_points
+               for r in range(len(plan["rows"])) for a in plan["arms"][1:] for s in range(plan["spec"]["seeds"]))
+
+
+def proposal_trial(study: optuna.Study, row: int, seed: int) -> FrozenTrial:
+    want = point(row, "unpruned", seed)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("point") == want:
+            return t
+    raise ArchsearchError(f"the proposal {want} has not completed (its arms were queued early?)")
+
+
+def trial_label(params: dict, plan: dict | None = None) -> str:
+    row = params.get("row")
+    name = plan["rows"][row]["label"] if plan is not None and row is not None else f"row {row}"
+    return f"{name} {params.get('arm')} seed {params.get('seed')}"
+
+
+# -- one trial ------------------------------------------------------------------------------------
+def run_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx, label: str) -> float:
+    """Train one (row, arm, seed) and return its best test accuracy (%)."""
+    from ..progress import EpochProgress
+
+    dist = _distributions(plan)
+    row = trial.suggest_categorical("row", dist["row"].choices)
+    arm = trial.suggest_categorical("arm", dist["arm"].choices)
+    seed = trial.suggest_categorical("seed", dist["seed"].choices)
+    r = plan["rows"][row]
+    for k, v in (("label", r["label"]), ("method", r["method"]), ("arch", r["arch"]), ("data", r["data"])):
+        trial.set_user_attr(k, v)
+    bar = EpochProgress(f"{label} {trial_label(trial.params, plan)}") if ctx.epoch_progress else None
+    data = ctx.data(plan, r["data"])
+    if arm == "unpruned":
+        return _propose(study, trial, plan, ctx, row, seed, data, bar)
+    return _train_arm(study, trial, plan, ctx, row, arm, seed, data, bar)
+
+
+def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
+    from ..propose import propose
+
+    r, tr = plan["rows"][row], plan["spec"]["train"]
+    prop = propose(r["from"], data, seed=seed, workdir=ctx.workdir / "proposals", device=ctx.device, progress=bar,
+                   checkpoint_every=int(tr.get("checkpoint_every", 5)), **r["settings"])
+    store = artifact_store(ctx.artifacts or plan["artifacts"])
+    run = Path(prop.run_dir)
+    ids = {name: upload(store, trial, run / name) for name in ARTIFACTS if (run / name).is_file()}
+    base, pruned = count(prop.base_spec), count(prop.spec)
+    for k, v in (("artifacts", ids), ("base_spec", prop.base_spec.to_dict()), ("best_acc", 100 * prop.base_acc),
+                 ("final_acc", 100 * prop.base_final_acc), ("epochs", prop.base_epochs),
+                 ("train_seconds", prop.base_seconds), ("params", base.params_nonzero), ("macs", base.macs_nonzero),
+                 ("pruned_params", pruned.params_nonzero), ("pruned_macs", pruned.macs_nonzero),
+                 ("pruned_acc", 100 * prop.pruned_acc), ("rewind_epoch", prop.info.get("rewind_epoch")),
+                 ("device", prop.device), ("torch_version", prop.torch_version),
+                 ("archsearch_version", prop.archsearch_version), ("run_dir", str(run))):
+        trial.set_user_attr(k, v)
+    return 100 * prop.base_acc
+
+
+def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar) -> float:
+    import torch
+
+    from ..train import make_schedule, train
+
+    tr = plan["spec"]["train"]
+    prop = proposal_trial(study, row, seed)
+    ids = prop.user_attrs["artifacts"]
+    store = artifact_store(ctx.artifacts or plan["artifacts"])
+    cache = ctx.workdir / "artifacts-cache"
+
+    def fetch(name: str) -> Path:
+        if name not in ids:
+            raise ArchsearchError(f"the proposal of {plan['rows'][row]['label']} seed {seed} kept no {name}")
+        return download(store, ids[name], cache / f"{ids[name]}-{name}")
+
+    spec = ArchSpec.load(fetch("spec.json"))
+    base = ArchSpec.from_dict(prop.user_attrs["base_spec"], "the proposal's base spec")
+    init, start = None, 0
+    preset = tr.get("preset", "paper")
+    if arm == "finetune":
+        sched = make_schedule(preset, "finetune", epochs=tr.get("finetune_epochs"))
+        init = torch.load(fetch("pruned_model.pt"), map_location="cpu", weights_only=True)
+    elif arm == "scratch-b":
+        sched = make_schedule(preset, "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
+                              cap=tr.get("cap"), count_convention=tr.get("count"))
+    else:  # scratch-e, ticket: the large net's epochs
+        sched = make_schedule(preset, "scratch-e", epochs=prop.user_attrs["epochs"])
+        if arm == "ticket":
+            init = torch.load(fetch("ticket_init.pt"), map_location="cpu", weights_only=True)
+            start = int(prop.user_attrs.get("rewind_epoch") or 0)
+    c = count(spec)
+    for k, v in (("params", c.params_nonzero), ("macs", c.macs_nonzero), ("epochs", sched.epochs),
+                 ("proposal_trial", prop.number)):
+        trial.set_user_attr(k, v)
+    run = ctx.workdir / "trials" / f"row{row}-{arm}-s{seed}"
+    trial.set_user_attr("run_dir", str(run))
+    res = train(spec, data, sched, seed=seed, device=ctx.device, out_dir=run, init_state=init, start_epoch=start,
+                checkpoint_every=int(tr.get("checkpoint_every", 1)), progress=bar)
+    for k, v in (("best_acc", 100 * res.best_acc), ("final_acc", 100 * res.final_acc),
+                 ("train_seconds", res.train_seconds), ("device", res.device_name),
+                 ("torch_version", res.torch_version), ("archsearch_version", res.archsearch_version)):
+        trial.set_user_attr(k, v)
+    return 100 * res.best_acc
+
+
+# -- the report -----------------------------------------------------------------------------------
+def _points(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """The completed trial of each point (the first, if a duplicate also completed)."""
+    out: dict[str, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        out.setdefault(t.user_attrs.get("point"), t)
+    return out
+
+
+def summary(study: optuna.Study, plan: dict) -> list[dict]:
+    """One row per table row: per arm the best-epoch accuracy, mean ± std over seeds, its
+    seeds and epochs; the pruned net's parameters and MACs; the paper's numbers where cited."""
+    done = _points(study)
+    out = []
+    for i, r in enumerate(plan["rows"]):
+        row: dict[str, Any] = {"row": r["label"], "method": r["method"], "network": r["arch"], "data": r["data"],
+                               "ratio": r["settings"].get("ratio", r["settings"].get("variant", "")),
+                               "paper_source": r.get("paper_source") or ""}
+        for arm in plan["arms"]:
+            ts = [done[p] for p in (point(i, arm, s) for s in range(plan["spec"]["seeds"])) if p in done]
+            a = np.asarray([t.user_attrs["best_acc"] for t in ts], dtype=float)
+            row[f"{arm}_mean"] = round(float(a.mean()), 2) if len(a) else None
+            row[f"{arm}_std"] = round(float(a.std()), 2) if len(a) else None
+            row[arm] = f"{a.mean():.2f} ± {a.std():.2f}" if len(a) else ""
+            row[f"{arm}_seeds"] = len(a)
+            row[f"{arm}_epochs"] = sorted({int(t.user_attrs["epochs"]) for t in ts}) if ts else []
+            if arm == "unpruned" and ts:
+                row["params"] = int(np.mean([t.user_attrs["params"] for t in ts]))
+                row["pruned_params"] = int(np.mean([t.user_attrs["pruned_params"] for t in ts]))
+                row["pruned_macs"] = int(np.mean([t.user_attrs["pruned_macs"] for t in ts]))
+            paper = (r.get("paper") or {}).get(arm)
+            row[f"paper_{arm}"] = paper if paper is not None else ""
+        out.append(row)
+    return out
+
+
+def verdicts(rows: list[dict], plan: dict) -> list[str]:
+    """Per row: does training from scratch match the fine-tuned net (the paper's claim)? A
+    scratch arm "matches" when its mean is at least the fine-tuned mean minus the larger std."""
+    lines = []
+    for r in rows:
+        if r.get("finetune_mean") is None:
+            continue
+        ft, sd = r["finetune_mean"], r["finetune_std"] or 0.0
+        parts = []
+        for arm in ("scratch-e", "scratch-b"):
+            if r.get(f"{arm}_mean") is None:
+                continue
+            tol = max(sd, r[f"{arm}_std"] or 0.0)
+            d = r[f"{arm}_mean"] - ft
+            word = "beats" if d > tol else ("matches" if d >= -tol else "falls short of")
+            parts.append(f"{arm} {word} fine-tuning ({d:+.2f} points, within ±{tol:.2f} counts as a match)")
+        if parts:
+            lines.append(f"{r['row']}: " + "; ".join(parts))
+    return lines
+
+
+def provenance(study: optuna.Study, plan: dict) -> str:
+    from ..redact import redact
+
+    s, tr = plan["spec"], plan["spec"]["train"]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    devices = sorted({str(t.user_attrs.get("device", "?")) for t in done})
+    torch_v = sorted({str(t.user_attrs.get("torch_version", "?")) for t in done})
+    return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
+            + f"; preset {tr.get('preset', 'paper')}, width {tr.get('width', 1.0)}"
+            + (f", {tr['epochs']} epochs" if tr.get("epochs") else "")
+            + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
+            + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices) or '-'}, torch {', '.join(torch_v) or '-'}; "
+            f"archsearch {plan['archsearch_version']}, {plan['created'][:10]}"
+            + (f"; command: {redact(plan['command'])}" if plan.get("command") else ""))
+
+
+def write_outputs(study: optuna.Study, plan: dict, out_dir: Path, png: bool = False) -> tuple[Path, Path]:
+    """report.md/.csv/.json in the paper's layout and table.html (+ .png): bars per arm with
+    error bars, one group per row."""
+    from ..compare import write_tables
+    from ..plot import render_png, table_figure, write_html
+    from .runner import status
+
+    rows = summary(study, plan)
+    st = status(study, plan)
+    s = plan["spec"]
+    prov = provenance(study, plan)
+    arms = plan["arms"]
+    lines = verdicts(rows, plan)
+    header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
+              + f"- trials: {st.line()}\n"
+              + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
+              + "\nTest accuracy (%) at the best epoch, mean ± std over seeds. Arms: "
+              + "; ".join(f"**{a}**: {ARMS[a]}" for a in arms)
+              + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
+              " was opened (paper_source); empty otherwise.\n"
+              + ("\nScratch against fine-tuned:\n\n" + "".join(f"- {v}\n" for v in lines) if lines else ""))
+    cols = (["row", "network", "data", "ratio", "params", "pruned_params"] + arms
+            + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms] + ["paper_source"])
+    numeric = [f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_tables(rows, cols + numeric, out_dir / "report", header)
+    html = out_dir / "table.html"
+    write_html(table_figure(rows, arms, title=s.get("title") or s["name"], caption=prov), html)
+    if png:
+        render_png(html, html.with_suffix(".png"))
+    return out_dir / "report.md", html
+
+
+__all__ = ["ARMS", "validate_table", "build_table_plan", "artifact_store", "enqueue_proposals", "enqueue_ready",
+           "run_trial", "summary", "write_outputs", "point"]

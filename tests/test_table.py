@@ -1,0 +1,241 @@
+"""Table sweeps (mode = "table"): per (row, arm, seed) one trial; proposals first, their arms
+from inherited weights in the artifact store; a second machine needs only the storage and
+the artifact location."""
+
+import filecmp
+from pathlib import Path
+
+import pytest
+import torch
+
+from archsearch.errors import ArchsearchError
+from archsearch.sweep.spec import load_spec, parse_spec
+
+ROWS = """
+[[rows]]
+from = "slimming-vgg11-digits"
+ratio = 0.5
+paper = {finetune = 93.5}
+paper_source = "a made-up number for the test"
+
+[[rows]]
+from = "l1norm-vgg11-digits"
+ratio = 0.3
+"""
+
+
+def write_table(tmp_path, *, rows=ROWS, arms='["unpruned", "finetune", "scratch-e", "scratch-b"]', seeds=1,
+                extra="", epochs=2, name="tbl", finetune_epochs=1):
+    text = f"""
+name = "{name}"
+mode = "table"
+title = "a test table"
+arms = {arms}
+seeds = {seeds}
+{extra}
+[train]
+preset = "tiny"
+epochs = {epochs}
+finetune_epochs = {finetune_epochs}
+width = 0.25
+train_subset = 200
+checkpoint_every = 1
+
+[run]
+heartbeat = 1
+grace = 4
+{rows}
+"""
+    p = tmp_path / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def _prepared(tmp_path, storage=None, **kw):
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+
+    spec = load_spec(write_table(tmp_path, **kw))
+    wd = tmp_path / "wd"
+    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
+    return spec, wd, plan, study
+
+
+def _ctx(wd, **kw):
+    from archsearch.sweep.runner import WorkerContext
+
+    return WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1, **kw)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('target = "vgg11-digits"\nmode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"',
+     "remove target"),
+    ('mode = "table"\narms = ["finetune"]', "needs rows"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "nosuch-vgg11-digits"', r"row 1 \(nosuch-vgg11-digits\)"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "sss-vgg11-digits"', "does not apply to the vgg"),
+    ('mode = "table"\narms = ["ticket"]\n[[rows]]\nfrom = "magnitude-vgg11-digits"', "ticket arm needs"),
+    ('mode = "table"\narms = ["finetune", "finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', "listed twice"),
+    ('mode = "table"\narms = ["fine-tune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', "arms"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\nratio = 1.5', "ratio"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\npaper = {finetune = 90.0}',
+     "paper_source"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "l1norm-resnet56-c10"\nvariant = "C"', "variant"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\n[[rows]]\n'
+     'from = "slimming-vgg11-digits"', "same label"),
+    ('target = "vgg11-digits"\narms = ["finetune"]', "table mode"),
+])
+def test_bad_table_specs_are_one_line_errors(text, match):
+    import tomllib
+
+    raw = tomllib.loads('name = "t"\n' + text)
+    with pytest.raises(ArchsearchError, match=match):
+        parse_spec(raw, path="t.toml")
+
+
+def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
+    from archsearch.sweep.cli import write_outputs
+    from archsearch.sweep.runner import status, work
+    from archsearch.sweep.table import summary
+
+    spec, wd, plan, study = _prepared(tmp_path)
+    assert plan["arms"] == ["unpruned", "finetune", "scratch-e", "scratch-b"]
+    assert [t.user_attrs["point"] for t in study.trials] == ["r0/unpruned/s0", "r1/unpruned/s0"]  # proposals only
+    assert status(study, plan).total == 8
+    work(study, plan, _ctx(wd))
+    st = status(study, plan)
+    assert st.finished and st.done == 8 and st.failed == 0
+    done = {t.user_attrs["point"]: t for t in study.trials if t.state.name == "COMPLETE"}
+    assert len(done) == 8
+    for r in (0, 1):
+        prop = done[f"r{r}/unpruned/s0"]
+        se, sb, ft = (done[f"r{r}/{a}/s0"] for a in ("scratch-e", "scratch-b", "finetune"))
+        assert se.user_attrs["epochs"] == prop.user_attrs["epochs"] == 2
+        assert sb.user_attrs["epochs"] > 2  # the pruned net is cheaper: more epochs for the same compute
+        assert ft.user_attrs["epochs"] == 1
+        assert se.user_attrs["params"] == sb.user_attrs["params"] == ft.user_attrs["params"] \
+            == prop.user_attrs["pruned_params"] < prop.user_attrs["params"]
+        # the inherited weights went through the artifact store unchanged
+        cached = wd / "artifacts-cache" / f"{prop.user_attrs['artifacts']['pruned_model.pt']}-pruned_model.pt"
+        assert filecmp.cmp(cached, Path(prop.user_attrs["run_dir"]) / "pruned_model.pt", shallow=False)
+    rows = summary(study, plan)
+    assert [r["row"] for r in rows] == ["slimming-vgg11-digits 50%", "l1norm-vgg11-digits 30%"]
+    assert rows[0]["paper_finetune"] == 93.5 and rows[1]["paper_finetune"] == ""
+    assert all(r[f"{a}_seeds"] == 1 for r in rows for a in plan["arms"])
+    report, html = write_outputs(study, plan, tmp_path / "out")
+    text = report.read_text()
+    assert "| row |" in text and "scratch-b" in text and "made-up number" in text and "fine-tuning" in text
+    assert html.name == "table.html" and html.stat().st_size > 100_000  # plotly.js embedded: opens offline
+
+
+def test_a_second_machine_trains_the_arms_from_the_artifact_store_alone(tmp_path):
+    """Worker A (its own work dir) runs the proposals; worker B, on a fresh work dir with the
+    same storage and artifact location and nothing else, trains every arm."""
+    from archsearch.sweep.runner import load_study, status, work
+
+    spec, wd, plan, study = _prepared(tmp_path)
+    storage = str(wd / "optuna-journal.log")
+    assert work(study, plan, _ctx(wd), max_trials=2) == 2  # the two proposals
+    study_b, plan_b = load_study(storage, study.study_name)
+    other = tmp_path / "machine-b"
+    art = tmp_path / "mounted-artifacts"
+    (wd / "artifacts").rename(art)  # B reaches the store under another path
+    n = work(study_b, plan_b, _ctx(other, artifacts=str(art)))
+    assert n == 6 and status(study_b, plan_b).finished
+    assert not (other / "proposals").exists() and len(list((other / "artifacts-cache").iterdir())) == 4
+
+
+def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from archsearch import train as T
+    from archsearch.sweep.runner import _Interrupted, status, work
+
+    spec, wd, plan, study = _prepared(tmp_path, arms='["finetune"]', epochs=2, finetune_epochs=2,
+                                      rows=ROWS.replace("finetune = 93.5", "unpruned = 90.0"))
+    real = T.train
+    epochs_seen = []
+
+    def once_interrupted(spec_, data, sched, **kw):
+        if sched.kind != "finetune":
+            return real(spec_, data, sched, **kw)
+        user = kw.pop("progress", None)
+
+        def progress(stats):
+            epochs_seen.append(stats.epoch)
+            if len(epochs_seen) == 2:
+                raise KeyboardInterrupt  # killed in its second epoch, after the first one's checkpoint
+            if user:
+                user(stats)
+        return real(spec_, data, sched, progress=progress, **kw)
+
+    monkeypatch.setattr(T, "train", once_interrupted)
+    with pytest.raises(_Interrupted):
+        work(study, plan, _ctx(wd))
+    work(study, plan, _ctx(wd))
+    assert status(study, plan).finished
+    ft = [t for t in study.trials if t.user_attrs.get("point") == "r0/finetune/s0"]
+    assert [t.state.name for t in ft] == ["FAIL", "COMPLETE"]
+    # the retry resumed from the checkpoint: each fine-tune ran epoch 1 once; epoch 2 ran three
+    # times (row 0's interrupted one, its retry, row 1's)
+    assert epochs_seen.count(1) == 2 and epochs_seen.count(2) == 3
+
+
+def test_failed_proposal_blocks_its_arms_and_the_run_exits_non_zero(tmp_path, monkeypatch):
+    from archsearch import propose as P
+    from archsearch.sweep.cli import run_sweep
+
+    real = P.propose
+
+    def broken(name, *a, **k):
+        if name.startswith("l1norm"):
+            raise ArchsearchError("the base net diverged")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(P, "propose", broken)
+    path = write_table(tmp_path, arms='["finetune", "scratch-e"]')
+    with pytest.raises(ArchsearchError, match=r"1 trial\(s\) failed: #\d+: ArchsearchError: the base net diverged"):
+        run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu", epoch_progress=False)
+    from archsearch.sweep.runner import load_study, status
+
+    study, plan = load_study(str(tmp_path / "wd" / "optuna-journal.log"), "tbl")
+    st = status(study, plan)
+    assert st.finished and st.done == 3 and st.blocked == 2 and "2 blocked by a failed proposal" in st.line()
+    assert (tmp_path / "wd" / "report.md").exists()
+
+
+def test_artifact_store_locations(tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from archsearch.sweep.table import artifact_store
+
+    assert isinstance(artifact_store(str(tmp_path / "a" / "b")), FileSystemArtifactStore)
+    assert (tmp_path / "a" / "b").is_dir()
+    with pytest.raises(ArchsearchError, match="folder or s3://"):
+        artifact_store("gs://bucket/x")
+    with pytest.raises(ArchsearchError, match="name a bucket"):
+        artifact_store("s3://")
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        with pytest.raises(ArchsearchError, match="pip install boto3"):
+            artifact_store("s3://bucket/prefix")
+
+
+def test_the_ticket_arm_starts_from_the_winning_ticket(tmp_path, monkeypatch):
+    from archsearch import train as T
+    from archsearch.sweep.runner import status, work
+
+    rows = '\n[[rows]]\nfrom = "l1norm-vgg11-digits"\nratio = 0.3\n'
+    spec, wd, plan, study = _prepared(tmp_path, arms='["ticket", "scratch-e"]', rows=rows, epochs=1)
+    real, inits = T.train, {}
+
+    def spy(spec_, data, sched, **kw):
+        inits[Path(kw["out_dir"]).name] = kw.get("init_state")
+        return real(spec_, data, sched, **kw)
+
+    monkeypatch.setattr(T, "train", spy)
+    work(study, plan, _ctx(wd))
+    assert status(study, plan).finished
+    prop = next(t for t in study.trials if t.user_attrs.get("point") == "r0/unpruned/s0")
+    ticket = torch.load(Path(prop.user_attrs["run_dir"]) / "ticket_init.pt", weights_only=True)
+    assert inits["row0-scratch-e-s0"] is None  # random init
+    got = inits["row0-ticket-s0"]
+    assert got.keys() == ticket.keys() and all(torch.equal(got[k], ticket[k]) for k in ticket)
