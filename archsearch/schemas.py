@@ -407,6 +407,7 @@ class SweepRow(Closed):
 
     source: Annotated[str, Field(alias="from", min_length=1, max_length=200)]
     label: Optional[Annotated[str, Field(max_length=200)]] = None
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None  # this row's, over [train] width
     ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     variant: Optional[Annotated[str, Field(min_length=1, max_length=40)]] = None
     sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None

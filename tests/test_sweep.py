@@ -81,7 +81,8 @@ def study_if_ready(journal, name):
 # -- specs ------------------------------------------------------------------------------------------
 def test_shipped_specs_parse_at_every_scale():
     files = sorted(sweeps_dirs()[0].glob("*.toml"))
-    assert {f.stem for f in files} >= {"quickstart", "fig3-vgg16-c10", "fig5-vgg19-c100", "fig5-vgg19-c10"}
+    assert {f.stem for f in files} >= {"quickstart", "fig3-vgg16-c10", "fig5-vgg19-c100", "fig5-vgg19-c10",
+                                       "table1-l1norm", "table4-slimming", "table6-magnitude", "lottery"}
     import tomllib
 
     for f in files:

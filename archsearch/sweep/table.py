@@ -64,6 +64,8 @@ def row_settings(row: dict, train: dict) -> dict[str, Any]:
     for k in ("width", "epochs", "train_subset"):
         if train.get(k) is not None:
             kw[k] = train[k]
+    if row.get("width") is not None:  # a row's own width (a deep net at reduced scale)
+        kw["width"] = row["width"]
     return kw
 
 
