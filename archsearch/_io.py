@@ -191,14 +191,22 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 # -- one process per run folder ----------------------------------------------------------------
+class RunInUse(EnvironmentFailure):
+    """A run folder locked by another live process."""
+
+    def __init__(self, msg: str, folder: Path):
+        super().__init__(msg)
+        self.folder = folder
+
+
 class RunLock:
     """An exclusive lock on a run folder (`DIR/.lock`, flock): a second process that tries
     to use the same folder gets one clear line instead of silently replacing the first
     one's results. The kernel drops the lock when the holder dies, so a killed run never
     leaves a stale lock behind."""
 
-    def __init__(self, folder: str | os.PathLike, what: str = "run folder"):
-        self.folder, self.what, self.fd = Path(folder), what, None
+    def __init__(self, folder: str | os.PathLike, what: str = "run folder", wait: bool = False):
+        self.folder, self.what, self.fd, self.wait = Path(folder), what, None, wait
 
     def __enter__(self) -> "RunLock":
         import fcntl
@@ -210,14 +218,14 @@ class RunLock:
         except OSError as e:
             raise os_error(e, path) from None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except OSError as e:
             os.close(self.fd)
             self.fd = None
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 # not the input's fault: a sweep keeps such a trial for a retry
-                raise EnvironmentFailure(f"{self.what} {self.folder} is in use by another archsearch process; "
-                                         "wait for it, or pass another --out") from None
+                raise RunInUse(f"{self.what} {self.folder} is in use by another archsearch process; "
+                               "wait for it, or pass another --out", self.folder) from None
             raise os_error(e, path, "cannot lock") from None
         return self
 

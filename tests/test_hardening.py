@@ -630,3 +630,32 @@ def test_a_bad_storage_is_noticed_before_any_training(tmp_path):
     one_line_error(run("sweep", "run", spec, "--workdir", tmp_path / "wd", "--storage",
                        "postgresql://u:pw@127.0.0.1:1/db"), "cannot open storage")
     assert not (tmp_path / "wd" / "proposals").exists() and not (tmp_path / "wd" / "patterns").exists()
+
+
+def test_a_waiting_run_lock_takes_the_folder_when_its_holder_lets_go(tmp_path):
+    """Two table proposals that share one base net: the second waits for the first's lock
+    (then reuses what it wrote) instead of failing."""
+    import threading
+    import time
+
+    from archsearch._io import RunInUse, RunLock
+
+    held, got = threading.Event(), []
+
+    def holder():
+        with RunLock(tmp_path):
+            held.set()
+            time.sleep(0.5)
+            got.append("released")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    with pytest.raises(RunInUse) as e:
+        with RunLock(tmp_path):
+            pass
+    assert e.value.folder == tmp_path
+    with RunLock(tmp_path, wait=True):
+        got.append("taken")
+    t.join()
+    assert got == ["released", "taken"]

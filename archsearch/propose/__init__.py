@@ -39,6 +39,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -48,7 +49,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .._io import read_json, torch_save, write_json
+from .._io import RunInUse, RunLock, read_json, torch_save, write_json
 from ..archs import base_spec, build
 from ..data import Dataset
 from ..errors import ArchsearchError
@@ -340,8 +341,18 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
                             seed)
     run.mkdir(parents=True, exist_ok=True)
-    pruned, result = prop.run(base, data, settings, schedule, run, seed=seed, device=device, progress=progress,
-                              checkpoint_every=checkpoint_every, base_dir=base_dir)
+    while True:
+        try:
+            pruned, result = prop.run(base, data, settings, schedule, run, seed=seed, device=device,
+                                      progress=progress, checkpoint_every=checkpoint_every, base_dir=base_dir)
+            break
+        except RunInUse as e:
+            # another process trains the same (shared) base net or round: wait for it, then
+            # go on from what it wrote (a finished run is reused, an interrupted one resumed)
+            print(f"{name} seed {seed}: waiting for {e.folder}, in use by another archsearch process",
+                  file=sys.stderr, flush=True)
+            with RunLock(e.folder, wait=True):
+                pass
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import __version__
@@ -48,7 +47,8 @@ from ..names import parse_target
 from ..spec import ArchSpec
 from .spec import SweepSpec
 from .._io import make_dirs, os_error
-from .storage import STORAGE_ENV, default_storage, describe, open_storage
+from .storage import STORAGE_ENV, beating, default_storage, describe, fail_stale, frozen, open_storage, \
+    trial_system_attrs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -535,7 +535,7 @@ def _is_duplicate(study: optuna.Study, trial: optuna.Trial, mode: str) -> int | 
         key, gid = "point", trial.user_attrs.get("point")
         ident = lambda t: t.user_attrs.get(key)  # noqa: E731
     else:
-        gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+        gid = trial_system_attrs(study, trial).get("grid_id")
         ident = lambda t: t.system_attrs.get("grid_id")  # noqa: E731
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
         if t.number != trial.number and ident(t) == gid and (
@@ -635,7 +635,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         # not every trial's, which would fail the whole grid for good
         ctx.all_data(plan)
     while max_trials is None or ran < max_trials:
-        fail_stale_trials(study)
+        fail_stale(study)
         action = _next_action(study, plan)
         if action == "done":
             break
@@ -659,7 +659,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
         state, value, reason = TrialState.COMPLETE, None, None
         stop: BaseException | None = None
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        with beating(study, trial):
             try:
                 value = _train_trial(study, trial, plan, ctx, label)
             except optuna.TrialPruned as e:
@@ -682,18 +682,18 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         else:
             study.tell(trial, value, state=state)
         ran += 1
-        frozen = study._storage.get_trial(trial._trial_id)
+        done = frozen(study, trial)
         if reason and reason.startswith("interrupted"):
-            _requeue(study, frozen, "interrupted")
+            _requeue(study, done, "interrupted")
             raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
         if stop is not None:
-            ctx.log(f"{label} {trial_label(frozen.params, mode)} -> failed: {reason}")
+            ctx.log(f"{label} {trial_label(done.params, mode)} -> failed: {reason}")
             if cause == ENVIRONMENT:
                 raise EnvironmentFailure(f"sweep stopped at trial #{trial.number}: {reason}; it is kept for a "
                                          "retry: fix the cause and run the same command again") from None
             raise stop
         tail = (f"best {value:.2f}%" if state == TrialState.COMPLETE else f"{state.name.lower()}: {reason}")
-        ctx.log(f"{label} {trial_label(frozen.params, mode)} -> {tail}; {status(study, plan).line()}")
+        ctx.log(f"{label} {trial_label(done.params, mode)} -> {tail}; {status(study, plan).line()}")
     return ran
 
 

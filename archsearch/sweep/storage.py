@@ -8,6 +8,11 @@
   failed and requeued (`RetryHeartbeatStaleTrialCallback`) by the next worker that looks.
 - `postgresql://...` or `mysql://...`: Optuna's `RDBStorage` with its built-in heartbeat,
   for workers on several machines.
+
+This is the one module that touches Optuna's private parts (the heartbeat machinery, the
+journal's operation codes and lock file, a trial's storage id); the runner calls the small
+wrappers at the end. They were written against Optuna 5.0, and setup.cfg bounds Optuna
+below 6 for them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials, get_heartbeat_thread
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
@@ -223,3 +228,23 @@ def _open(storage: str, heartbeat: int, grace: int, cb, create: bool) -> BaseSto
 
 def describe(storage: str) -> str:
     return redact(storage) if is_url(storage) else f"journal file {storage}"
+
+
+# -- Optuna's private parts that the worker loop needs, in one place ---------------------------------
+def beating(study: optuna.Study, trial: optuna.Trial):
+    """The heartbeat thread of a running trial (a context manager), as `Study.optimize` runs it."""
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and, through the storage's callback, requeue) trials whose worker stopped beating."""
+    fail_stale_trials(study)
+
+
+def trial_system_attrs(study: optuna.Study, trial: optuna.Trial) -> dict:
+    return study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """The trial as the storage holds it now."""
+    return study._storage.get_trial(trial._trial_id)

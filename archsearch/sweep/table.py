@@ -394,9 +394,11 @@ def verdicts(rows: list[dict], plan: dict) -> list[str]:
             tol = max(sd, r[f"{arm}_std"] or 0.0)
             d = r[f"{arm}_mean"] - ft
             word = "beats" if d > tol else ("matches" if d >= -tol else "falls short of")
-            parts.append(f"{arm} {word} fine-tuning ({d:+.2f} points, within ±{tol:.2f} counts as a match)")
+            parts.append(f"{arm} {word} fine-tuning ({d:+.2f} points; the larger std is {tol:.2f})")
         if parts:
-            lines.append(f"{r['row']}: " + "; ".join(parts))
+            few = min(r.get(f"{a}_seeds", 0) for a in ("finetune", "scratch-e", "scratch-b") if f"{a}_seeds" in r)
+            lines.append(f"{r['row']}: " + "; ".join(parts)
+                         + (" — one seed: no spread to judge by" if few < 2 else ""))
     return lines
 
 
