@@ -344,9 +344,11 @@ def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch)
     spec = write_spec(tmp_path, seeds=1, fractions="[0.2]")
     wd = tmp_path / "wd"
     r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
-    assert r.exit_code == 0 and "2 done" not in r.output and "1 failed" in r.stderr, r.output
+    # a failed trial: the report is written, and the run says so with a non-zero exit
+    assert r.exit_code == 2 and "1 trial(s) failed: #1: Diverged" in r.stderr, r.output
+    assert (wd / "report.md").exists()
     r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
-    assert "requeued" not in r.stderr and "1 failed" in r.stderr  # a plain rerun leaves it
+    assert r.exit_code == 2 and "requeued" not in r.stderr and "1 failed" in r.stderr  # a plain rerun leaves it
     monkeypatch.setattr(T, "train", real)
     r = run("sweep", "run", spec, "--workdir", wd, "--retry-failed", "--workers", "1")
     assert r.exit_code == 0 and "requeued 1 failed trial(s)" in r.stderr and "3/3 done" in r.stderr, r.output
