@@ -358,40 +358,42 @@ class SweepExtract(Closed):
     in_sweep: bool = False
 
 
+# Every default of a sweep spec lives here, once: `parse_spec` fills them in, and the plan a
+# study stores holds the filled-in spec, so no reader needs a default of its own.
 class SweepTrain(Closed):
     preset: Preset = "paper"
-    epochs: Optional[Epochs] = None
-    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
+    epochs: Optional[Epochs] = None  # None: the preset's
+    width: Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)] = 1.0
     data_dir: Optional[str] = None
     download: bool = True
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
-    round: Optional[Annotated[int, Field(ge=1, le=MAX_ROUND)]] = None
-    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    round: Annotated[int, Field(ge=1, le=MAX_ROUND)] = 1
+    floor: Annotated[float, Field(ge=0, lt=1)] = 0.0
     device: Optional[str] = None
-    checkpoint_every: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    checkpoint_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
     cap: Optional[Annotated[float, Field(gt=0, le=MAX_CAP)]] = None
     count: Optional[Literal["macs", "original"]] = None
     finetune_epochs: Optional[Epochs] = None  # table mode: the fine-tune arm (default: the preset's)
 
 
 class SweepSearch(Closed):
-    budget: Optional[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]] = None
-    fraction: Optional[Fraction] = None
-    trials: Optional[Annotated[int, Field(ge=1, le=100_000)]] = None
-    low: Optional[Annotated[float, Field(gt=0, le=1)]] = None
-    high: Optional[Annotated[float, Field(gt=0, le=1)]] = None
-    seed: Optional[Seed] = None
-    sampler_seed: Optional[Seed] = None
-    pruner: Optional[Literal["median", "none"]] = None
-    startup_trials: Optional[Annotated[int, Field(ge=0, le=100_000)]] = None
-    warmup_epochs: Optional[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = None
-    uniform_reference: Optional[bool] = None
+    budget: Optional[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]] = None  # exactly one of budget
+    fraction: Optional[Fraction] = None                                           # and fraction (search mode)
+    trials: Annotated[int, Field(ge=1, le=100_000)] = 20
+    low: Annotated[float, Field(gt=0, le=1)] = 0.05
+    high: Annotated[float, Field(gt=0, le=1)] = 1.0
+    seed: Seed = 0
+    sampler_seed: Seed = 0
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: Annotated[int, Field(ge=0, le=100_000)] = 5
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 2
+    uniform_reference: bool = True
 
 
 class SweepRun(Closed):
-    heartbeat: Optional[Annotated[int, Field(ge=1, le=86_400)]] = None
-    grace: Optional[Annotated[int, Field(ge=2, le=7 * 86_400)]] = None
-    max_retry: Optional[Annotated[int, Field(ge=0, le=100)]] = None
+    heartbeat: Annotated[int, Field(ge=1, le=86_400)] = 10
+    grace: Annotated[int, Field(ge=2, le=7 * 86_400)] = 60
+    max_retry: Annotated[int, Field(ge=0, le=100)] = 2
     artifacts: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
 
 
@@ -458,8 +460,10 @@ class SweepFile(Closed):
 
 # -- study plans (stored in a study by `sweep run`, read by every worker) ----------------------------
 class PlanModel(Model):
-    version: Literal[1]
-    spec: dict[str, Any]
+    """A study's plan (`sweep.runner.read_plan` reads it; version 1 plans are upgraded there)."""
+
+    version: Literal[2]
+    spec: dict[str, Any]  # the spec with every default filled in; checked again by sweep.spec.parse_spec
     patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity", "depth"], dict[str, Any]]]
     kinds: Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=0)]  # a table has none
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=0)]

@@ -123,7 +123,8 @@ def test_scale_overrides_merge_and_rename_the_study():
            "train": {"preset": "paper", "width": 1.0},
            "scales": {"small": {"seeds": 1, "train": {"preset": "tiny"}}}}
     s = parse_spec(raw, scale="small")
-    assert (s.seeds, s.train, s.study_name) == (1, {"preset": "tiny", "width": 1.0}, "x-small")
+    assert (s.seeds, s.train["preset"], s.train["width"], s.study_name) == (1, "tiny", 1.0, "x-small")
+    assert s.train["floor"] == 0.0 and s.search["trials"] == 20  # every default filled in, from the schema
     with pytest.raises(ArchsearchError, match="no scale 'big'"):
         parse_spec(raw, scale="big")
 
@@ -430,7 +431,7 @@ def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path, s
                 sent = True
     out, err = p.communicate(timeout=120)
     assert sent, err[-2000:]
-    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
     study, _ = open_study(wd / "optuna-journal.log", "t")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and states.count("FAIL") == states.count("WAITING") >= 1
@@ -627,3 +628,35 @@ width = 0.5
     plan = build_plan(load_spec(tmp_path / "e.toml"), tmp_path / "we", device="cpu", log=lambda m: None)
     e = arch_for(plan, "sparsity", "erk", plan["budgets"][0], 0)
     assert e.meta["generator"] == "erk" and abs(count(e).params_nonzero - plan["budgets"][0]) <= 0.01 * plan["budgets"][0]
+
+
+def test_a_version_1_plan_is_read_and_upgraded_and_a_newer_one_refused(tmp_path):
+    """Version 1 plans held the spec as the file said it (no defaults); the one plan reader
+    fills the schema's defaults in, so a study made before resumes with today's code."""
+    import optuna
+    import tomllib
+
+    from archsearch.sweep.runner import (PLAN_ATTR, build_plan, create_or_load, default_storage, load_study,
+                                         open_run_storage, read_plan, run_cfg_of)
+    from archsearch.sweep.spec import SweepSpec
+
+    path = write_spec(tmp_path)
+    spec = load_spec(path)
+    wd = tmp_path / "wd"
+    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    assert plan["version"] == 2 and plan["spec"]["train"]["floor"] == 0.0 and plan["spec"]["search"]["low"] == 0.05
+    old_spec = SweepSpec(**tomllib.loads(path.read_text())).to_dict()  # how version 1 stored it
+    for k in ("rows", "arms"):
+        old_spec.pop(k)
+    assert "floor" not in old_spec["train"] and old_spec["search"] == {}
+    old = {**plan, "version": 1, "spec": old_spec}
+    st = open_run_storage(default_storage(wd), run_cfg_of(spec))
+    study = optuna.create_study(study_name=plan["spec"]["name"], storage=st)
+    study.set_user_attr(PLAN_ATTR, old)
+    create_or_load(st, plan)  # the same sweep: no "another version of this spec"
+    _, read = load_study(default_storage(wd), plan["spec"]["name"])
+    assert read["version"] == 2 and read["spec"] == plan["spec"]
+    with pytest.raises(ArchsearchError, match="plan version 3 was written by a newer archsearch"):
+        read_plan({**plan, "version": 3}, "p")
+    with pytest.raises(ArchsearchError, match="not a sweep plan"):
+        read_plan([1, 2], "p")

@@ -93,8 +93,8 @@ def provenance(study, plan: dict, rows: list[dict]) -> str:
     devices = sorted({t.user_attrs.get("device", "?") for t in done})
     torch_v = sorted({t.user_attrs.get("torch_version", "?") for t in done})
     return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
-            + f"; target {s['target']} width {tr.get('width', 1.0)}; {s['schedule']}, preset "
-            f"{tr.get('preset', 'paper')}, {rows[0]['epochs']} epochs"
+            + f"; target {s['target']} width {tr['width']}; {s['schedule']}, preset "
+            f"{tr['preset']}, {rows[0]['epochs']} epochs"
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
             + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices)}, torch {', '.join(torch_v)}; "
             f"archsearch {plan['archsearch_version']}, {plan['created'][:10]}"

@@ -59,7 +59,7 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 PLAN_ATTR = "archsearch:plan"
 RETRY_ATTR = "retryable"  # user attr of a failed trial: why it may be retried (ENVIRONMENT or BUG)
 TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the spec in the plan holds every default (schemas.Sweep*); 1 is read and upgraded
 Log = Callable[[str], None]
 
 
@@ -88,7 +88,7 @@ def _resolve_pattern(source: str, role: str, spec: SweepSpec, workdir: Path, dev
     from .. import patterns as P
 
     ex = spec.extract
-    if not (ex.get("in_sweep", False) and role == "own"):
+    if not (ex["in_sweep"] and role == "own"):
         p = Path(source)
         if p.suffix == ".json" and p.is_file():
             return P.load_pattern(p)
@@ -112,9 +112,8 @@ def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, d
     ex = spec.extract
     path = workdir / "patterns" / f"{source}.json"
     kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor", "train_subset", "stage_ratios",
-                             "skip", "rounds", "rewind_epoch") if k in ex}
-    kw.setdefault("preset", "fast")
-    seeds = int(ex.get("seeds", 1))
+                             "skip", "rounds", "rewind_epoch") if ex.get(k) is not None}
+    seeds = int(ex["seeds"])
     data = load_dataset(parse(source).target.data, data_dir)
     log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")
     props = [propose(source, data, seed=s, workdir=workdir / "proposals", device=device,
@@ -131,7 +130,7 @@ def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, d
 
 def _target(plan: dict) -> ArchSpec:
     t = parse_target(plan["spec"]["target"])
-    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"].get("width", 1.0)))
+    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"]["width"]))
 
 
 def grid_space(plan: dict) -> dict[str, list]:
@@ -150,7 +149,7 @@ def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) ->
     tr = s["train"]
     solved = generate(generator, _target(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",
                       depth=kind == "depth",
-                      floor=float(tr.get("floor", 0.0)), round_to=int(tr.get("round", 1)), seed=seed,
+                      floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
                       target_name=s["target"])
     solved.spec.meta["generator"] = generator
     return solved.spec
@@ -158,8 +157,8 @@ def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) ->
 
 def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
     s, tr = plan["spec"], plan["spec"]["train"]
-    solved = channel_spec(_target(plan), ratios, plan["budgets"][0], by=s["by"], floor=float(tr.get("floor", 0.0)),
-                          round_to=int(tr.get("round", 1)),
+    solved = channel_spec(_target(plan), ratios, plan["budgets"][0], by=s["by"], floor=float(tr["floor"]),
+                          round_to=int(tr["round"]),
                           meta={"origin": "search", "stage_values": [round(r, 4) for r in ratios],
                                 "target": s["target"], "budget": plan["budgets"][0], "by": s["by"]})
     return solved.spec
@@ -222,20 +221,32 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
     return plan
 
 
-def check_plan(plan, where: str) -> dict:
-    """A plan read from a storage is data from another machine: check all of it (its
-    schema, its sweep spec, every pattern in it) before a worker acts on it."""
+def read_plan(plan, where: str) -> dict:
+    """The one reader of a stored plan. A plan read from a storage is data from another
+    machine: check all of it (its schema, its sweep spec, every pattern in it) before a worker
+    acts on it, and return it with its spec re-read through the spec schema, so that every
+    default is the schema's. Version 1 plans (their specs held only what the file said) are
+    upgraded the same way; a newer version is refused in one line."""
     from .. import patterns as P
     from ..schemas import PlanModel, check
     from .spec import parse_spec
 
+    if not isinstance(plan, dict) or not isinstance(plan.get("spec"), dict):
+        raise ArchsearchError(f"{where}: not a sweep plan")
+    version = plan.get("version")
+    if isinstance(version, int) and version > PLAN_VERSION:
+        raise ArchsearchError(f"{where}: plan version {version} was written by a newer archsearch (this one reads "
+                              f"up to {PLAN_VERSION}); upgrade archsearch on this machine")
+    if version == 1:
+        plan = {**plan, "version": PLAN_VERSION}
     check(PlanModel, plan, where)
-    spec = {k: v for k, v in plan["spec"].items() if k != "scale" and v is not None}
-    parse_spec(spec, path=f"{where}: spec")
+    raw = {k: v for k, v in plan["spec"].items() if k != "scale" and v is not None}
+    spec = parse_spec(raw, path=f"{where}: spec")
+    spec.scale = plan["spec"].get("scale")
     for role, pats in plan["patterns"].items():
         for kind, pat in pats.items():
             P.validate(pat, f"{where}: pattern {role} {kind}")
-    return plan
+    return {**plan, "spec": spec.to_dict()}
 
 
 def _comparable(plan: dict) -> dict:
@@ -258,11 +269,10 @@ def _sampler_pruner(plan: dict):
     if s["mode"] == "table":  # every trial is queued with its point: the sampler never draws
         return optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
     se = s["search"]
-    sampler = optuna.samplers.TPESampler(seed=int(se.get("sampler_seed", 0)),
-                                         n_startup_trials=int(se.get("startup_trials", 5)))
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=int(se.get("startup_trials", 5)),
-                                          n_warmup_steps=int(se.get("warmup_epochs", 2)))
-              if se.get("pruner", "median") == "median" else optuna.pruners.NopPruner())
+    sampler = optuna.samplers.TPESampler(seed=int(se["sampler_seed"]), n_startup_trials=int(se["startup_trials"]))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=int(se["startup_trials"]),
+                                          n_warmup_steps=int(se["warmup_epochs"]))
+              if se["pruner"] == "median" else optuna.pruners.NopPruner())
     return sampler, pruner
 
 
@@ -278,6 +288,8 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner, direction="maximize",
                                 load_if_exists=True)
     old = study.user_attrs.get(PLAN_ATTR)
+    if old is not None:
+        old = read_plan(old, f"the plan stored in study {name!r}")
     if old is None:
         study.set_user_attr(PLAN_ATTR, plan)
         if plan["spec"]["mode"] == "table" and not study.trials:
@@ -287,7 +299,7 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
         if plan["spec"]["mode"] == "search" and not study.trials:
             study.enqueue_trial({f"stage{k}": v for k, v in enumerate(_clip_start(plan))},
                                 user_attrs={"reference": f"pattern {plan['search_pattern']}"})
-            if plan["spec"]["search"].get("uniform_reference", True):
+            if plan["spec"]["search"]["uniform_reference"]:
                 study.enqueue_trial({f"stage{k}": 1.0 for k in range(len(plan["search_start"]))},
                                     user_attrs={"reference": "uniform"})
     elif _comparable(old) != _comparable(plan):
@@ -298,7 +310,7 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
 
 def _clip_start(plan: dict) -> list[float]:
     se = plan["spec"]["search"]
-    lo, hi = float(se.get("low", 0.05)), float(se.get("high", 1.0))
+    lo, hi = float(se["low"]), float(se["high"])
     return [min(hi, max(lo, v)) for v in plan["search_start"]]
 
 
@@ -319,7 +331,7 @@ def load_study(storage: str, name: str) -> tuple[optuna.Study, dict]:
     plan = study.user_attrs.get(PLAN_ATTR)
     if plan is None:
         raise ArchsearchError(f"study {name!r} was not made by `archsearch sweep run`")
-    check_plan(plan, f"the plan stored in study {name!r}")
+    plan = read_plan(plan, f"the plan stored in study {name!r}")
     rc = run_cfg_of(SweepSpec.from_dict(plan["spec"]))
     st = open_storage(storage, heartbeat=rc["heartbeat"], grace=rc["grace"], max_retry=rc["max_retry"], create=False)
     sampler, pruner = _sampler_pruner(plan)
@@ -391,7 +403,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
         total = table_total(plan)
     else:
         total = (len(plan["kinds"]) * len(plan["spec"]["generators"]) * len(plan["budgets"]) * plan["spec"]["seeds"]
-                 if mode == "grid" else int(plan["spec"]["search"].get("trials", 20)))
+                 if mode == "grid" else int(plan["spec"]["search"]["trials"]))
     by_id: dict = {}
     for t in trials:
         ident = _identity(t, mode)
@@ -503,7 +515,7 @@ class WorkerContext:
             from ..data import load_dataset, subset_train
 
             ds = load_dataset(name, self.data_dir or plan.get("data_dir"),
-                              download=bool(plan["spec"]["train"].get("download", True)))
+                              download=bool(plan["spec"]["train"]["download"]))
             self._data[name] = subset_train(ds, plan["spec"]["train"].get("train_subset"))
         return self._data[name]
 
@@ -576,9 +588,9 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
         run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
     else:
         se = s["search"]
-        lo, hi = float(se.get("low", 0.05)), float(se.get("high", 1.0))
+        lo, hi = float(se["low"]), float(se["high"])
         ratios = [trial.suggest_float(f"stage{k}", lo, hi) for k in range(len(plan["search_start"]))]
-        kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se.get("seed", 0))
+        kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se["seed"])
         arch = search_arch(plan, ratios)
         run = ctx.workdir / "trials" / "search" / f"trial{trial.number:04d}"
     c = count(arch)
@@ -591,7 +603,7 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
     trial.set_user_attr("widths", list(arch.widths))
     trial.set_user_attr("stages", stage_summary(arch))
     trial.set_user_attr("run_dir", str(run))
-    sched = make_schedule(tr.get("preset", "paper"), s["schedule"], epochs=tr.get("epochs"), spec=arch,
+    sched = make_schedule(tr["preset"], s["schedule"], epochs=tr["epochs"], spec=arch,
                           base=_target(plan), cap=tr.get("cap"), count_convention=tr.get("count"))
     trial.set_user_attr("epochs", sched.epochs)
     data = ctx.data(plan)
@@ -608,7 +620,7 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
                 raise optuna.TrialPruned(f"pruned at epoch {st.epoch} ({100 * st.test_acc:.2f}%)")
 
     r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
-              checkpoint_every=int(tr.get("checkpoint_every", 1)), progress=hook)
+              checkpoint_every=int(tr["checkpoint_every"]), progress=hook)
     for k, v in (("best_acc", 100 * r.best_acc), ("final_acc", 100 * r.final_acc), ("best_epoch", r.best_epoch),
                  ("train_seconds", r.train_seconds), ("device", r.device_name), ("torch_version", r.torch_version),
                  ("archsearch_version", r.archsearch_version)):

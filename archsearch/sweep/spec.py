@@ -67,22 +67,22 @@ class SweepSpec:
 
     @property
     def heartbeat(self) -> int:
-        return int(self.run.get("heartbeat", 10))
+        return int(self.run["heartbeat"])
 
     @property
     def grace(self) -> int:
-        return int(self.run.get("grace", 60))
+        return int(self.run["grace"])
 
     @property
     def max_retry(self) -> int:
-        return int(self.run.get("max_retry", 2))
+        return int(self.run["max_retry"])
 
     def budget_values(self, full_cost: int) -> list[float]:
         """Absolute budgets: the listed ones, or fractions of the full target's cost."""
         if self.mode == "search":
-            if "budget" in self.search:
+            if self.search.get("budget") is not None:
                 return parse_budgets(str(self.search["budget"]))[:1]
-            return [float(self.search.get("fraction", 0.1)) * full_cost]
+            return [float(self.search["fraction"]) * full_cost]
         if self.budgets:
             return parse_budgets(",".join(str(b) for b in self.budgets))
         return [f * full_cost for f in self.fractions]
@@ -117,8 +117,9 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec") 
     else:  # a scale's overrides are checked too, so that --scale never meets a surprise later
         for sc, over in scales.items():
             check(SweepFile, _merge(d, over), f"{where} [scales.{sc}]")
-    check(SweepFile, d, where)
-    spec = SweepSpec(**d, scale=scale, path=str(path))
+    model = check(SweepFile, d, where)
+    # every default filled in from the schema (the one place defaults live): readers index, never guess
+    spec = SweepSpec(**model.model_dump(by_alias=True), scale=scale, path=str(path))
     _validate(spec, where)
     return spec
 
@@ -140,8 +141,8 @@ def _validate(s: SweepSpec, where: str) -> None:
     _want(all(g in GENERATORS for g in s.generators), where,
           f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")
     _want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
-    for sec, default in (("train", "paper"), ("extract", "fast")):
-        preset = getattr(s, sec).get("preset", default)
+    for sec in ("train", "extract"):
+        preset = getattr(s, sec)["preset"]
         _want(preset in PRESETS, where, f"{sec}.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     _want(s.grace > s.heartbeat, where, f"run.grace ({s.grace}s) must exceed run.heartbeat ({s.heartbeat}s)")
     if s.mode == "grid":
@@ -159,10 +160,11 @@ def _validate(s: SweepSpec, where: str) -> None:
         se = s.search
         _want(s.patterns.get("own") or s.patterns.get("transferred"), where,
               "search mode starts from a pattern: set patterns.own (or patterns.transferred)")
-        _want(("budget" in se) != ("fraction" in se), where, "search needs exactly one of search.budget or search.fraction")
-        if "budget" in se:
+        _want((se["budget"] is None) != (se["fraction"] is None), where,
+              "search needs exactly one of search.budget or search.fraction")
+        if se["budget"] is not None:
             parse_budgets(str(se["budget"]))
-        lo, hi = se.get("low", 0.05), se.get("high", 1.0)
+        lo, hi = se["low"], se["high"]
         _want(lo < hi, where, "search.low and search.high must satisfy 0 < low < high")
 
 

@@ -60,7 +60,7 @@ def row_settings(row: dict, train: dict) -> dict[str, Any]:
     """The keyword settings of `propose` for one row: its method settings, and the shared
     training settings of `[train]` (preset, width, epochs, training subset)."""
     kw = {k: row[k] for k in ROW_SETTINGS if row.get(k) is not None}
-    kw["preset"] = train.get("preset", "paper")
+    kw["preset"] = train["preset"]
     for k in ("width", "epochs", "train_subset"):
         if train.get(k) is not None:
             kw[k] = train[k]
@@ -281,7 +281,7 @@ def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
 
     r, tr = plan["rows"][row], plan["spec"]["train"]
     prop = propose(r["from"], data, seed=seed, workdir=ctx.workdir / "proposals", device=ctx.device, progress=bar,
-                   checkpoint_every=int(tr.get("checkpoint_every", 5)), **r["settings"])
+                   checkpoint_every=int(tr["checkpoint_every"]), **r["settings"])
     store = artifact_store(ctx.artifacts or plan["artifacts"])
     run = Path(prop.run_dir)
     ids = {name: upload(store, trial, run / name) for name in ARTIFACTS if (run / name).is_file()}
@@ -316,7 +316,7 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     spec = ArchSpec.load(fetch("spec.json"))
     base = ArchSpec.from_dict(prop.user_attrs["base_spec"], "the proposal's base spec")
     init, start = None, 0
-    preset = tr.get("preset", "paper")
+    preset = tr["preset"]
     if arm == "finetune":
         sched = make_schedule(preset, "finetune", epochs=tr.get("finetune_epochs"))
         init = torch.load(fetch("pruned_model.pt"), map_location="cpu", weights_only=True)
@@ -335,7 +335,7 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     run = ctx.workdir / "trials" / f"row{row}-{arm}-s{seed}"
     trial.set_user_attr("run_dir", str(run))
     res = train(spec, data, sched, seed=seed, device=ctx.device, out_dir=run, init_state=init, start_epoch=start,
-                checkpoint_every=int(tr.get("checkpoint_every", 1)), progress=bar)
+                checkpoint_every=int(tr["checkpoint_every"]), progress=bar)
     for k, v in (("best_acc", 100 * res.best_acc), ("final_acc", 100 * res.final_acc),
                  ("train_seconds", res.train_seconds), ("device", res.device_name),
                  ("torch_version", res.torch_version), ("archsearch_version", res.archsearch_version)):
