@@ -174,7 +174,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
             raise ArchsearchError(f"{spec_file} has {spec.num_classes} classes but {tgt.data} has {tgt.num_classes}")
     else:
         width = p.width if width is None else width
-        spec = base_spec(tgt.arch, tgt.num_classes, width=width)
+        spec = base_spec(tgt.arch, tgt.num_classes, width=width, input_size=tgt.input_size)
     base = None
     if kind == "scratch-b":
         if base_file:
@@ -330,6 +330,64 @@ def extract(source, ratio, seeds, preset, width, epochs, sparsity, floor, varian
 
 
 @cli.group()
+def data():
+    """Datasets by name: the built-in ones, and image folders of your own.
+
+    \b
+    Examples:
+      archsearch data add flowers ~/data/flowers --size 64
+      archsearch data list
+      archsearch train vgg11-flowers --preset quick
+      archsearch data remove flowers
+    """
+
+
+@data.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path())
+@click.option("--size", type=click.IntRange(8, 1024), required=True,
+              help="Image side in pixels the networks see (shorter side resized, centre crop).")
+@click.option("--replace", is_flag=True, help="Point an already registered name at this folder.")
+def data_add(name, path, size, replace):
+    """Register the image folder (or .tar of one) at PATH as NAME: train/<class>/ and
+    val/<class>/ (or test/<class>/). Targets then use it: vgg16-NAME, slimming-resnet20-NAME.
+
+    \b
+    Example:
+      archsearch data add flowers ~/data/flowers --size 64
+    """
+    from .data.folders import add, registry_path
+
+    e = add(name, path, size, replace=replace)
+    click.echo(f"registered {e['name']}: {e['path']}, {len(e['classes'])} classes, {e['train_images']} train / "
+               f"{e['test_images']} {e['test_split']} images, at {e['size']}x{e['size']} (registry: {registry_path()})")
+
+
+@data.command("list")
+def data_list():
+    """The built-in datasets and the registered folders."""
+    from .data import DATASETS
+    from .data.folders import read_registry, registry_path
+
+    for name, info in DATASETS.items():
+        click.echo(f"{name:<12} built in   {info.title} ({info.num_classes} classes, {info.input_size}px)")
+    for name, e in read_registry().items():
+        click.echo(f"{name:<12} registered {e['path']} ({len(e['classes'])} classes, {e['train_images']} train / "
+                   f"{e['test_images']} {e['test_split']}, {e['size']}px)")
+    click.echo(f"(registry: {registry_path()})")
+
+
+@data.command("remove")
+@click.argument("name")
+def data_remove(name):
+    """Forget a registered folder (its files are left alone)."""
+    from .data.folders import remove
+
+    e = remove(name)
+    click.echo(f"removed {e['name']} (its files at {e['path']} are untouched)")
+
+
+@cli.group()
 def patterns():
     """The pattern library: list its entries or show one.
 
@@ -481,7 +539,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")
-    full = base_spec(tgt.arch, tgt.num_classes, width=width)
+    full = base_spec(tgt.arch, tgt.num_classes, width=width, input_size=tgt.input_size)
     fc = count(full)
     full_cost = fc.params if by == "params" else fc.macs
     bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or "0.05,0.1,0.2,0.4")]

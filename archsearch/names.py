@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .archs import parse_arch
-from .data import DATASETS, get_info
+from .data import get_info, known_names
 from .errors import ArchsearchError
 
 
@@ -24,6 +24,7 @@ class Target:
     depth: int
     data: str        # e.g. c10
     num_classes: int
+    input_size: int = 32  # the dataset's image side (a registered folder's --size)
 
     def __str__(self) -> str:
         return f"{self.arch}-{self.data}"
@@ -43,11 +44,12 @@ def parse_target(name: str) -> Target:
     parts = name.strip().split("-")
     if len(parts) != 2 or not all(parts):
         raise ArchsearchError(f"target {name!r} is not ARCH-DATA, e.g. vgg16-c10 or vgg11-digits "
-                              f"(datasets: {', '.join(DATASETS)})")
+                              f"(datasets: {', '.join(known_names())})")
     arch, data = parts
     fam, depth = parse_arch(arch)
     info = get_info(data)
-    return Target(arch=arch, family=fam.name, depth=depth, data=data, num_classes=info.num_classes)
+    return Target(arch=arch, family=fam.name, depth=depth, data=data, num_classes=info.num_classes,
+                  input_size=info.input_size)
 
 
 def split_proposer(name: str) -> tuple[str, Target, str | None]:

@@ -7,6 +7,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))  # user pattern library
     monkeypatch.delenv("ARCHSEARCH_PATTERNS", raising=False)
+    monkeypatch.setenv("ARCHSEARCH_REGISTRY", str(tmp_path_factory.mktemp("registry") / "datasets.json"))
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ class DatasetInfo:
     title: str
     num_classes: int
     load: Callable[..., Dataset]
+    input_size: int = 32  # the side of the images the networks see
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -60,10 +61,27 @@ def register_dataset(name: str, title: str, num_classes: int):
 
 
 def get_info(name: str) -> DatasetInfo:
-    try:
+    """A built-in dataset, or a folder registered with `archsearch data add` (folders.py)."""
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        raise ArchsearchError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+    from .folders import load_folder, read_registry
+
+    entries = read_registry()
+    if name in entries:
+        e = entries[name]
+        return DatasetInfo(name, f"{e['path']} ({len(e['classes'])} classes, {e['size']}px)", len(e["classes"]),
+                           lambda data_dir=None, download=True: load_folder(e), input_size=e["size"])
+    raise ArchsearchError(f"unknown dataset {name!r}; known: {', '.join(known_names())} "
+                          "(register a folder of your own: archsearch data add NAME PATH --size N)")
+
+
+def known_names() -> list[str]:
+    from .folders import read_registry
+
+    try:
+        return list(DATASETS) + sorted(read_registry())
+    except ArchsearchError:
+        return list(DATASETS)
 
 
 def default_data_dir() -> Path:

@@ -254,7 +254,7 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     if not 0.0 <= floor < 1.0:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
     width = get_preset(preset).width if width is None else width
-    base = base_spec(pn.target.arch, pn.target.num_classes, width=width)
+    base = base_spec(pn.target.arch, pn.target.num_classes, width=width, input_size=pn.target.input_size)
     prop.check_family(base)
     layer_ratios = None
     if prop.allocation == "per-layer":

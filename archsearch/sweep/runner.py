@@ -130,7 +130,7 @@ def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, d
 
 def _target(plan: dict) -> ArchSpec:
     t = parse_target(plan["spec"]["target"])
-    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"]["width"]))
+    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"]["width"]), input_size=t.input_size)
 
 
 def grid_space(plan: dict) -> dict[str, list]:
