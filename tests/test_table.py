@@ -125,6 +125,11 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     text = report.read_text()
     assert "| row |" in text and "scratch-b" in text and "made-up number" in text and "fine-tuning" in text
     assert html.name == "table.html" and html.stat().st_size > 100_000  # plotly.js embedded: opens offline
+    from archsearch.sweep.cli import efficiency_from_sweep
+
+    with pytest.raises(ArchsearchError, match="is a table sweep: its figure is table.html"):
+        efficiency_from_sweep("tbl", str(wd / "optuna-journal.log"), str(wd), None, str(tmp_path / "e.html"),
+                              "params", False)
 
 
 def test_a_second_machine_trains_the_arms_from_the_artifact_store_alone(tmp_path):

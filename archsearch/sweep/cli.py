@@ -398,6 +398,9 @@ def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, sc
     from ..plot import efficiency_figure, render_png, write_html
 
     sw = Sweep(ref, storage, workdir, scale)
+    if sw.plan["spec"]["mode"] == "table":
+        raise ArchsearchError(f"{sw.name} is a table sweep: its figure is table.html, written by `archsearch report "
+                              f"{ref}` (and by `sweep run`)")
     rows = _rows(sw.study)
     s = sw.plan["spec"]
     write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"],
