@@ -24,7 +24,7 @@ from ..errors import ArchsearchError
 from . import CIFAR_MEAN, CIFAR_STD, Dataset, register_dataset
 from .cache import cached_arrays, source_key
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # also the suffixes of folders.py
 
 
 @dataclass(frozen=True)

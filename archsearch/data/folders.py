@@ -35,8 +35,8 @@ from .._io import read_json, write_json
 from ..errors import ArchsearchError
 from . import DATASETS, Dataset
 from .cache import cached_arrays, source_key
+from .cifar import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 TEST_SPLITS = ("val", "test")
 REGISTRY_ENV = "ARCHSEARCH_REGISTRY"
 MAX_BYTES = 8 << 30  # decoded uint8 arrays above this are refused (no streaming pipeline yet)
