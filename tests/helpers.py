@@ -38,3 +38,29 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
                  run_dir="r", base_epochs=3, base_seconds=1.0,
                  device="cpu", torch_version="t", archsearch_version="v", date="2026-01-01")
     return extract([p], name=name, command="test")
+
+
+def guided_diverges(monkeypatch):
+    """Make every training of a `guided` net diverge (the others train for real)."""
+    from archsearch import train as T
+
+    real = T.train
+
+    def diverge(spec, *a, **k):
+        if spec.meta.get("generator") == "guided":
+            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(T, "train", diverge)
+    return real
+
+
+def prepared_study(spec_path, wd, storage=None):
+    """(spec, plan, study) of a sweep spec file, its study created in `storage` (default: wd's journal)."""
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+    from archsearch.sweep.spec import load_spec
+
+    spec = load_spec(spec_path)
+    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
+    return spec, plan, study

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from archsearch.cli import cli
 from archsearch.errors import ArchsearchError, EnvironmentFailure
-from helpers import make_pattern
+from helpers import guided_diverges, make_pattern
 from test_sweep import _prepared, write_spec
 
 
@@ -333,14 +333,7 @@ def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
 def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch):
     from archsearch import train as T
 
-    real = T.train
-
-    def diverge(spec, *a, **k):
-        if spec.meta.get("generator") == "guided":
-            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
-        return real(spec, *a, **k)
-
-    monkeypatch.setattr(T, "train", diverge)
+    real = guided_diverges(monkeypatch)
     spec = write_spec(tmp_path, seeds=1, fractions="[0.2]")
     wd = tmp_path / "wd"
     r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")

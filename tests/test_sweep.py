@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from archsearch.cli import cli
 from archsearch.errors import ArchsearchError
 from archsearch.sweep.spec import find_spec_file, load_spec, parse_spec, sweeps_dirs
-from helpers import make_pattern
+from helpers import guided_diverges, make_pattern, prepared_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,12 +183,8 @@ def test_workers_option_refuses_nonsense(value):
 
 # -- the worker loop, in process ----------------------------------------------------------------------
 def _prepared(tmp_path, storage=None, **kw):
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
-
-    spec = load_spec(write_spec(tmp_path, **kw))
     wd = tmp_path / "wd"
-    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
+    spec, plan, study = prepared_study(write_spec(tmp_path, **kw), wd, storage)
     return spec, wd, plan, study
 
 
@@ -218,17 +214,9 @@ def test_sweep_in_process_runs_every_grid_point_once(tmp_path, backend):
 
 
 def test_diverged_trial_is_failed_with_reason_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from archsearch import train as T
     from archsearch.sweep.runner import WorkerContext, status, work
 
-    real = T.train
-
-    def flaky(spec, *a, **k):
-        if spec.meta.get("generator") == "guided":
-            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
-        return real(spec, *a, **k)
-
-    monkeypatch.setattr(T, "train", flaky)
+    guided_diverges(monkeypatch)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1))
     st = status(study, plan)
@@ -239,19 +227,13 @@ def test_diverged_trial_is_failed_with_reason_and_the_sweep_goes_on(tmp_path, mo
 
 
 def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_path, monkeypatch):
-    """A bug in one trial: the other trials run to the end, the report is written, and the run
-    ends in an error naming the trial and the cause (a broken sweep never looks finished)."""
+    """Failed trials (here: diverged): the other trials run to the end, the report is written,
+    and the run ends in an error naming each trial and its cause (a broken sweep never looks
+    finished)."""
     from archsearch import train as T
     from archsearch.sweep.cli import run_sweep
 
-    real = T.train
-
-    def buggy(spec, *a, **k):
-        if spec.meta.get("generator") == "guided":
-            raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
-        return real(spec, *a, **k)
-
-    monkeypatch.setattr(T, "train", buggy)
+    real = guided_diverges(monkeypatch)
     path = write_spec(tmp_path, seeds=1)
     with pytest.raises(ArchsearchError, match=r"2 trial\(s\) failed: #\d+: Diverged: training diverged.*--retry-failed"):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from archsearch.errors import ArchsearchError
-from archsearch.sweep.spec import load_spec, parse_spec
+from archsearch.sweep.spec import parse_spec
+from helpers import prepared_study
 
 ROWS = """
 [[rows]]
@@ -52,12 +53,8 @@ grace = 4
 
 
 def _prepared(tmp_path, storage=None, **kw):
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
-
-    spec = load_spec(write_table(tmp_path, **kw))
     wd = tmp_path / "wd"
-    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
+    spec, plan, study = prepared_study(write_table(tmp_path, **kw), wd, storage)
     return spec, wd, plan, study
 
 

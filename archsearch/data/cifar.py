@@ -187,9 +187,10 @@ def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes]]) -
     return out, classes
 
 
-def _split_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """('cifar10','train','cat','0001.jpg') -> ('train','cat')."""
-    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+def split_class(parts: tuple[str, ...], splits: tuple[str, ...] = ("train", "test")) -> tuple[str, str] | None:
+    """('cifar10','train','cat','0001.jpg') -> ('train','cat'): an image file under SPLIT/CLASS/
+    (a member path of a tar); None for anything else. Also the reader of folders.py."""
+    if len(parts) >= 3 and parts[-3] in splits and parts[-1].lower().endswith(IMAGE_SUFFIXES):
         return parts[-3], parts[-2]
     return None
 
@@ -225,7 +226,7 @@ def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list
                 p = Path(m.name)
                 if p.parent.name == fmt.pickle_dir:
                     pickles[p.name] = tf.extractfile(m).read()
-                elif sc := _split_class(p.parts):
+                elif sc := split_class(p.parts):
                     records.append((sc[0], sc[1], p.name, tf.extractfile(m).read()))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None

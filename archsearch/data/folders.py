@@ -35,7 +35,7 @@ from .._io import read_json, write_json
 from ..errors import ArchsearchError
 from . import DATASETS, Dataset
 from .cache import cached_arrays, source_key
-from .cifar import IMAGE_SUFFIXES
+from .cifar import IMAGE_SUFFIXES, split_class
 
 TEST_SPLITS = ("val", "test")
 REGISTRY_ENV = "ARCHSEARCH_REGISTRY"
@@ -92,11 +92,8 @@ def _write_registry(entries: dict[str, dict]) -> None:
 
 # -- reading a tree or a tar ------------------------------------------------------------------
 def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """(..., 'train', 'cat', 'x.jpg') -> ('train', 'cat'); None for anything else."""
-    if (len(parts) >= 3 and parts[-3] in ("train",) + TEST_SPLITS and parts[-1].lower().endswith(IMAGE_SUFFIXES)
-            and not parts[-1].startswith(".")):
-        return parts[-3], parts[-2]
-    return None
+    """(..., 'train', 'cat', 'x.jpg') -> ('train', 'cat'); hidden files (macOS's ._x.jpg) are not images."""
+    return None if parts[-1].startswith(".") else split_class(parts, ("train",) + TEST_SPLITS)
 
 
 def _find_root(path: Path) -> Path:

@@ -362,12 +362,9 @@ def register(cli: click.Group) -> None:
         sw = Sweep(sweep_ref, storage, workdir, scale)
         rep, _ = write_outputs(sw.study, sw.plan, Path(out_dir) if out_dir else sw.workdir,
                                x=sw.plan["spec"]["by"])
-        if sw.plan["spec"]["mode"] == "table":
-            click.echo(_summary_table(sw.study, sw.plan))
-            click.echo(f"wrote {rep} (and .csv, .json, table.html)")
-            return
         click.echo(_summary_table(sw.study, sw.plan))
-        click.echo(f"wrote {rep} (and .csv, .json, trials.*)")
+        click.echo(f"wrote {rep} (and .csv, .json, "
+                   f"{'table.html' if sw.plan['spec']['mode'] == 'table' else 'trials.*'})")
 
     @cli.command("demo")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Default runs/sweeps/quickstart (so that "

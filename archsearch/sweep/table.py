@@ -69,14 +69,10 @@ def row_settings(row: dict, train: dict) -> dict[str, Any]:
     return kw
 
 
-def row_source(row: dict) -> str:
-    return row["from"] if "from" in row else row["source"]
-
-
 def row_label(row: dict) -> str:
     if row.get("label"):
         return row["label"]
-    src = row_source(row)
+    src = row["from"]
     return src + ("" if row.get("ratio") is None else f" {round(100 * row['ratio'])}%")
 
 
@@ -94,7 +90,7 @@ def validate_table(spec, where: str) -> None:
                                               "and arms (e.g. [\"unpruned\", \"finetune\", \"scratch-e\", \"scratch-b\"])")
     want(len(set(spec.arms)) == len(spec.arms), "arms are listed twice")
     for i, row in enumerate(spec.rows):
-        src = row_source(row)
+        src = row["from"]
         try:
             prop = resolve_settings(src, **row_settings(row, spec.train))[1]
         except ArchsearchError as e:
@@ -113,7 +109,7 @@ def build_table_plan(spec, workdir: Path, data_dir: str | None, artifacts: str |
 
     rows = []
     for row in spec.rows:
-        src = row_source(row)
+        src = row["from"]
         pn, prop, settings, schedule, base = resolve_settings(src, **row_settings(row, spec.train))
         rows.append({"from": src, "label": row_label(row), "method": prop.name, "kind": prop.kind,
                      "arch": pn.target.arch, "data": pn.target.data, "settings": row_settings(row, spec.train),
