@@ -48,6 +48,9 @@ class DatasetInfo:
     num_classes: int
     load: Callable[..., Dataset]
     input_size: int = 32  # the side of the images the networks see
+    # which networks its arch names mean: "cifar" (the paper's CIFAR VGG/ResNet: 3x3 stem, one
+    # linear layer) or "imagenet" (the paper's ImageNet VGG and torchvision's ResNets)
+    nets: str = "cifar"
 
 
 DATASETS: dict[str, DatasetInfo] = {}
