@@ -154,7 +154,6 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     """
     import torch
 
-    from .archs import base_spec
     from .counting import count, fmt_count
     from .data import load_dataset
     from .names import parse_target
@@ -174,7 +173,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
             raise ArchsearchError(f"{spec_file} has {spec.num_classes} classes but {tgt.data} has {tgt.num_classes}")
     else:
         width = p.width if width is None else width
-        spec = base_spec(tgt.arch, tgt.num_classes, width=width, input_size=tgt.input_size)
+        spec = tgt.base_spec(width)
     base = None
     if kind == "scratch-b":
         if base_file:
@@ -347,20 +346,35 @@ def data():
 @click.argument("path", type=click.Path())
 @click.option("--size", type=click.IntRange(8, 1024), required=True,
               help="Image side in pixels the networks see (shorter side resized, centre crop).")
+@click.option("--stream/--no-stream", default=None,
+              help="Decode from disk while training (ImageNet's augmentation) instead of keeping the decoded set in "
+                   "memory. Default: stream when the decoded set would pass 8 GiB.")
+@click.option("--nets", type=click.Choice(["cifar", "imagenet"]), default=None,
+              help="Which networks its arch names mean: the paper's CIFAR ones (3x3 stem) or its ImageNet ones "
+                   "(torchvision's ResNets, the ImageNet VGGs). Default: imagenet from 128 px up.")
 @click.option("--replace", is_flag=True, help="Point an already registered name at this folder.")
-def data_add(name, path, size, replace):
+def data_add(name, path, size, stream, nets, replace):
     """Register the image folder (or .tar of one) at PATH as NAME: train/<class>/ and
     val/<class>/ (or test/<class>/). Targets then use it: vgg16-NAME, slimming-resnet20-NAME.
 
+    In memory (small sets): each image is resized and centre-cropped to SIZE once, then
+    trained with pad-and-crop and flips on the device, as CIFAR. Streamed (large sets, or
+    --stream): images are decoded by parallel workers while training, with a random resized
+    crop to SIZE and a flip (test: resize to SIZE*256/224, centre crop); a streamed .tar must be
+    uncompressed. An undecodable image is an error naming the file, never skipped.
+
     \b
-    Example:
+    Examples:
       archsearch data add flowers ~/data/flowers --size 64
+      archsearch data add birds ~/data/birds.tar --size 224 --stream
     """
     from .data.folders import add, registry_path
 
-    e = add(name, path, size, replace=replace)
+    e = add(name, path, size, replace=replace, stream=stream, nets=nets)
+    how = "streamed from disk" if e["stream"] else "in memory"
     click.echo(f"registered {e['name']}: {e['path']}, {len(e['classes'])} classes, {e['train_images']} train / "
-               f"{e['test_images']} {e['test_split']} images, at {e['size']}x{e['size']} (registry: {registry_path()})")
+               f"{e['test_images']} {e['test_split']} images, at {e['size']}x{e['size']}, {how}, {e['nets']} "
+               f"networks (registry: {registry_path()})")
 
 
 @data.command("list")
@@ -373,7 +387,8 @@ def data_list():
         click.echo(f"{name:<12} built in   {info.title} ({info.num_classes} classes, {info.input_size}px)")
     for name, e in read_registry().items():
         click.echo(f"{name:<12} registered {e['path']} ({len(e['classes'])} classes, {e['train_images']} train / "
-                   f"{e['test_images']} {e['test_split']}, {e['size']}px)")
+                   f"{e['test_images']} {e['test_split']}, {e['size']}px, {'streamed' if e['stream'] else 'in memory'}, "
+                   f"{e['nets']} networks)")
     click.echo(f"(registry: {registry_path()})")
 
 
@@ -517,7 +532,6 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     from .compare import (generate_all, markdown_table, parse_budgets, parse_fractions, spec_row, train_all,
                           trained_rows, write_tables)
     from .counting import count
-    from .archs import base_spec
     from .generate import BY
     from .names import parse_target
 
@@ -539,7 +553,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")
-    full = base_spec(tgt.arch, tgt.num_classes, width=width, input_size=tgt.input_size)
+    full = tgt.base_spec(width)
     fc = count(full)
     full_cost = fc.params if by == "params" else fc.macs
     bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or "0.05,0.1,0.2,0.4")]

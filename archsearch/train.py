@@ -42,7 +42,8 @@ from . import __version__
 from ._io import RunLock, torch_save, write_json
 from .archs import apply_masks_, build, masked_weights
 from .counting import CONVENTIONS, check_memory, count
-from .data import Dataset, DeviceLoader
+from .data import AnyDataset as Dataset
+from .data.stream import eval_batch_size
 from .errors import ArchsearchError
 from .limits import MAX_SEED
 from .spec import ArchSpec
@@ -360,11 +361,10 @@ class Engine:
                                    weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
         self.tta = schedule.tta_flip and data.flip  # no mirror test for data where a mirror is another class
         self.forward = torch.compile(model) if compile else model
-        self.train_loader = DeviceLoader(data.x_train, data.y_train, schedule.batch_size, data.mean, data.std,
-                                         train=True, device=self.dev, flip=data.flip, pad=schedule.translate, seed=seed,
-                                         channels_last=self.cuda)
-        self.test_loader = DeviceLoader(data.x_test, data.y_test, 1000, data.mean, data.std, train=False,
-                                        device=self.dev, channels_last=self.cuda)
+        self.train_loader = data.loader("train", schedule.batch_size, train=True, device=self.dev,
+                                        pad=schedule.translate, seed=seed, channels_last=self.cuda)
+        self.test_loader = data.loader("test", eval_batch_size(data.size), train=False, device=self.dev,
+                                       channels_last=self.cuda)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
                          else torch.autocast("cpu", enabled=False))
 
@@ -423,19 +423,20 @@ def estimate_seconds(spec: ArchSpec, data: Dataset, schedule: Schedule, device: 
     _, correct, n = eng.run_epoch(max_steps=steps)
     correct.item()
     per_image = (time.perf_counter() - t0) / max(1, n)
-    return schedule.epochs * per_image * (len(data.x_train) + len(data.x_test) / 3)
+    return schedule.epochs * per_image * (data.n_train + data.n_test / 3)
 
 
 @torch.no_grad()
 def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.device = "auto") -> float:
     """Test accuracy of `spec` with weights `state` (e.g. a pruned net before fine-tuning)."""
     dev = resolve_device(device) if isinstance(device, str) else device
-    check_memory(spec, 1000, dev)
+    batch = eval_batch_size(data.size)
+    check_memory(spec, batch, dev)
     model = build(spec)
     model.load_state_dict(state)
     apply_masks_(model)
     model = model.to(dev).eval()
-    loader = DeviceLoader(data.x_test, data.y_test, 1000, data.mean, data.std, train=False, device=dev)
+    loader = data.loader("test", batch, train=False, device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     for xb, yb in loader:
         correct += (model(xb).argmax(1) == yb).sum()
@@ -445,7 +446,7 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
 def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, init_state: dict | None,
                  hooks: list[TrainHook] | tuple = (), start_epoch: int = 0) -> str:
     h = hashlib.sha256()
-    ident = [spec.identity(), schedule.to_dict(), seed, data.name, len(data.x_train)]
+    ident = [spec.identity(), schedule.to_dict(), seed, data.name, data.n_train]
     if hooks:  # runs without hooks keep the fingerprints they had before hooks existed
         ident.append([hk.key() for hk in hooks])
     if start_epoch:

@@ -13,9 +13,19 @@ crops the centre square (antialiased, Pillow), and caches the uint8 arrays like 
 training then keeps the set on the device and augments there (pad-and-crop, flip), as for
 CIFAR. The normalisation is the training set's own per-channel mean and std. An image
 that cannot be decoded is one clear error naming the file (not skipped: a silently
-smaller class would bias every comparison). A set whose arrays would not fit in memory
-at its size is refused at registration, with its size in the message; a streaming input
-pipeline for such sets is not built yet.
+smaller class would bias every comparison).
+
+A set whose decoded arrays would pass `MAX_BYTES` at its size (or one registered with
+`--stream`) is **streamed** instead (`stream.py`): only an index of its files is kept
+(cached beside the arrays), and images are decoded by parallel workers while training, with
+the paper's ImageNet augmentation at `size` (random resized crop; resize to size*256/224 and
+centre crop to test). A streamed `.tar` must be uncompressed (random access). Its mean and
+std come from a sample of 256 training images decoded at registration (which also finds an
+undecodable file early, though only the sample is checked).
+
+`nets` says which networks its arch names mean (`DatasetInfo.nets`): the paper's CIFAR
+networks (3x3 stem, one linear layer) or its ImageNet ones (torchvision's ResNets, the
+ImageNet VGGs); by default ImageNet's from 128 px up.
 """
 
 from __future__ import annotations
@@ -36,10 +46,13 @@ from ..errors import ArchsearchError
 from . import DATASETS, Dataset
 from .cache import cached_arrays, source_key
 from .cifar import IMAGE_SUFFIXES, split_class
+from .stream import Records, StreamingDataset, StreamLoader, check_random_access, records
 
 TEST_SPLITS = ("val", "test")
 REGISTRY_ENV = "ARCHSEARCH_REGISTRY"
-MAX_BYTES = 8 << 30  # decoded uint8 arrays above this are refused (no streaming pipeline yet)
+MAX_BYTES = 8 << 30  # decoded uint8 arrays above this are streamed from disk instead
+STATS_SAMPLE = 256   # training images decoded at registration for a streamed set's mean and std
+NETS = ("cifar", "imagenet")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 RESERVED = ("in",)  # ImageNet's name, kept for it
 
@@ -66,6 +79,10 @@ def _schema():
         test_images: Annotated[int, Field(ge=1)]
         added: str
         archsearch_version: str
+        stream: bool = False
+        nets: Annotated[str, Field(pattern="^(cifar|imagenet)$")] = "cifar"
+        mean: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=3, max_length=3)] | None = None
+        std: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=3, max_length=3)] | None = None
 
     class Registry(Closed):
         version: Annotated[int, Field(ge=1, le=1)] = 1
@@ -125,6 +142,60 @@ def _records(path: Path, read: bool) -> Iterator[tuple[str, str, str, bytes | No
                     yield sc[0], sc[1], m.name, (tf.extractfile(m).read() if read else None)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
+
+
+def _walk_index(path: Path) -> dict[str, list[tuple[str, str, int, int]]]:
+    """{split: [(class, key, offset, size)]} of every image, for streaming: keys are paths under
+    the tree's root (offset -1), or an uncompressed tar's member names with their data offsets."""
+    out: dict[str, list[tuple[str, str, int, int]]] = {}
+    if path.is_dir():
+        for split, cls, key, _ in _records(path, read=False):
+            out.setdefault(split, []).append((cls, key, -1, 0))
+        return out
+    check_random_access(path)
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for m in tf:
+                if m.isfile() and (sc := _split_of(Path(m.name).parts)):
+                    out.setdefault(sc[0], []).append((sc[1], m.name, m.offset_data, m.size))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchsearchError(f"cannot read {path}: {e}") from None
+    return out
+
+
+def index(path: Path, classes: list[str], test_split: str) -> tuple[Records, Records]:
+    """The (train, test) records of a folder or uncompressed tar, cached under the array cache
+    by the source's path and mtimes (an ImageNet-sized tree takes a while to walk)."""
+    from .cache import cache_dir
+
+    root = str(_find_root(path)) if path.is_dir() else str(path)
+    f = cache_dir() / f"{source_key('index', path)}.npz"
+    want = {"train": "train", "test": test_split}
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            recs = tuple(Records(root, z[f"{k}_keys"], z[f"{k}_offsets"], z[f"{k}_sizes"], z[f"{k}_labels"])
+                         for k in want)
+        if all(len(r.keys) == len(r.offsets) == len(r.sizes) == len(r.labels) for r in recs) and \
+                all(int(r.labels.max(initial=-1)) < len(classes) and int(r.labels.min(initial=0)) >= 0 for r in recs):
+            return recs  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001  absent, truncated or foreign: index again
+        pass
+    walked = _walk_index(path)
+    at = {c: i for i, c in enumerate(classes)}
+    recs = []
+    for k, split in want.items():
+        items = walked.get(split, [])
+        unknown = sorted({c for c, *_ in items} - set(at))
+        if unknown:
+            raise ArchsearchError(f"{path}: class folder {unknown[0]!r} in {split}/ is not one of the set's classes")
+        recs.append(records(root, [(key, off, size, at[c]) for c, key, off, size in items]))
+    from .._io import atomic_path, make_dirs
+
+    make_dirs(f.parent)
+    with atomic_path(f) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{f"{k}_{a}": v for k, r in zip(want, recs) for a, v in r.arrays().items()})
+    return recs[0], recs[1]
 
 
 def scan(path: str | os.PathLike) -> dict:
@@ -191,11 +262,16 @@ def _decode_all(path: Path, entry: dict) -> tuple[dict[str, np.ndarray], list[st
     return arrays, list(entry["classes"])
 
 
-def load_folder(entry: dict) -> Dataset:
+def load_folder(entry: dict) -> Dataset | StreamingDataset:
     path = Path(entry["path"])
     if not path.exists():
         raise ArchsearchError(f"dataset {entry['name']} was registered at {path}, which is gone; register it again "
                               f"(archsearch data add {entry['name']} NEW_PATH --size {entry['size']}) or remove it")
+    if entry.get("stream"):
+        train, test = index(path, entry["classes"], entry["test_split"])
+        return StreamingDataset(name=entry["name"], train=train, test=test, num_classes=len(entry["classes"]),
+                                size=entry["size"], mean=tuple(entry["mean"]), std=tuple(entry["std"]),
+                                source=str(path), classes=list(entry["classes"]))
     key = source_key(f"folder{entry['size']}", path)
     arrays, classes = cached_arrays(key, lambda: _decode_all(path, entry), len(entry["classes"]))
     x = arrays["x_train"]
@@ -216,25 +292,47 @@ def check_new_name(name: str) -> None:
         raise ArchsearchError(f"dataset name {name!r} is built in; choose another")
 
 
-def add(name: str, path: str | os.PathLike, size: int, *, replace: bool = False) -> dict:
+def sample_stats(train: Records, size: int, n: int = STATS_SAMPLE) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of `n` training images (a fixed sample), decoded as tests are."""
+    idx = np.sort(np.random.default_rng(0).permutation(len(train))[:n])
+    sub = train.take(idx)
+    loader = StreamLoader(sub, 64, (0, 0, 0), (1 / 255,) * 3, train=False, size=size,
+                          resize=int(round(size * 256 / 224)), workers=0)
+    xs = np.concatenate([xb.permute(0, 2, 3, 1).reshape(-1, 3).numpy() for xb, _ in loader]) / 255.0
+    return [float(v) for v in xs.mean(0)], [float(max(v, 1e-3)) for v in xs.std(0)]
+
+
+def add(name: str, path: str | os.PathLike, size: int, *, replace: bool = False, stream: bool | None = None,
+        nets: str | None = None) -> dict:
+    """Register a folder. `stream` None: in memory if its arrays fit under MAX_BYTES, else
+    streamed. `nets` None: ImageNet's networks from 128 px up, else CIFAR's."""
     from .. import __version__
 
     check_new_name(name)
     if not 8 <= int(size) <= 1024:
         raise ArchsearchError(f"--size must be in [8, 1024] pixels, got {size}")
+    if nets is not None and nets not in NETS:
+        raise ArchsearchError(f"--nets must be one of {', '.join(NETS)}, got {nets!r}")
     entries = read_registry()
     if name in entries and not replace:
         raise ArchsearchError(f"dataset {name!r} is registered already (at {entries[name]['path']}); pass --replace "
                               "to point it elsewhere, or `archsearch data remove` it")
     info = scan(path)
     need = (info["train_images"] + info["test_images"]) * size * size * 3
-    if need > MAX_BYTES:
+    if stream is None:
+        stream = need > MAX_BYTES
+    elif not stream and need > MAX_BYTES:
         raise ArchsearchError(f"{info['path']}: {info['train_images'] + info['test_images']} images at {size}x{size} "
-                              f"need {need / 2**30:.1f} GiB in memory (limit {MAX_BYTES / 2**30:.0f} GiB); use a "
-                              "smaller --size (a streaming input pipeline for large sets is not built yet)")
+                              f"need {need / 2**30:.1f} GiB in memory (limit {MAX_BYTES / 2**30:.0f} GiB); stream it "
+                              "(leave out --no-stream) or use a smaller --size")
     entry = {"name": name, "size": int(size), **info,
              "added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-             "archsearch_version": __version__}
+             "archsearch_version": __version__, "stream": bool(stream),
+             "nets": nets or ("imagenet" if size >= 128 else "cifar")}
+    if stream:
+        p = Path(info["path"])
+        train, _ = index(p, info["classes"], info["test_split"])
+        entry["mean"], entry["std"] = sample_stats(train, int(size))
     _schema()[0].model_validate(entry)
     entries[name] = entry
     _write_registry(entries)
@@ -250,4 +348,4 @@ def remove(name: str) -> dict:
     return entry
 
 
-__all__ = ["add", "remove", "read_registry", "registry_path", "scan", "load_folder", "REGISTRY_ENV"]
+__all__ = ["add", "remove", "read_registry", "registry_path", "scan", "index", "load_folder", "REGISTRY_ENV"]

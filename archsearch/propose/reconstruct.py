@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..archs import get_family
-from ..data import Dataset
-from ..data.loader import DeviceLoader
+from ..data import AnyDataset as Dataset
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from .allocation import kept_count
@@ -59,9 +58,8 @@ def consumer_inputs(model: nn.Module, base: ArchSpec, data: Dataset, n_images: i
     names = set(consumers(base))
     modules = dict(model.named_modules())
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(data.y_train), size=min(n_images, len(data.y_train)), replace=False))
-    loader = DeviceLoader(data.x_train[idx], data.y_train[idx], 128, data.mean, data.std, train=False,
-                          device=torch.device("cpu"))
+    idx = np.sort(rng.choice(data.n_train, size=min(n_images, data.n_train), replace=False))
+    loader = data.loader("train", 128, train=False, device=torch.device("cpu"), indices=idx)
     grabbed: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = [modules[n].register_forward_pre_hook(lambda m, inp, n=n: grabbed[n].append(inp[0].detach().clone()))
                for n in names]

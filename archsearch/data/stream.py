@@ -1,0 +1,344 @@
+"""Image sets too large to keep in memory: an index of files, decoded while training.
+
+A `StreamingDataset` holds no pixels, only an index (`Records`) of its images: for a
+folder, each file's path under the root; for an uncompressed `.tar`, each member's byte
+offset and size (read with `os.pread`, no extraction). `StreamLoader` decodes batches in
+parallel worker processes (torch's `DataLoader`) with the paper's ImageNet augmentation
+(`imagenet/*/main.py` of the Rethinking code, torchvision's recipe):
+- train: `RandomResizedCrop(size)` (scale 0.08-1, aspect 3/4-4/3, ten tries, then a centre
+  crop) and a horizontal flip;
+- test: the shorter side resized to `size * 256 / 224` (256 for 224), the centre
+  `size x size` crop.
+Pixels are then normalised on the training device, as `DeviceLoader` does.
+
+JPEGs are decoded at reduced scale where the crop allows it (Pillow's `draft`: libjpeg's
+DCT scaling by 1/2, 1/4 or 1/8, never below the crop's output size), which is what makes
+224-px ImageNet training feed a GPU from a few cores; the pixels differ slightly from a full
+decode followed by a resize (both are bilinear-family downsamplings).
+
+Randomness is a function of (seed, epoch, batch index): each epoch draws one seed from the
+loader's `torch.Generator` (its state is what checkpoints save, as for `DeviceLoader`), the
+order is a permutation under that seed, and each batch's crops and flips come from
+`numpy.random.default_rng((epoch seed, batch index))`, whatever worker decodes it. A resumed
+run therefore sees the batches an uninterrupted one would.
+
+An image that cannot be decoded stops training with one line naming the file (a silently
+skipped image would bias the comparison; `archsearch data add` decodes a sample when it
+registers a set, and the in-memory path decodes all of them). A dead worker (killed, out of
+memory) is one line too; the run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tarfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ArchsearchError
+
+# torchvision's ImageNet normalisation, as the paper's ImageNet code
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_PIXELS = 1 << 25  # an evaluation batch holds at most this many input values (1000 at 32 px, 222 at 224)
+
+
+def eval_batch_size(size: int) -> int:
+    return max(1, min(1000, EVAL_PIXELS // (3 * size * size)))
+
+
+def default_workers() -> int:
+    """Decoding processes per loader: $ARCHSEARCH_DATA_WORKERS, else one per core beyond the
+    first (the training process keeps one), at most 8."""
+    env = os.environ.get("ARCHSEARCH_DATA_WORKERS")
+    if env is not None:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ArchsearchError(f"ARCHSEARCH_DATA_WORKERS must be a whole number, got {env!r}") from None
+        if n < 0:
+            raise ArchsearchError(f"ARCHSEARCH_DATA_WORKERS must be 0 or more, got {n}")
+        return n
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass(frozen=True)
+class Records:
+    """The images of one split: where each one's bytes are, and its label."""
+
+    root: str               # a folder, or an uncompressed .tar
+    keys: np.ndarray        # str: the path under the folder, or the tar member's name (for messages)
+    offsets: np.ndarray     # int64: the member's data offset in the tar; -1 for files
+    sizes: np.ndarray       # int64: bytes
+    labels: np.ndarray      # int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def in_tar(self) -> bool:
+        return bool(len(self.offsets)) and int(self.offsets[0]) >= 0
+
+    def take(self, idx: np.ndarray) -> "Records":
+        return Records(self.root, self.keys[idx], self.offsets[idx], self.sizes[idx], self.labels[idx])
+
+    def where(self, i: int) -> str:
+        return f"{self.keys[i]} in {self.root}" if self.in_tar else str(Path(self.root) / str(self.keys[i]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"keys": self.keys, "offsets": self.offsets, "sizes": self.sizes, "labels": self.labels}
+
+
+def records(root: str, items: list[tuple[str, int, int, int]]) -> Records:
+    """Records from (key, offset, size, label) tuples."""
+    return Records(root=root, keys=np.array([k for k, *_ in items], dtype=str),
+                   offsets=np.array([o for _, o, _, _ in items], dtype=np.int64),
+                   sizes=np.array([s for _, _, s, _ in items], dtype=np.int64),
+                   labels=np.array([lab for *_, lab in items], dtype=np.int64))
+
+
+def check_random_access(path: Path) -> None:
+    """A .tar must be uncompressed to be streamed (a compressed one can only be read front to back)."""
+    try:
+        with tarfile.open(path, "r:"):
+            pass
+    except tarfile.ReadError:
+        raise ArchsearchError(f"{path} is compressed: streaming reads images at random from an uncompressed .tar; "
+                              f"unpack it (tar -xf) and register the folder, or repack it with `tar -cf`") from None
+    except OSError as e:
+        raise ArchsearchError(f"cannot read {path}: {e}") from None
+
+
+# -- decoding (in the workers) ---------------------------------------------------------------------
+class _Source:
+    """Reads one image's bytes; opens the tar once per process."""
+
+    def __init__(self, rec: Records):
+        self.rec = rec
+        self.fd: int | None = None
+        self.pid = -1
+
+    def read(self, i: int) -> bytes:
+        off = int(self.rec.offsets[i])
+        if off < 0:
+            with open(Path(self.rec.root) / str(self.rec.keys[i]), "rb") as f:
+                return f.read()
+        if self.fd is None or self.pid != os.getpid():  # a forked worker opens its own
+            self.fd, self.pid = os.open(self.rec.root, os.O_RDONLY), os.getpid()
+        n = int(self.rec.sizes[i])
+        data = os.pread(self.fd, n, off)
+        if len(data) != n:
+            raise OSError(f"short read ({len(data)} of {n} bytes): the .tar changed since it was indexed")
+        return data
+
+
+def random_resized_crop(w: int, h: int, rng: np.random.Generator, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(left, top, width, height) as torchvision's `RandomResizedCrop.get_params`."""
+    area = w * h
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_r[0], log_r[1]))
+        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
+    in_ratio = w / h  # fallback: the whole image's centre at the nearest allowed aspect
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        ch, cw = h, int(round(h * ratio[1]))
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def decode_one(blob: bytes, size: int, resize: int, train: bool, flip: bool,
+               rng: np.random.Generator | None) -> np.ndarray:
+    """One image as uint8 (size, size, 3): a random resized crop (train) or the centre crop
+    after resizing the shorter side to `resize` (test)."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(blob))
+    w, h = im.size
+    if train:
+        left, top, cw, ch = random_resized_crop(w, h, rng)
+        want = (max(1, math.ceil(w * size / cw)), max(1, math.ceil(h * size / ch)))
+    else:
+        s = resize / min(w, h)
+        cw = ch = min(w, h) * size / resize  # the centre crop in source pixels
+        left, top = (w - cw) / 2, (h - ch) / 2
+        want = (max(1, math.ceil(w * s)), max(1, math.ceil(h * s)))
+    if im.format == "JPEG":
+        im.draft("RGB", want)  # DCT-domain downscaling, never below `want`
+    im = im.convert("RGB")
+    fx, fy = im.size[0] / w, im.size[1] / h  # the draft's reduction
+    box = (left * fx, top * fy, (left + cw) * fx, (top + ch) * fy)
+    out = im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    if train and flip and rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(out, dtype=np.uint8)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch b of one epoch: its images decoded and stacked. Never raises for a bad image: it
+    returns the message, and the loader raises it as one line in the training process."""
+
+    def __init__(self, rec: Records, batches: list[np.ndarray], size: int, resize: int, train: bool, flip: bool,
+                 epoch_seed: int):
+        self.src = _Source(rec)
+        self.batches, self.size, self.resize = batches, size, resize
+        self.train, self.flip, self.epoch_seed = train, flip, epoch_seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        from PIL import Image, UnidentifiedImageError
+
+        idx = self.batches[b]
+        rng = np.random.default_rng((self.epoch_seed, b)) if self.train else None
+        out = np.empty((len(idx), self.size, self.size, 3), dtype=np.uint8)
+        for j, i in enumerate(idx):
+            try:
+                out[j] = decode_one(self.src.read(int(i)), self.size, self.resize, self.train, self.flip, rng)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                return None, None, f"cannot decode image {self.src.rec.where(int(i))}: {why}; remove or replace it"
+        return torch.from_numpy(out), torch.from_numpy(self.src.rec.labels[idx]), ""
+
+
+class StreamLoader:
+    """Batches of a `Records` split, decoded by `workers` processes, normalised on `device`.
+
+    The same interface as `DeviceLoader`: iterate for (images, labels) on the device,
+    `len()` batches, `n` images, `generator` and `state_dict()` for checkpoints."""
+
+    def __init__(self, rec: Records, batch_size: int, mean, std, *, train: bool, size: int, resize: int,
+                 device: torch.device | str = "cpu", flip: bool = True, seed: int = 0, workers: int | None = None,
+                 channels_last: bool = False, drop_last: bool = False):
+        self.rec, self.batch_size, self.train = rec, int(batch_size), train
+        self.size, self.resize, self.flip, self.drop_last = size, resize, flip, drop_last
+        self.device = torch.device(device)
+        self.workers = default_workers() if workers is None else int(workers)
+        self.channels_last = channels_last
+        self.n = len(rec)
+        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(self.device)
+        self.inv_std = (1.0 / (torch.tensor(std, dtype=torch.float32) * 255)).view(1, 3, 1, 1).to(self.device)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _plan(self) -> tuple[list[np.ndarray], int]:
+        if self.train:
+            epoch_seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))
+            order = np.random.default_rng(epoch_seed).permutation(self.n)
+        else:
+            epoch_seed, order = 0, np.arange(self.n)
+        stop = (self.n // self.batch_size) * self.batch_size if self.drop_last else self.n
+        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)], epoch_seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches, epoch_seed = self._plan()
+        ds = _Batches(self.rec, batches, self.size, self.resize, self.train, self.flip, epoch_seed)
+        cuda = self.device.type == "cuda"
+        dl = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.workers,
+                                         pin_memory=cuda, prefetch_factor=4 if self.workers else None,
+                                         persistent_workers=False)
+        it = iter(dl)
+        while True:
+            try:
+                got = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as e:  # a worker killed (signal, out of memory) or gone
+                raise ArchsearchError(f"an input pipeline worker failed: {str(e).splitlines()[0][:200]}; "
+                                      "run the same command again to resume from the last checkpoint") from None
+            xb, yb, err = got
+            if err:
+                raise ArchsearchError(err)
+            xb = xb.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2)
+            xb = (xb.float() - self.mean) * self.inv_std
+            xb = xb.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            yield xb, yb.to(self.device, non_blocking=cuda)
+
+
+@dataclass
+class StreamingDataset:
+    """A dataset read from disk while training (see the module docstring). The same
+    interface as the in-memory `Dataset` where training uses it: `loader`, `n_train`,
+    `n_test`, `subset`, `describe`."""
+
+    name: str
+    train: Records
+    test: Records
+    num_classes: int
+    size: int               # the side of the crops the network sees
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    flip: bool = True
+    source: str = ""
+    classes: list[str] = field(default_factory=list)
+    workers: int | None = None  # decoding processes (None: default_workers())
+
+    streaming = True
+
+    @property
+    def resize(self) -> int:
+        return int(round(self.size * 256 / 224))
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test)
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train.labels
+
+    def loader(self, split: str, batch_size: int, *, train: bool, device="cpu", seed: int = 0, pad: int = 4,
+               channels_last: bool = False, indices: np.ndarray | None = None) -> StreamLoader:
+        """`pad` (the CIFAR translation) has no meaning here: the train crops are random resized crops."""
+        rec = self.train if split == "train" else self.test
+        if indices is not None:
+            rec = rec.take(np.asarray(indices))
+        return StreamLoader(rec, batch_size, self.mean, self.std, train=train, size=self.size, resize=self.resize,
+                            device=device, flip=self.flip, seed=seed, workers=self.workers,
+                            channels_last=channels_last)
+
+    def subset(self, idx: np.ndarray, note: str) -> "StreamingDataset":
+        return replace(self, train=self.train.take(idx), source=f"{self.source} ({note})")
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.n_train} train / {self.n_test} test, {self.num_classes} classes, "
+                f"streamed at {self.size}px from {self.source}")
+
+    def problem(self) -> str | None:
+        for split, rec in (("train", self.train), ("test", self.test)):
+            if len(rec) == 0:
+                return f"no {split} images"
+            lo, hi = int(rec.labels.min()), int(rec.labels.max())
+            if lo < 0 or hi >= self.num_classes:
+                return f"{split} labels run from {lo} to {hi}, outside the {self.num_classes} classes"
+        return None
+
+
+__all__ = ["Records", "StreamLoader", "StreamingDataset", "records", "decode_one", "random_resized_crop",
+           "eval_batch_size", "default_workers", "check_random_access", "IMAGENET_MEAN", "IMAGENET_STD"]
