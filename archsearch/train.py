@@ -70,8 +70,10 @@ class Preset:
     gamma: float = 0.1
     count: str = "macs"  # counting convention for Scratch-B
     about: str = ""
+    scratch_b_cap: float | None = None  # the cap on Scratch-B's epoch factor when none is given
     # the fast-training recipe (airbench, KellerJordan/cifar10-airbench); the defaults are the paper's
-    lr_shape: str = "step"          # "step": x gamma at the milestones; "onecycle": per-step warm-up, linear decay
+    lr_shape: str = "step"          # "step": x gamma at the milestones; "every": x gamma every int(E x milestones[0])
+                                    # epochs; "onecycle": per-step warm-up, linear decay
     warmup: float = 0.0             # onecycle: fraction of the steps spent rising from lr x warmup_from to lr
     warmup_from: float = 0.1
     nesterov: bool = False
@@ -90,6 +92,14 @@ PRESETS: dict[str, Preset] = {
     # airbench's levers that suit the paper's BN networks (no whitening layer or lookahead: those
     # change the network): batch 256, Nesterov momentum, a one-cycle lr per step, label smoothing
     # 0.1, weight decay 5e-4, test-time flip. Measured against `fast`: benchmarks/time_to_accuracy.py
+    # the paper's ImageNet settings (imagenet/*/main_E.py, main_B.py, main_finetune.py of the Rethinking code):
+    # 90 epochs, batch 256, lr 0.1 x0.1 every int(E/3) epochs (30 and 60 at 90; `adjust_learning_rate`), weight
+    # decay 1e-4, fine-tuning 20 epochs at lr 1e-3 (l1-norm-pruning's; network-slimming's is 5, weight-level's 10:
+    # set finetune_epochs per method), Scratch-B capped at 2x (l1-norm-pruning's main_B.py: 180 epochs)
+    "imagenet": Preset("imagenet", epochs=90, lr=0.1, batch_size=256, width=1.0, finetune_epochs=20,
+                       milestones=(1 / 3,), lr_shape="every", count="original", scratch_b_cap=2.0,
+                       about="Liu et al. 2019 ImageNet settings: 90 epochs, batch 256, lr 0.1 x0.1 every 30 epochs, "
+                             "wd 1e-4, fine-tune 20 epochs at lr 0.001, Scratch-B capped at 2x"),
     "quick": Preset("quick", epochs=8, lr=0.2, batch_size=256, width=0.25, finetune_epochs=2, weight_decay=5e-4,
                     lr_shape="onecycle", warmup=0.2, nesterov=True, label_smoothing=0.1, tta_flip=True,
                     about="fast recipe for reduced scale: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, "
@@ -135,6 +145,9 @@ class Schedule:
         `if epoch in [int(E*0.5), int(E*0.75)]: lr *= 0.1` (cifar/*/main_B.py), except that
         no drop happens at epoch 0 (so a 1-epoch run trains at the full lr). At 160 epochs:
         80 and 120; at 6: 3 and 4; at 3: 1 and 2; at 2: 1; at 1: none."""
+        if self.lr_shape == "every":  # imagenet/*/main_B.py: step_size = int(epochs / 3); lr * 0.1 ** (epoch // step)
+            step = max(1, int(self.epochs * self.milestones[0]))
+            return list(range(step, self.epochs, step))
         return sorted({int(m * self.epochs) for m in self.milestones} - {0})
 
     def lr_at(self, epoch: int) -> float:
@@ -188,6 +201,7 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
         if spec is None or base is None:
             raise ArchsearchError("scratch-b needs the trained spec and the base spec it is compared with")
         factor = count(base).cost(conv) / count(spec).cost(conv)
+        cap = cap if cap is not None else p.scratch_b_cap
         if cap is not None:
             if cap <= 0:
                 raise ArchsearchError(f"scratch-b cap must be positive, got {cap}")
@@ -199,7 +213,10 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
         kind=kind, preset=p.name, epochs=n,
         lr=lr if lr is not None else (p.finetune_lr if kind == "finetune" else p.lr),
         batch_size=batch_size or p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
-        milestones=p.milestones, gamma=p.gamma, base_epochs=base_epochs, budget_factor=factor,
+        # fine-tuning keeps its lr: every original main_finetune.py (cifar/l1-norm-pruning, network-slimming,
+        # weight-level's schedule [41, 42] of 40 epochs, imagenet/*: 0.1 ** (epoch // 30) over 20 or fewer)
+        milestones=() if kind == "finetune" else p.milestones, gamma=p.gamma, base_epochs=base_epochs,
+        budget_factor=factor,
         cap=cap, count=conv,
     )
 

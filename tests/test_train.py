@@ -109,6 +109,24 @@ def test_finetune_starts_from_weights(small_digits, tmp_path):
         train(_spec(0.125), small_digits, ft, init_state=state, device="cpu")
 
 
+def test_fine_tuning_keeps_its_lr_as_the_original_code():
+    """Every original main_finetune.py trains at a constant lr (CIFAR: 40 epochs at 1e-3; ImageNet:
+    0.1 ** (epoch // 30) over 20 epochs); before, the paper preset's fine-tuning dropped at 20 and 30."""
+    for preset in ("paper", "imagenet", "quick", "fast"):
+        ft = make_schedule(preset, "finetune")
+        assert ft.drop_epochs() == [] and {ft.lr_at(e) for e in range(ft.epochs)} == {1e-3}, preset
+
+
+def test_imagenet_preset_follows_the_original_scripts():
+    """imagenet/l1-norm-pruning main_E.py / main_B.py: 90 epochs, lr 0.1 x0.1 every int(E/3) epochs,
+    batch 256, wd 1e-4; Scratch-B epochs int(90 x ratio), capped at 180 (2x)."""
+    s = make_schedule("imagenet")
+    assert (s.epochs, s.batch_size, s.lr, s.weight_decay, s.drop_epochs()) == (90, 256, 0.1, 1e-4, [30, 60])
+    assert [round(s.lr_at(e), 6) for e in (29, 30, 59, 60, 89)] == [0.1, 0.01, 0.01, 0.001, 0.001]
+    assert make_schedule("imagenet", epochs=100).drop_epochs() == [33, 66, 99]  # step_size = int(100 / 3)
+    assert make_schedule("imagenet", "finetune").epochs == 20
+
+
 @pytest.mark.parametrize("epochs,drops", [(1, []), (2, [1]), (3, [1, 2]), (6, [3, 4]), (160, [80, 120])])
 def test_lr_drops_follow_the_original_rule(epochs, drops):
     """`epoch in [int(E*0.5), int(E*0.75)]` as cifar/*/main_B.py, but never at epoch 0."""
