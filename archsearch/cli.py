@@ -140,18 +140,30 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (worth it on a GPU for long runs).")
 @click.option("--checkpoint-every", type=EPOCHS, default=5, show_default=True, help="Epochs between checkpoints.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default runs/TARGET-SCHEDULE-PRESET-wWIDTH-sSEED).")
+@click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Train over N processes on this machine with DistributedDataParallel (one per GPU; gloo on CPU): "
+                   "runs this command under torchrun. Several machines: start torchrun yourself (README).")
+@click.option("--sync-bn", is_flag=True, help="Synchronise batch norm statistics over the processes (GPUs only; the "
+                                               "paper's ImageNet code does not).")
 def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, count_convention, weights,
-          data_dir, download, device, use_compile, checkpoint_every, out_dir):
+          data_dir, download, device, use_compile, checkpoint_every, out_dir, nproc, sync_bn):
     """Train TARGET (ARCH-DATA, e.g. vgg16-c10) from scratch and write DIR/result.json and DIR/spec.json.
 
-    Rerunning the same command resumes from the last checkpoint in DIR.
+    Rerunning the same command resumes from the last checkpoint in DIR (also with --nproc).
 
     \b
     Examples:
       archsearch train vgg11-digits --preset tiny
       archsearch train vgg16-c10 --data-dir ../shared/data --width 0.25 --preset fast
       archsearch train vgg16-c10 --spec pruned.json --schedule scratch-b --preset fast
+      archsearch train resnet50-in --preset imagenet --data-dir /data --nproc 8 --out runs/r50
     """
+    from .distributed import current
+
+    if nproc > 1 and not current().enabled:
+        _run_under_torchrun(nproc, click.get_current_context())
+        return
+    main_rank = current().main
     import torch
 
     from .counting import count, fmt_count
@@ -203,15 +215,56 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     c = count(spec)
     wtag = f"-w{width:g}" if not spec_file else "-spec"
     out = Path(out_dir or f"runs/{target}-{kind}-{preset}{wtag}-s{seed}")
-    click.echo(f"{spec.name}-{tgt.data}: params {fmt_count(c.params_nonzero)}, {fmt_count(c.macs_nonzero)} MACs "
-               f"({fmt_count(c.flops)} FLOPs = 2xMACs) | {data.describe()}", err=True)
     extra = f" (x{schedule.budget_factor:.2f} of {schedule.base_epochs}, {schedule.count})" if kind == "scratch-b" else ""
-    click.echo(f"{kind} {preset}: {schedule.epochs} epochs{extra}, batch {schedule.batch_size}, lr {schedule.lr:g}, "
-               f"seed {seed} -> {out}", err=True)
+    if main_rank:
+        click.echo(f"{spec.name}-{tgt.data}: params {fmt_count(c.params_nonzero)}, {fmt_count(c.macs_nonzero)} MACs "
+                   f"({fmt_count(c.flops)} FLOPs = 2xMACs) | {data.describe()}", err=True)
+        click.echo(f"{kind} {preset}: {schedule.epochs} epochs{extra}, batch {schedule.batch_size}, lr {schedule.lr:g}, "
+                   f"seed {seed} -> {out}", err=True)
     result = run_train(spec, data, schedule, seed=seed, device=device, out_dir=out, checkpoint_every=checkpoint_every,
-                       init_state=init_state, compile=use_compile,
+                       init_state=init_state, compile=use_compile, sync_bn=sync_bn,
                        progress=EpochProgress(f"{spec.name}-{tgt.data} s{seed}"))
-    click.echo(result.summary() + f" | {out}/result.json")
+    if main_rank:
+        click.echo(result.summary() + f" | {out}/result.json")
+
+
+def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
+    """Run this very command (its options as given, less --nproc) as `nproc` processes under
+    torchrun on this machine; a failed process is one line and exit 2 (its own error line is
+    above it)."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from .distributed import torchrun_command
+
+    import os
+
+    args = [ctx.command.name]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if p.name == "nproc" or ctx.get_parameter_source(p.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        if isinstance(p, click.Argument):
+            args.append(str(v))
+        elif p.is_flag and p.secondary_opts and not v:
+            args.append(p.secondary_opts[0])
+        elif p.is_flag:
+            args.append(p.opts[0])
+        else:
+            args += [p.opts[0], str(v)]
+    argv = torchrun_command(nproc, args)[3:]  # torchrun's own arguments, run in this process
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report is a traceback
+    logging.getLogger("torch.distributed.run").setLevel(logging.ERROR)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # torchrun's default is 1
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        rank, first = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
+        how = f"signal {-first.exitcode}" if first.exitcode < 0 else f"exit code {first.exitcode}"
+        raise ArchsearchError(f"{len(e.failures)} of {nproc} training processes failed (first: rank {rank}, "
+                              f"{how}); run the same command again to resume from the last checkpoint") from None
 
 
 def _bar(frac: float, width: int = 24) -> str:

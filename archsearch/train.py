@@ -44,6 +44,8 @@ from .archs import apply_masks_, build, masked_weights
 from .counting import CONVENTIONS, check_memory, count
 from .data import AnyDataset as Dataset
 from .data.stream import eval_batch_size
+from .distributed import SINGLE, Dist, check_batch, current
+from .distributed import init as init_dist
 from .errors import ArchsearchError
 from .limits import MAX_SEED
 from .spec import ArchSpec
@@ -353,11 +355,19 @@ class Engine:
 
     def __init__(self, spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0,
                  device: str | torch.device = "auto", compile: bool = False,
-                 init_state: dict | None = None, hooks: list[TrainHook] | tuple = ()):
-        self.dev = resolve_device(device) if isinstance(device, str) else device
+                 init_state: dict | None = None, hooks: list[TrainHook] | tuple = (), dist: Dist = SINGLE,
+                 sync_bn: bool = False):
+        self.dist = dist
+        if dist.enabled:
+            check_batch(dist, schedule.batch_size)
+            self.dev = init_dist(dist, str(device))
+        else:
+            self.dev = resolve_device(device) if isinstance(device, str) else device
         self.cuda = self.dev.type == "cuda"
+        if sync_bn and not (dist.enabled and self.cuda):
+            raise ArchsearchError("--sync-bn needs several processes on GPUs (torch's SyncBatchNorm has no CPU kernel)")
         self.schedule = schedule
-        check_memory(spec, schedule.batch_size, self.dev)
+        check_memory(spec, schedule.batch_size // dist.world, self.dev)
         torch.manual_seed(seed)
         model = build(spec)
         if init_state is not None:
@@ -366,6 +376,8 @@ class Engine:
             except RuntimeError as e:
                 raise ArchsearchError(f"the given weights do not fit {spec.name}: {str(e).splitlines()[0]}") from None
             apply_masks_(model)
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.dev)
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
@@ -377,11 +389,15 @@ class Engine:
         self.opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
                                    weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
         self.tta = schedule.tta_flip and data.flip  # no mirror test for data where a mirror is another class
-        self.forward = torch.compile(model) if compile else model
+        wrapped = model
+        if dist.enabled:  # gradients averaged over the processes in backward
+            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[self.dev] if self.cuda else None)
+        self.forward = torch.compile(wrapped) if compile else wrapped
         self.train_loader = data.loader("train", schedule.batch_size, train=True, device=self.dev,
-                                        pad=schedule.translate, seed=seed, channels_last=self.cuda)
+                                        pad=schedule.translate, seed=seed, channels_last=self.cuda, dist=dist,
+                                        drop_last=dist.enabled)
         self.test_loader = data.loader("test", eval_batch_size(data.size), train=False, device=self.dev,
-                                       channels_last=self.cuda)
+                                       channels_last=self.cuda, dist=dist)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda
                          else torch.autocast("cpu", enabled=False))
 
@@ -415,19 +431,25 @@ class Engine:
             loss_sum += loss.detach().float() * len(yb)  # stays on the device: no host sync
             correct += (out.argmax(1) == yb).sum()
             n += len(yb)
+        if self.dist.enabled:  # every process logs the numbers of the whole global batches
+            count_t = torch.tensor(n, device=self.dev)
+            self.dist.sum_(loss_sum, correct, count_t)
+            n = int(count_t.item())
         return loss_sum, correct, n
 
     @torch.no_grad()
     def evaluate(self) -> torch.Tensor:
-        """Number of correct test predictions, as a device tensor."""
+        """Number of correct test predictions (over every process), as a device tensor."""
         self.model.eval()
+        forward = self.model if self.dist.enabled else self.forward  # no DDP hooks in evaluation
         correct = torch.zeros((), device=self.dev, dtype=torch.long)
         for xb, yb in self.test_loader:
             with self.autocast:
-                out = self.forward(xb)
+                out = forward(xb)
                 if self.tta:
-                    out = out + self.forward(xb.flip(3))
+                    out = out + forward(xb.flip(3))
                 correct += (out.argmax(1) == yb).sum()
+        self.dist.sum_(correct)
         return correct
 
 
@@ -480,8 +502,12 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
           out_dir: str | os.PathLike | None = None, checkpoint_every: int = 5, resume: bool = True,
           init_state: dict | None = None, compile: bool = False,
           progress: Callable[[EpochStats], None] | None = None, hooks: list[TrainHook] | tuple = (),
-          start_epoch: int = 0) -> Result:
+          start_epoch: int = 0, sync_bn: bool = False) -> Result:
     """Train `spec` from scratch (or from `init_state` for fine-tuning) and return a Result.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments and they
+    train one network together (`archsearch.distributed`): rank 0 takes the run folder's lock
+    and writes the checkpoints and the result; `progress` is called on rank 0 only.
 
     With `out_dir`, a checkpoint is written every `checkpoint_every` epochs and at the end;
     calling again with the same arguments resumes from it (and returns at once when the
@@ -500,12 +526,25 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
         raise ArchsearchError(f"start epoch must be in [0, {schedule.epochs}), got {start_epoch!r}")
     if start_epoch and init_state is None:
         raise ArchsearchError("starting at a later epoch needs the weights of that epoch (init_state)")
-    if out_dir is None:
-        return _train(spec, data, schedule, seed, device, None, checkpoint_every, resume, init_state, compile, progress,
-                      hooks, start_epoch)
-    with RunLock(out_dir):  # one process per run folder: a second one gets one clear line
-        return _train(spec, data, schedule, seed, device, Path(out_dir), checkpoint_every, resume, init_state, compile,
-                      progress, hooks, start_epoch)
+    dist = current()
+    args = (spec, data, schedule, seed, device, None if out_dir is None else Path(out_dir), checkpoint_every, resume,
+            init_state, compile, progress if dist.main else None, hooks, start_epoch, dist, sync_bn)
+    try:
+        if out_dir is None or not dist.main:
+            return _train(*args)
+        with RunLock(out_dir):  # one process per run folder: a second one gets one clear line
+            return _train(*args)
+    except RuntimeError as e:
+        if dist.enabled and _lost_peer(e):  # another process died: the machine's failure, not a bug here
+            raise ArchsearchError(f"rank {dist.rank}: lost contact with the other training processes "
+                                  f"({str(e).splitlines()[0][-160:]})") from None
+        raise
+
+
+def _lost_peer(e: RuntimeError) -> bool:
+    text = str(e)
+    return isinstance(e, getattr(torch.distributed, "DistError", ())) or any(
+        k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe"))
 
 
 def check_seed(seed: int) -> int:
@@ -545,12 +584,13 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
 def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
            checkpoint_every: int, resume: bool, init_state: dict | None, compile: bool,
            progress: Callable[[EpochStats], None] | None, hooks: list[TrainHook] | tuple = (),
-           start_epoch: int = 0) -> Result:
+           start_epoch: int = 0, dist: Dist = SINGLE, sync_bn: bool = False) -> Result:
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     ck = None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, resolve_device(device))  # before any allocation, and before the model
-    eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state, hooks=hooks)
+    if ckpt_path is not None and resume and ckpt_path.exists():  # before any allocation, and before the model
+        ck = load_checkpoint(ckpt_path, torch.device("cpu") if dist.enabled else resolve_device(device))
+    eng = Engine(spec, data, schedule, seed=seed, device=device, compile=compile, init_state=init_state, hooks=hooks,
+                 dist=dist, sync_bn=sync_bn)
     counts = count(spec)
     fp = _fingerprint(spec, data, schedule, seed, init_state, hooks, start_epoch)
     history: list[dict] = []
@@ -591,7 +631,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         if progress is not None:
             progress(stats)
         last = epoch + 1 == schedule.epochs
-        if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+        if ckpt_path is not None and dist.main and ((epoch + 1) % checkpoint_every == 0 or last):
             torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
                         "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
                         "history": history, "elapsed": elapsed, "archsearch_version": __version__,
@@ -603,14 +643,16 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         best_acc=best_h["test_acc"], final_acc=history[-1]["test_acc"], best_epoch=best_h["epoch"],
         epochs=schedule.epochs, history=history, params=counts.params, params_nonzero=counts.params_nonzero,
         macs=counts.macs_nonzero, flops=counts.flops, original_flops=counts.original_flops,
-        train_seconds=elapsed, device=str(eng.dev), device_name=device_name(eng.dev),
+        train_seconds=elapsed, device=str(eng.dev),
+        device_name=device_name(eng.dev) + (f" x {dist.world} processes" if dist.enabled else ""),
         torch_version=torch.__version__, archsearch_version=__version__, seed=seed, data=data.name,
         arch=spec.name, schedule=schedule.to_dict(),
     )
-    if out is not None:
+    if out is not None and dist.main:
         spec.save(out / "spec.json")
         torch_save(eng.model.state_dict(), out / "model.pt")
         write_json(out / "result.json", result.to_dict())
+    dist.barrier()  # every process returns once the result is written
     return result
 
 

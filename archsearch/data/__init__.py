@@ -51,13 +51,18 @@ class Dataset:
         return int(self.x_train.shape[1])
 
     def loader(self, split: str, batch_size: int, *, train: bool, device="cpu", seed: int = 0, pad: int = 4,
-               channels_last: bool = False, indices: np.ndarray | None = None) -> "DeviceLoader":
-        """Batches of `split` ('train' or 'test') on `device`; `train` augments and shuffles."""
+               channels_last: bool = False, indices: np.ndarray | None = None, dist=None,
+               drop_last: bool = False) -> "DeviceLoader":
+        """Batches of `split` ('train' or 'test') on `device`; `train` augments and shuffles;
+        `dist` (distributed.Dist): this process's slice of every global batch."""
+        from ..distributed import SINGLE
+
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         if indices is not None:
             x, y = x[indices], y[indices]
         return DeviceLoader(x, y, batch_size, self.mean, self.std, train=train, device=device,
-                            flip=self.flip, pad=pad, seed=seed, channels_last=channels_last)
+                            flip=self.flip, pad=pad, seed=seed, channels_last=channels_last,
+                            dist=dist or SINGLE, drop_last=drop_last)
 
     def subset(self, idx: np.ndarray, note: str) -> "Dataset":
         """The same set with only the training images `idx`."""

@@ -14,11 +14,18 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..distributed import SINGLE, Dist
+
 
 class DeviceLoader:
+    """`dist` (a `distributed.Dist`): each process keeps its contiguous slice of every global
+    batch; the order and the crops and flips are drawn for the whole global batch, so the
+    processes together see exactly what one process would."""
+
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, mean, std, *,
                  train: bool, device: torch.device | str = "cpu", flip: bool = True, pad: int = 4,
-                 seed: int = 0, channels_last: bool = False, drop_last: bool = False):
+                 seed: int = 0, channels_last: bool = False, drop_last: bool = False, dist: Dist = SINGLE):
+        self.dist = dist
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.train, self.flip, self.pad = train, flip, pad if train else 0
@@ -52,19 +59,21 @@ class DeviceLoader:
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
 
     def _augment(self, idx: torch.Tensor) -> torch.Tensor:
-        b, g = len(idx), self.generator
+        b, g, part = len(idx), self.generator, self.dist.shard(len(idx))
         if self.pad:
             # one gather does every crop: rows/cols are per-image shifted index ranges
-            dy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)
-            dx = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)
+            dy = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)[part]
+            dx = torch.randint(0, 2 * self.pad + 1, (b,), device=self.device, generator=g)[part]
+            idx = idx[part]
             rows = (dy[:, None] + self._ar)[:, None, :, None]
             cols = (dx[:, None] + self._ar)[:, None, None, :]
             ch = torch.arange(self.images.shape[1], device=self.device)[None, :, None, None]
             xb = self.images[idx[:, None, None, None], ch, rows, cols]
         else:
+            idx = idx[part]
             xb = self.images[idx]
         if self.flip:
-            flip = torch.rand(b, device=self.device, generator=g) < 0.5
+            flip = (torch.rand(b, device=self.device, generator=g) < 0.5)[part]
             xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
         return xb
 
@@ -76,5 +85,11 @@ class DeviceLoader:
         stop = (self.n // self.batch_size) * self.batch_size if self.drop_last else self.n
         for i in range(0, stop, self.batch_size):
             idx = order[i:i + self.batch_size]
-            xb = self._augment(idx) if self.train else self.images[idx]
+            if self.train:
+                xb, idx = self._augment(idx), idx[self.dist.shard(len(idx))]
+            else:
+                idx = idx[self.dist.shard(len(idx))]
+                if not len(idx):
+                    continue
+                xb = self.images[idx]
             yield self._normalise(xb), self.labels[idx]

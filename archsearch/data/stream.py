@@ -16,11 +16,12 @@ DCT scaling by 1/2, 1/4 or 1/8, never below the crop's output size), which is wh
 224-px ImageNet training feed a GPU from a few cores; the pixels differ slightly from a full
 decode followed by a resize (both are bilinear-family downsamplings).
 
-Randomness is a function of (seed, epoch, batch index): each epoch draws one seed from the
-loader's `torch.Generator` (its state is what checkpoints save, as for `DeviceLoader`), the
-order is a permutation under that seed, and each batch's crops and flips come from
-`numpy.random.default_rng((epoch seed, batch index))`, whatever worker decodes it. A resumed
-run therefore sees the batches an uninterrupted one would.
+Randomness is a function of (seed, epoch, batch, position): each epoch draws one seed from
+the loader's `torch.Generator` (its state is what checkpoints save, as for `DeviceLoader`),
+the order is a permutation under that seed, and the crop and flip of the j-th image of batch
+b come from `numpy.random.default_rng((epoch seed, b, j))`, whatever worker decodes it and
+whichever process of a distributed run keeps it (`dist`: each keeps its slice of every
+global batch). A resumed run therefore sees the batches an uninterrupted one would.
 
 An image that cannot be decoded stops training with one line naming the file (a silently
 skipped image would bias the comparison; `archsearch data add` decodes a sample when it
@@ -41,6 +42,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..distributed import SINGLE, Dist
 from ..errors import ArchsearchError
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
@@ -191,8 +193,8 @@ class _Batches(torch.utils.data.Dataset):
     returns the message, and the loader raises it as one line in the training process."""
 
     def __init__(self, rec: Records, batches: list[np.ndarray], size: int, resize: int, train: bool, flip: bool,
-                 epoch_seed: int):
-        self.src = _Source(rec)
+                 epoch_seed: int, dist: Dist = SINGLE):
+        self.src, self.dist = _Source(rec), dist
         self.batches, self.size, self.resize = batches, size, resize
         self.train, self.flip, self.epoch_seed = train, flip, epoch_seed
 
@@ -202,10 +204,11 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, b: int):
         from PIL import Image, UnidentifiedImageError
 
-        idx = self.batches[b]
-        rng = np.random.default_rng((self.epoch_seed, b)) if self.train else None
+        part = self.dist.shard(len(self.batches[b]))
+        idx = self.batches[b][part]
         out = np.empty((len(idx), self.size, self.size, 3), dtype=np.uint8)
         for j, i in enumerate(idx):
+            rng = np.random.default_rng((self.epoch_seed, b, part.start + j)) if self.train else None
             try:
                 out[j] = decode_one(self.src.read(int(i)), self.size, self.resize, self.train, self.flip, rng)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -222,8 +225,8 @@ class StreamLoader:
 
     def __init__(self, rec: Records, batch_size: int, mean, std, *, train: bool, size: int, resize: int,
                  device: torch.device | str = "cpu", flip: bool = True, seed: int = 0, workers: int | None = None,
-                 channels_last: bool = False, drop_last: bool = False):
-        self.rec, self.batch_size, self.train = rec, int(batch_size), train
+                 channels_last: bool = False, drop_last: bool = False, dist: Dist = SINGLE):
+        self.rec, self.batch_size, self.train, self.dist = rec, int(batch_size), train, dist
         self.size, self.resize, self.flip, self.drop_last = size, resize, flip, drop_last
         self.device = torch.device(device)
         self.workers = default_workers() if workers is None else int(workers)
@@ -254,7 +257,7 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches, epoch_seed = self._plan()
-        ds = _Batches(self.rec, batches, self.size, self.resize, self.train, self.flip, epoch_seed)
+        ds = _Batches(self.rec, batches, self.size, self.resize, self.train, self.flip, epoch_seed, self.dist)
         cuda = self.device.type == "cuda"
         dl = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.workers,
                                          pin_memory=cuda, prefetch_factor=4 if self.workers else None,
@@ -271,6 +274,8 @@ class StreamLoader:
             xb, yb, err = got
             if err:
                 raise ArchsearchError(err)
+            if not len(yb):  # a test batch smaller than the number of processes
+                continue
             xb = xb.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2)
             xb = (xb.float() - self.mean) * self.inv_std
             xb = xb.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
@@ -314,14 +319,15 @@ class StreamingDataset:
         return self.train.labels
 
     def loader(self, split: str, batch_size: int, *, train: bool, device="cpu", seed: int = 0, pad: int = 4,
-               channels_last: bool = False, indices: np.ndarray | None = None) -> StreamLoader:
+               channels_last: bool = False, indices: np.ndarray | None = None, dist: Dist = SINGLE,
+               drop_last: bool = False) -> StreamLoader:
         """`pad` (the CIFAR translation) has no meaning here: the train crops are random resized crops."""
         rec = self.train if split == "train" else self.test
         if indices is not None:
             rec = rec.take(np.asarray(indices))
         return StreamLoader(rec, batch_size, self.mean, self.std, train=train, size=self.size, resize=self.resize,
                             device=device, flip=self.flip, seed=seed, workers=self.workers,
-                            channels_last=channels_last)
+                            channels_last=channels_last, dist=dist, drop_last=drop_last)
 
     def subset(self, idx: np.ndarray, note: str) -> "StreamingDataset":
         return replace(self, train=self.train.take(idx), source=f"{self.source} ({note})")

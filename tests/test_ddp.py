@@ -1,0 +1,124 @@
+"""One training over several processes (DistributedDataParallel, gloo on CPU)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from archsearch.archs import base_spec
+from archsearch.cli import cli
+from archsearch.data import load_dataset
+from archsearch.distributed import Dist
+from archsearch.train import Engine, make_schedule
+
+
+def test_shards_partition_every_batch():
+    for n in (1, 5, 64, 67):
+        for world in (1, 2, 3, 8):
+            parts = [Dist(r, world, r).shard(n) for r in range(world)]
+            got = [i for p in parts for i in range(n)[p]]
+            assert got == list(range(n)) and max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
+
+
+def test_sharded_loaders_together_give_the_single_process_batches():
+    ds = load_dataset("digits")
+    one = list(ds.loader("train", 64, train=True, seed=3, drop_last=True))
+    parts = [list(ds.loader("train", 64, train=True, seed=3, drop_last=True, dist=Dist(r, 2, r))) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(one)
+    for (x, y), (x0, y0), (x1, y1) in zip(one, *parts):
+        assert len(y0) == len(y1) == 32
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    test = [list(ds.loader("test", 100, train=False, dist=Dist(r, 3, r))) for r in range(3)]
+    assert sum(len(y) for part in test for _, y in part) == len(ds.y_test)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ds = load_dataset("digits")
+    spec = base_spec("vgg11", 10, width=0.25)
+    eng = Engine(spec, ds, make_schedule("tiny"), seed=0, device="cpu", dist=Dist(rank, world, rank))
+    losses = []
+    for _ in range(3):
+        loss_sum, _, n = eng.run_epoch(max_steps=1)
+        losses.append(loss_sum.item() / n)
+    params = torch.cat([p.detach().flatten() for p in eng.model.parameters()])
+    torch.save({"losses": losses, "params": params}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """The first steps' losses (over the global batch) match a single process at the same
+    global batch, within the batch-norm difference (statistics per process, as the paper's
+    ImageNet code); both processes end with the same weights, which moved as one process's did."""
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert r0["losses"] == r1["losses"] and torch.equal(r0["params"], r1["params"])
+    ds = load_dataset("digits")
+    spec = base_spec("vgg11", 10, width=0.25)
+    eng = Engine(spec, ds, make_schedule("tiny"), seed=0, device="cpu")
+    torch.manual_seed(0)
+    init = torch.cat([p.detach().flatten().clone() for p in eng.model.parameters()])
+    single = []
+    for _ in range(3):
+        loss_sum, _, n = eng.run_epoch(max_steps=1)
+        single.append(loss_sum.item() / n)
+    params = torch.cat([p.detach().flatten() for p in eng.model.parameters()])
+    assert np.allclose(r0["losses"], single, rtol=0.03), (r0["losses"], single)
+    moved_one, moved_two = params - init, r0["params"] - init
+    cos = torch.nn.functional.cosine_similarity(moved_one, moved_two, dim=0).item()
+    assert cos > 0.9 and abs(moved_two.norm() / moved_one.norm() - 1) < 0.15, cos
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "archsearch", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_nproc_kill_one_rank_then_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = ("train", "vgg11-digits", "--preset", "tiny", "--epochs", 4, "--width", 0.25, "--nproc", 2,
+           "--checkpoint-every", 1, "--out", out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = _cli(*cmd, env=env)
+    deadline = time.time() + 240
+    while not (out / "checkpoint.pt").exists():
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.2)
+    ranks = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2, ranks
+    os.kill(int(ranks[1]), signal.SIGKILL)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2, err
+    assert "training processes failed" in err and "resume" in err and "Traceback" not in err, err
+    done = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 1 <= done["epoch"] < 4
+    p = _cli(*cmd, env=env)
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    res = json.loads((out / "result.json").read_text())
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4] and "x 2 processes" in res["device_name"]
+    assert res["history"][: done["epoch"]] == done["history"]  # resumed, not started over
+
+
+def test_bad_nproc_and_sync_bn_on_cpu():
+    r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "0"], prog_name="archsearch")
+    assert r.exit_code == 2 and "--nproc" in r.output
+    with pytest.raises(Exception, match="sync-bn needs several processes on GPUs"):
+        Engine(base_spec("vgg11", 10, width=0.25), load_dataset("digits"), make_schedule("tiny"), device="cpu",
+               sync_bn=True)
