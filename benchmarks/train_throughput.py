@@ -12,6 +12,15 @@ number of images; warm-up steps are excluded from both.
     python benchmarks/train_throughput.py --arch vgg19 --width 1 --device cuda --images 50000
 
 Also times a "bare" step on one resident batch, the ceiling that no data path can beat.
+
+`--stream [DIR]` measures the streaming path instead (large image folders, ImageNet): the
+input pipeline alone (`StreamLoader`: decode, random resized crop, flip, normalise) at
+several worker counts, with and without JPEG draft decoding, against the model step alone
+on a resident batch at the same size, and the two together (`Engine.run_epoch` on the
+streamed set), so that a user sees which one limits. Without DIR it generates an
+ImageNet-like folder (JPEGs of 500x375, quality 90) in a temporary directory.
+
+    python benchmarks/train_throughput.py --stream --arch resnet18 --size 224 --images 512
 Each loop runs --repeats times, alternating, and medians are reported.
 Prints the throughputs and the ratio (ours / reference), and appends one JSON line to
 benchmarks/results/train_throughput.jsonl (machine, torch version, date).
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import time
 from pathlib import Path
@@ -123,6 +133,118 @@ def bare(spec, data, dev, n_images: int, warmup: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - t0)
 
 
+def make_jpegs(root: Path, n: int, classes: int = 4, seed: int = 0) -> Path:
+    """An ImageNet-like ImageFolder: n JPEGs of 500x375 (smooth structure plus texture, quality 90)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("val", max(classes, n // 8))):
+        for i in range(count):
+            d = root / split / f"c{i % classes}"
+            d.mkdir(parents=True, exist_ok=True)
+            low = rng.random((12, 16, 3)) * 255
+            img = np.asarray(Image.fromarray(low.astype(np.uint8)).resize((500, 375), Image.Resampling.BICUBIC), float)
+            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"{i}.JPEG", quality=90)
+    return root
+
+
+def stream_main(args) -> None:
+    import tempfile
+
+    from archsearch.archs import parse_arch
+    from archsearch.data import stream
+    from archsearch.data.folders import index, scan
+    from archsearch.data.stream import StreamingDataset, StreamLoader
+
+    dev = resolve_device(args.device)
+    tmp = None
+    if args.stream == "generate":
+        tmp = tempfile.TemporaryDirectory()
+        folder = make_jpegs(Path(tmp.name) / "set", args.images)
+    else:
+        folder = Path(args.stream)
+    info = scan(folder)
+    train, test = index(folder, info["classes"], info["test_split"])
+    ds = StreamingDataset(name="bench", train=train, test=test, num_classes=len(info["classes"]), size=args.size,
+                          source=str(folder))
+    mean_kb = float(np.mean([(Path(train.root) / str(k)).stat().st_size for k in train.keys[:200]])) / 1024 \
+        if not train.in_tar else float(np.mean(train.sizes)) / 1024
+    n = min(args.images, len(train))
+
+    def pipeline(workers: int, draft: bool) -> float:
+        stream.DRAFT = draft  # forked workers inherit it
+        loader = StreamLoader(train, args.batch_size, ds.mean, ds.std, train=True, size=args.size, resize=ds.resize,
+                              device=dev, workers=workers)
+        it, seen = iter(loader), 0
+        next(it)  # warm-up: workers started, first batch decoded
+        t0 = time.perf_counter()
+        for xb, _ in it:
+            seen += len(xb)
+            if seen >= n:
+                break
+        return seen / (time.perf_counter() - t0)
+
+    fam, depth = parse_arch(args.arch, nets="imagenet")
+    spec = fam.base(depth, ds.num_classes, args.width, input_size=args.size)
+    steps = max(2, n // args.batch_size)
+
+    def model_step() -> float:
+        eng = Engine(spec, ds, make_schedule("imagenet", batch_size=args.batch_size), seed=0, device=dev)
+        xb = torch.randn(args.batch_size, 3, args.size, args.size, device=dev)
+        yb = torch.randint(0, ds.num_classes, (args.batch_size,), device=dev)
+        for i in range(1 + steps):
+            if i == 1:
+                t0 = time.perf_counter()
+            with eng.autocast:
+                loss = F.cross_entropy(eng.forward(xb), yb)
+            eng.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            eng.opt.step()
+        loss.item()
+        return steps * args.batch_size / (time.perf_counter() - t0)
+
+    def together(workers: int) -> float:
+        stream.DRAFT = True
+        ds.workers = workers
+        eng = Engine(spec, ds, make_schedule("imagenet", batch_size=args.batch_size), seed=0, device=dev)
+        eng.run_epoch(max_steps=1)
+        t0 = time.perf_counter()
+        _, correct, seen = eng.run_epoch(max_steps=steps)
+        correct.item()
+        return seen / (time.perf_counter() - t0)
+
+    worker_counts = sorted({0, 1, stream.default_workers()})
+    runs: dict[str, list[float]] = {f"pipeline_w{w}": [] for w in worker_counts}
+    runs.update({f"pipeline_w{worker_counts[-1]}_nodraft": [], "model_step": [], "together": []})
+    for _ in range(args.repeats):
+        for w in worker_counts:
+            runs[f"pipeline_w{w}"].append(pipeline(w, True))
+        runs[f"pipeline_w{worker_counts[-1]}_nodraft"].append(pipeline(worker_counts[-1], False))
+        runs["model_step"].append(model_step())
+        runs["together"].append(together(worker_counts[-1]))
+    stream.DRAFT = True
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    rec = {
+        "benchmark": "stream_throughput", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "arch": args.arch, "width": args.width, "size": args.size, "batch": args.batch_size, "images": n,
+        "data": "generated 500x375 JPEGs, quality 90" if tmp else str(folder), "mean_file_kb": round(mean_kb, 1),
+        "device": str(dev), "device_name": device_name(dev), "machine": platform.node(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "archsearch": __version__, "repeats": args.repeats,
+        **{f"{k}_img_s": round(v, 1) for k, v in med.items()},
+        "limit": "input pipeline" if med[f"pipeline_w{worker_counts[-1]}"] < med["model_step"] else "model step",
+        "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()},
+    }
+    for k, v in med.items():
+        print(f"{k:<24}{v:9.1f} img/s")
+    print(f"limit: {rec['limit']} ({args.arch} width {args.width} at {args.size}px, batch {args.batch_size}, "
+          f"{rec['device_name']}, {mean_kb:.0f} KB per JPEG)")
+    if not args.no_save:
+        append_jsonl("stream_throughput", rec)
+    if tmp:
+        tmp.cleanup()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="vgg16")
@@ -137,7 +259,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats of each loop; medians are reported")
     ap.add_argument("--quick", action="store_true", help="CPU-sized run: 3,200 images per loop, 2 repeats")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--stream", nargs="?", const="generate", default=None, metavar="DIR",
+                    help="measure the streaming path on the image folder DIR (default: a generated one)")
+    ap.add_argument("--size", type=int, default=224, help="--stream: the crop side")
     args = ap.parse_args()
+    if args.stream is not None:
+        if args.arch == "vgg16" and args.width == 0.25:  # the CIFAR defaults: use ImageNet's ResNet-18
+            args.arch, args.width = "resnet18", 1.0
+        return stream_main(args)
     if args.quick:
         args.images, args.repeats = 3200, 2
     dev = resolve_device(args.device)

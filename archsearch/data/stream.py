@@ -48,6 +48,7 @@ from ..errors import ArchsearchError
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DRAFT = True  # decode JPEGs at reduced scale where the crop allows (benchmarks/train_throughput.py --stream measures it)
 EVAL_PIXELS = 1 << 25  # an evaluation batch holds at most this many input values (1000 at 32 px, 222 at 224)
 
 
@@ -177,7 +178,7 @@ def decode_one(blob: bytes, size: int, resize: int, train: bool, flip: bool,
         cw = ch = min(w, h) * size / resize  # the centre crop in source pixels
         left, top = (w - cw) / 2, (h - ch) / 2
         want = (max(1, math.ceil(w * s)), max(1, math.ceil(h * s)))
-    if im.format == "JPEG":
+    if im.format == "JPEG" and DRAFT:
         im.draft("RGB", want)  # DCT-domain downscaling, never below `want`
     im = im.convert("RGB")
     fx, fy = im.size[0] / w, im.size[1] / h  # the draft's reduction
