@@ -140,13 +140,16 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (worth it on a GPU for long runs).")
 @click.option("--checkpoint-every", type=EPOCHS, default=5, show_default=True, help="Epochs between checkpoints.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default runs/TARGET-SCHEDULE-PRESET-wWIDTH-sSEED).")
+@click.option("--train-subset", type=click.IntRange(1, 1 << 31),
+              help="Train on a fixed class-stratified subset of N training images (reduced-scale runs; the test set "
+                   "stays whole).")
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Train over N processes on this machine with DistributedDataParallel (one per GPU; gloo on CPU): "
                    "runs this command under torchrun. Several machines: start torchrun yourself (README).")
 @click.option("--sync-bn", is_flag=True, help="Synchronise batch norm statistics over the processes (GPUs only; the "
                                                "paper's ImageNet code does not).")
 def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, count_convention, weights,
-          data_dir, download, device, use_compile, checkpoint_every, out_dir, nproc, sync_bn):
+          data_dir, download, device, use_compile, checkpoint_every, out_dir, train_subset, nproc, sync_bn):
     """Train TARGET (ARCH-DATA, e.g. vgg16-c10) from scratch and write DIR/result.json and DIR/spec.json.
 
     Rerunning the same command resumes from the last checkpoint in DIR (also with --nproc).
@@ -167,7 +170,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     import torch
 
     from .counting import count, fmt_count
-    from .data import load_dataset
+    from .data import load_dataset, subset_train
     from .names import parse_target
     from .progress import EpochProgress
     from .spec import ArchSpec
@@ -211,7 +214,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
             raise ArchsearchError(f"{weights} is not a state dict (a dict of named tensors, like model.pt)")
     schedule = make_schedule(preset, kind, epochs=epochs, spec=spec, base=base, cap=cap,
                              count_convention=count_convention)
-    data = load_dataset(tgt.data, data_dir, download=download)
+    data = subset_train(load_dataset(tgt.data, data_dir, download=download), train_subset)
     c = count(spec)
     wtag = f"-w{width:g}" if not spec_file else "-spec"
     out = Path(out_dir or f"runs/{target}-{kind}-{preset}{wtag}-s{seed}")

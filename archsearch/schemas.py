@@ -374,6 +374,7 @@ class SweepTrain(Closed):
     cap: Optional[Annotated[float, Field(gt=0, le=MAX_CAP)]] = None
     count: Optional[Literal["macs", "original"]] = None
     finetune_epochs: Optional[Epochs] = None  # table mode: the fine-tune arm (default: the preset's)
+    nproc: Annotated[int, Field(ge=1, le=1024)] = 1  # processes per trial (DDP under torchrun; grid and search modes)
 
 
 class SweepSearch(Closed):

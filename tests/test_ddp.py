@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,27 @@ def test_bad_nproc_and_sync_bn_on_cpu():
     with pytest.raises(Exception, match="sync-bn needs several processes on GPUs"):
         Engine(base_spec("vgg11", 10, width=0.25), load_dataset("digits"), make_schedule("tiny"), device="cpu",
                sync_bn=True)
+
+
+def test_a_sweep_trial_over_two_processes(tmp_path):
+    """train.nproc = 2: each trial runs `archsearch train --nproc 2` (torchrun) and reads its result back."""
+    from test_sweep import open_study, run_cli, write_spec
+
+    spec = write_spec(tmp_path, "ddp", generators='["uniform"]', seeds=1, fractions="[0.2]")
+    spec.write_text(spec.read_text().replace("checkpoint_every = 1\n", "checkpoint_every = 1\nnproc = 2\n"))
+    wd = tmp_path / "wd"
+    r = run_cli("sweep", "run", str(spec), "--workdir", str(wd), "--workers", "1")
+    assert r.exit_code == 0, r.output
+    study, _ = open_study(wd / "optuna-journal.log", "ddp")
+    (t,) = study.get_trials()
+    assert t.state.name == "COMPLETE" and "x 2 processes" in t.user_attrs["device"]
+    res = json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())
+    assert res["best_acc"] * 100 == t.value and res["arch"] == "vgg11"
+
+
+def test_a_table_refuses_several_processes_per_trial(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text('name = "t"\nmode = "table"\narms = ["unpruned"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\n'
+                 '[train]\npreset = "tiny"\nnproc = 2\n')
+    r = CliRunner().invoke(cli, ["sweep", "run", str(p)], prog_name="archsearch")
+    assert r.exit_code == 2 and "train.nproc > 1 is for grid and search sweeps" in r.output, r.output

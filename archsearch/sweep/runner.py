@@ -38,7 +38,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import __version__
-from ..archs import base_spec
 from ..compare import budget_tag, stage_summary
 from ..counting import count
 from ..errors import ArchsearchError, EnvironmentFailure
@@ -130,7 +129,7 @@ def extract_in_sweep(source: str, spec: SweepSpec, workdir: Path, device: str, d
 
 def _target(plan: dict) -> ArchSpec:
     t = parse_target(plan["spec"]["target"])
-    return base_spec(t.arch, t.num_classes, width=float(plan["spec"]["train"]["width"]), input_size=t.input_size)
+    return t.base_spec(float(plan["spec"]["train"]["width"]))
 
 
 def grid_space(plan: dict) -> dict[str, list]:
@@ -189,7 +188,7 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
             if pat["kind"] in patterns[role]:
                 raise ArchsearchError(f"patterns.{role} has two {pat['kind']} patterns "
                                       f"({patterns[role][pat['kind']]['name']} and {pat['name']})")
-            same = pat["arch"] == tgt.arch and pat["data"] == tgt.data
+            same = pat["arch"] == tgt.spec_name and pat["data"] == tgt.data
             if role == "own" and not same:
                 raise ArchsearchError(f"patterns.own lists {pat['name']} ({pat['arch']}-{pat['data']}), but the "
                                       f"target is {spec.target}: put patterns from elsewhere under patterns.transferred")
@@ -606,7 +605,6 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
     sched = make_schedule(tr["preset"], s["schedule"], epochs=tr["epochs"], spec=arch,
                           base=_target(plan), cap=tr.get("cap"), count_convention=tr.get("count"))
     trial.set_user_attr("epochs", sched.epochs)
-    data = ctx.data(plan)
     bar = EpochProgress(f"{label} {trial_label(trial.params, mode)}") if ctx.epoch_progress else None
     is_reference = "reference" in trial.user_attrs
 
@@ -619,13 +617,51 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
             if not is_reference and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {st.epoch} ({100 * st.test_acc:.2f}%)")
 
-    r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
-              checkpoint_every=int(tr["checkpoint_every"]), progress=hook)
+    if int(tr.get("nproc", 1)) > 1:  # one network over several processes: the train command under torchrun
+        r = train_processes(plan, arch, kind=s["schedule"], seed=int(seed), run=run, ctx=ctx)
+        if mode == "search":  # reported after the fact: a multi-process trial is not pruned early
+            for h in r.history:
+                trial.report(100 * h["test_acc"], h["epoch"] - 1)
+    else:
+        data = ctx.data(plan)
+        r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
+                  checkpoint_every=int(tr["checkpoint_every"]), progress=hook)
     for k, v in (("best_acc", 100 * r.best_acc), ("final_acc", 100 * r.final_acc), ("best_epoch", r.best_epoch),
                  ("train_seconds", r.train_seconds), ("device", r.device_name), ("torch_version", r.torch_version),
                  ("archsearch_version", r.archsearch_version)):
         trial.set_user_attr(k, v)
     return 100 * r.best_acc
+
+
+def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Path, ctx: WorkerContext):
+    """Train one trial's network over `train.nproc` processes: `archsearch train --spec ...
+    --nproc N` in a subprocess (torchrun, DistributedDataParallel), on the GPUs its worker sees
+    (CUDA_VISIBLE_DEVICES). Its result is read back; its first error line becomes the trial's."""
+    from ..train import load_result
+
+    tr = plan["spec"]["train"]
+    run.mkdir(parents=True, exist_ok=True)
+    arch.save(run / "trial-spec.json")
+    cmd = [sys.executable, "-m", "archsearch", "train", plan["spec"]["target"], "--spec", str(run / "trial-spec.json"),
+           "--schedule", kind, "--preset", tr["preset"], "--seed", str(seed), "--out", str(run),
+           "--checkpoint-every", str(tr["checkpoint_every"]), "--nproc", str(tr["nproc"]), "--device", ctx.device]
+    if kind == "scratch-b":
+        _target(plan).save(run / "trial-base.json")
+        cmd += ["--base", str(run / "trial-base.json")]
+    for opt, key in (("--epochs", "epochs"), ("--cap", "cap"), ("--count", "count"), ("--train-subset", "train_subset")):
+        if tr.get(key) is not None:
+            cmd += [opt, str(tr[key])]
+    data_dir = ctx.data_dir or plan.get("data_dir")
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    if not tr["download"]:
+        cmd.append("--no-download")
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ArchsearchError(f"the {tr['nproc']}-process training of {run} failed: {why[:300]}")
+    return load_result(run / "result.json")
 
 
 def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int | None = None,

@@ -89,6 +89,8 @@ def validate_table(spec, where: str) -> None:
     want(bool(spec.rows) and bool(spec.arms), "table mode needs rows ([[rows]] with from = \"METHOD-ARCH-DATA\") "
                                               "and arms (e.g. [\"unpruned\", \"finetune\", \"scratch-e\", \"scratch-b\"])")
     want(len(set(spec.arms)) == len(spec.arms), "arms are listed twice")
+    want(int(spec.train.get("nproc", 1)) == 1, "train.nproc > 1 is for grid and search sweeps; a table's arms "
+                                              "(inherited weights, rewound tickets) train in one process each")
     for i, row in enumerate(spec.rows):
         src = row["from"]
         try:
