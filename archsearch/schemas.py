@@ -172,7 +172,7 @@ class Pattern(Model):
     method: str
     arch: str
     family: str
-    depth: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+    depth: Annotated[int, Field(ge=0, le=MAX_LAYERS)]  # 0: a family that names one network (tv.resnet18)
     data: str
     ratio: Annotated[float, Field(ge=0, le=1)]
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_LAYERS)]
@@ -189,7 +189,7 @@ class Pattern(Model):
     @model_validator(mode="after")
     def _consistent(self) -> "Pattern":
         _plain_name(self.name, "pattern name")
-        if self.arch != f"{self.family}{self.depth}":
+        if self.arch != (self.family if self.depth == 0 else f"{self.family}{self.depth}"):
             raise ValueError(f"arch {self.arch!r} is not family {self.family!r} + depth {self.depth}")
         n = len(self.stages)
         if len(self.base_widths) != n:
@@ -230,7 +230,7 @@ class ArchSpecModel(Model):
 
     schema_: Literal[1, 2] = Field(default=1, alias="schema")
     family: str
-    depth: Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+    depth: Annotated[int, Field(ge=0, le=MAX_LAYERS)]  # 0: a family that names one network (tv.resnet18)
     widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_LAYERS)]
     stages: Annotated[list[Stage], Field(min_length=1, max_length=MAX_LAYERS)]
     num_classes: Annotated[int, Field(ge=1, le=MAX_CLASSES)]

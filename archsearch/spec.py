@@ -157,7 +157,7 @@ class ArchSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.family}{self.depth}"
+        return self.family if self.depth == 0 else f"{self.family}{self.depth}"  # depth 0: the name says it (tv.X)
 
     def replace(self, **changes: Any) -> "ArchSpec":
         """A copy with some fields changed (checked again)."""
