@@ -21,7 +21,7 @@ from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
 from .limits import MAX_BUDGET
-from .generate import generate, generator_label
+from .generate import conv_stages, generate, generator_label
 from .spec import ArchSpec
 from .train import EpochStats, make_schedule, train
 
@@ -76,8 +76,8 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pa
     """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline.
     A budget that one generator cannot meet is recorded as a failure (spec None) and the
     others go on; the caller reports the failures and exits non-zero at the end."""
-    arch, data = target_name.split("-")
-    kinds = ([generator_label(pattern, arch, data)] if pattern is not None else []) + list(baselines)
+    data = target_name.split("-")[1]  # the arch as typed may be an alias (vgg16-in): compare the spec's own name
+    kinds = ([generator_label(pattern, target.name, data)] if pattern is not None else []) + list(baselines)
     out = []
     for b in budgets:
         for kind in kinds:
@@ -101,7 +101,7 @@ def stage_summary(spec: ArchSpec) -> list:
     if spec.masks is not None:
         convs = get_family(spec.family).convs(spec)
         return [round(float(np.mean([spec.masks[c.name].mean() for c in convs if c.stage == k])), 3)
-                for k in range(spec.num_stages)]
+                for k in range(conv_stages(spec))]
     # the distinct widths of each stage, in order (a residual stage repeats a few widths many times)
     return [ws[0] if len(set(ws)) == 1 else list(dict.fromkeys(ws)) for ws in spec.stage_widths()]
 

@@ -7,9 +7,15 @@ Conventions, stated wherever numbers are printed:
   simochen/model-tools), which Scratch-B budgets in the paper used: conv and linear as
   2 x MACs plus one op per bias, plus 2 ops per BN element, 1 per ReLU element and k*k
   per pooling output, over the layers that are modules (VGG's final average pool is built
-  inside `forward` there and never counted). A sparse net's convs count their non-zero
-  weights only, as the paper's weight-level counter does (cifar/weight-level/count_flops.py:
-  `(weight != 0).sum() * 2` per output pixel).
+  inside `forward` there and never counted). A conv with a bias (the ImageNet VGGs) adds
+  one op per output element, as that counter's `bias_ops`. A sparse net's convs count their
+  non-zero weights only, as the paper's weight-level counter does
+  (cifar/weight-level/count_flops.py: `(weight != 0).sum() * 2` per output pixel).
+  The ImageNet networks follow the same counter (`imagenet/*/compute_flops.py`), which hooks
+  BatchNorm2d only: the BatchNorm1d layers of the ImageNet VGG-11's classifier are not
+  counted. The ImageNet ResNets' final pool counts as the paper's code builds it,
+  `nn.AvgPool2d(7, stride=1)`: k*k per output with k the last map's side (7 at 224 px),
+  though the module is torchvision's adaptive pool, the same function (`archs/imagenet.py`).
 - A sparse (masked) net counts its conv weights and conv MACs as the non-zero weights
   only (`params_nonzero`, `macs_nonzero`, and `original_flops`); the dense figures are kept
   beside them. Scratch-B budgets under either convention are therefore non-zero budgets.
@@ -61,31 +67,34 @@ def count(spec: ArchSpec) -> Counts:
     params = nz_params = macs = nz_macs = orig = 0
     for op in get_family(spec.family).ops(spec):
         n_out = op.cout * op.hw * op.hw
+        o = 0  # this op's share of the original count
         if op.kind == "conv":
             w = op.cin * op.cout * op.k * op.k
             nz = w if op.nonzero is None else op.nonzero
-            params += w
-            nz_params += nz
+            b = op.cout if op.bias else 0
+            params += w + b
+            nz_params += nz + b
             macs += w * op.hw * op.hw
             nz_macs += nz * op.hw * op.hw
-            orig += 2 * nz * op.hw * op.hw  # no bias in these convs
+            o = 2 * nz * op.hw * op.hw + (n_out if op.bias else 0)  # one add per output for a bias
         elif op.kind == "linear":
             w = op.cin * op.cout + op.cout
             params += w
             nz_params += w
             macs += op.cin * op.cout
             nz_macs += op.cin * op.cout
-            orig += 2 * op.cin * op.cout + op.cout
+            o = 2 * op.cin * op.cout + op.cout
         elif op.kind == "bn":
             params += 2 * op.cout
             nz_params += 2 * op.cout
-            orig += 2 * n_out
+            o = 2 * n_out
         elif op.kind == "relu":
-            orig += n_out
+            o = n_out
         elif op.kind in ("maxpool", "avgpool"):
-            orig += op.k * op.k * n_out if op.in_original else 0
+            o = op.k * op.k * n_out
         else:
             raise ValueError(f"unknown op kind {op.kind}")
+        orig += o if op.in_original else 0
     return Counts(params, nz_params, macs, nz_macs, orig)
 
 

@@ -41,6 +41,12 @@ def stage_map(n_source: int, n_target: int) -> list[int]:
     return [min(n_source - 1, int((k + 0.5) / n_target * n_source)) for k in range(n_target)]
 
 
+def conv_stages(spec: ArchSpec) -> int:
+    """The stages sparse values spread over: the convs' (`spec.num_stages` counts the channel
+    groups', which can hold one more: the ImageNet VGG-11's classifier groups, past its last conv)."""
+    return max(c.stage for c in get_family(spec.family).convs(spec)) + 1
+
+
 def _cost(spec: ArchSpec, by: str) -> int:
     c = count(spec)
     return c.params_nonzero if by == "params" else c.macs_nonzero
@@ -241,7 +247,8 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
     (`per_layer`: one density and one kernel map per layer instead of per stage)."""
     convs = get_family(target.family).convs(target)
     stages = [c.stage for c in convs]
-    d = np.asarray(_spread(stage_density, stages, target.num_stages, per_layer, "densities", "convs"), dtype=float)
+    n = conv_stages(target)
+    d = np.asarray(_spread(stage_density, stages, n, per_layer, "densities", "convs"), dtype=float)
     if (d <= 0).any():
         raise ArchsearchError("stage densities must be positive")
     sizes = np.array([int(np.prod(c.shape)) for c in convs])
@@ -273,7 +280,7 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
     scale = hi if abs(cost(hi) - budget) <= abs(cost(lo) - budget) else lo
     dens = kept(scale)
     maps = [None if m is None else np.asarray(m, dtype=float)
-            for m in _spread(stage_kernel_maps, stages, target.num_stages, per_layer, "kernel maps", "convs")]
+            for m in _spread(stage_kernel_maps, stages, n, per_layer, "kernel maps", "convs")]
     masks = sample_masks(target, list(dens), maps, seed)
     spec = target.replace(masks=masks, base_widths=target.widths, meta=dict(meta or {}))
     c = _cost(spec, by)
@@ -334,7 +341,7 @@ def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
     """The pattern's per-stage values mapped onto the target's stages: (values, mapping, kernel maps)."""
     key = "density_mean" if pattern["kind"] == "sparsity" else "ratio_mean"
     src = pattern["stage"][key]
-    mapping = stage_map(len(src), target.num_stages)
+    mapping = stage_map(len(src), conv_stages(target) if pattern["kind"] == "sparsity" else target.num_stages)
     vals = [float(src[m]) for m in mapping]
     maps = None
     if pattern["kind"] == "sparsity":
@@ -408,7 +415,7 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
     if kind in SPARSE_ONLY and not sparse:
         raise ArchsearchError(f"{kind} is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
     meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
-    n = target.num_stages
+    n = conv_stages(target) if sparse else target.num_stages
     per_layer = False
     if kind in ("pruned", "guided", "transferred"):
         if pattern is None:

@@ -5,6 +5,9 @@
   `l1norm-resnet56-c10.A` (a method's named configuration, e.g. Li et al.'s ResNet-56-A)
 Architectures come from the family registry (`archs`), datasets from `data`; methods
 from the proposer registry, passed in by the caller so this module stays at the bottom.
+A dataset says which networks its arch names mean (`DatasetInfo.nets`): `vgg16-c10` is the
+CIFAR VGG-16, `vgg16-in` the ImageNet one (family `invgg`), `resnet50-in` torchvision's
+ResNet-50 (`inresnet`); `archs.parse_arch` reads the name under the dataset's nets.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .archs import parse_arch
+from .archs import family_base, parse_arch
 from .data import get_info, known_names
 from .errors import ArchsearchError
+from .spec import ArchSpec
 
 
 @dataclass(frozen=True)
 class Target:
-    arch: str        # e.g. vgg16
-    family: str      # e.g. vgg
+    arch: str        # as typed, e.g. vgg16 (the ImageNet VGG-16 when data is `in`)
+    family: str      # the family it resolved to, e.g. vgg or invgg
     depth: int
     data: str        # e.g. c10
     num_classes: int
@@ -28,6 +32,17 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.arch}-{self.data}"
+
+    @property
+    def spec_name(self) -> str:
+        """The network's own name, family + depth (`ArchSpec.name`, what patterns record as
+        their arch): `invgg16` for `vgg16-in`, `vgg16` for `vgg16-c10`."""
+        return self.family if self.depth == 0 else f"{self.family}{self.depth}"  # depth 0: tv.X
+
+    def base_spec(self, width: float = 1.0) -> ArchSpec:
+        """The unpruned network this target names, at width multiplier `width` and the dataset's
+        classes and image size: the family the parser resolved is the one built."""
+        return family_base(self.family, self.depth, self.num_classes, width, input_size=self.input_size)
 
 
 @dataclass(frozen=True)
@@ -46,8 +61,8 @@ def parse_target(name: str) -> Target:
         raise ArchsearchError(f"target {name!r} is not ARCH-DATA, e.g. vgg16-c10 or vgg11-digits "
                               f"(datasets: {', '.join(known_names())})")
     arch, data = parts
-    fam, depth = parse_arch(arch)
     info = get_info(data)
+    fam, depth = parse_arch(arch, info.nets)
     return Target(arch=arch, family=fam.name, depth=depth, data=data, num_classes=info.num_classes,
                   input_size=info.input_size)
 
@@ -57,7 +72,9 @@ def split_proposer(name: str) -> tuple[str, Target, str | None]:
     method, sep, rest = name.strip().partition("-")
     if not sep:
         raise ArchsearchError(f"proposer {name!r} is not METHOD-ARCH-DATA, e.g. slimming-vgg16-c10")
-    rest, dot, variant = rest.partition(".")
+    arch, dash, data = rest.partition("-")  # an arch may hold a '.' (tv.resnet18); a dataset name never does
+    data, dot, variant = data.partition(".")
+    rest = f"{arch}{dash}{data}"
     if dot and not (variant.isascii() and variant.isalnum()):
         raise ArchsearchError(f"variant {variant!r} in {name!r} is not a plain name of letters and digits (e.g. A)")
     return method, parse_target(rest), variant or None

@@ -1,9 +1,10 @@
-"""The paper's CIFAR models as its code defines them, ported line by line to today's PyTorch
+"""The paper's models as its code defines them, ported line by line to today's PyTorch
 (only `Variable` and the CUDA check removed), for independent parameter counts.
 
 Sources (Eric-mingjie/rethinking-network-pruning):
 - cifar/l1-norm-pruning/models/resnet.py
 - cifar/network-slimming/models/preresnet.py, densenet.py, channel_selection.py
+- imagenet/network-slimming/vgg.py, imagenet/l1-norm-pruning/resnet.py (ImageNet; init left out: counts only)
 Their `channel_selection.indexes` is an nn.Parameter (one float per stream channel); the
 paper's tables count parameters without it, so `params()` leaves it out and reports it.
 """
@@ -186,3 +187,63 @@ def params(model: nn.Module) -> tuple[int, int]:
     """(parameters without the selection index vectors, the index vectors' size)."""
     idx = sum(p.numel() for n, p in model.named_parameters() if n.endswith("indexes"))
     return sum(p.numel() for p in model.parameters()) - idx, idx
+
+
+# -- imagenet/network-slimming/vgg.py (commit 2ac473d) --------------------------------------------
+class SlimmingVGG(nn.Module):
+    """`slimmingvgg(config=cfg)`: VGG-11 (cfg "A") with BN, classifier Linear -> BatchNorm1d -> ReLU
+    (x2) -> Linear; `cfg` may be a pruned one, as `prune.py` writes it (conv widths, 'M', and the
+    two hidden widths last)."""
+
+    def __init__(self, cfg=None, num_classes=1000):
+        super().__init__()
+        cfg = cfg or [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M', 4096, 4096]
+        layers, in_channels = [], 3
+        for v in cfg[:-2]:
+            if v == 'M':
+                layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+            else:
+                layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                in_channels = v
+        self.features = nn.Sequential(*layers)
+        c = [cfg[-4], cfg[-2], cfg[-1]]
+        self.classifier = nn.Sequential(
+            nn.Linear(c[0] * 7 * 7, c[1]), nn.BatchNorm1d(c[1]), nn.ReLU(True),
+            nn.Linear(c[1], c[2]), nn.BatchNorm1d(c[2]), nn.ReLU(True), nn.Linear(c[2], num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).view(x.size(0), -1))
+
+
+# -- imagenet/l1-norm-pruning/resnet.py (commit 2ac473d): torchvision's ResNet, conv1 widths from cfg ----
+class ImageNetResNet(nn.Module):
+    """`ResNet(BasicBlock, layers, cfg)`: `cfg` gives each basic block's conv1 width (Li et al.'s
+    pruned ResNet-34); the original's `fc = nn.Linear(cfg[-1], ...)` equals 512 only for an
+    unpruned last block, so the classifier here reads the stream (512), as torchvision's does."""
+
+    def __init__(self, layers, cfg=None, num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        if cfg is None:
+            cfg = [w for p, n in zip((64, 128, 256, 512), layers) for w in [p] * n]
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        count = 0
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            setattr(self, f"layer{i + 1}", self._make_layer(planes, n, cfg[count:count + n], stride=1 if i == 0 else 2))
+            count += n
+        self.avgpool = nn.AvgPool2d(7, stride=1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def _make_layer(self, planes, blocks, cfg, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, cfg[0], stride, downsample)]
+        self.inplanes = planes
+        for i in range(1, blocks):
+            layers.append(BasicBlock(self.inplanes, planes, cfg[i]))
+        return nn.Sequential(*layers)

@@ -76,7 +76,8 @@ def _original_flops(model: nn.Module, spec: ArchSpec) -> int:
 
 
 def test_every_family_is_listed():
-    assert {parse_arch(a)[0].name for a in all_archs()} == {"vgg", "resnet", "preresnet", "densenet"}
+    assert {parse_arch(a)[0].name for a in all_archs()} == {"vgg", "resnet", "preresnet", "densenet", "invgg",
+                                                            "inresnet"}  # the last two: test_imagenet_archs.py
     assert {"resnet110", "preresnet164", "densenet40", "vgg19"} <= set(all_archs())
 
 

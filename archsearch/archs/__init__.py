@@ -2,8 +2,9 @@
 
 A family declares, for a depth and a width multiplier, its **channel groups** (`Group`):
 the channels that must keep one width. Two kinds:
-- `conv`: a conv's own output channels (every VGG conv; a ResNet block's first conv; a
-  PreResNet bottleneck's two inner convs);
+- `conv`: a layer's own output channels (every VGG conv; a ResNet block's first conv; a
+  PreResNet bottleneck's two inner convs; the hidden linear layers of Network Slimming's
+  ImageNet VGG-11, whose BatchNorm1d scales it prunes);
 - `select`: the channels that a channel-selection layer lets through from a stream whose
   own width stays fixed (Network Slimming's `channel_selection` after a BN in PreResNet
   and DenseNet: the BN and the stream keep their width, the next conv reads only the
@@ -22,6 +23,13 @@ From a spec the family gives:
 - `module(spec)`: the `nn.Module`.
 
 Add a family by subclassing `Family` and decorating it with `@register_family`.
+
+Arch names: a dataset says which networks its names mean (`DatasetInfo.nets`: "cifar", the
+paper's CIFAR networks, or "imagenet", its ImageNet ones). A family of the ImageNet networks
+has an `alias`, the prefix users type for it there: under "imagenet" `vgg16` is `invgg16` and
+`resnet50` is `inresnet50`; under "cifar" they are the CIFAR families. A family's own name
+(`spec.name`, e.g. `invgg16`) is accepted under either. `parse_arch` is the one place that
+reads them.
 """
 
 from __future__ import annotations
@@ -39,14 +47,17 @@ from ..spec import ArchSpec
 
 FAMILIES: dict[str, "Family"] = {}
 GROUP_KINDS = ("conv", "select")
+NETS = ("cifar", "imagenet")  # which networks a dataset's arch names mean (`DatasetInfo.nets`)
 
 
 @dataclass(frozen=True)
 class Op:
     """One layer as the counters see it. `hw` is the output side length; `nonzero` the
-    number of kept weights of a masked conv (None = dense). `in_original` is False for a layer
-    that the paper's FLOP counter never sees: it hooks registered modules, and a layer built
-    inside `forward` (VGG's final average pool) has none."""
+    number of kept weights of a masked conv (None = dense); `bias` whether a conv has one (the
+    ImageNet VGGs' convs do). `in_original` is False for a layer that the paper's FLOP counter
+    never sees: it hooks registered Conv2d, Linear, BatchNorm2d, ReLU and pooling modules, so a
+    layer built inside `forward` (the CIFAR VGG's final average pool) or a BatchNorm1d (the
+    ImageNet VGG-11's classifier) is not counted there."""
 
     kind: str  # conv | bn | relu | maxpool | avgpool | linear
     cin: int
@@ -55,6 +66,7 @@ class Op:
     k: int = 1
     nonzero: int | None = None
     in_original: bool = True
+    bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,9 @@ def spread(stream: int, width: int) -> list[int]:
 class Family:
     name: ClassVar[str]
     depths: ClassVar[tuple[int, ...]]   # the depths listed by name (`all_archs`)
+    title: ClassVar[str] = ""           # for messages: "the CIFAR ResNet", "torchvision's ResNet"
+    nets: ClassVar[str] = "cifar"       # the networks it belongs to (`NETS`)
+    alias: ClassVar[str | None] = None  # the prefix it is typed as where a dataset's nets are `nets`
     # a family of any depth step*n + offset (min_depth..max_depth); without a step, `depths` only
     depth_step: ClassVar[int | None] = None
     depth_offset: ClassVar[int] = 0
@@ -234,6 +249,7 @@ class Family:
         if any(not np.any(k) for k in keep):
             raise ValueError("every channel group must keep at least one channel")
         idx = {g.name: torch.from_numpy(np.flatnonzero(k)) for g, k in zip(gs, keep)}
+        width = {g.name: w for g, w in zip(gs, spec.widths)}
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         for mod, (out_g, in_g) in self.wires(spec).items():
             for p in ("weight", "weight_mask", "bias", "running_mean", "running_var"):
@@ -244,7 +260,11 @@ class Family:
                 if out_g is not None:
                     t = t.index_select(0, idx[out_g])
                 if in_g is not None and t.dim() > 1:
-                    t = t.index_select(1, idx[in_g])
+                    i = idx[in_g]
+                    per = t.shape[1] // width[in_g]
+                    if per > 1:  # a linear layer reading a flattened C x H x W map: H*W inputs per channel
+                        i = (i[:, None] * per + torch.arange(per)).flatten()
+                    t = t.index_select(1, i)
                 state[key] = t.contiguous()
         selected = {}
         for g, k in zip(gs, keep):
@@ -266,6 +286,10 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 
 def get_family(name: str) -> Family:
+    if name.startswith("tv."):  # any torchvision model, made on first use (archs/tv.py)
+        from .tv import tv_family
+
+        return tv_family(name[3:])
     try:
         return FAMILIES[name]
     except KeyError:
@@ -275,19 +299,46 @@ def get_family(name: str) -> Family:
 _ARCH_RE = re.compile(r"^([a-z]+?)(\d+)$")
 
 
-def parse_arch(name: str) -> tuple[Family, int]:
-    """'vgg16' -> (the VGG family, 16). The one place arch names are read."""
+def _family_for(prefix: str, nets: str) -> Family | None:
+    """The family a typed prefix means where a dataset's networks are `nets`: the alias of one
+    of those networks' families ('vgg' under imagenet is invgg), else a family's own name."""
+    for f in FAMILIES.values():
+        if f.alias == prefix and f.nets == nets:
+            return f
+    return FAMILIES.get(prefix)
+
+
+def arch_names(nets: str = "cifar") -> list[str]:
+    """Every listed name a user can type where a dataset's networks are `nets`: the aliases of
+    those networks' families first, then families by their own names."""
+    out = [f"{f.alias}{d}" for f in FAMILIES.values() if f.alias and f.nets == nets for d in f.depths]
+    return out + [f"{f.name}{d}" for f in FAMILIES.values() if _family_for(f.name, nets) is f for d in f.depths]
+
+
+def parse_arch(name: str, nets: str = "cifar") -> tuple[Family, int]:
+    """'vgg16' -> (the VGG family, 16): the CIFAR VGG where the dataset's networks are "cifar",
+    the ImageNet VGG (invgg) where they are "imagenet"; 'invgg16' -> the ImageNet VGG under
+    either. The one place arch names are read."""
+    if nets not in NETS:
+        raise ArchsearchError(f"unknown networks {nets!r}; known: {', '.join(NETS)}")
+    if name.startswith("tv."):  # tv.resnet18, tv.mobilenet_v2: torchvision's own, under any nets
+        return get_family(name), 0
     m = _ARCH_RE.match(name)
-    if not m or m.group(1) not in FAMILIES:
-        known = ", ".join(f"{f.name}{d}" for f in FAMILIES.values() for d in f.depths)
-        raise ArchsearchError(f"unknown architecture {name!r}; known: {known}")
-    fam, depth = FAMILIES[m.group(1)], int(m.group(2))
+    fam = _family_for(m.group(1), nets) if m else None
+    if fam is None:
+        raise ArchsearchError(f"unknown architecture {name!r}; known ({nets} networks): {', '.join(arch_names(nets))}")
+    depth = int(m.group(2))
     if not fam.accepts(depth):
-        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}")
+        prefix = fam.alias or fam.name
+        hint = "".join(f"; {name} is {g.title}-{depth} on datasets of {g.nets} networks" if g.alias is None else
+                       f"; {g.name}{depth} is {g.title}-{depth}"
+                       for g in FAMILIES.values() if g is not fam and (g.alias or g.name) == prefix and g.accepts(depth))
+        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}{hint}")
     return fam, depth
 
 
 def all_archs() -> list[str]:
+    """Every family at its listed depths, by the family's own name (accepted under any nets)."""
     return [f"{f.name}{d}" for f in FAMILIES.values() for d in f.depths]
 
 
@@ -302,13 +353,23 @@ def scale_widths(widths: list[int], width: float) -> list[int]:
     return [scale_width(w, width) for w in widths]
 
 
-def base_spec(arch: str, num_classes: int, width: float = 1.0, in_channels: int = 3,
-              input_size: int = 32) -> ArchSpec:
-    """The unpruned network `arch` (e.g. 'vgg16', 'preresnet164') at width multiplier `width`."""
-    fam, depth = parse_arch(arch)
+def family_base(family: str, depth: int, num_classes: int, width: float = 1.0, in_channels: int = 3,
+                input_size: int = 32) -> ArchSpec:
+    """The unpruned network of `family` at `depth` and width multiplier `width`."""
+    fam = get_family(family)
+    if not fam.accepts(depth):
+        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}")
     if not (0 < width <= 16):
         raise ArchsearchError(f"width multiplier must be in (0, 16], got {width}")
     return fam.base(depth, num_classes, width, in_channels, input_size)
+
+
+def base_spec(arch: str, num_classes: int, width: float = 1.0, in_channels: int = 3,
+              input_size: int = 32, nets: str = "cifar") -> ArchSpec:
+    """The unpruned network `arch` (e.g. 'vgg16', 'preresnet164', 'inresnet50'; names read as
+    `parse_arch` reads them under `nets`) at width multiplier `width`."""
+    fam, depth = parse_arch(arch, nets)
+    return family_base(fam.name, depth, num_classes, width, in_channels, input_size)
 
 
 def build(spec: ArchSpec) -> nn.Module:
@@ -358,4 +419,4 @@ def final_hw(spec: ArchSpec, halvings: int) -> int:
     return hw
 
 
-from . import vgg, resnet, preresnet, densenet  # noqa: E402,F401  (register the families)
+from . import vgg, resnet, preresnet, densenet, imagenet  # noqa: E402,F401  (register the families)

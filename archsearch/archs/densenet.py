@@ -88,6 +88,7 @@ class DenseNet(nn.Module):
 @register_family
 class DenseNetFamily(Family):
     name = "densenet"
+    title = "the CIFAR DenseNet"
     depths = (40, 100)
     depth_step, depth_offset, min_depth, max_depth = 3, 4, 7, 1000
 

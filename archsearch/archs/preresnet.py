@@ -85,6 +85,7 @@ class PreResNet(nn.Module):
 @register_family
 class PreResNetFamily(Family):
     name = "preresnet"
+    title = "the CIFAR PreResNet"
     depths = (56, 110, 164)
     depth_step, depth_offset, min_depth, max_depth = 9, 2, 11, 2000
 

@@ -76,6 +76,7 @@ class ResNet(nn.Module):
 @register_family
 class ResNetFamily(Family):
     name = "resnet"
+    title = "the CIFAR ResNet"
     depths = (20, 32, 44, 56, 110)
     depth_step, depth_offset, min_depth, max_depth = 6, 2, 8, 2000
 

@@ -71,6 +71,7 @@ def _layer_index(spec_stages: list[int]) -> list[int]:
 @register_family
 class VGGFamily(Family):
     name = "vgg"
+    title = "the CIFAR VGG"
     depths = tuple(sorted(STAGE_CFGS))
 
     def layout(self, depth: int, width: float) -> list[Group]:

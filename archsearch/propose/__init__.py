@@ -50,7 +50,7 @@ from torch import nn
 
 from .. import __version__
 from .._io import RunInUse, RunLock, read_json, torch_save, write_json
-from ..archs import base_spec, build
+from ..archs import build
 from ..data import Dataset
 from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
@@ -254,7 +254,7 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     if not 0.0 <= floor < 1.0:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
     width = get_preset(preset).width if width is None else width
-    base = base_spec(pn.target.arch, pn.target.num_classes, width=width, input_size=pn.target.input_size)
+    base = pn.target.base_spec(width)
     prop.check_family(base)
     layer_ratios = None
     if prop.allocation == "per-layer":
