@@ -33,6 +33,7 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Map3 = Annotated[list[Annotated[list[Unit], Field(min_length=3, max_length=3)]], Field(min_length=3, max_length=3)]
+MapK = Annotated[list[Annotated[list[Unit], Field(min_length=1, max_length=15)]], Field(min_length=1, max_length=15)]
 
 
 class Model(BaseModel):
@@ -162,7 +163,8 @@ class StageStats(LayerStats):
 
 class ProposalSummary(Model):
     seed: Seed
-    layer_kernel_keep: Optional[list[Optional[Map3 | Annotated[list[Annotated[list[Unit], Field(min_length=1, max_length=1)]], Field(min_length=1, max_length=1)]]]] = None
+    # one k x k map per conv (k its kernel size: 1, 3, a stem's 7, an EfficientNet's 5)
+    layer_kernel_keep: Optional[list[Optional[MapK]]] = None
 
 
 class Pattern(Model):
@@ -210,8 +212,15 @@ class Pattern(Model):
             if km is None or len(km) != n_stages:
                 raise ValueError(f"stage.kernel_keep_mean must be {n_stages} 3x3 maps")
             for p in self.proposals or []:
-                if p.layer_kernel_keep is not None and len(p.layer_kernel_keep) != n:
-                    raise ValueError(f"proposals: layer_kernel_keep must be {n} 3x3 maps")
+                if p.layer_kernel_keep is None:
+                    continue
+                if len(p.layer_kernel_keep) != n:
+                    raise ValueError(f"proposals: layer_kernel_keep must be {n} maps, one per conv")
+                for i, m in enumerate(p.layer_kernel_keep):
+                    k = self.kernels[i] if self.kernels is not None else None
+                    if m is not None and (any(len(row) != len(m) for row in m) or (k is not None and len(m) != k)):
+                        raise ValueError(f"proposals: layer_kernel_keep {i} must be a {k or len(m)}x{k or len(m)} map "
+                                         "(the conv's kernel size)")
         return self
 
 
@@ -274,6 +283,14 @@ class EpochRecord(Model):
     epochs: Optional[PositiveInt] = None
 
 
+class Preprocess(Model):
+    size: Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+    mean: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=1, max_length=4)]
+    std: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1, max_length=4)]
+    scale: Annotated[str, Field(max_length=200)]
+    classes: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=100_000)]
+
+
 class ResultModel(Model):
     best_acc: Unit
     final_acc: Unit
@@ -296,6 +313,7 @@ class ResultModel(Model):
     schedule: dict[str, Any]
     date: str
     counting: str
+    preprocess: Optional[Preprocess] = None
 
 
 class ProposalRecord(Model):

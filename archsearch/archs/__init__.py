@@ -185,6 +185,11 @@ class Family:
     def module(self, spec: ArchSpec) -> nn.Module:
         raise NotImplementedError
 
+    def group_bns(self, spec: ArchSpec, group: Group) -> list[str]:
+        """The BatchNorms whose scales rank a group's channels (Network Slimming): its own BN
+        here; every BN of a coupled group in a `tv.*` family, whose scores average over them."""
+        return [group.bn]
+
     def selection(self, spec: ArchSpec, group: Group, width: int | None = None) -> list[int]:
         """The stream channels a select group reads: the spec's own, or spread evenly."""
         if spec.selected and group.name in spec.selected:

@@ -6,8 +6,9 @@ Channel groups come from Torch-Pruning's `DependencyGraph` (VainF/Torch-Pruning,
 `torch-pruning` package), which traces the model once and knows which channels are coupled:
 a conv's outputs with its BN, the convs that read them, the depthwise convs that must keep
 them, every conv whose outputs meet in a residual add, and the classifier's inputs. Each
-group of the graph whose root is a conv is one archsearch channel group, named by that
-conv; the final classifier's outputs (the classes) are never a group. A group's stage is
+group of the graph whose root is a conv is one archsearch channel group, named by the conv
+that makes its channels (the first to run that is not depthwise: Li et al.'s L1 norm ranks
+its filters); the final classifier's outputs (the classes) are never a group. A group's stage is
 the feature-map size of its convs' outputs (0 at the input resolution, +1 per halving; the
 convs of a squeeze-and-excitation block take the stage of the map they rescale), found by
 one traced forward pass at the dataset's resolution.
@@ -54,6 +55,13 @@ def _tp():
     except ImportError:  # pragma: no cover - a dependency
         raise ArchsearchError("torchvision families need Torch-Pruning: pip install torch-pruning") from None
     return tp
+
+
+def _graph(model: nn.Module, size: int):
+    """Torch-Pruning's dependency graph of `model` (traced through autograd: on even where the
+    caller runs under `torch.no_grad()`)."""
+    with torch.enable_grad():
+        return _tp().DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
 
 
 def classification_models() -> list[str]:
@@ -162,34 +170,45 @@ def _se_types() -> tuple[type, ...]:
 class _Layout:
     groups: tuple[Group, ...]                       # at full width
     wires: dict[str, tuple[str | None, str | None]]  # module -> (group of its output dim, of its input dim)
+    bns: dict[str, tuple[str, ...]]                  # group -> every BN of its coupled channels
+    conv_stages: dict[str, int]                      # conv -> its stage, numbered as the groups'
 
 
 @functools.lru_cache(maxsize=64)
 def _layout(model_name: str, size: int) -> _Layout:
     tp = _tp()
     model = _make(model_name, 10)  # the classes never form a group
-    _, stages = _trace(model, size)
+    layers, stages = _trace(model, size)
+    run_order = {layer.name: i for i, layer in enumerate(layers)}
     clf = model.get_submodule(_classifier(model))
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
+    dg = _graph(model, size)
     names = {m: n for n, m in model.named_modules()}
-    groups, wires = [], {}
+    groups, wires, bns = [], {}, {}
     seen_roots = set()
     for g in dg.get_all_groups(ignored_layers=[clf], root_module_types=[nn.Conv2d]):
         items = [(it.dep.target.module, it.dep.handler) for it in g]
         root = items[0][0]
-        if root not in names or names[root] in seen_roots:
+        if root not in names:
             continue
         convs = [m for m, _ in items if isinstance(m, nn.Conv2d)]
         if any(1 < c.groups < c.in_channels for c in convs):  # grouped, not depthwise: width fixed (module docstring)
             continue
-        gname = names[root]
-        seen_roots.add(gname)
         outs = [names[m] for m, h in items if m in names and dg.is_out_channel_pruning_fn(h)]
+        # the group is named by the conv that makes its channels: the first one to run that reads
+        # all its inputs (not a depthwise conv, which only carries them); Li et al.'s L1 ranks its filters
+        makers = sorted((n for n in outs if isinstance(model.get_submodule(n), nn.Conv2d)
+                         and model.get_submodule(n).groups == 1), key=lambda n: run_order.get(n, len(run_order)))
+        gname = makers[0] if makers else names[root]
+        if gname in seen_roots:
+            continue
+        seen_roots.add(gname)
         ins = [names[m] for m, h in items if m in names and dg.is_in_channel_pruning_fn(h)]
         conv_stages = [stages[n] for n in outs if n in stages]
         stage = max(set(conv_stages), key=lambda s: (conv_stages.count(s), s)) if conv_stages else 0
-        bn = next((n for n in outs if isinstance(model.get_submodule(n), nn.BatchNorm2d)), "")
-        groups.append(Group(name=gname, kind="conv", stage=stage, base=root.out_channels, bn=bn))
+        group_bns = tuple(n for n in outs if isinstance(model.get_submodule(n), nn.BatchNorm2d))
+        bn = group_bns[0] if group_bns else ""
+        bns[gname] = group_bns
+        groups.append(Group(name=gname, kind="conv", stage=stage, base=model.get_submodule(gname).out_channels, bn=bn))
         for n in outs:
             wires.setdefault(n, [None, None])[0] = gname
         for n in ins:
@@ -198,10 +217,14 @@ def _layout(model_name: str, size: int) -> _Layout:
                 continue  # a depthwise conv's weight has one input per output: its outputs carry the group
             wires.setdefault(n, [None, None])[1] = gname
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    groups.sort(key=lambda g: (g.stage, order[g.name]))
-    low = groups[0].stage if groups else 0  # stages count from the first group's map (a spec's stages start at 0)
-    groups = [Group(g.name, g.kind, g.stage - low, g.base, g.bn) for g in groups]
-    return _Layout(tuple(groups), {k: (v[0], v[1]) for k, v in wires.items()})
+    # stages count from the first group's map (a spec's stages start at 0; a stem conv before it
+    # joins stage 0) and are numbered densely (a stride-4 layer would otherwise skip one)
+    low = min((g.stage for g in groups), default=0)
+    dense = {v: i for i, v in enumerate(sorted({max(0, v - low) for v in [*stages.values(), *(g.stage for g in groups)]}))}
+    at = {n: dense[max(0, v - low)] for n, v in stages.items()}
+    groups = sorted((Group(g.name, g.kind, dense[max(0, g.stage - low)], g.base, g.bn) for g in groups),
+                    key=lambda g: (g.stage, order[g.name]))
+    return _Layout(tuple(groups), {k: (v[0], v[1]) for k, v in wires.items()}, bns, at)
 
 
 def _reinit_(model: nn.Module) -> None:
@@ -271,7 +294,7 @@ class TorchvisionFamily(Family):
         if all(w == g.base for w, g in zip(widths, gs)):
             return model
         tp = _tp()
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
+        dg = _graph(model, size)
         for g, w in zip(gs, widths):
             if not 1 <= w <= g.base:
                 raise ArchsearchError(f"{self.name}: group {g.name} has {g.base} channels; width {w} is out of range")
@@ -285,15 +308,15 @@ class TorchvisionFamily(Family):
         return _layers(self.model, spec.input_size, spec.num_classes, tuple(spec.widths))
 
     def convs(self, spec: ArchSpec) -> list[Conv]:
-        stages = {g.name: g.stage for g in self.groups(spec)}
-        out = []
-        for layer in self._dense_layers(spec):
-            if layer.conv is not None:
-                out.append(layer.conv)
-        return [Conv(c.name, c.cout, c.cin, c.k, stages.get(c.name, c.stage), c.hw) for c in out]
+        stages = _layout(self.model, spec.input_size).conv_stages
+        return [Conv(c.name, c.cout, c.cin, c.k, stages[c.name], c.hw)
+                for c in (layer.conv for layer in self._dense_layers(spec)) if c is not None]
 
     def wires(self, spec: ArchSpec) -> dict[str, tuple[str | None, str | None]]:
         return dict(_layout(self.model, spec.input_size).wires)
+
+    def group_bns(self, spec: ArchSpec, group: Group) -> list[str]:
+        return list(_layout(self.model, spec.input_size).bns[group.name])
 
     def ops(self, spec: ArchSpec) -> list[Op]:
         masks = spec.masks or {}

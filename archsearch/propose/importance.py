@@ -22,12 +22,17 @@ from ..spec import ArchSpec
 
 def bn_scale(model: nn.Module, base: ArchSpec) -> list[torch.Tensor]:
     """|gamma| of each channel group's BN; a selection group reads the stream BN before it at
-    the channels it selects (as `resprune.py` / `denseprune.py` rank them)."""
+    the channels it selects (as `resprune.py` / `denseprune.py` rank them); a coupled group of
+    a `tv.*` family (convs meeting in a residual add) the mean |gamma| over its BNs, as
+    Torch-Pruning's `BNScaleImportance(group_reduction="mean", normalizer=None)`."""
     fam = get_family(base.family)
     modules = dict(model.named_modules())
     out = []
     for g in fam.groups(base):
-        w = modules[g.bn].weight.detach().abs().float().cpu()
+        bns = fam.group_bns(base, g)
+        if not bns or not all(b in modules and modules[b].weight is not None for b in bns):
+            raise ArchsearchError(f"{base.name}: channel group {g.name} has no BatchNorm scale to rank it by")
+        w = torch.stack([modules[b].weight.detach().abs().float().cpu() for b in bns]).mean(0)
         out.append(w[torch.as_tensor(fam.selection(base, g))] if g.kind == "select" else w)
     return out
 

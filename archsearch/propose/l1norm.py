@@ -17,8 +17,11 @@ The paper's configurations are named variants, exactly as the rethinking reposit
 Without a variant: one `--ratio` for every group, or `--stage-ratios` (one per stage) with
 an optional `--skip` list of group names.
 
-Only conv groups have filters of their own: the method applies to VGG and ResNet, as in the
-paper. The l1-norm code's VGG has a 512-512-classes classifier with BatchNorm1d; archsearch's
+Only conv groups have filters of their own: the method applies to every family whose
+channel groups are all conv groups (VGG and ResNet, as in the paper; the ImageNet networks;
+`tv.*` torchvision models, where a group of coupled convs is ranked by its root conv's
+filters, Torch-Pruning's `MagnitudeImportance(p=1, group_reduction="first")`), not to
+PreResNet and DenseNet, whose channel selections have no filters. The l1-norm code's VGG has a 512-512-classes classifier with BatchNorm1d; archsearch's
 VGG family is Network Slimming's (one linear layer), so a VGG-16-A built here has the same
 conv widths as the paper's and fewer classifier parameters.
 """
@@ -73,8 +76,13 @@ class L1Norm(Proposer):
     kind = "channels"
     default_ratio = 0.5
     about = "L1-norm filter pruning: predefined per-layer ratios, filters ranked by L1 norm (Li et al. 2017)"
-    families = ("vgg", "resnet")
     allocation = "per-layer"
+
+    def check_family(self, base: ArchSpec) -> None:
+        sel = [g.name for g in get_family(base.family).groups(base) if g.kind != "conv"]
+        if sel:
+            raise ArchsearchError(f"{self.name} does not apply to the {base.family} family: it ranks filters, and "
+                                  f"its channel selections ({sel[0]}, ...) have none (try slimming)")
 
     def layer_ratios(self, base: ArchSpec, variant: str | None, ratio: float | None,
                      stage_ratios: list[float] | None, skip: list[str] | None) -> list[float]:
