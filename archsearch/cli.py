@@ -203,15 +203,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     if kind == "finetune":
         if not weights:
             raise ArchsearchError("--schedule finetune needs --weights FILE (a model.pt to start from)")
-        try:
-            init_state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001  any unreadable file is bad input
-            raise ArchsearchError(f"cannot read weights {weights}: {str(e).splitlines()[0]}") from None
-        if isinstance(init_state, dict) and "model" in init_state:
-            init_state = init_state["model"]
-        if not (isinstance(init_state, dict) and init_state
-                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in init_state.items())):
-            raise ArchsearchError(f"{weights} is not a state dict (a dict of named tensors, like model.pt)")
+        init_state = _read_state(weights)
     schedule = make_schedule(preset, kind, epochs=epochs, spec=spec, base=base, cap=cap,
                              count_convention=count_convention)
     data = subset_train(load_dataset(tgt.data, data_dir, download=download), train_subset)
@@ -229,6 +221,23 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
                        progress=EpochProgress(f"{spec.name}-{tgt.data} s{seed}"))
     if main_rank:
         click.echo(result.summary() + f" | {out}/result.json")
+
+
+def _read_state(path: str) -> dict:
+    """A state dict from a file a user hands us: loaded as data (`weights_only`), checked to be
+    a dict of named tensors (a checkpoint's "model" entry is taken)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  any unreadable file is bad input
+        raise ArchsearchError(f"cannot read weights {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise ArchsearchError(f"{path} is not a state dict (a dict of named tensors, like model.pt)")
+    return state
 
 
 def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
@@ -664,6 +673,66 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     click.echo(markdown_table(trows, tcols))
     click.echo(f"wrote {out / 'results.md'} and {out / 'efficiency.html'}")
     done()
+
+
+@cli.command("export")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="The ArchSpec JSON (default: RUN_DIR/spec.json).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="A state dict (default: RUN_DIR/model.pt, else "
+              "RUN_DIR/pruned_model.pt; none with --spec alone: the exported net is untrained).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory (default RUN_DIR/export, "
+              "or exports/ARCH with --spec alone).")
+@click.option("--format", "formats", help="Comma list of export (torch.export), torchscript, onnx [default: all that "
+              "are installed; onnx needs archsearch[onnx]].")
+@click.option("--atol", type=Number(0, 1), default=1e-4, show_default=True,
+              help="Largest allowed difference between the exported and the original outputs (plus 1e-4 x |output|).")
+def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
+    """Export a network for use without archsearch: torch.export, TorchScript and ONNX, with
+    its spec, its weights and export.json (input size, mean and std, classes, provenance).
+
+    Every exported file is loaded back and must give the original module's outputs, or
+    nothing is written. RUN_DIR is what `archsearch train` (or a proposal) wrote.
+
+    \b
+    Examples:
+      archsearch export runs/vgg11-digits-scratch-e-tiny-w0.25-s0
+      archsearch export runs/r18 --format onnx --out deploy/r18
+      archsearch export --spec runs/transfer/X/transferred-1M.json --out deploy/untrained
+    """
+    from .export import export, parse_formats
+    from .spec import ArchSpec
+    from .train import load_result
+
+    fmts = parse_formats(formats)
+    if run_dir is None and spec_file is None:
+        raise ArchsearchError("give RUN_DIR (a run directory with spec.json and model.pt) or --spec FILE")
+    rd = Path(run_dir) if run_dir else None
+    if rd is not None and not rd.is_dir():
+        raise ArchsearchError(f"run directory {rd} does not exist")
+    spec_path = Path(spec_file) if spec_file else rd / "spec.json"
+    if not spec_path.is_file():
+        raise ArchsearchError(f"no spec at {spec_path} (is {rd} a finished run? pass --spec FILE)")
+    spec = ArchSpec.load(spec_path)
+    if weights is None and rd is not None:
+        found = [rd / n for n in ("model.pt", "pruned_model.pt") if (rd / n).is_file()]
+        if not found:
+            raise ArchsearchError(f"no model.pt in {rd}: the run has not finished (or pass --weights FILE)")
+        weights = str(found[0])
+    state = _read_state(weights) if weights else None
+    about: dict = {"source": {"run_dir": str(rd) if rd else None, "spec": str(spec_path), "weights": weights},
+                   "command": "archsearch export " + " ".join(sys.argv[2:])}
+    if rd is not None and (rd / "result.json").is_file():
+        res = load_result(rd / "result.json")
+        about["preprocess"] = res.preprocess
+        about["training"] = {"data": res.data, "best_acc": res.best_acc, "final_acc": res.final_acc,
+                             "epochs": res.epochs, "seed": res.seed, "date": res.date}
+    out = Path(out_dir) if out_dir else (rd / "export" if rd is not None else Path("exports") / spec.name)
+    man = export(spec, state, out, fmts, atol=atol, about=about)
+    for f, rec in man["formats"].items():
+        click.echo(f"{f:12s} {out / rec['file']}  (outputs match, max diff {rec['max_abs_diff']:.2g})")
+    if state is None:
+        click.echo("note: no weights given: the exported network is untrained (random initialisation)", err=True)
+    click.echo(f"wrote {out / 'export.json'}")
 
 
 @cli.group()

@@ -308,6 +308,9 @@ class Result:
     schedule: dict
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     counting: str = "MACs count conv+linear multiply-accumulates per image; FLOPs = 2 x MACs"
+    # what the network reads (for `archsearch export`): side, per-channel mean and std of
+    # pixels / 255, and the class names in label order; None in results made before it existed
+    preprocess: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -647,6 +650,9 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         device_name=device_name(eng.dev) + (f" x {dist.world} processes" if dist.enabled else ""),
         torch_version=torch.__version__, archsearch_version=__version__, seed=seed, data=data.name,
         arch=spec.name, schedule=schedule.to_dict(),
+        preprocess={"size": spec.input_size, "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std],
+                    "scale": "pixels / 255, then (x - mean) / std per channel, RGB, N x C x H x W",
+                    "classes": [str(c) for c in (getattr(data, "classes", None) or [])]},
     )
     if out is not None and dist.main:
         spec.save(out / "spec.json")
