@@ -167,8 +167,6 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
         _run_under_torchrun(nproc, click.get_current_context())
         return
     main_rank = current().main
-    import torch
-
     from .counting import count, fmt_count
     from .data import load_dataset, subset_train
     from .names import parse_target

@@ -4,7 +4,6 @@ ONNX with the original module's outputs; masks are folded; a failed check writes
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
