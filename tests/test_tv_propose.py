@@ -131,3 +131,28 @@ def test_l1norm_refuses_channel_selections_in_one_line():
     with pytest.raises(ArchsearchError, match="does not apply to the densenet family.*no"):
         pn = parse("l1norm-densenet40-c10")
         get_proposer(pn.method).check_family(pn.target.base_spec(1.0))
+
+
+@pytest.mark.parametrize("pattern,kinds", [("slimming-vgg16-c10", ["transferred", "uniform", "random"]),
+                                           ("magnitude-vgg16-c10", ["transferred", "uniform", "erk"])])
+def test_shipped_patterns_transfer_onto_a_torchvision_model_at_the_budget(pattern, kinds):
+    """`transfer --from PATTERN --to tv.resnet18-c10 --budget 2M`: every generator meets the
+    budget, writes its stage mapping, and the net trains (one step)."""
+    from archsearch.counting import count
+    from archsearch.generate import generate
+    from archsearch.patterns import find, load_pattern
+
+    pat = load_pattern(find(pattern).path)
+    target = tv_family("resnet18").base(0, 10, 1.0, input_size=32)
+    for kind in kinds:
+        solved = generate(kind, target, 2e6, pattern=pat if kind == "transferred" else None,
+                          sparse=pat["kind"] == "sparsity", seed=0, target_name="tv.resnet18-c10")
+        spec = solved.spec
+        got = count(spec).params_nonzero
+        assert abs(got - 2e6) / 2e6 <= 0.01, (kind, got)
+        if kind == "transferred":
+            assert spec.meta["stage_map"] and spec.meta["source"] == "vgg16-c10"
+        model = build(spec)
+        loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
