@@ -156,3 +156,39 @@ def test_shipped_patterns_transfer_onto_a_torchvision_model_at_the_budget(patter
         loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
         loss.backward()
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method", ["thinet", pytest.param("regression", marks=pytest.mark.slow),
+                                    pytest.param("lottery", marks=pytest.mark.slow)])
+def test_reconstruction_and_lottery_on_a_torchvision_model(method, small_digits, tmp_path):
+    """ThiNet and regression select the groups with a single reader (each block's inner conv)
+    and leave the residual streams whole; lottery tickets mask every conv."""
+    from archsearch.propose import propose
+    from archsearch.propose.reconstruct import readable
+
+    kw = dict(seed=0, preset="tiny", width=0.25, epochs=1, workdir=tmp_path, device="cpu", batch_size=64,
+              train_subset=128)
+    if method == "lottery":
+        kw["rounds"] = 1
+    p = propose(f"{method}-tv.resnet18-digits", small_digits, **kw)
+    small = build(p.spec)
+    small.load_state_dict(torch.load(Path(p.run_dir) / "pruned_model.pt", weights_only=True))
+    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    if method == "lottery":
+        return
+    ok = readable(p.base_spec)
+    fam = get_family(p.base_spec.family)
+    names = [g.name for g in fam.groups(p.base_spec)]
+    assert [n for n, k in zip(names, ok) if k] == [n for n in names if n.endswith(".conv1")]
+    for w, b, k in zip(p.spec.widths, p.base_spec.widths, ok):
+        assert w == (b // 2 if k else b)
+
+
+def test_methods_that_need_the_paper_s_block_structure_refuse_torchvision_models():
+    from archsearch.errors import ArchsearchError
+    from archsearch.propose import get_proposer, parse
+
+    for method in ("sfp", "sss"):
+        pn = parse(f"{method}-tv.resnet18-c10")
+        with pytest.raises(ArchsearchError, match="does not apply to the tv.resnet18 family"):
+            get_proposer(pn.method).check_family(pn.target.base_spec(0.25))

@@ -29,18 +29,52 @@ from ..spec import ArchSpec
 from .allocation import kept_count
 
 
-def consumers(base: ArchSpec) -> list[str]:
-    """For each channel group, the module that reads its channels (its input dim's group)."""
+def consumers(base: ArchSpec) -> list[str | None]:
+    """For each channel group, the one module that reads its channels (its input dim's group);
+    None where several read them (a residual stream: the block convs and the shortcut) or none."""
     fam = get_family(base.family)
     wires = fam.wires(base)
     out = []
     for g in fam.groups(base):
-        readers = [m for m, (_, cin) in wires.items() if cin == g.name]
-        if len(readers) != 1:
-            raise ArchsearchError(f"{base.name}: group {g.name} is read by {len(readers)} modules; "
-                                  "reconstruction-based selection needs exactly one consumer")
-        out.append(readers[0])
+        # a BN (in and out the same group) carries the channels; it does not read them
+        readers = [m for m, (cout, cin) in wires.items() if cin == g.name and cout != g.name]
+        out.append(readers[0] if len(readers) == 1 else None)
     return out
+
+
+def readable(base: ArchSpec) -> list[bool]:
+    """Which channel groups a reconstruction method can select: those with one reader that
+    reads one input per channel (a plain conv or a linear layer on the pooled vector). The
+    others (residual streams, a flattened map) keep their width, as ThiNet and channel
+    pruning leave a ResNet's residual stream alone."""
+    from ..archs import build
+
+    modules = dict(build(base).named_modules())
+    ok = []
+    for w, reader in zip(base.widths, consumers(base)):
+        layer = modules.get(reader) if reader is not None else None
+        cin = layer.in_features if isinstance(layer, nn.Linear) else getattr(layer, "in_channels", None)
+        ok.append(layer is not None and cin == w and getattr(layer, "groups", 1) == 1)
+    return ok
+
+
+class ReaderAllocation:
+    """Mixin of the reconstruction methods (ThiNet, regression): the per-layer ratios apply to
+    the groups with a single reader (`readable`); the rest keep every channel."""
+
+    def check_family(self, base: ArchSpec) -> None:
+        super().check_family(base)  # type: ignore[misc]
+        if not any(readable(base)):
+            raise ArchsearchError(f"{self.name} does not apply to {base.name}: none of its channel groups has a "  # type: ignore[attr-defined]
+                                  "single reader whose outputs could be reconstructed")
+
+    def layer_ratios(self, base: ArchSpec, variant, ratio, stage_ratios, skip) -> list[float]:
+        ratios = super().layer_ratios(base, variant, ratio, stage_ratios, skip)  # type: ignore[misc]
+        out = [r if ok else 0.0 for r, ok in zip(ratios, readable(base))]
+        if not any(out):
+            raise ArchsearchError(f"{self.name}: the groups these ratios prune have no single reader in {base.name}; "  # type: ignore[attr-defined]
+                                  "nothing would be pruned")
+        return out
 
 
 def check_reader(base: ArchSpec, group: str, reader: str, layer: nn.Module, width: int) -> None:
@@ -55,7 +89,7 @@ def check_reader(base: ArchSpec, group: str, reader: str, layer: nn.Module, widt
 def consumer_inputs(model: nn.Module, base: ArchSpec, data: Dataset, n_images: int, seed: int = 0
                     ) -> dict[str, torch.Tensor]:
     """Each consumer's input on `n_images` training images drawn with `seed` (eval mode, CPU)."""
-    names = set(consumers(base))
+    names = {n for n in consumers(base) if n is not None}
     modules = dict(model.named_modules())
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(data.n_train, size=min(n_images, data.n_train), replace=False))
@@ -217,6 +251,13 @@ def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_rati
     inputs = consumer_inputs(model, base, data, n_images)
     keep, facts = [], []
     for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), consumers(base), layer_ratios)):
+        if r == 0:  # kept whole (a skipped group, or one without a single reader: `readable`)
+            keep.append(np.ones(base.widths[i], dtype=bool))
+            facts.append(None)
+            continue
+        if reader is None:
+            raise ArchsearchError(f"{base.name}: group {g.name} is read by several modules (or none); "
+                                  "reconstruction-based selection needs exactly one consumer")
         layer = modules[reader]
         check_reader(base, g.name, reader, layer, base.widths[i])
         k, new_w, fact = choose(i, layer, inputs[reader], kept_count(base.widths[i], r))

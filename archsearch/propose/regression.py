@@ -19,13 +19,13 @@ from torch import nn
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .reconstruct import full_contributions, lasso_select, least_squares_weights, prune_by_readers, relative_error
+from .reconstruct import ReaderAllocation, full_contributions, lasso_select, least_squares_weights, prune_by_readers, relative_error
 
 IMAGES, PER_IMAGE = 256, 4
 
 
 @register_proposer
-class Regression(Proposer):
+class Regression(ReaderAllocation, Proposer):
     name = "regression"
     kind = "channels"
     default_ratio = 0.5

@@ -19,13 +19,13 @@ from torch import nn
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .reconstruct import prune_by_readers, sampled_contributions, thinet_select, weight_matrix
+from .reconstruct import ReaderAllocation, prune_by_readers, sampled_contributions, thinet_select, weight_matrix
 
 IMAGES, PER_IMAGE = 256, 10
 
 
 @register_proposer
-class ThiNet(Proposer):
+class ThiNet(ReaderAllocation, Proposer):
     name = "thinet"
     kind = "channels"
     default_ratio = 0.5
