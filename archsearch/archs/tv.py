@@ -176,7 +176,6 @@ class _Layout:
 
 @functools.lru_cache(maxsize=64)
 def _layout(model_name: str, size: int) -> _Layout:
-    tp = _tp()
     model = _make(model_name, 10)  # the classes never form a group
     layers, stages = _trace(model, size)
     run_order = {layer.name: i for i, layer in enumerate(layers)}
