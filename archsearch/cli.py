@@ -578,9 +578,11 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--preset", default="fast", show_default=True, help="With --train: paper | fast | quick | tiny.")
 @click.option("--epochs", type=EPOCHS, help="With --train: override the preset's epochs.")
 @click.option("--data-dir", type=click.Path(), help="With --train: where CIFAR lives.")
+@click.option("--train-subset", type=click.IntRange(1, 1 << 31),
+              help="With --train: train on a fixed class-stratified subset of N training images.")
 @click.option("--device", default="auto", show_default=True)
 def transfer(target, source, budgets, fractions, by, kind, round_to, floor, baselines, width, seed, out_dir, do_train,
-             kind_sched, seeds, preset, epochs, data_dir, device):
+             kind_sched, seeds, preset, epochs, data_dir, train_subset, device):
     """Build guided or transferred architectures from a pattern, plus baselines, at matched budgets.
 
     Writes one ArchSpec JSON per (generator, budget) and a table (table.md/.csv/.json).
@@ -651,10 +653,10 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
 
     if not do_train:
         return done()
-    from .data import load_dataset
+    from .data import load_dataset, subset_train
     from .progress import EpochProgress
 
-    data = load_dataset(tgt.data, data_dir)
+    data = subset_train(load_dataset(tgt.data, data_dir), train_subset)
     results = train_all(made, data, preset=preset, schedule_kind=kind_sched, seeds=seeds, base=full,
                         out_dir=out / "train", epochs=epochs, device=device,
                         progress=lambda label: EpochProgress(label), log=lambda m: click.echo(m, err=True))
@@ -665,7 +667,8 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     from .plot import efficiency_figure, write_html
 
     caption = (f"{pattern['name']} -> {target} width {width:g}; {kind_sched}, preset {preset}, "
-               f"{results[0].epochs if kind_sched == 'scratch-e' else 'scaled'} epochs, {seeds} seeds")
+               f"{results[0].epochs if kind_sched == 'scratch-e' else 'scaled'} epochs, {seeds} seeds"
+               + (f", {train_subset} training images" if train_subset else ""))
     write_html(efficiency_figure(trows, x=by, title=f"parameter efficiency on {target}", caption=caption),
                out / "efficiency.html")
     click.echo(markdown_table(trows, tcols))
@@ -709,7 +712,9 @@ def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
         raise ArchsearchError(f"run directory {rd} does not exist")
     spec_path = Path(spec_file) if spec_file else rd / "spec.json"
     if not spec_path.is_file():
-        raise ArchsearchError(f"no spec at {spec_path} (is {rd} a finished run? pass --spec FILE)")
+        runs = sorted(str(p.parent) for p in rd.glob("*/spec.json"))[:3] if rd is not None and not spec_file else []
+        raise ArchsearchError(f"no spec at {spec_path}" + (f"; runs inside it: {', '.join(runs)}" if runs else
+                                                            " (is it a finished run? or pass --spec FILE)"))
     spec = ArchSpec.load(spec_path)
     if weights is None and rd is not None:
         found = [rd / n for n in ("model.pt", "pruned_model.pt") if (rd / n).is_file()]

@@ -184,11 +184,12 @@ def test_transfer_guided_label_sparsity_and_last_pattern(lib, tmp_path):
 def test_transfer_train_compares(lib, tmp_path):
     out = tmp_path / "t"
     r = run("transfer", "--from", "chan-vgg16-c10", "--to", "vgg11-digits", "--fractions", "0.3", "--width", "0.125",
-            "--train", "--preset", "tiny", "--epochs", "1", "--seeds", "2", "--out", str(out))
+            "--train", "--preset", "tiny", "--epochs", "1", "--seeds", "2", "--train-subset", "300", "--out", str(out))
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
     assert {x["generator"] for x in res} == {"transferred", "uniform"} and all(x["seeds"] == 2 for x in res)
     assert "±" in (out / "results.md").read_text()
+    assert "300 training images" in (out / "efficiency.html").read_text()
 
 
 @pytest.mark.parametrize("args, needle", [
