@@ -172,10 +172,10 @@ def stream_main(args) -> None:
         if not train.in_tar else float(np.mean(train.sizes)) / 1024
     n = min(args.images, len(train))
 
-    def pipeline(workers: int, draft: bool) -> float:
+    def pipeline(workers: int, draft: bool, decode: str = "cpu") -> float:
         stream.DRAFT = draft  # forked workers inherit it
         loader = StreamLoader(train, args.batch_size, ds.mean, ds.std, train=True, size=args.size, resize=ds.resize,
-                              device=dev, workers=workers)
+                              device=dev, workers=workers, decode=decode)
         it, seen = iter(loader), 0
         next(it)  # warm-up: workers started, first batch decoded
         t0 = time.perf_counter()
@@ -216,11 +216,15 @@ def stream_main(args) -> None:
 
     worker_counts = sorted({0, 1, stream.default_workers()})
     runs: dict[str, list[float]] = {f"pipeline_w{w}": [] for w in worker_counts}
-    runs.update({f"pipeline_w{worker_counts[-1]}_nodraft": [], "model_step": [], "together": []})
+    # decoding on the training device (torchvision's decode_jpeg; here whatever `dev` is: the CPU
+    # without a GPU, where it runs in the training process while the workers only read files)
+    runs.update({f"pipeline_w{worker_counts[-1]}_nodraft": [], f"pipeline_w{worker_counts[-1]}_decode_on_{dev.type}": [],
+                 "model_step": [], "together": []})
     for _ in range(args.repeats):
         for w in worker_counts:
             runs[f"pipeline_w{w}"].append(pipeline(w, True))
         runs[f"pipeline_w{worker_counts[-1]}_nodraft"].append(pipeline(worker_counts[-1], False))
+        runs[f"pipeline_w{worker_counts[-1]}_decode_on_{dev.type}"].append(pipeline(worker_counts[-1], True, "device"))
         runs["model_step"].append(model_step())
         runs["together"].append(together(worker_counts[-1]))
     stream.DRAFT = True

@@ -204,3 +204,51 @@ def test_imagenet_missing_or_wrong(tmp_path):
         load_dataset("in", tmp_path)
     r = run("train", "vgg16-in", "--data-dir", tmp_path, "--preset", "tiny")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_device_decoding_takes_the_same_crops_as_the_cpu_path():
+    """decode="device" (torchvision's decode_jpeg on the training device; here the CPU): the
+    crop and flip drawn for an image are the CPU path's, and the pixels agree up to the
+    resampling."""
+    from PIL import Image
+
+    from archsearch.data.stream import decode_on, plan_crop
+
+    yy, xx = np.mgrid[0:300, 0:400]
+    img = np.stack([(xx * 255 // 400), (yy * 255 // 300), ((xx // 2 + yy // 3) % 200)], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=95)
+    blob = buf.getvalue()
+    for train, seed in ((True, 3), (True, 4), (False, 0)):
+        ours = decode_one(blob, 32, 37, train, True, np.random.default_rng(seed) if train else None)
+        crop = plan_crop(400, 300, 32, 37, train, True, np.random.default_rng(seed) if train else None)
+        dev = decode_on(torch.device("cpu"), [torch.frombuffer(bytearray(blob), dtype=torch.uint8)], [crop], 32)
+        got = dev[0].permute(1, 2, 0).numpy().astype(float)
+        assert got.shape == ours.shape and np.abs(got[..., :2] - ours[..., :2].astype(float)).mean() < 4, (train, seed)
+
+
+def test_device_decoding_in_the_loader(shapes, monkeypatch):
+    ds = load_dataset("shapes")
+    rec = ds.train.take(np.arange(24))
+
+    def epoch(decode, workers):
+        return batches(StreamLoader(rec, 8, ds.mean, ds.std, train=True, size=16, resize=18, seed=1,
+                                    workers=workers, decode=decode))
+
+    cpu, dev, dev2 = epoch("cpu", 0), epoch("device", 0), epoch("device", 2)
+    same = close = 0
+    std = torch.tensor(ds.std).view(1, 3, 1, 1)
+    for (xc, yc), (xd, yd), (xd2, _) in zip(cpu, dev, dev2):
+        assert torch.equal(yc, yd) and torch.equal(xd, xd2)
+        for a, b in zip(xc * std, xd * std):  # in pixels / 255
+            if torch.equal(a, b):
+                same += 1  # a PNG: decoded by the workers on both paths
+            else:
+                assert (a.mean((1, 2)) - b.mean((1, 2))).abs().max() < 0.05  # a JPEG: the same crop, resampled
+                close += 1
+    assert same > 0 and close > 0
+    monkeypatch.setenv("ARCHSEARCH_DECODE", "gpu")
+    with pytest.raises(ArchsearchError, match="ARCHSEARCH_DECODE='gpu'"):
+        StreamLoader(rec, 8, ds.mean, ds.std, train=True, size=16, resize=18)
+    monkeypatch.setenv("ARCHSEARCH_DECODE", "auto")
+    assert StreamLoader(rec, 8, ds.mean, ds.std, train=True, size=16, resize=18).decode == "cpu"  # auto: CUDA only

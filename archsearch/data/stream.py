@@ -23,6 +23,16 @@ b come from `numpy.random.default_rng((epoch seed, b, j))`, whatever worker deco
 whichever process of a distributed run keeps it (`dist`: each keeps its slice of every
 global batch). A resumed run therefore sees the batches an uninterrupted one would.
 
+Decoding on the training device (`decode="device"`, `$ARCHSEARCH_DECODE=device`; the
+default `auto` picks it on CUDA): the workers only read each file and its header and draw
+its crop, and the training process decodes the batch's JPEGs with torchvision's
+`decode_jpeg(..., device=...)` (nvJPEG on a GPU), crops, resizes (bilinear, antialiased) and
+flips them there. The crops are the same draws as on the CPU path; the pixels differ by the
+resampling. (torchvision 0.29 deprecates its image decoders in favour of TorchCodec's; when
+they go, this path moves to `torchcodec`.) Other formats (PNG, ...) are decoded on the CPU in the workers as before. On
+this project's CPU machines the device path runs (tested) with `device="cpu"`; its CUDA use
+is unmeasured.
+
 An image that cannot be decoded stops training with one line naming the file (a silently
 skipped image would bias the comparison; `archsearch data add` decodes a sample when it
 registers a set, and the in-memory path decodes all of them). A dead worker (killed, out of
@@ -54,6 +64,22 @@ EVAL_PIXELS = 1 << 25  # an evaluation batch holds at most this many input value
 
 def eval_batch_size(size: int) -> int:
     return max(1, min(1000, EVAL_PIXELS // (3 * size * size)))
+
+
+DECODE_ENV = "ARCHSEARCH_DECODE"
+DECODE_MODES = ("auto", "cpu", "device")
+
+
+def decode_mode(mode: str | None, device: torch.device) -> str:
+    """Where JPEGs are decoded: "cpu" (the workers, Pillow) or "device" (the training process,
+    torchvision's decode_jpeg on the training device). `auto` (the default, or
+    $ARCHSEARCH_DECODE): the device on CUDA, else the CPU."""
+    mode = mode or os.environ.get(DECODE_ENV, "auto") or "auto"
+    if mode not in DECODE_MODES:
+        raise ArchsearchError(f"{DECODE_ENV}={mode!r}: expected one of {', '.join(DECODE_MODES)}")
+    if mode == "auto":
+        return "device" if device.type == "cuda" else "cpu"
+    return mode
 
 
 def default_workers() -> int:
@@ -162,6 +188,18 @@ def random_resized_crop(w: int, h: int, rng: np.random.Generator, scale=(0.08, 1
     return (w - cw) // 2, (h - ch) // 2, cw, ch
 
 
+def plan_crop(w: int, h: int, size: int, resize: int, train: bool, flip: bool,
+              rng: np.random.Generator | None) -> tuple[float, float, float, float, bool]:
+    """(left, top, width, height, flipped) in source pixels: a random resized crop and a
+    coin flip (train), or the centre crop after resizing the shorter side to `resize` (test).
+    The draws are the same whichever path decodes the image."""
+    if train:
+        left, top, cw, ch = random_resized_crop(w, h, rng)
+        return left, top, cw, ch, bool(flip and rng.random() < 0.5)
+    cw = ch = min(w, h) * size / resize  # the centre crop in source pixels
+    return (w - cw) / 2, (h - ch) / 2, cw, ch, False
+
+
 def decode_one(blob: bytes, size: int, resize: int, train: bool, flip: bool,
                rng: np.random.Generator | None) -> np.ndarray:
     """One image as uint8 (size, size, 3): a random resized crop (train) or the centre crop
@@ -170,23 +208,41 @@ def decode_one(blob: bytes, size: int, resize: int, train: bool, flip: bool,
 
     im = Image.open(io.BytesIO(blob))
     w, h = im.size
-    if train:
-        left, top, cw, ch = random_resized_crop(w, h, rng)
-        want = (max(1, math.ceil(w * size / cw)), max(1, math.ceil(h * size / ch)))
-    else:
-        s = resize / min(w, h)
-        cw = ch = min(w, h) * size / resize  # the centre crop in source pixels
-        left, top = (w - cw) / 2, (h - ch) / 2
-        want = (max(1, math.ceil(w * s)), max(1, math.ceil(h * s)))
+    left, top, cw, ch, flipped = plan_crop(w, h, size, resize, train, flip, rng)
+    want = (max(1, math.ceil(w * size / cw)), max(1, math.ceil(h * size / ch)))
     if im.format == "JPEG" and DRAFT:
         im.draft("RGB", want)  # DCT-domain downscaling, never below `want`
     im = im.convert("RGB")
     fx, fy = im.size[0] / w, im.size[1] / h  # the draft's reduction
     box = (left * fx, top * fy, (left + cw) * fx, (top + ch) * fy)
     out = im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-    if train and flip and rng.random() < 0.5:
+    if flipped:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(out, dtype=np.uint8)
+
+
+def decode_on(device: torch.device, blobs: list[torch.Tensor], crops: list[tuple], size: int) -> torch.Tensor:
+    """JPEGs (uint8 byte tensors) decoded on `device` by torchvision (nvJPEG on CUDA), each
+    cropped to its (left, top, width, height, flipped) and resized to size x size (bilinear,
+    antialiased): uint8 (N, 3, size, size) on `device`."""
+    import warnings
+
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's (module docstring)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
+    out = torch.empty((len(blobs), 3, size, size), dtype=torch.uint8, device=device)
+    for j, (img, (left, top, cw, ch, flipped)) in enumerate(zip(images, crops)):
+        x0, y0 = int(math.floor(left)), int(math.floor(top))
+        x1, y1 = max(x0 + 1, int(math.ceil(left + cw))), max(y0 + 1, int(math.ceil(top + ch)))
+        patch = img[:, y0:y1, x0:x1].unsqueeze(0).float()
+        patch = F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if flipped:
+            patch = patch.flip(-1)
+        out[j] = patch[0].round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -194,10 +250,11 @@ class _Batches(torch.utils.data.Dataset):
     returns the message, and the loader raises it as one line in the training process."""
 
     def __init__(self, rec: Records, batches: list[np.ndarray], size: int, resize: int, train: bool, flip: bool,
-                 epoch_seed: int, dist: Dist = SINGLE):
+                 epoch_seed: int, dist: Dist = SINGLE, on_device: bool = False):
         self.src, self.dist = _Source(rec), dist
         self.batches, self.size, self.resize = batches, size, resize
         self.train, self.flip, self.epoch_seed = train, flip, epoch_seed
+        self.on_device = on_device  # JPEGs: read and planned here, decoded by the training process
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -208,14 +265,23 @@ class _Batches(torch.utils.data.Dataset):
         part = self.dist.shard(len(self.batches[b]))
         idx = self.batches[b][part]
         out = np.empty((len(idx), self.size, self.size, 3), dtype=np.uint8)
+        jpegs: dict[int, tuple[torch.Tensor, tuple]] = {}  # position -> (file bytes, crop): decoded on the device
         for j, i in enumerate(idx):
             rng = np.random.default_rng((self.epoch_seed, b, part.start + j)) if self.train else None
             try:
-                out[j] = decode_one(self.src.read(int(i)), self.size, self.resize, self.train, self.flip, rng)
+                blob = self.src.read(int(i))
+                if self.on_device:
+                    im = Image.open(io.BytesIO(blob))  # the header only
+                    if im.format == "JPEG":
+                        crop = plan_crop(*im.size, self.size, self.resize, self.train, self.flip, rng)
+                        jpegs[j] = (torch.frombuffer(bytearray(blob), dtype=torch.uint8), crop)
+                        continue
+                out[j] = decode_one(blob, self.size, self.resize, self.train, self.flip, rng)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 why = str(e).splitlines()[0] if str(e) else type(e).__name__
-                return None, None, f"cannot decode image {self.src.rec.where(int(i))}: {why}; remove or replace it"
-        return torch.from_numpy(out), torch.from_numpy(self.src.rec.labels[idx]), ""
+                return None, None, f"cannot decode image {self.src.rec.where(int(i))}: {why}; remove or replace it", {}, {}
+        names = {j: self.src.rec.where(int(idx[j])) for j in jpegs}
+        return torch.from_numpy(out), torch.from_numpy(self.src.rec.labels[idx]), "", jpegs, names
 
 
 class StreamLoader:
@@ -226,10 +292,11 @@ class StreamLoader:
 
     def __init__(self, rec: Records, batch_size: int, mean, std, *, train: bool, size: int, resize: int,
                  device: torch.device | str = "cpu", flip: bool = True, seed: int = 0, workers: int | None = None,
-                 channels_last: bool = False, drop_last: bool = False, dist: Dist = SINGLE):
+                 channels_last: bool = False, drop_last: bool = False, dist: Dist = SINGLE, decode: str | None = None):
         self.rec, self.batch_size, self.train, self.dist = rec, int(batch_size), train, dist
         self.size, self.resize, self.flip, self.drop_last = size, resize, flip, drop_last
         self.device = torch.device(device)
+        self.decode = decode_mode(decode, self.device)
         self.workers = default_workers() if workers is None else int(workers)
         self.channels_last = channels_last
         self.n = len(rec)
@@ -258,7 +325,8 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches, epoch_seed = self._plan()
-        ds = _Batches(self.rec, batches, self.size, self.resize, self.train, self.flip, epoch_seed, self.dist)
+        ds = _Batches(self.rec, batches, self.size, self.resize, self.train, self.flip, epoch_seed, self.dist,
+                      on_device=self.decode == "device")
         cuda = self.device.type == "cuda"
         dl = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.workers,
                                          pin_memory=cuda, prefetch_factor=4 if self.workers else None,
@@ -272,12 +340,21 @@ class StreamLoader:
             except RuntimeError as e:  # a worker killed (signal, out of memory) or gone
                 raise ArchsearchError(f"an input pipeline worker failed: {str(e).splitlines()[0][:200]}; "
                                       "run the same command again to resume from the last checkpoint") from None
-            xb, yb, err = got
+            xb, yb, err, jpegs, names = got
             if err:
                 raise ArchsearchError(err)
             if not len(yb):  # a test batch smaller than the number of processes
                 continue
             xb = xb.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2)
+            if jpegs:
+                pos = sorted(jpegs)
+                try:
+                    dec = decode_on(self.device, [jpegs[j][0] for j in pos], [jpegs[j][1] for j in pos], self.size)
+                except RuntimeError as e:
+                    raise ArchsearchError(f"cannot decode a JPEG on {self.device} (one of {names[pos[0]]}, ...): "
+                                          f"{str(e).splitlines()[0][:160]}; remove or replace it, or set "
+                                          "ARCHSEARCH_DECODE=cpu") from None
+                xb[torch.as_tensor(pos, device=self.device)] = dec
             xb = (xb.float() - self.mean) * self.inv_std
             xb = xb.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
             yield xb, yb.to(self.device, non_blocking=cuda)
