@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
-import os
 import shutil
 import tempfile
 import warnings
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._io import torch_save, write_json
+from ._io import _UMASK, torch_save, write_json
 from .archs import build
 from .errors import ArchsearchError
 from .spec import ArchSpec
@@ -168,9 +167,7 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
         refs = [model(x) for x in xs]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the export is an ordinary folder
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's folder is private; the export is an ordinary folder
     try:
         manifest: dict = {
             "archsearch_export": 1, "arch": spec.name, "family": spec.family, "num_classes": spec.num_classes,
