@@ -598,10 +598,18 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
     fp = _fingerprint(spec, data, schedule, seed, init_state, hooks, start_epoch)
     history: list[dict] = []
     start, elapsed = start_epoch, 0.0
+    # the lr of every epoch's first step, as this code's rule computes it: a checkpoint records
+    # it, so that a run resumed under a changed rule (a fix to the drops) stops instead of
+    # mixing two schedules (the fingerprint hashes the settings, not the rule)
+    steps = len(eng.train_loader)
+    lr_rule = [round(schedule.lr_at_step(e, 0, steps), 12) for e in range(schedule.epochs)]
     if ck is not None:
         if ck["fingerprint"] != fp:
             raise ArchsearchError(f"{ckpt_path} belongs to a run with other settings; "
                                   "pass another --out, or delete it to start over")
+        if isinstance(ck.get("lr_rule"), list) and ck["lr_rule"] != lr_rule:
+            raise ArchsearchError(f"{ckpt_path} was trained under another learning-rate rule (archsearch "
+                                  f"{ck.get('archsearch_version', '?')}); delete it to train again under this one")
         try:
             eng.model.load_state_dict(ck["model"])
             eng.opt.load_state_dict(ck["opt"])
@@ -638,7 +646,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
                         "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
                         "history": history, "elapsed": elapsed, "archsearch_version": __version__,
-                        **({"start_epoch": start_epoch} if start_epoch else {})}, ckpt_path)
+                        "lr_rule": lr_rule, **({"start_epoch": start_epoch} if start_epoch else {})}, ckpt_path)
     if not history:
         raise ArchsearchError("no epochs were run")
     best_h = max(history, key=lambda h: h["test_acc"])

@@ -294,3 +294,28 @@ def test_a_run_can_start_at_a_later_epoch_of_its_schedule_and_resume(small_digit
         train(_spec(0.25), small_digits, sched, device="cpu", start_epoch=1)
     with pytest.raises(ArchsearchError, match="start epoch"):
         train(_spec(0.25), small_digits, sched, device="cpu", init_state=state, start_epoch=3)
+
+
+def test_a_checkpoint_from_another_lr_rule_is_not_resumed(small_digits, tmp_path):
+    """The checkpoint records each epoch's lr under the rule that wrote it: a run resumed after
+    the rule changed stops in one line; checkpoints from before the record existed resume."""
+    spec, sched = _spec(), _sched(4)
+
+    def stop_at_3(st):
+        if st.epoch == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
+              progress=stop_at_3)
+    path = tmp_path / "cut" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["lr_rule"] == [pytest.approx(sched.lr_at(e)) for e in range(4)]
+    torch.save({**ck, "lr_rule": [sched.lr] * 4}, path)  # as if written when the drops fell elsewhere
+    with pytest.raises(ArchsearchError, match="another learning-rate rule"):
+        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1)
+    torch.save({k: v for k, v in ck.items() if k != "lr_rule"}, path)  # an older checkpoint: resumed
+    epochs_run = []
+    train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
+          progress=lambda st: epochs_run.append(st.epoch))
+    assert epochs_run == [3, 4]
