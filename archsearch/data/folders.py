@@ -91,16 +91,30 @@ def _schema():
     return FolderEntry, Registry
 
 
+_REGISTRY_CACHE: dict[str, tuple[tuple[int, int, int], dict[str, dict]]] = {}
+
+
 def read_registry() -> dict[str, dict]:
-    """The registered folders by name ({} when there is no registry yet)."""
+    """The registered folders by name ({} when there is no registry yet). Parsed and checked
+    once per version of the file (its modification time, size and inode), as names are looked up
+    often; callers get their own copy."""
+    import copy
+
     from ..schemas import check
 
     path = registry_path()
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return {}
-    raw = read_json(path, "dataset registry")
-    reg = check(_schema()[1], raw, f"dataset registry {path}")
-    return {k: v.model_dump() for k, v in reg.datasets.items()}
+    key, stamp = str(path), (st.st_mtime_ns, st.st_size, st.st_ino)  # written by atomic rename: a new inode
+    hit = _REGISTRY_CACHE.get(key)
+    if hit is None or hit[0] != stamp:
+        raw = read_json(path, "dataset registry")
+        reg = check(_schema()[1], raw, f"dataset registry {path}")
+        hit = (stamp, {k: v.model_dump() for k, v in reg.datasets.items()})
+        _REGISTRY_CACHE[key] = hit
+    return copy.deepcopy(hit[1])
 
 
 def _write_registry(entries: dict[str, dict]) -> None:
