@@ -578,3 +578,44 @@ def test_lottery_late_resetting_rewinds_to_the_snapshot_epoch(small_digits, tmp_
         resolve_settings("lottery-vgg11-digits", epochs=3, rewind_epoch=3)
     with pytest.raises(ArchsearchError, match="prunes once"):
         resolve_settings("magnitude-vgg11-digits", rewind_epoch=1)
+
+
+def test_reconstruction_judges_each_group_on_the_partly_pruned_net(small_digits):
+    """Groups go one after another: the second group's reader sees the net with the first
+    group pruned (its reader no longer reads the removed channels); the original net's inputs
+    come alongside, for He et al.'s target."""
+    import copy
+
+    from archsearch.propose.reconstruct import consumers, prune_by_readers, sample_images, weight_matrix
+
+    base = base_spec("vgg11", 10, 0.25)
+    torch.manual_seed(0)
+    model = build(base).eval()
+    original = copy.deepcopy(model)
+    seen = []
+
+    def choose(i, layer, x, x_orig, n_keep):  # keep the first n_keep channels, weights unchanged
+        seen.append((x.clone(), x_orig.clone()))
+        k = np.zeros(x.shape[1], dtype=bool)
+        k[:n_keep] = True
+        return k, weight_matrix(layer)[:, :n_keep], None
+
+    ratios = [0.5] * len(base.widths)
+    prune_by_readers(model, base, small_digits, ratios, 64, choose)
+    readers = consumers(base)
+    images = sample_images(small_digits, 64)
+    grab = {}
+    by_hand = copy.deepcopy(original)
+    with torch.no_grad():
+        by_hand.get_submodule(readers[0]).weight[:, base.widths[0] // 2:] = 0  # group 0 pruned, nothing else
+        h = by_hand.get_submodule(readers[1]).register_forward_pre_hook(lambda m, inp: grab.setdefault("x", inp[0]))
+        by_hand(images)
+        h.remove()
+        g2 = {}
+        h = original.get_submodule(readers[1]).register_forward_pre_hook(lambda m, inp: g2.setdefault("x", inp[0]))
+        original(images)
+        h.remove()
+    torch.testing.assert_close(seen[0][0], seen[0][1])  # the first group: nothing pruned before it
+    torch.testing.assert_close(seen[1][0], grab["x"])
+    torch.testing.assert_close(seen[1][1], g2["x"])
+    assert not torch.allclose(seen[1][0], seen[1][1])

@@ -191,12 +191,15 @@ class Settings:
     layer_ratios: list[float] | None = None  # per-layer allocation: one prune ratio per channel group
     rounds: int | None = None  # iterative methods (lottery): prune-and-rewind rounds, `ratio` pruned per round
     rewind_epoch: int | None = None  # the lottery: rewind to the weights after this epoch (None: the initialisation)
+    # data-aware methods: how groups are judged; "sequential" (each on the partly pruned net).
+    # Proposals made before it existed were judged in one pass and are not reused for it.
+    selection: str | None = None
 
     def record(self) -> dict:
         """The settings as recorded and hashed; the optional ones only when set, so runs made
         before they existed keep their keys."""
         d = asdict(self)
-        for k in ("train_subset", "layer_ratios", "rounds", "rewind_epoch"):
+        for k in ("train_subset", "layer_ratios", "rounds", "rewind_epoch", "selection"):
             if d[k] is None:
                 del d[k]
         return d
@@ -286,7 +289,7 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
         raise ArchsearchError(f"--rewind-epoch must be an epoch in [1, {schedule.epochs - 1}] of a round, "
                               f"got {rewind_epoch!r}")
     settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios, rounds,
-                        rewind_epoch)
+                        rewind_epoch, "sequential" if prop.data_aware else None)
     return pn, prop, settings, schedule, base
 
 

@@ -8,11 +8,15 @@ consumer's input on sampled training images and W its weight, the consumer's out
 position is the sum over input channels c of the contribution x_c = <W[o, c], patch_c>. A
 channel is dispensable when removing it changes that sum little.
 
-`consumer_inputs` runs the trained base net once over a fixed, seeded sample of training
-images (no augmentation) and keeps each consumer's input (one forward pre-hook each).
-Every group is judged on the unpruned net's activations (ThiNet and He et al. prune layer
-by layer, re-reading activations of the partly pruned net; this one-pass form is what a
-one-shot proposal needs and is cheaper; said here so the difference is known).
+`consumer_inputs` runs the net over a fixed, seeded sample of training images (no
+augmentation) and keeps consumers' inputs (one forward pre-hook each). Groups are pruned
+one after another, in the family's order (input to output), as both papers do: each group
+is judged on the activations of the net with the groups before it already pruned (their
+readers' weights replaced, the removed channels read by nothing), so that errors do not
+pile up unseen. He et al. reconstruct the *original* net's outputs from the partly pruned
+net's inputs (their Sec. 3.3, "to avoid accumulated error"); ThiNet reconstructs each
+layer's own current output. Neither fine-tunes between layers here (ThiNet does, a
+little): the proposal is the architecture, which is what these runs propose.
 """
 
 from __future__ import annotations
@@ -86,21 +90,29 @@ def check_reader(base: ArchSpec, group: str, reader: str, layer: nn.Module, widt
 
 
 @torch.no_grad()
-def consumer_inputs(model: nn.Module, base: ArchSpec, data: Dataset, n_images: int, seed: int = 0
-                    ) -> dict[str, torch.Tensor]:
-    """Each consumer's input on `n_images` training images drawn with `seed` (eval mode, CPU)."""
-    names = {n for n in consumers(base) if n is not None}
-    modules = dict(model.named_modules())
+def sample_images(data: Dataset, n_images: int, seed: int = 0) -> torch.Tensor:
+    """`n_images` training images drawn with `seed`, normalised, without augmentation (CPU)."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(data.n_train, size=min(n_images, data.n_train), replace=False))
     loader = data.loader("train", 128, train=False, device=torch.device("cpu"), indices=idx)
+    return torch.cat([xb for xb, _ in loader])
+
+
+def consumer_inputs(model: nn.Module, base: ArchSpec, data: Dataset | torch.Tensor, n_images: int = 0,
+                    seed: int = 0, names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Each consumer's input (or those in `names`) on `n_images` training images drawn with
+    `seed`, or on the given images (eval mode, CPU)."""
+    names = {n for n in consumers(base) if n is not None} if names is None else names
+    modules = dict(model.named_modules())
+    images = data if isinstance(data, torch.Tensor) else sample_images(data, n_images, seed)
+    loader = images.split(128)
     grabbed: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = [modules[n].register_forward_pre_hook(lambda m, inp, n=n: grabbed[n].append(inp[0].detach().clone()))
                for n in names]
     was_training = model.training
     model.eval()
     try:
-        for xb, _ in loader:
+        for xb in loader:
             model(xb)
     finally:
         for h in handles:
@@ -175,11 +187,13 @@ def full_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: 
     return fields, torch.einsum("sck,ock->soc", fields, w)
 
 
-def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4096, seed: int = 0) -> np.ndarray:
+def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4096, seed: int = 0,
+                 y: torch.Tensor | None = None) -> np.ndarray:
     """He et al. (2017, Eq. 3): beta = argmin ||Y - sum_c beta_c Z_c||^2 + alpha ||beta||_1 over
     (sample, output) rows (at most `rows` of them, drawn with `seed`), alpha raised by bisection
     (log scale) until at most n_keep betas are non-zero; the n_keep largest |beta| are kept
-    (scikit-learn's Lasso)."""
+    (scikit-learn's Lasso). `y`: the (sample, output) targets, by default the full sum of
+    the contributions (S, out)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -187,9 +201,11 @@ def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4
 
     s, o, c = z.shape
     X = z.reshape(s * o, c).double().numpy()
+    Y = X.sum(1) if y is None else y.reshape(s * o).double().numpy()
     if len(X) > rows:
-        X = X[np.sort(np.random.default_rng(seed).choice(len(X), rows, replace=False))]
-    y = X.sum(1)
+        pick = np.sort(np.random.default_rng(seed).choice(len(X), rows, replace=False))
+        X, Y = X[pick], Y[pick]
+    y = Y
     scale = np.sqrt((X ** 2).mean(0)) + 1e-12  # columns on one scale so alpha treats channels alike
     Xs = X / scale
     hi = float(np.abs(Xs.T @ y).max() / len(y))  # every beta is 0 at and above this alpha
@@ -219,36 +235,75 @@ def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4
     return keep
 
 
-def least_squares_weights(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray) -> torch.Tensor:
+def outputs(fields: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """The consumer's outputs (bias excluded) on sampled fields: (S, out)."""
+    return torch.einsum("sck,ock->so", fields, weight_matrix(layer))
+
+
+def least_squares_weights(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray,
+                          target: torch.Tensor | None = None) -> torch.Tensor:
     """He et al.'s reconstruction (Eq. 4 with beta fixed): the consumer's weights on the kept
-    input channels that best reproduce the full consumer's outputs (bias excluded) on the
-    sampled fields, by least squares. Returns (out, kept C, k*k)."""
+    input channels that best reproduce `target` (default: the full consumer's outputs on these
+    fields, bias excluded) on the sampled fields, by least squares. Returns (out, kept C, k*k)."""
     w = weight_matrix(layer)
-    y = torch.einsum("sck,ock->so", fields, w).double()
+    y = (outputs(fields, layer) if target is None else target).double()
     kept = fields[:, torch.from_numpy(keep)]  # S, C', k*k
     a = kept.reshape(kept.shape[0], -1).double()
     sol = torch.linalg.lstsq(a, y).solution  # (C' k*k, out)
     return sol.T.reshape(w.shape[0], int(keep.sum()), w.shape[2]).float()
 
 
-def relative_error(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray, new_w: torch.Tensor) -> float:
-    """||Y - Y'|| / ||Y|| on the samples, Y the full consumer's outputs, Y' the pruned one's."""
-    w = weight_matrix(layer)
-    y = torch.einsum("sck,ock->so", fields, w)
+def relative_error(fields: torch.Tensor, layer: nn.Module, keep: np.ndarray, new_w: torch.Tensor,
+                   target: torch.Tensor | None = None) -> float:
+    """||Y - Y'|| / ||Y|| on the samples, Y the full consumer's outputs (or `target`), Y' the
+    pruned one's."""
+    y = outputs(fields, layer) if target is None else target
     y2 = torch.einsum("sck,ock->so", fields[:, torch.from_numpy(keep)], new_w)
     return float((y - y2).norm() / y.norm().clamp_min(1e-12))
+
+
+class _Reached(Exception):
+    pass
+
+
+@torch.no_grad()
+def _input_of(model: nn.Module, name: str, images: torch.Tensor) -> torch.Tensor:
+    """One module's input on `images` (eval mode), each forward stopped once it is reached."""
+    got: list[torch.Tensor] = []
+
+    def grab(m, inp):
+        got.append(inp[0].detach().clone())
+        raise _Reached
+
+    handle = model.get_submodule(name).register_forward_pre_hook(grab)
+    was_training = model.training
+    model.eval()
+    try:
+        for xb in images.split(128):
+            try:
+                model(xb)
+            except _Reached:
+                pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(got)
 
 
 @torch.no_grad()
 def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_ratios: list[float], n_images: int,
                      choose) -> tuple[list[np.ndarray], list]:
-    """The loop both methods share: for each channel group, its reader's inputs on the sampled
-    images and its n_keep (`allocation.kept_count`); `choose(i, layer, x, n_keep)`
-    returns (keep mask, the reader's new weights on the kept channels as (out, kept, k*k),
-    a fact to record), and the reader's weights are replaced in place. Returns the keep masks
+    """The loop both methods share, group after group (module docstring): the group's reader's
+    input on the sampled images in the partly pruned net (`x`) and in the original one
+    (`x_orig`), and its n_keep (`allocation.kept_count`); `choose(i, layer, x, x_orig, n_keep)`
+    returns (keep mask, the reader's new weights on the kept channels as (out, kept, k*k), a
+    fact to record). The reader's weights are replaced in place and its weights on the removed
+    channels zeroed, so that the groups after it see the pruned net. Returns the keep masks
     and the facts."""
     modules = dict(model.named_modules())
-    inputs = consumer_inputs(model, base, data, n_images)
+    images = sample_images(data, n_images)
+    wanted = {rd for rd, r in zip(consumers(base), layer_ratios) if rd is not None and r > 0}
+    originals = consumer_inputs(model, base, images, names=wanted)  # the unpruned net's, in one pass
     keep, facts = [], []
     for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), consumers(base), layer_ratios)):
         if r == 0:  # kept whole (a skipped group, or one without a single reader: `readable`)
@@ -260,9 +315,13 @@ def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_rati
                                   "reconstruction-based selection needs exactly one consumer")
         layer = modules[reader]
         check_reader(base, g.name, reader, layer, base.widths[i])
-        k, new_w, fact = choose(i, layer, inputs[reader], kept_count(base.widths[i], r))
+        x = originals[reader] if not any(r > 0 for r in layer_ratios[:i]) else _input_of(model, reader, images)
+        x_orig = originals[reader]
+        k, new_w, fact = choose(i, layer, x, x_orig, kept_count(base.widths[i], r))
         view = layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1)
-        view[:, torch.from_numpy(k).nonzero().squeeze(1)] = new_w.to(view.dtype)
+        kept = torch.from_numpy(k)
+        view[:, kept.nonzero().squeeze(1)] = new_w.to(view.dtype)
+        view[:, (~kept).nonzero().squeeze(1)] = 0
         keep.append(k)
         facts.append(fact)
     return keep, facts

@@ -7,9 +7,10 @@ images, 4 random positions each; at most 4,096 (position, output channel) rows f
 choose the channels by LASSO on the channel coefficients beta (scikit-learn's `Lasso`, the
 penalty raised until at most the wanted number survive; the paper's Eq. 3), and replace the
 reading layer's weights on the kept channels by the least-squares fit of the full layer's
-outputs (its Eq. 4 with beta fixed). Its architecture is predefined (the paper's VGG-16
-schedule prunes each layer to a set width): `--ratio`, `--stage-ratios`, `--skip`. As with
-ThiNet, groups are judged on the trained base net's activations in one pass.
+outputs (its Eq. 4 with beta fixed). Groups go one after another: the inputs are the partly
+pruned net's, the target the original net's outputs (the paper's Sec. 3.3). Its
+architecture is predefined (the paper's VGG-16 schedule prunes each layer to a set width):
+`--ratio`, `--stage-ratios`, `--skip`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import nn
 from ..data import Dataset
 from ..spec import ArchSpec
 from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .reconstruct import ReaderAllocation, full_contributions, lasso_select, least_squares_weights, prune_by_readers, relative_error
+from .reconstruct import (ReaderAllocation, full_contributions, lasso_select, least_squares_weights, outputs,
+                          prune_by_readers, relative_error)
 
 IMAGES, PER_IMAGE = 256, 4
 
@@ -34,11 +36,14 @@ class Regression(ReaderAllocation, Proposer):
     data_aware = True
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
-        def choose(i, layer, x, n_keep):
+        def choose(i, layer, x, x_orig, n_keep):
+            # the same sampled positions in both nets (same seed, same shapes); the target is the
+            # original net's output there, as He et al. reconstruct it
             fields, z = full_contributions(x, layer, PER_IMAGE, seed=i)
-            k = lasso_select(z, n_keep, seed=i)
-            new_w = least_squares_weights(fields, layer, k)
-            return k, new_w, round(relative_error(fields, layer, k, new_w), 6)
+            target = outputs(full_contributions(x_orig, layer, PER_IMAGE, seed=i)[0], layer)  # not yet replaced
+            k = lasso_select(z, n_keep, seed=i, y=target)
+            new_w = least_squares_weights(fields, layer, k, target)
+            return k, new_w, round(relative_error(fields, layer, k, new_w, target), 6)
 
         keep, errors = prune_by_readers(model, base, data, settings.layer_ratios, IMAGES, choose)
         return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios, images=IMAGES,

@@ -7,8 +7,9 @@ channels whose summed contribution to those outputs stays smallest (the paper's 
 and rescale the kept channels' weights in the reading layer by least squares (its Eq. 6).
 ThiNet's architecture is predefined like L1-norm pruning's (one ratio per layer; the paper
 used 50% on VGG-16's conv1_1..conv4_3 and 30-70% on ResNet-50): `--ratio`, `--stage-ratios`,
-`--skip`. The paper prunes layer by layer with fine-tuning between; here every group is
-judged on the trained base net's activations in one pass (see `reconstruct`).
+`--skip`. Groups go layer by layer, each judged on the net with the ones before it pruned,
+as the paper does; the paper also fine-tunes a little between layers, which is not done here
+(see `reconstruct`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ThiNet(ReaderAllocation, Proposer):
     data_aware = True
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
-        def choose(i, layer, x, n_keep):
+        def choose(i, layer, x, x_orig, n_keep):  # ThiNet reconstructs the current layer's own output
             k, scale = thinet_select(sampled_contributions(x, layer, PER_IMAGE, seed=i), n_keep)
             kept = weight_matrix(layer)[:, torch.from_numpy(k).nonzero().squeeze(1)]
             return k, kept * scale.view(1, -1, 1), None
