@@ -58,7 +58,7 @@ from torch import nn
 
 from ..spec import ArchSpec
 from . import Block, Conv, Family, Group, Op, final_hw, he_init_, register_family, scale_width
-from .vgg import STAGE_CFGS
+from .vgg import STAGE_CFGS, _layer_index
 
 # -- torchvision's ResNets ---------------------------------------------------------------------
 RESNET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
@@ -326,17 +326,6 @@ class VGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def _conv_index(stages: list[int]) -> list[int]:
-    """Index of each conv in `features` (conv, BN, ReLU per layer; a max-pool after each stage)."""
-    out, j = [], 0
-    for i, s in enumerate(stages):
-        if i > 0 and s != stages[i - 1]:
-            j += 1
-        out.append(j)
-        j += 3
-    return out
-
-
 @register_family
 class InVGGFamily(Family):
     name = "invgg"
@@ -348,7 +337,7 @@ class InVGGFamily(Family):
         stages = [s for s, stage in enumerate(STAGE_CFGS[depth]) for _ in stage]
         widths = [scale_width(w, width) for stage in STAGE_CFGS[depth] for w in stage]
         out = [Group(f"features.{j}", "conv", s, w, bn=f"features.{j + 1}")
-               for j, s, w in zip(_conv_index(stages), stages, widths)]
+               for j, s, w in zip(_layer_index(stages)  # the CIFAR VGG's features layout: conv, BN, ReLU; a pool per stage, stages, widths)]
         if depth in SLIMMING:  # Network Slimming prunes the BatchNorm1d channels of the classifier too
             h = scale_width(HIDDEN, width)
             out += [Group("classifier.0", "conv", POOLS, h, bn="classifier.1"),
