@@ -337,7 +337,7 @@ class InVGGFamily(Family):
         stages = [s for s, stage in enumerate(STAGE_CFGS[depth]) for _ in stage]
         widths = [scale_width(w, width) for stage in STAGE_CFGS[depth] for w in stage]
         out = [Group(f"features.{j}", "conv", s, w, bn=f"features.{j + 1}")
-               for j, s, w in zip(_layer_index(stages)  # the CIFAR VGG's features layout: conv, BN, ReLU; a pool per stage, stages, widths)]
+               for j, s, w in zip(_layer_index(stages), stages, widths)]  # the CIFAR VGG's layout of features
         if depth in SLIMMING:  # Network Slimming prunes the BatchNorm1d channels of the classifier too
             h = scale_width(HIDDEN, width)
             out += [Group("classifier.0", "conv", POOLS, h, bn="classifier.1"),
