@@ -76,7 +76,8 @@ class Preset:
     # the fast-training recipe (airbench, KellerJordan/cifar10-airbench); the defaults are the paper's
     lr_shape: str = "step"          # "step": x gamma at the milestones; "every": x gamma every int(E x milestones[0])
                                     # epochs; "onecycle": per-step warm-up, linear decay
-    warmup: float = 0.0             # onecycle: fraction of the steps spent rising from lr x warmup_from to lr
+    warmup: float = 0.0             # onecycle: fraction of the steps spent rising from lr x warmup_from to lr;
+                                    # step: fraction of the epochs (at least one) trained at lr x warmup_from
     warmup_from: float = 0.1
     nesterov: bool = False
     label_smoothing: float = 0.0
@@ -102,6 +103,15 @@ PRESETS: dict[str, Preset] = {
                        milestones=(1 / 3,), lr_shape="every", count="original", scratch_b_cap=2.0,
                        about="Liu et al. 2019 ImageNet settings: 90 epochs, batch 256, lr 0.1 x0.1 every 30 epochs, "
                              "wd 1e-4, fine-tune 20 epochs at lr 0.001, Scratch-B capped at 2x"),
+    # soft filter pruning's own CIFAR recipe (cifar/soft-filter-pruning/README.md of the Rethinking code, for the
+    # baseline, SFP itself, Scratch-E and Scratch-B alike): 200 epochs, batch 128, Nesterov momentum 0.9, wd 5e-4,
+    # lr 0.01 for the first epoch, then 0.1, x0.2 at epochs 60, 120 and 160 (`--schedule 1 60 120 160 --gammas 10
+    # 0.2 0.2 0.2 --learning_rate 0.01`)
+    "sfp": Preset("sfp", epochs=200, lr=0.1, batch_size=128, width=1.0, finetune_epochs=40, weight_decay=5e-4,
+                  milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup=0.005, warmup_from=0.1, nesterov=True,
+                  count="original",
+                  about="He et al. 2018's CIFAR recipe (soft filter pruning): 200 epochs, batch 128, lr 0.01 for one "
+                        "epoch then 0.1, x0.2 at 60/120/160, Nesterov, wd 5e-4"),
     "quick": Preset("quick", epochs=8, lr=0.2, batch_size=256, width=0.25, finetune_epochs=2, weight_decay=5e-4,
                     lr_shape="onecycle", warmup=0.2, nesterov=True, label_smoothing=0.1, tta_flip=True,
                     about="fast recipe for reduced scale: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, "
@@ -152,9 +162,15 @@ class Schedule:
             return list(range(step, self.epochs, step))
         return sorted({int(m * self.epochs) for m in self.milestones} - {0})
 
+    def warmup_epochs(self) -> int:
+        """Step shapes: the first epochs trained at lr x warmup_from (SFP's recipe: one epoch at
+        lr / 10, its `--schedule 1 ... --gammas 10 ...`): `warmup` of the epochs, at least one."""
+        return max(1, int(self.warmup * self.epochs)) if self.warmup > 0 and self.lr_shape != "onecycle" else 0
+
     def lr_at(self, epoch: int) -> float:
-        """Step decay at fixed fractions of the epochs (`drop_epochs`)."""
-        return self.lr * self.gamma ** sum(epoch >= d for d in self.drop_epochs())
+        """Step decay at fixed fractions of the epochs (`drop_epochs`), after any warm-up epochs."""
+        warm = self.warmup_from if epoch < self.warmup_epochs() else 1.0
+        return warm * self.lr * self.gamma ** sum(epoch >= d for d in self.drop_epochs())
 
     def lr_at_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """One-cycle (airbench): a linear rise from lr x warmup_from to lr over the first

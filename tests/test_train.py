@@ -319,3 +319,14 @@ def test_a_checkpoint_from_another_lr_rule_is_not_resumed(small_digits, tmp_path
     train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
           progress=lambda st: epochs_run.append(st.epoch))
     assert epochs_run == [3, 4]
+
+
+def test_sfp_preset_is_soft_filter_pruning_s_recipe():
+    """cifar/soft-filter-pruning: lr 0.01 for epoch 0, then 0.1, x0.2 at 60, 120 and 160 of 200;
+    Nesterov, wd 5e-4, batch 128. Other presets have no warm-up epochs."""
+    s = make_schedule("sfp")
+    assert (s.epochs, s.batch_size, s.weight_decay, s.nesterov) == (200, 128, 5e-4, True)
+    got = [s.lr_at(e) for e in (0, 1, 59, 60, 119, 120, 160, 199)]
+    assert got == pytest.approx([0.01, 0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
+    assert make_schedule("paper").warmup_epochs() == 0 and make_schedule("quick").warmup_epochs() == 0
+    assert make_schedule("sfp", "finetune").lr_at(0) == pytest.approx(1e-3)  # fine-tuning: constant, no warm-up
