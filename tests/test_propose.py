@@ -188,7 +188,7 @@ def test_train_subset_is_a_setting_of_its_own(small_digits, tmp_path, monkeypatc
 
     _, _, plain, _, _ = resolve_settings("slimming-vgg11-digits", preset="tiny")
     legacy = {k: v for k, v in asdict(plain).items() if k not in ("train_subset", "layer_ratios", "rounds",
-                                                                   "rewind_epoch")}
+                                                                   "rewind_epoch", "selection")}
     assert plain.key().endswith(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8])
     with pytest.raises(ArchsearchError, match="training subset"):
         resolve_settings("slimming-vgg11-digits", train_subset=0)
