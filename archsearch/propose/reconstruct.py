@@ -302,10 +302,11 @@ def prune_by_readers(model: nn.Module, base: ArchSpec, data: Dataset, layer_rati
     and the facts."""
     modules = dict(model.named_modules())
     images = sample_images(data, n_images)
-    wanted = {rd for rd, r in zip(consumers(base), layer_ratios) if rd is not None and r > 0}
+    readers = consumers(base)
+    wanted = {rd for rd, r in zip(readers, layer_ratios) if rd is not None and r > 0}
     originals = consumer_inputs(model, base, images, names=wanted)  # the unpruned net's, in one pass
     keep, facts = [], []
-    for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), consumers(base), layer_ratios)):
+    for i, (g, reader, r) in enumerate(zip(get_family(base.family).groups(base), readers, layer_ratios)):
         if r == 0:  # kept whole (a skipped group, or one without a single reader: `readable`)
             keep.append(np.ones(base.widths[i], dtype=bool))
             facts.append(None)
