@@ -118,9 +118,16 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     assert [r["row"] for r in rows] == ["slimming-vgg11-digits 50%", "l1norm-vgg11-digits 30%"]
     assert rows[0]["paper_finetune"] == 93.5 and rows[1]["paper_finetune"] == ""
     assert all(r[f"{a}_seeds"] == 1 for r in rows for a in plan["arms"])
+    from archsearch.sweep.table import provenance
+
+    assert [r["width"] for r in rows] == [0.25, 0.25] and "width 0.25, 2 epochs" in provenance(study, plan)
+    wide = {**plan, "rows": [plan["rows"][0], {**plan["rows"][1], "settings": {**plan["rows"][1]["settings"],
+                                                                              "width": 0.5}}]}
+    assert [r["width"] for r in summary(study, wide)] == [0.25, 0.5]
+    assert "width per row (0.25, 0.5; the width column)" in provenance(study, wide)  # never one [train] width
     report, html = write_outputs(study, plan, tmp_path / "out")
     text = report.read_text()
-    assert "| row |" in text and "scratch-b" in text and "made-up number" in text and "fine-tuning" in text
+    assert "| row |" in text and "| width |" in text and "scratch-b" in text and "made-up number" in text and "fine-tuning" in text
     assert html.name == "table.html" and html.stat().st_size > 100_000  # plotly.js embedded: opens offline
     from archsearch.sweep.cli import efficiency_from_sweep
 

@@ -358,6 +358,7 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
     for i, r in enumerate(plan["rows"]):
         row: dict[str, Any] = {"row": r["label"], "method": r["method"], "network": r["arch"], "data": r["data"],
                                "ratio": r["settings"].get("ratio", r["settings"].get("variant", "")),
+                               "width": r["settings"].get("width", 1.0),
                                "paper_source": r.get("paper_source") or ""}
         for arm in plan["arms"]:
             ts = [done[p] for p in (point(i, arm, s) for s in range(plan["spec"]["seeds"])) if p in done]
@@ -404,11 +405,14 @@ def provenance(study: optuna.Study, plan: dict) -> str:
     from ..redact import redact
 
     s, tr = plan["spec"], plan["spec"]["train"]
+    widths = sorted({float(r["settings"].get("width", 1.0)) for r in plan["rows"]})
+    width = (f"width {widths[0]:g}" if len(widths) == 1
+             else "width per row (" + ", ".join(f"{w:g}" for w in widths) + "; the width column)")
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     devices = sorted({str(t.user_attrs.get("device", "?")) for t in done})
     torch_v = sorted({str(t.user_attrs.get("torch_version", "?")) for t in done})
     return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
-            + f"; preset {tr.get('preset', 'paper')}, width {tr.get('width', 1.0)}"
+            + f"; preset {tr.get('preset', 'paper')}, {width}"
             + (f", {tr['epochs']} epochs" if tr.get("epochs") else "")
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
             + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices) or '-'}, torch {', '.join(torch_v) or '-'}; "
@@ -437,7 +441,7 @@ def write_outputs(study: optuna.Study, plan: dict, out_dir: Path, png: bool = Fa
               + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
               " was opened (paper_source); empty otherwise.\n"
               + ("\nScratch against fine-tuned:\n\n" + "".join(f"- {v}\n" for v in lines) if lines else ""))
-    cols = (["row", "network", "data", "ratio", "params", "pruned_params"] + arms
+    cols = (["row", "network", "data", "ratio", "width", "params", "pruned_params"] + arms
             + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms] + ["paper_source"])
     numeric = [f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds")]
     out_dir.mkdir(parents=True, exist_ok=True)
