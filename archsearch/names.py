@@ -80,9 +80,15 @@ def split_proposer(name: str) -> tuple[str, Target, str | None]:
     return method, parse_target(rest), variant or None
 
 
+# Other names of a method that users meet in the literature and in DESIGN.md: He et al. 2017's
+# channel pruning is "LASSO regression" (`lasso`); the canonical name is what runs and records use.
+METHOD_ALIASES = {"lasso": "regression"}
+
+
 def parse_proposer(name: str, methods: Iterable[str]) -> ProposerName:
     methods = list(methods)
     method, target, variant = split_proposer(name)
+    method = METHOD_ALIASES.get(method, method)
     if method not in methods:
         raise ArchsearchError(f"unknown pruning method {method!r} in {name!r}; known: {', '.join(methods)}")
     return ProposerName(method=method, target=target, variant=variant)

@@ -76,6 +76,10 @@ def test_kernel_position_map_of_hand_made_mask():
 
 def test_parse_and_settings_errors():
     assert str(parse("slimming-vgg16-c10")) == "slimming-vgg16-c10"
+    # DESIGN.md's name for He et al. 2017 is an alias: runs and records use the canonical one
+    assert str(parse("lasso-resnet56-c10")) == "regression-resnet56-c10"
+    assert resolve_settings("lasso-vgg16-c10", ratio=0.3)[2].key() == resolve_settings("regression-vgg16-c10",
+                                                                                       ratio=0.3)[2].key()
     for bad, msg in (("prune-vgg16-c10", "unknown pruning method"), ("slimming", "METHOD-ARCH-DATA"),
                      ("slimming-vgg15-c10", "depths"), ("magnitude-vgg16-svhn", "unknown dataset")):
         with pytest.raises(ArchsearchError, match=msg):
