@@ -478,6 +478,42 @@ class SweepFile(Closed):
 
 
 # -- study plans (stored in a study by `sweep run`, read by every worker) ----------------------------
+class PlanRowSettings(Closed):
+    """A table row's keyword settings of `propose` (`sweep.table.row_settings`): a worker passes
+    them on as they are, so only these keys, each of its type, are accepted."""
+
+    preset: Annotated[str, Field(min_length=1, max_length=40)]
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
+    epochs: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    train_subset: Optional[Annotated[int, Field(ge=1)]] = None
+    ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    variant: Optional[Annotated[str, Field(min_length=1, max_length=40)]] = None
+    sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
+    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
+    stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
+    skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
+    rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+    rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+
+
+class PlanRow(Model):
+    """One resolved row of a table plan (`sweep.table.build_table_plan`)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", populate_by_name=True)
+
+    source: Annotated[str, Field(alias="from", min_length=1, max_length=200)]
+    label: Annotated[str, Field(min_length=1, max_length=400)]
+    method: Annotated[str, Field(min_length=1, max_length=40)]
+    kind: Literal["channels", "sparsity", "depth"]
+    arch: Annotated[str, Field(min_length=1, max_length=200)]
+    data: Annotated[str, Field(min_length=1, max_length=200)]
+    settings: PlanRowSettings
+    record: dict[str, Any]
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    paper: Optional[dict[TableArm, Annotated[float, Field(ge=0, le=100)]]] = None
+    paper_source: Optional[Annotated[str, Field(max_length=1000)]] = None
+
+
 class PlanModel(Model):
     """A study's plan (`sweep.runner.read_plan` reads it; version 1 plans are upgraded there)."""
 
@@ -487,7 +523,8 @@ class PlanModel(Model):
     kinds: Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=0)]  # a table has none
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=0)]
     full: dict[str, Annotated[int, Field(ge=0)]]
-    rows: Optional[list[dict[str, Any]]] = None  # table mode: the resolved rows
+    rows: Optional[Annotated[list[PlanRow], Field(min_length=1, max_length=1000)]] = None  # table mode
+    arms: Optional[Annotated[list[TableArm], Field(min_length=1)]] = None  # table mode, in table order
     artifacts: Optional[str] = None  # table mode: where inherited weights are stored
     archsearch_version: str
     created: str
@@ -496,6 +533,12 @@ class PlanModel(Model):
     search_start: Optional[list[Annotated[float, Field(gt=0)]]] = None
     search_pattern: Optional[str] = None
 
+    @model_validator(mode="after")
+    def _table(self) -> "PlanModel":
+        if self.spec.get("mode") == "table" and not (self.rows and self.arms and self.artifacts):
+            raise ValueError("a table plan needs its rows, arms and artifact store")
+        return self
+
 
 __all__ = ["check", "Pattern", "ArchSpecModel", "ResultModel", "ProposalRecord", "LastPattern", "TransferRow",
-           "SweepFile", "PlanModel"]
+           "SweepFile", "PlanRow", "PlanRowSettings", "PlanModel"]

@@ -248,3 +248,22 @@ def test_the_ticket_arm_starts_from_the_winning_ticket(tmp_path, monkeypatch):
     assert inits["row0-scratch-e-s0"] is None  # random init
     got = inits["row0-ticket-s0"]
     assert got.keys() == ticket.keys() and all(torch.equal(got[k], ticket[k]) for k in ticket)
+
+
+def test_a_stored_table_plan_is_typed_and_a_tampered_row_is_refused(tmp_path):
+    """A worker passes a row's settings to `propose` as keywords: the plan reader accepts only
+    the known keys, each of its type, and a table plan without rows, arms or store."""
+    from archsearch.sweep.runner import read_plan
+
+    _, _, plan, _ = _prepared(tmp_path)
+    assert read_plan(plan, "p")["rows"] == plan["rows"]  # the plan as built reads back unchanged
+    row = plan["rows"][0]
+    for bad, match in (({**row, "settings": {**row["settings"], "device": "cuda"}}, "settings.device.*not a known key"),
+                       ({**row, "settings": {**row["settings"], "ratio": "0.5"}}, "settings.ratio"),
+                       ({k: v for k, v in row.items() if k != "label"}, "label"),
+                       ({**row, "kind": "blocks"}, "kind")):
+        with pytest.raises(ArchsearchError, match=match):
+            read_plan({**plan, "rows": [bad]}, "p")
+    for key in ("rows", "arms", "artifacts"):
+        with pytest.raises(ArchsearchError, match="a table plan needs its rows, arms and artifact store"):
+            read_plan({**plan, key: None}, "p")
