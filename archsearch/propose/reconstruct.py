@@ -53,7 +53,8 @@ def readable(base: ArchSpec) -> list[bool]:
     pruning leave a ResNet's residual stream alone."""
     from ..archs import build
 
-    modules = dict(build(base).named_modules())
+    with torch.device("meta"):  # shapes only: no weights are allocated or initialised
+        modules = dict(build(base).named_modules())
     ok = []
     for w, reader in zip(base.widths, consumers(base)):
         layer = modules.get(reader) if reader is not None else None
