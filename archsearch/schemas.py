@@ -419,16 +419,12 @@ class SweepRun(Closed):
 TableArm = Literal["unpruned", "finetune", "scratch-e", "scratch-b", "ticket"]
 
 
-class SweepRow(Closed):
-    """One row of a table sweep: a proposer (`METHOD-ARCH-DATA[.VARIANT]`) and the settings
-    that choose its pruned architecture; `paper` holds the paper's own numbers per arm, with
-    `paper_source` naming where they were read."""
+class RowSettings(Closed):
+    """The settings that choose a table row's pruned architecture: a row of a sweep file
+    (`SweepRow`) and, with the training settings, a row resolved into a study's plan
+    (`PlanRowSettings`)."""
 
-    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", populate_by_name=True)
-
-    source: Annotated[str, Field(alias="from", min_length=1, max_length=200)]
-    label: Optional[Annotated[str, Field(max_length=200)]] = None
-    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None  # this row's, over [train] width
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None  # a row's own, over [train] width
     ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     variant: Optional[Annotated[str, Field(min_length=1, max_length=40)]] = None
     sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
@@ -437,6 +433,17 @@ class SweepRow(Closed):
     skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+
+
+class SweepRow(RowSettings):
+    """One row of a table sweep: a proposer (`METHOD-ARCH-DATA[.VARIANT]`) and the settings
+    that choose its pruned architecture; `paper` holds the paper's own numbers per arm, with
+    `paper_source` naming where they were read."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", populate_by_name=True)
+
+    source: Annotated[str, Field(alias="from", min_length=1, max_length=200)]
+    label: Optional[Annotated[str, Field(max_length=200)]] = None
     paper: Optional[dict[TableArm, Annotated[float, Field(ge=0, le=100)]]] = None
     paper_source: Optional[Annotated[str, Field(min_length=1, max_length=1000)]] = None
 
@@ -478,22 +485,13 @@ class SweepFile(Closed):
 
 
 # -- study plans (stored in a study by `sweep run`, read by every worker) ----------------------------
-class PlanRowSettings(Closed):
+class PlanRowSettings(RowSettings):
     """A table row's keyword settings of `propose` (`sweep.table.row_settings`): a worker passes
     them on as they are, so only these keys, each of its type, are accepted."""
 
     preset: Annotated[str, Field(min_length=1, max_length=40)]
-    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
     epochs: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
     train_subset: Optional[Annotated[int, Field(ge=1)]] = None
-    ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
-    variant: Optional[Annotated[str, Field(min_length=1, max_length=40)]] = None
-    sparsity: Optional[Annotated[float, Field(ge=0, le=1)]] = None
-    floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
-    stage_ratios: Optional[Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=1, max_length=64)]] = None
-    skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
-    rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
-    rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
 
 
 class PlanRow(Model):
@@ -541,4 +539,4 @@ class PlanModel(Model):
 
 
 __all__ = ["check", "Pattern", "ArchSpecModel", "ResultModel", "ProposalRecord", "LastPattern", "TransferRow",
-           "SweepFile", "PlanRow", "PlanRowSettings", "PlanModel"]
+           "RowSettings", "SweepFile", "PlanRow", "PlanRowSettings", "PlanModel"]
