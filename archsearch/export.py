@@ -34,7 +34,7 @@ from torch import nn
 
 from . import __version__
 from ._io import _UMASK, torch_save, write_json
-from .archs import build
+from .archs import build_with
 from .errors import ArchsearchError
 from .spec import ArchSpec
 
@@ -66,12 +66,7 @@ def parse_formats(text: str | None) -> list[str]:
 def deployable(spec: ArchSpec, state: dict[str, torch.Tensor] | None) -> nn.Module:
     """The network in eval mode with `state` loaded and any masks folded into the weights
     (the `weight_mask` buffers removed): a plain PyTorch module."""
-    model = build(spec)
-    if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise ArchsearchError(f"the weights do not fit {spec.name}: {str(e).splitlines()[0][:200]}") from None
+    model = build_with(spec, state)
     with torch.no_grad():
         for m in model.modules():
             if "weight_mask" in getattr(m, "_buffers", {}):

@@ -40,7 +40,7 @@ from torch import nn
 
 from . import __version__
 from ._io import RunLock, torch_save, write_json
-from .archs import apply_masks_, build, masked_weights
+from .archs import apply_masks_, build_with, masked_weights
 from .counting import CONVENTIONS, check_memory, count
 from .data import AnyDataset as Dataset
 from .data.stream import eval_batch_size
@@ -388,13 +388,7 @@ class Engine:
         self.schedule = schedule
         check_memory(spec, schedule.batch_size // dist.world, self.dev)
         torch.manual_seed(seed)
-        model = build(spec)
-        if init_state is not None:
-            try:
-                model.load_state_dict(init_state)
-            except RuntimeError as e:
-                raise ArchsearchError(f"the given weights do not fit {spec.name}: {str(e).splitlines()[0]}") from None
-            apply_masks_(model)
+        model = build_with(spec, init_state)
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.dev)
@@ -490,9 +484,7 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
     dev = resolve_device(device) if isinstance(device, str) else device
     batch = eval_batch_size(data.size)
     check_memory(spec, batch, dev)
-    model = build(spec)
-    model.load_state_dict(state)
-    apply_masks_(model)
+    model = build_with(spec, state)
     model = model.to(dev).eval()
     loader = data.loader("test", batch, train=False, device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)

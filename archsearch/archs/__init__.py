@@ -390,6 +390,19 @@ def build(spec: ArchSpec) -> nn.Module:
     return model
 
 
+def build_with(spec: ArchSpec, state: dict[str, torch.Tensor] | None) -> nn.Module:
+    """`build(spec)` with `state` (a state dict from a file or another run) loaded and its
+    masks applied; weights that do not fit the spec are one line, not a traceback."""
+    model = build(spec)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ArchsearchError(f"the weights do not fit {spec.name}: {str(e).splitlines()[0][:200]}") from None
+        apply_masks_(model)
+    return model
+
+
 def masked_weights(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(m.weight, m.weight_mask) for m in model.modules()
             if isinstance(m, nn.Conv2d) and hasattr(m, "weight_mask")]
