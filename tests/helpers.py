@@ -64,3 +64,31 @@ def prepared_study(spec_path, wd, storage=None):
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
     study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
     return spec, plan, study
+
+
+def narrowed_at_random(spec, seed=0):
+    """The built `spec` in eval mode with non-trivial BN statistics and affine parameters (2d and
+    1d), a random keep mask per channel group (about 60%, never empty) and the narrowed net
+    built from it: (family, wide model, keep masks, narrowed spec, its state, narrowed model)."""
+    import torch
+    from torch import nn
+
+    from archsearch.archs import build, get_family
+
+    torch.manual_seed(seed)
+    fam = get_family(spec.family)
+    model = build(spec).eval()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.2, 1.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    rng = np.random.default_rng(seed)
+    keep = [rng.random(w) < 0.6 for w in spec.widths]
+    for k in keep:
+        k[rng.integers(len(k))] = True
+    small_spec, state = fam.narrow(model, spec, keep)
+    small = build(small_spec).eval()
+    small.load_state_dict(state)
+    return fam, model, keep, small_spec, state, small

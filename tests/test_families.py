@@ -137,23 +137,10 @@ def test_densenet40_base_groups_are_the_original_default_cfg():
 
 @pytest.mark.parametrize("arch", SMALL + [pytest.param("preresnet164", marks=pytest.mark.slow)])
 def test_narrow_equals_zeroing_the_dropped_channels_bn(arch):
-    torch.manual_seed(0)
+    from helpers import narrowed_at_random
+
     spec = base_spec(arch, 10, width=0.5)
-    fam = get_family(spec.family)
-    model = build(spec).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.2, 1.0)
-            m.bias.data.uniform_(-0.2, 0.2)
-    rng = np.random.default_rng(0)
-    keep = [rng.random(w) < 0.6 for w in spec.widths]
-    for k in keep:
-        k[rng.integers(len(k))] = True
-    small_spec, state = fam.narrow(model, spec, keep)
-    small = build(small_spec).eval()
-    small.load_state_dict(state)
+    fam, model, keep, small_spec, state, small = narrowed_at_random(spec)
     modules = dict(model.named_modules())
     with torch.no_grad():
         for g, k in zip(fam.groups(spec), keep):

@@ -164,23 +164,10 @@ def test_narrow_equals_zeroing_the_dropped_channels_bn(arch):
     """Inherited weights: the narrowed net computes what the wide one does with the dropped
     channels' BN scale and shift at zero (invgg11: also its classifier's BatchNorm1d channels,
     and classifier.0 reads the flattened 2x2 map, 4 inputs per channel)."""
-    torch.manual_seed(0)
+    from helpers import narrowed_at_random
+
     spec = base_spec(arch, 10, width=0.125, input_size=64)
-    fam = get_family(spec.family)
-    model = build(spec).eval()
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.2, 1.0)
-            m.bias.data.uniform_(-0.2, 0.2)
-    rng = np.random.default_rng(0)
-    keep = [rng.random(w) < 0.6 for w in spec.widths]
-    for k in keep:
-        k[rng.integers(len(k))] = True
-    small_spec, state = fam.narrow(model, spec, keep)
-    small = build(small_spec).eval()
-    small.load_state_dict(state)
+    fam, model, keep, small_spec, state, small = narrowed_at_random(spec)
     modules = dict(model.named_modules())
     with torch.no_grad():
         for g, k in zip(fam.groups(spec), keep):
