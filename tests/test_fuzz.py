@@ -6,7 +6,7 @@ archsearch reads (patterns, ArchSpec JSON, results tables, sweep TOML, checkpoin
 journals, CIFAR pickles). Whatever comes in, a command ends with exit code 0 or 2 and
 never with a traceback.
 
-Nothing here trains or downloads: the first allocation of a network (`train.build`), the
+Nothing here trains or downloads: the first allocation of a network (`train.build_with`), the
 Chromium render and torchvision's download are replaced by stubs, so "the input was good
 enough to start real work" is one more clean exit 2. The examples are derandomized, so CI
 sees the same ones every run; `HYPOTHESIS_PROFILE=explore pytest tests/test_fuzz.py` draws
@@ -61,7 +61,7 @@ def sandbox(tmp_path, monkeypatch):
     from archsearch.sweep import runner
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train, "build", _stop)
+    monkeypatch.setattr(train, "build_with", _stop)
     monkeypatch.setattr(propose, "build", _stop)
     monkeypatch.setattr(plot, "render_png", _stop)
     monkeypatch.setattr(runner, "spawn_workers", _stop)  # worker processes would train for real
