@@ -21,12 +21,14 @@ its own run directory) under a heartbeat, and tells the outcome:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -136,6 +138,13 @@ def grid_space(plan: dict) -> dict[str, list]:
     s = plan["spec"]
     return {"kind": plan["kinds"], "generator": s["generators"], "budget": plan["budgets"],
             "seed": list(range(s["seeds"]))}
+
+
+def grid_point(trial: optuna.Trial, plan: dict) -> tuple[str, str, float, int]:
+    """The grid point (kind, generator, budget, seed) the sampler gave `trial`."""
+    sp = grid_space(plan)
+    return (trial.suggest_categorical("kind", sp["kind"]), trial.suggest_categorical("generator", sp["generator"]),
+            trial.suggest_categorical("budget", sp["budget"]), trial.suggest_categorical("seed", sp["seed"]))
 
 
 def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) -> ArchSpec:
@@ -578,11 +587,7 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
 
         return run_trial(study, trial, plan, ctx, label)
     if mode == "grid":
-        sp = grid_space(plan)
-        kind = trial.suggest_categorical("kind", sp["kind"])
-        gen = trial.suggest_categorical("generator", sp["generator"])
-        budget = trial.suggest_categorical("budget", sp["budget"])
-        seed = trial.suggest_categorical("seed", sp["seed"])
+        kind, gen, budget, seed = grid_point(trial, plan)
         arch = arch_for(plan, kind, gen, float(budget), int(seed))
         run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
     else:
@@ -675,6 +680,32 @@ def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int
         return _work(study, plan, ctx, max_trials, wait)
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM back while the block writes a trial's state to the storage (an
+    ask, a tell and its requeue), so that a stop lands before or after the write, never inside
+    it: a trial is never left RUNNING by a worker that was asked to stop. A signal that came
+    meanwhile goes to the handler that was in place (KeyboardInterrupt, as a rule) when the block
+    ends. Python runs signal handlers in the main thread only; elsewhere this holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if got:
+            h = old[got[0]]
+            if callable(h):
+                h(got[0], None)
+            elif h == signal.SIG_DFL:
+                os.kill(os.getpid(), got[0])
+
+
 def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int | None, wait: bool) -> int:
     mode = plan["spec"]["mode"]
     ran = 0
@@ -692,19 +723,32 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
                 break
             time.sleep(ctx.poll)
             continue
-        trial = study.ask()
-        if mode == "table" and "point" not in trial.user_attrs:
-            # the queue emptied between the look and the ask (another worker took it): not a point
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        if mode in ("grid", "table"):
-            dup = _is_duplicate(study, trial, mode)
-            if dup is not None:
-                trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
+        trial = None
+        try:  # a stop between the ask and the training must not leave the trial RUNNING
+            with _signals_deferred():  # a stop inside the ask: raised once the trial is known
+                trial = study.ask()
+            if mode == "table" and "point" not in trial.user_attrs:
+                # the queue emptied between the look and the ask (another worker took it): not a point
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-        st = status(study, plan)
-        label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
+            if mode in ("grid", "table"):
+                dup = _is_duplicate(study, trial, mode)
+                if dup is not None:
+                    trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+            st = status(study, plan)
+            label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
+        except KeyboardInterrupt:
+            if trial is None:
+                raise _Interrupted("interrupted") from None
+            with _signals_deferred():
+                if mode == "grid":
+                    grid_point(trial, plan)  # the point it was given, so that reports can name it
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C) before it started; requeued")
+                study.tell(trial, state=TrialState.FAIL)
+                _requeue(study, frozen(study, trial), "interrupted")
+            raise _Interrupted(f"trial #{trial.number} interrupted before it started, and requeued") from None
         state, value, reason = TrialState.COMPLETE, None, None
         stop: BaseException | None = None
         with beating(study, trial):
@@ -723,16 +767,20 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
                     stop = e
                     if cause == BUG:
                         ctx.log(traceback.format_exc())
-        if reason is not None:
-            trial.set_user_attr("fail_reason", reason)
-        if state == TrialState.PRUNED:
-            study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
-        else:
-            study.tell(trial, value, state=state)
-        ran += 1
-        done = frozen(study, trial)
+        with _signals_deferred():  # the outcome and its requeue are written whole (a stop comes after)
+            if mode == "grid" and reason and reason.startswith("interrupted"):
+                grid_point(trial, plan)  # stopped before all its params were drawn: name its point
+            if reason is not None:
+                trial.set_user_attr("fail_reason", reason)
+            if state == TrialState.PRUNED:
+                study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
+            else:
+                study.tell(trial, value, state=state)
+            ran += 1
+            done = frozen(study, trial)
+            if reason and reason.startswith("interrupted"):
+                _requeue(study, done, "interrupted")
         if reason and reason.startswith("interrupted"):
-            _requeue(study, done, "interrupted")
             raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
         if stop is not None:
             ctx.log(f"{label} {trial_label(done.params, mode)} -> failed: {reason}")
