@@ -288,6 +288,9 @@ def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
     plan2 = build_plan(spec2, wd, device="cpu", log=lambda m: None)
     with pytest.raises(ArchsearchError, match="another version of this spec"):
         create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec2)), plan2)
+    # reworded prose (title, about, cost) is the same sweep: it resumes
+    reworded = {**plan, "spec": {**plan["spec"], "title": "new words", "about": "more", "cost": "less"}}
+    assert create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec)), reworded).study_name == study.study_name
 
 
 def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):

@@ -257,8 +257,12 @@ def read_plan(plan, where: str) -> dict:
     return {**plan, "spec": spec.to_dict()}
 
 
+DESCRIPTIVE = ("title", "about", "cost")  # a spec's prose: rewording it does not make another sweep
+
+
 def _comparable(plan: dict) -> dict:
-    return {k: plan.get(k) for k in ("spec", "kinds", "budgets", "rows")}
+    spec = {k: v for k, v in plan["spec"].items() if k not in DESCRIPTIVE}
+    return {"spec": spec, **{k: plan.get(k) for k in ("kinds", "budgets", "rows")}}
 
 
 # -- studies ----------------------------------------------------------------------------------------
