@@ -164,10 +164,8 @@ def register_proposer(cls: type[Proposer]) -> type[Proposer]:
 
 
 def get_proposer(method: str) -> Proposer:
-    from ..names import METHOD_ALIASES
-
     try:
-        return PROPOSERS[METHOD_ALIASES.get(method, method)]
+        return PROPOSERS[method]
     except KeyError:
         raise ArchsearchError(f"unknown pruning method {method!r}; known: {', '.join(PROPOSERS)}") from None
 

@@ -710,6 +710,18 @@ def _signals_deferred():
                 os.kill(os.getpid(), got[0])
 
 
+def _fail_interrupted(study: optuna.Study, trial: optuna.Trial, plan: dict, reason: str) -> None:
+    """Fail a trial a stop interrupted and requeue its point, as one write (`_signals_deferred`).
+    A grid trial stopped before all its params were drawn gets them first, so that reports
+    can name its point."""
+    with _signals_deferred():
+        if plan["spec"]["mode"] == "grid":
+            grid_point(trial, plan)
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        _requeue(study, frozen(study, trial), "interrupted")
+
+
 def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int | None, wait: bool) -> int:
     mode = plan["spec"]["mode"]
     ran = 0
@@ -746,12 +758,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
         except KeyboardInterrupt:
             if trial is None:
                 raise _Interrupted("interrupted") from None
-            with _signals_deferred():
-                if mode == "grid":
-                    grid_point(trial, plan)  # the point it was given, so that reports can name it
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C) before it started; requeued")
-                study.tell(trial, state=TrialState.FAIL)
-                _requeue(study, frozen(study, trial), "interrupted")
+            _fail_interrupted(study, trial, plan, "interrupted (Ctrl-C) before it started; requeued")
             raise _Interrupted(f"trial #{trial.number} interrupted before it started, and requeued") from None
         state, value, reason = TrialState.COMPLETE, None, None
         stop: BaseException | None = None
@@ -771,21 +778,18 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
                     stop = e
                     if cause == BUG:
                         ctx.log(traceback.format_exc())
-        with _signals_deferred():  # the outcome and its requeue are written whole (a stop comes after)
-            if mode == "grid" and reason and reason.startswith("interrupted"):
-                grid_point(trial, plan)  # stopped before all its params were drawn: name its point
+        if reason and reason.startswith("interrupted"):
+            _fail_interrupted(study, trial, plan, reason)
+            raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
+        with _signals_deferred():  # the outcome is written whole (a stop comes after)
             if reason is not None:
                 trial.set_user_attr("fail_reason", reason)
             if state == TrialState.PRUNED:
                 study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
             else:
                 study.tell(trial, value, state=state)
-            ran += 1
-            done = frozen(study, trial)
-            if reason and reason.startswith("interrupted"):
-                _requeue(study, done, "interrupted")
-        if reason and reason.startswith("interrupted"):
-            raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
+        ran += 1
+        done = frozen(study, trial)
         if stop is not None:
             ctx.log(f"{label} {trial_label(done.params, mode)} -> failed: {reason}")
             if cause == ENVIRONMENT:
