@@ -123,8 +123,12 @@ def markdown_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: list[dict], cols: list[str], stem: Path, header: str = "") -> None:
-    write_text(stem.with_suffix(".md"), (header + "\n\n" if header else "") + markdown_table(rows, cols))
+def write_tables(rows: list[dict], cols: list[str], stem: Path, header: str = "",
+                 md_cols: list[str] | None = None) -> None:
+    """STEM.md (the header, then a table of md_cols: the columns a reader wants, default all),
+    STEM.csv (every column in cols) and STEM.json (the rows as they are)."""
+    md = cols if md_cols is None else md_cols
+    write_text(stem.with_suffix(".md"), (header + "\n\n" if header else "") + markdown_table(rows, md))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()

@@ -128,6 +128,14 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     report, html = write_outputs(study, plan, tmp_path / "out")
     text = report.read_text()
     assert "| row |" in text and "| width |" in text and "scratch-b" in text and "made-up number" in text and "fine-tuning" in text
+    # the markdown holds the readable columns (a row cites the paper, so its columns stay); the
+    # numeric ones are in the CSV
+    head = next(line for line in text.splitlines() if line.startswith("| row |"))
+    assert "| paper_finetune |" in head and "_mean" not in head and "_seeds" not in head
+    assert "finetune_mean" in (tmp_path / "out" / "report.csv").read_text().splitlines()[0]
+    uncited = {**plan, "rows": [{**r, "paper": {}, "paper_source": ""} for r in plan["rows"]]}
+    text = write_outputs(study, uncited, tmp_path / "out2")[0].read_text()
+    assert "| paper_" not in text and "| scratch-e |" in text
     assert html.name == "table.html" and html.stat().st_size > 100_000  # plotly.js embedded: opens offline
     from archsearch.sweep.cli import efficiency_from_sweep
 

@@ -131,7 +131,7 @@ def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool
               "params: non-zero parameters (sparse nets count kept weights only); MACs per image.")
     cols = SUMMARY_COLS + (["search_params"] if s["mode"] == "search" else [])
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_tables(rows, cols + NUMERIC_COLS, out_dir / "report", header)
+    write_tables(rows, cols + NUMERIC_COLS, out_dir / "report", header, md_cols=cols)
     write_tables(trial_rows(study), ["trial", "state", "kind", "generator", "budget", "seed", "params", "macs",
                                      "best_acc", "final_acc", "epochs", "train_seconds", "fail_reason"],
                  out_dir / "trials")

@@ -439,13 +439,17 @@ def write_outputs(study: optuna.Study, plan: dict, out_dir: Path, png: bool = Fa
               + "\nTest accuracy (%) at the best epoch, mean ± std over seeds. Arms: "
               + "; ".join(f"**{a}**: {ARMS[a]}" for a in arms)
               + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
-              " was opened (paper_source); empty otherwise.\n"
+              " was opened (paper_source); empty otherwise, and left out of this file when no row cites"
+              " one. report.csv and report.json also hold each arm's mean, std and seed count as numbers.\n"
               + ("\nScratch against fine-tuned:\n\n" + "".join(f"- {v}\n" for v in lines) if lines else ""))
     cols = (["row", "network", "data", "ratio", "width", "params", "pruned_params"] + arms
             + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms] + ["paper_source"])
     numeric = [f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds")]
+    # report.md: the readable columns (the paper's only where some row cites it); .csv/.json: all
+    cited = any(r["paper_source"] for r in rows)
+    md_cols = [c for c in cols if cited or not c.startswith("paper_")]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_tables(rows, cols + numeric, out_dir / "report", header)
+    write_tables(rows, cols + numeric, out_dir / "report", header, md_cols=md_cols)
     html = out_dir / "table.html"
     write_html(table_figure(rows, arms, title=s.get("title") or s["name"], caption=prov), html)
     if png:
