@@ -670,3 +670,24 @@ def test_a_stop_during_a_storage_write_lands_after_it():
             signal.signal(signal.SIGTERM, previous)
         assert seen == ["the write finished"]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+
+
+def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_path):
+    """`archsearch report table1-l1norm --scale reduced --storage FILE` reads the study
+    table1-l1norm-reduced (it had looked for a study named table1-l1norm); --scale with a
+    name that is no spec is refused in one line."""
+    import optuna
+
+    from archsearch.sweep.cli import Sweep
+    from archsearch.sweep.runner import open_storage
+
+    journal = str(tmp_path / "j.log")
+    optuna.create_study(study_name="other", storage=open_storage(journal))
+    with pytest.raises(ArchsearchError, match="no study 'fig3-vgg16-c10-reduced' in"):
+        Sweep("fig3-vgg16-c10", journal, None, "reduced")
+    with pytest.raises(ArchsearchError, match="no study 'fig3-vgg16-c10' in"):
+        Sweep("fig3-vgg16-c10", journal, None, None)
+    with pytest.raises(ArchsearchError, match="no study 'mine' in"):  # a plain study name still works
+        Sweep("mine", journal, None, None)
+    with pytest.raises(ArchsearchError, match="no sweep spec"):
+        Sweep("mine", journal, None, "reduced")

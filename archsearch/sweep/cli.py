@@ -56,12 +56,11 @@ class Sweep:
 
         self.spec = None
         looks_like_spec = target.endswith(".toml") or Path(target).is_file()
-        if looks_like_spec or not storage:
-            try:
-                self.spec = load_spec(find_spec_file(target), scale)
-            except ArchsearchError:
-                if looks_like_spec:
-                    raise
+        try:  # a spec (file or shipped name) names its study, with the scale's suffix
+            self.spec = load_spec(find_spec_file(target), scale)
+        except ArchsearchError:
+            if looks_like_spec or scale:  # --scale only means something for a spec
+                raise
         if self.spec is not None:
             self.name = self.spec.study_name
             self.workdir = Path(workdir) if workdir else default_workdir(self.spec)
