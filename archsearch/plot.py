@@ -93,9 +93,11 @@ def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: st
         fig.add_trace(go.Bar(
             x=labels, y=ys, name=arm, marker_color=ARM_COLORS.get(arm, "black"), offsetgroup=arm,
             error_y={"type": "data", "array": [r.get(f"{arm}_std") or 0 for r in rows], "visible": True},
-            text=[f"{arm}: {r[arm] or 'not run'} ({r.get(f'{arm}_seeds', 0)} seeds, epochs "
-                  f"{r.get(f'{arm}_epochs') or '-'})" for r in rows],
-            hovertemplate="%{x}<br>%{text}<extra></extra>"))
+            # the mean above each bar; the whole cell (± std, seeds, epochs) on hover
+            texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,
+            hovertext=[f"{arm}: {r[arm] or 'not run'} ({r.get(f'{arm}_seeds', 0)} seeds, epochs "
+                       f"{r.get(f'{arm}_epochs') or '-'})" for r in rows],
+            hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
         paper = [r.get(f"paper_{arm}") for r in rows]
         if any(isinstance(p, (int, float)) for p in paper):
             fig.add_trace(go.Scatter(
@@ -103,15 +105,15 @@ def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: st
                 marker={"symbol": "line-ew-open", "size": 18, "color": "black", "line": {"width": 3}},
                 name=f"paper ({arm})", offsetgroup=arm, legendgroup="paper",
                 hovertemplate="%{x}<br>paper " + arm + ": %{y:.2f}%<extra></extra>"))
-    vals = [r.get(f"{a}_mean") for r in rows for a in arms if r.get(f"{a}_mean") is not None]
-    lo = max(0.0, min(vals) - 5) if vals else 0.0
-    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std", range=[lo, 100 if not vals else
-                                                                                   min(100, max(vals) + 3)])
+    tops = [(r.get(f"{a}_mean") or 0) + (r.get(f"{a}_std") or 0) for r in rows for a in arms]
+    # bars start at 0 (a cut axis would exaggerate the gaps); room above the tallest for its label
+    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std",
+                     range=[0, min(105.0, max(tops, default=95.0) * 1.1 + 2)])
     fig.update_layout(
-        barmode="group", template="plotly_white", legend={"title": "arm"},
+        barmode="group", template="plotly_white", legend={"title": "arm"}, uniformtext={"minsize": 9},
         title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in _wrap(caption)), "y": 0.965,
                "yanchor": "top"},
-        margin={"t": 90 + 18 * len(_wrap(caption))})
+        margin={"t": 90 + 18 * len(_wrap(caption))}, height=560 + 18 * len(_wrap(caption)))
     return fig
 
 

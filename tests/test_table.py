@@ -275,3 +275,19 @@ def test_a_stored_table_plan_is_typed_and_a_tampered_row_is_refused(tmp_path):
     for key in ("rows", "arms", "artifacts"):
         with pytest.raises(ArchsearchError, match="a table plan needs its rows, arms and artifact store"):
             read_plan({**plan, key: None}, "p")
+
+
+def test_table_figure_bars_start_at_zero_and_carry_each_cell():
+    from archsearch.plot import table_figure
+
+    rows = [{"row": "r0", "unpruned": "61.54 ± 0.56", "unpruned_mean": 61.54, "unpruned_std": 0.56,
+             "unpruned_seeds": 2, "unpruned_epochs": [8], "finetune": "", "finetune_mean": None,
+             "finetune_std": None, "finetune_seeds": 0, "finetune_epochs": [], "paper_finetune": 93.5}]
+    fig = table_figure(rows, ["unpruned", "finetune"], title="T", caption="how it was made")
+    lo, hi = fig.layout.yaxis.range
+    assert lo == 0 and 61.54 + 0.56 < hi <= 105  # never a cut axis, room for the labels
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["unpruned", "finetune"]
+    assert bars[0].hovertext == ("unpruned: 61.54 ± 0.56 (2 seeds, epochs [8])",)
+    assert bars[1].hovertext == ("finetune: not run (0 seeds, epochs -)",)
+    assert [t.y for t in fig.data if t.type == "scatter"] == [(93.5,)]  # the paper's tick
