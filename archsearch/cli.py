@@ -19,6 +19,10 @@ from ._io import check_name, make_dirs
 from .errors import ArchsearchError
 from .sweep import STORAGE_ENV
 
+# the training presets' names for --help (the CLI does not import torch to list them;
+# a test keeps this equal to archsearch.train.PRESETS)
+PRESET_NAMES = "paper | fast | quick | tiny | imagenet | sfp"
+
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt
@@ -125,7 +129,7 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @cli.command()
 @click.argument("target")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="Train this ArchSpec JSON instead of the base net of TARGET's arch.")
-@click.option("--preset", default="paper", show_default=True, help="paper | fast | quick | tiny (see `archsearch.train`).")
+@click.option("--preset", default="paper", show_default=True, help=f"{PRESET_NAMES} (see `archsearch.train`).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs (the base epochs for scratch-b).")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -308,7 +312,7 @@ def _stage_table(pat: dict) -> str:
 @click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA[.VARIANT], e.g. slimming-vgg16-c10, l1norm-resnet56-c10.A. Methods: slimming, magnitude, lamp, l1norm, thinet, regression, sfp, lottery, sss.")
 @click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude and lamp 0.8, l1norm / thinet / regression 0.5 per group, sfp 0.3 per conv, lottery 0.2 per round, sss 0.3 of the removable blocks).")
 @click.option("--seeds", type=SEEDS, default=3, show_default=True, help="Number of seeds (0..N-1).")
-@click.option("--preset", default="fast", show_default=True, help="paper | fast | quick | tiny: how the base nets are trained.")
+@click.option("--preset", default="fast", show_default=True, help=f"{PRESET_NAMES}: how the base nets are trained.")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
 @click.option("--sparsity", type=Number(0, 1), help="The regulariser's strength: slimming's L1 s on BN scales (default 1e-4 for VGG, 1e-5 otherwise); sss's gamma on block scales (default 1e-3).")
@@ -575,7 +579,7 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--train", "do_train", is_flag=True, help="Also train every written spec from scratch and compare.")
 @click.option("--schedule", "kind_sched", default="scratch-e", show_default=True, help="With --train: scratch-e | scratch-b.")
 @click.option("--seeds", type=SEEDS, default=2, show_default=True, help="With --train: seeds per spec.")
-@click.option("--preset", default="fast", show_default=True, help="With --train: paper | fast | quick | tiny.")
+@click.option("--preset", default="fast", show_default=True, help=f"With --train: {PRESET_NAMES}.")
 @click.option("--epochs", type=EPOCHS, help="With --train: override the preset's epochs.")
 @click.option("--data-dir", type=click.Path(), help="With --train: where CIFAR lives.")
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31),

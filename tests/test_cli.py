@@ -228,3 +228,10 @@ def test_plots(lib, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     r = run("plot", "efficiency", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.html"))
     assert r.exit_code == 2 and "not a results table" in r.stderr
+
+
+def test_the_preset_names_in_help_are_the_presets():
+    from archsearch.cli import PRESET_NAMES
+    from archsearch.train import PRESETS
+
+    assert sorted(PRESET_NAMES.split(" | ")) == sorted(PRESETS)
