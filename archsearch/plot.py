@@ -106,14 +106,16 @@ def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: st
                 name=f"paper ({arm})", offsetgroup=arm, legendgroup="paper",
                 hovertemplate="%{x}<br>paper " + arm + ": %{y:.2f}%<extra></extra>"))
     tops = [(r.get(f"{a}_mean") or 0) + (r.get(f"{a}_std") or 0) for r in rows for a in arms]
-    # bars start at 0 (a cut axis would exaggerate the gaps); room above the tallest for its label
+    tops += [p for r in rows for a in arms if isinstance(p := r.get(f"paper_{a}"), (int, float))]
+    # bars start at 0 (a cut axis would exaggerate the gaps); room above the tallest bar or paper
+    # tick for its label
     fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std",
                      range=[0, min(105.0, max(tops, default=95.0) * 1.1 + 2)])
+    lines = _wrap(caption)
     fig.update_layout(
-        barmode="group", template="plotly_white", legend={"title": "arm"}, uniformtext={"minsize": 9},
-        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in _wrap(caption)), "y": 0.965,
-               "yanchor": "top"},
-        margin={"t": 90 + 18 * len(_wrap(caption))}, height=560 + 18 * len(_wrap(caption)))
+        barmode="group", template="plotly_white", legend={"title": "arm"},
+        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in lines), "y": 0.965, "yanchor": "top"},
+        margin={"t": 90 + 18 * len(lines)}, height=560 + 18 * len(lines))
     return fig
 
 
