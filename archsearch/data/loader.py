@@ -17,7 +17,38 @@ import torch
 from ..distributed import SINGLE, Dist
 
 
-class DeviceLoader:
+class Batches:
+    """What every training loader shares: the number of batches in an epoch (the lr schedule
+    counts on it), normalisation on the device, and the one `torch.Generator` whose state a
+    checkpoint saves, so that a resumed run sees the batches an uninterrupted one would."""
+
+    n: int
+    batch_size: int
+    drop_last: bool
+    channels_last: bool
+    generator: torch.Generator
+
+    def _init_common(self, mean, std, channels: int, seed: int, generator_device: torch.device | str) -> None:
+        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(1, channels, 1, 1).to(self.device)
+        self.inv_std = (1.0 / (torch.tensor(std, dtype=torch.float32) * 255)).view(1, channels, 1, 1).to(self.device)
+        self.generator = torch.Generator(device=generator_device)
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        xb = (xb.float() - self.mean) * self.inv_std
+        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+
+
+class DeviceLoader(Batches):
     """`dist` (a `distributed.Dist`): each process keeps its contiguous slice of every global
     batch; the order and the crops and flips are drawn for the whole global batch, so the
     processes together see exactly what one process would."""
@@ -38,25 +69,8 @@ class DeviceLoader:
         self.labels = torch.from_numpy(np.array(y, dtype=np.int64)).to(self.device)
         self.n = len(self.labels)
         self.size = x.shape[1]
-        c = self.images.shape[1]
-        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(1, c, 1, 1).to(self.device)
-        self.inv_std = (1.0 / (torch.tensor(std, dtype=torch.float32) * 255)).view(1, c, 1, 1).to(self.device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self._init_common(mean, std, self.images.shape[1], seed, self.device)
         self._ar = torch.arange(self.size, device=self.device)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-    def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        xb = (xb.float() - self.mean) * self.inv_std
-        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
 
     def _augment(self, idx: torch.Tensor) -> torch.Tensor:
         b, g, part = len(idx), self.generator, self.dist.shard(len(idx))

@@ -54,6 +54,7 @@ import torch
 
 from ..distributed import SINGLE, Dist
 from ..errors import ArchsearchError
+from .loader import Batches
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -284,7 +285,7 @@ class _Batches(torch.utils.data.Dataset):
         return torch.from_numpy(out), torch.from_numpy(self.src.rec.labels[idx]), "", jpegs, names
 
 
-class StreamLoader:
+class StreamLoader(Batches):
     """Batches of a `Records` split, decoded by `workers` processes, normalised on `device`.
 
     The same interface as `DeviceLoader`: iterate for (images, labels) on the device,
@@ -300,19 +301,7 @@ class StreamLoader:
         self.workers = default_workers() if workers is None else int(workers)
         self.channels_last = channels_last
         self.n = len(rec)
-        self.mean = (torch.tensor(mean, dtype=torch.float32) * 255).view(1, 3, 1, 1).to(self.device)
-        self.inv_std = (1.0 / (torch.tensor(std, dtype=torch.float32) * 255)).view(1, 3, 1, 1).to(self.device)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self._init_common(mean, std, 3, seed, "cpu")  # the plan is drawn on the CPU, for the decoding workers
 
     def _plan(self) -> tuple[list[np.ndarray], int]:
         if self.train:
@@ -355,8 +344,7 @@ class StreamLoader:
                                           f"{str(e).splitlines()[0][:160]}; remove or replace it, or set "
                                           "ARCHSEARCH_DECODE=cpu") from None
                 xb[torch.as_tensor(pos, device=self.device)] = dec
-            xb = (xb.float() - self.mean) * self.inv_std
-            xb = xb.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            xb = self._normalise(xb)
             yield xb, yb.to(self.device, non_blocking=cuda)
 
 
