@@ -47,6 +47,10 @@ def test_streamed_folder_loads_and_batches(shapes):
     test = ds.loader("test", 5, train=False)
     got = batches(test)
     assert [len(y) for _, y in got] == [5, 5, 2] and got[0][0].shape == (5, 3, 16, 16)
+    # the layout asked for, though the decoded images are NHWC
+    assert all(b.is_contiguous() for b, _ in test)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b, _ in ds.loader("test", 5, train=False,
+                                                                                           channels_last=True))
     x = torch.cat([b[0] for b in got]) * torch.tensor(ds.std).view(1, 3, 1, 1) + torch.tensor(ds.mean).view(1, 3, 1, 1)
     y = torch.cat([b[1] for b in got])
     for c in range(3):

@@ -44,8 +44,8 @@ class Batches:
         self.generator.set_state(state["generator"])
 
     def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        xb = (xb.float() - self.mean) * self.inv_std
-        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+        xb = (xb.float() - self.mean) * self.inv_std  # the layout asked for, whatever the source's was
+        return xb.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
 class DeviceLoader(Batches):
