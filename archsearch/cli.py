@@ -798,7 +798,7 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
     else:
         from .sweep.cli import efficiency_from_sweep
 
-        efficiency_from_sweep(source, storage, workdir, scale, out_file, x, png)
+        efficiency_from_sweep(source, storage, workdir, scale, out_file, x, png, title)
     click.echo(f"wrote {out_file}" + (f" and {Path(out_file).with_suffix('.png')}" if png else ""))
 
 

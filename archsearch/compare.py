@@ -117,9 +117,12 @@ def spec_row(g: Generated, by: str) -> dict:
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    def cell(v) -> str:  # a '|' or a line break in a value (a failure's reason) would break the row
+        return " ".join(str(v).split()).replace("|", "\\|")
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

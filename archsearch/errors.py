@@ -9,7 +9,8 @@ class ArchsearchError(Exception):
 
 
 class EnvironmentFailure(ArchsearchError):
-    """The machine, not the input, failed: a full or read-only disk, no memory, a lost device.
+    """Not the trial's doing: the machine failed (a full or read-only disk, no memory, a lost
+    device, a killed process) or so did the data every trial reads (an undecodable file).
 
-    A sweep stops at the first one (every later trial would fail the same way) and keeps
-    the trial retryable (`archsearch sweep run --retry-failed`)."""
+    A sweep stops at the first one (every later trial would fail the same way) and keeps the
+    trial retryable: the next `archsearch sweep run` of the same spec retries it."""

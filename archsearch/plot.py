@@ -168,7 +168,15 @@ def pattern_figure(pattern: dict):
 
 
 def write_html(fig, path: str | os.PathLike) -> None:
-    """Self-contained HTML (plotly.js embedded), written atomically."""
+    """Self-contained HTML (plotly.js embedded), written atomically. The name must end in
+    .html: a browser (and `--png`, which writes NAME.png beside it) goes by it."""
+    from pathlib import Path
+
+    from .errors import ArchsearchError
+
+    if Path(path).suffix.lower() not in (".html", ".htm"):
+        raise ArchsearchError(f"{path}: the figure is HTML, so its file name must end in .html "
+                              "(--png also writes NAME.png beside it)")
     write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
 
 
@@ -214,12 +222,16 @@ def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 110
 
     src, out = Path(html).resolve(), Path(png).resolve()
     tmp = out.with_name(f".{out.name}.tmp.png")
-    r = _chromium([f"--window-size={width},{height}", "--virtual-time-budget=8000", f"--screenshot={tmp}",
-                   src.as_uri()], timeout)
-    if not tmp.exists() or tmp.stat().st_size == 0:
-        raise ArchsearchError(f"Chromium wrote no screenshot of {src} (exit {r.returncode}: "
-                              f"{(r.stderr.strip().splitlines() or [''])[-1][:200]})")
-    os.replace(tmp, out)
+    tmp.unlink(missing_ok=True)  # a leftover of a render that timed out is no screenshot of this one
+    try:
+        r = _chromium([f"--window-size={width},{height}", "--virtual-time-budget=8000", f"--screenshot={tmp}",
+                       src.as_uri()], timeout)
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise ArchsearchError(f"Chromium wrote no screenshot of {src} (exit {r.returncode}: "
+                                  f"{(r.stderr.strip().splitlines() or [''])[-1][:200]})")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def rendered_dom(html: str | os.PathLike, timeout: float = 90) -> str:

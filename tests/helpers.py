@@ -62,7 +62,7 @@ def prepared_study(spec_path, wd, storage=None):
 
     spec = load_spec(spec_path)
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    study = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
+    study, plan = create_or_load(open_run_storage(storage or default_storage(wd), run_cfg_of(spec)), plan)
     return spec, plan, study
 
 

@@ -228,6 +228,9 @@ def test_plots(lib, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     r = run("plot", "efficiency", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.html"))
     assert r.exit_code == 2 and "not a results table" in r.stderr
+    # an HTML figure under a .png name would be overwritten by --png's screenshot, or opened as an image
+    r = run("plot", "efficiency", str(tmp_path), "-o", str(tmp_path / "eff.png"), "--png")
+    assert r.exit_code == 2 and "must end in .html" in r.stderr and not (tmp_path / "eff.png").exists()
 
 
 def test_the_preset_names_in_help_are_the_presets():

@@ -112,6 +112,12 @@ def test_find_spec_by_shipped_name():
     ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1],
       "run": {"heartbeat": 10, "grace": 5}}, "must exceed"),
     ({"name": "x y", "target": "vgg11-digits"}, "sweep name 'x y' is not a plain name"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "budgets": ["1M", "1000K"]},
+     r"budgets are listed twice \(as 1M, 1M\)"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels", "channels"], "fractions": [0.1]},
+     "kinds are listed twice"),
+    ({"name": "x", "target": "vgg11-digits", "kinds": ["channels"], "fractions": [0.1, 0.1]},
+     "fractions are listed twice"),
 ])
 def test_bad_specs_are_one_clear_error(raw, msg):
     with pytest.raises(ArchsearchError, match=msg):
@@ -290,7 +296,7 @@ def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
         create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec2)), plan2)
     # reworded prose (title, about, cost) is the same sweep: it resumes
     reworded = {**plan, "spec": {**plan["spec"], "title": "new words", "about": "more", "cost": "less"}}
-    assert create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec)), reworded).study_name == study.study_name
+    assert create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec)), reworded)[0].study_name == study.study_name
 
 
 def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):
@@ -432,6 +438,47 @@ def test_ctrl_c_on_run_with_workers_requeues_and_the_rerun_completes(tmp_path, s
     assert len(pts) == 4 and all(v.count("COMPLETE") == 1 for v in pts.values())
 
 
+def test_workers_stop_when_their_run_is_killed(tmp_path):
+    """`sweep run` killed outright (SIGKILL, the OOM killer): its workers get SIGTERM, requeue
+    their trials and stop, rather than run on as orphans beside the next run's workers."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux's")
+    spec = write_spec(tmp_path, generators='["uniform"]', seeds=2, epochs=12, subset=300)
+    wd = tmp_path / "runs" / "sweeps" / "t"
+    p = subprocess.Popen([sys.executable, "-m", "archsearch", "sweep", "run", str(spec), "--workers", "2"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, sent = time.time() + 240, False
+    while time.time() < deadline and not sent and p.poll() is None:
+        time.sleep(0.3)
+        study = study_if_ready(wd / "optuna-journal.log", "t")
+        if study is not None and sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)) == 2:
+            p.kill()
+            sent = True
+    p.wait()
+    assert sent
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        study, _ = open_study(wd / "optuna-journal.log", "t")
+        if not any(t.state.name == "RUNNING" for t in study.trials):
+            break
+        time.sleep(0.5)
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("WAITING") >= 1, states
+    pids = [int(ln.split()[2]) for f in (wd / "logs").glob("worker-*.log") for ln in f.read_text().splitlines()
+            if ln.startswith("worker pid ")]
+
+    def alive(pid):
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.5)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids), pids
+
+
 # -- reports and plots --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
@@ -452,9 +499,10 @@ def test_report_and_plot_from_spec_and_from_study_name(finished_sweep):
     assert {r["generator"] for r in rows} == {"pruned", "guided", "uniform", "random"}
     assert "best_acc_mean" in (tmp / "rep" / "report.csv").read_text().splitlines()[0]
     assert "best_acc_mean" not in md  # the markdown shows "mean ± std"; the numbers are in the CSV
-    r = _archsearch("plot", "efficiency", "done", "-o", str(tmp / "eff.html"), cwd=tmp)
+    r = _archsearch("plot", "efficiency", "done", "-o", str(tmp / "eff.html"), "--title", "My own title", cwd=tmp)
     assert r.returncode == 0, r.stderr
     html = (tmp / "eff.html").read_text()
+    assert "My own title" in html
     assert "<script src=" not in html and len(html) > 3_000_000  # plotly.js embedded, no CDN
     for colour in ("#d62728", "#1f77b4", "#2ca02c", "#7f7f7f"):  # paper colours: uniform, pruned, guided, random
         assert colour in html
@@ -691,3 +739,156 @@ def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_pa
         Sweep("mine", journal, None, None)
     with pytest.raises(ArchsearchError, match="no sweep spec"):
         Sweep("mine", journal, None, "reduced")
+
+
+# -- requeues, heartbeats and duplicates (no training) -----------------------------------------------
+def _ask_point(study, plan):
+    from archsearch.sweep.runner import grid_point
+
+    t = study.ask()
+    grid_point(t, plan)
+    return t
+
+
+def test_a_requeued_trial_is_not_stale_when_taken_and_stops_do_not_spend_lost_worker_retries(tmp_path):
+    """A requeue carries no old heartbeat (a worker that takes it is not failed at once by
+    another's heartbeat check), and a stop (Ctrl-C, the machine) is not counted against the
+    retries a lost worker gets."""
+    from archsearch.sweep.runner import _requeue
+    from archsearch.sweep.storage import HEARTBEAT_ATTR, fail_stale, frozen
+    from optuna.trial import TrialState
+
+    spec, wd, plan, study = _prepared(tmp_path, seeds=1)
+    storage = study._storage
+    t = _ask_point(study, plan)
+    for _ in range(3):  # three stops of the same point, each with a beat long past the grace period
+        storage.set_trial_system_attr(t._trial_id, HEARTBEAT_ATTR, time.time() - 1000)
+        t.set_user_attr("fail_reason", "interrupted")
+        study.tell(t, state=TrialState.FAIL)
+        _requeue(study, frozen(study, t), "interrupted")
+        t = study.ask()
+        assert t._trial_id not in storage._get_stale_trial_ids(study._study_id)
+    # now its worker is lost: after the grace period the trial is failed and still requeued
+    storage._grace = 0.2
+    time.sleep(0.3)
+    fail_stale(study)
+    states = [x.state for x in study.get_trials(deepcopy=False)]
+    assert states.count(TrialState.WAITING) == 1 and TrialState.RUNNING not in states
+    # a trial whose own start is old and that never beat is stale too
+    t = study.ask()
+    time.sleep(0.3)
+    assert t._trial_id in storage._get_stale_trial_ids(study._study_id)
+
+
+def test_a_duplicate_marker_does_not_hide_the_real_failure(tmp_path):
+    """Two workers asked for one point: the later trial is failed as a duplicate. If the
+    first then fails, status and the trial table tell the first's reason, and a machine's
+    failure is still requeued."""
+    from archsearch.sweep.results import trial_rows
+    from archsearch.sweep.runner import DUPLICATE_ATTR, ENVIRONMENT, RETRY_ATTR, requeue_failed, status
+    from optuna.trial import TrialState
+
+    spec, wd, plan, study = _prepared(tmp_path, seeds=1)
+    first = _ask_point(study, plan)
+    dup = study.ask()
+    study._storage.set_trial_system_attr(dup._trial_id, "grid_id", study._storage.get_trial_system_attrs(
+        first._trial_id)["grid_id"])
+    dup.set_user_attr(DUPLICATE_ATTR, first.number)
+    dup.set_user_attr("fail_reason", f"duplicate of trial {first.number} (two workers asked at once)")
+    study.tell(dup, state=TrialState.FAIL)
+    first.set_user_attr("fail_reason", "EnvironmentFailure: no space left")
+    first.set_user_attr(RETRY_ATTR, ENVIRONMENT)
+    study.tell(first, state=TrialState.FAIL)
+    st = status(study, plan)
+    assert st.failures == [(first.number, "EnvironmentFailure: no space left")] and st.retryable == 1
+    assert [r["trial"] for r in trial_rows(study)] == [first.number]
+    assert requeue_failed(study, plan) == [first.number]
+
+
+def test_a_resume_keeps_the_plan_it_began_with(tmp_path):
+    """A pattern changed in the library after a study began: the resume says so and goes on
+    with the stored plan (the one its spawned workers read), not a fresh one."""
+    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+
+    spec, wd, plan, study = _prepared(tmp_path, seeds=1)
+    own = tmp_path / "own.json"
+    pat = json.loads(own.read_text())
+    pat["stage"]["ratio_mean"] = [min(1.0, r * 0.5 + 0.1) for r in pat["stage"]["ratio_mean"]]
+    own.write_text(json.dumps(pat))
+    fresh = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    fresh["command"] = "a later command"
+    assert fresh["patterns"] != plan["patterns"]
+    said = []
+    _, used = create_or_load(open_run_storage(default_storage(wd), run_cfg_of(spec)), fresh, log=said.append)
+    assert used["patterns"] == plan["patterns"] and used.get("command") != "a later command"
+    assert len(said) == 1 and "slimming-vgg11-digits (own) changed since study" in said[0]
+
+
+def test_a_search_goes_past_a_diverged_point_and_retries_the_machines_failure_in_place(tmp_path, monkeypatch):
+    """In a search, a point that diverges is an outcome (exit 0, listed in the report); one the
+    machine failed stops the run with an error and the next run retries it with the same
+    params, in the same run directory."""
+    from archsearch import train as T
+    from archsearch.errors import EnvironmentFailure
+    from archsearch.sweep.cli import run_sweep
+
+    extra = """mode = "search"
+[search]
+fraction = 0.1
+trials = 3
+startup_trials = 1
+pruner = "none"
+uniform_reference = false
+"""
+    path = write_spec(tmp_path, extra=extra, epochs=1, subset=200)
+    real, calls = T.train, []
+
+    def flaky(spec, *a, **k):
+        calls.append(str(k["out_dir"]))
+        if len(calls) == 2:
+            raise T.Diverged("training diverged at epoch 1 (loss nan)")
+        if len(calls) == 3:
+            raise EnvironmentFailure("no space left on the scratch disk")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(T, "train", flaky)
+    wd = tmp_path / "wd"
+    with pytest.raises(ArchsearchError, match=r"sweep stopped at trial #2: EnvironmentFailure") as e:
+        run_sweep(str(path), workdir=str(wd), workers=1, device="cpu")
+    assert "--retry-failed" not in str(e.value)  # the machine's failures are retried by every run
+    report, _ = run_sweep(str(path), workdir=str(wd), workers=1, device="cpu")  # the diverged point is no error
+    assert calls[3] == calls[2]  # the retry resumed in its first attempt's run directory
+    text = report.read_text()
+    assert "Diverged: training diverged" in text and "EnvironmentFailure" not in text.split("- trials:")[1].split("\n")[0]
+
+
+def test_the_caption_tells_what_the_trials_ran_with():
+    """Epochs per net (Scratch-B scales them), the seeds that finished, and the versions the
+    trials ran: not what the spec asked for."""
+    from types import SimpleNamespace
+
+    from archsearch.sweep.cli import provenance
+
+    def trial(seed, epochs, version):
+        return SimpleNamespace(state=SimpleNamespace(name="COMPLETE"), user_attrs={
+            "seed": seed, "epochs": epochs, "device": "cpu", "torch_version": "2.9", "archsearch_version": version})
+
+    trials = [trial(0, 40, "0.9"), trial(2, 20, "0.9"), SimpleNamespace(state=SimpleNamespace(name="FAIL"),
+                                                                          user_attrs={"seed": 1})]
+    study = SimpleNamespace(study_name="s", get_trials=lambda deepcopy=False: trials)
+    plan = {"spec": {"target": "vgg11-digits", "schedule": "scratch-b", "seeds": 3,
+                     "train": {"width": 0.25, "preset": "tiny"}}, "archsearch_version": "0.8", "created": "2026-12-04T00"}
+    text = provenance(study, plan, [{"epochs": 40}, {"epochs": 20}])
+    assert "20-40 epochs (per net)" in text and "seeds 0, 2" in text and "archsearch 0.9," in text
+    assert "0.8" not in text and "seeds 0..2" not in text
+    trials[:] = [trial(5, 8, "0.9")]
+    text = provenance(study, plan, [{"epochs": 8}])
+    assert "8 epochs" in text and "seed 5;" in text
+
+
+def test_a_reason_with_a_bar_or_a_line_break_keeps_its_table_row():
+    from archsearch.compare import markdown_table
+
+    md = markdown_table([{"trial": 3, "fail_reason": "bug: ValueError: a|b\nsecond line"}], ["trial", "fail_reason"])
+    row = md.splitlines()[2]
+    assert row == "| 3 | bug: ValueError: a\\|b second line |" and len(md.splitlines()) == 3

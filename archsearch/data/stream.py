@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from ..distributed import SINGLE, Dist
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, EnvironmentFailure
 from .loader import Batches
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
@@ -326,12 +326,12 @@ class StreamLoader(Batches):
                 got = next(it)
             except StopIteration:
                 return
-            except RuntimeError as e:  # a worker killed (signal, out of memory) or gone
-                raise ArchsearchError(f"an input pipeline worker failed: {str(e).splitlines()[0][:200]}; "
+            except RuntimeError as e:  # a worker killed (signal, out of memory) or gone: the machine's failure
+                raise EnvironmentFailure(f"an input pipeline worker failed: {str(e).splitlines()[0][:200]}; "
                                       "run the same command again to resume from the last checkpoint") from None
             xb, yb, err, jpegs, names = got
-            if err:
-                raise ArchsearchError(err)
+            if err:  # an undecodable file: every trial would fail on it, so a sweep stops and retries it later
+                raise EnvironmentFailure(err)
             if not len(yb):  # a test batch smaller than the number of processes
                 continue
             xb = xb.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2)

@@ -89,15 +89,30 @@ def provenance(study, plan: dict, rows: list[dict]) -> str:
 
     s, tr = plan["spec"], plan["spec"]["train"]
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    devices = sorted({t.user_attrs.get("device", "?") for t in done})
-    torch_v = sorted({t.user_attrs.get("torch_version", "?") for t in done})
+
+    def used(key: str, default: str = "?") -> list[str]:  # what the finished trials ran with
+        return sorted({str(t.user_attrs.get(key, default)) for t in done}) or [default]
+
+    epochs = sorted({int(r["epochs"]) for r in rows if r.get("epochs") is not None})
+    seeds = sorted({int(t.user_attrs["seed"]) for t in done if "seed" in t.user_attrs})
     return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
-            + f"; target {s['target']} width {tr['width']}; {s['schedule']}, preset "
-            f"{tr['preset']}, {rows[0]['epochs']} epochs"
+            + f"; target {s['target']} width {tr['width']}; {s['schedule']}, preset {tr['preset']}, "
+            + (f"{epochs[0]} epochs" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]} epochs (per net)"
+               if epochs else "epochs ?")
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
-            + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices)}, torch {', '.join(torch_v)}; "
-            f"archsearch {plan['archsearch_version']}, {plan['created'][:10]}"
+            + f"; {_seeds_text(seeds)}; {', '.join(used('device'))}, torch {', '.join(used('torch_version'))}; "
+            f"archsearch {', '.join(used('archsearch_version', plan['archsearch_version']))}, {plan['created'][:10]}"
             + (f"; command: {redact(plan['command'])}" if plan.get("command") else ""))
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    if not seeds:
+        return "seeds ?"
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}..{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
 
 
 def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool = False) -> tuple[Path, Path]:
@@ -160,9 +175,9 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
               data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
               command: str | None = None, retry_failed: bool = False, artifacts: str | None = None
               ) -> tuple[Path, Path]:
-    from .runner import (WorkerContext, _Interrupted, build_plan, create_or_load, default_workdir, open_run_storage,
-                         requeue_failed, resolve_workers, run_cfg_of, set_threads, spawn_workers, status, work,
-                         _worker_devices)
+    from .runner import (ENVIRONMENT, RETRY_ATTR, WorkerContext, _Interrupted, build_plan, create_or_load,
+                         default_workdir, open_run_storage, requeue_failed, resolve_workers, run_cfg_of, set_threads,
+                         spawn_workers, status, work, _worker_devices)
     from .spec import find_spec_file, load_spec
     from .storage import default_storage, describe
     from .._io import make_dirs
@@ -189,7 +204,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log, artifacts=artifacts)
     # the recorded command goes into the study, reports and figure captions: never a password
     plan["command"] = redact(command or ("archsearch " + shlex.join(sys.argv[1:])), url_secrets(url))
-    study = create_or_load(st_obj, plan, log=_log)
+    study, plan = create_or_load(st_obj, plan, log=_log)
     again = requeue_failed(study, plan, everything=retry_failed)
     if again:
         _log(f"requeued {len(again)} failed trial(s) for another try: " + ", ".join(f"#{n}" for n in again))
@@ -199,11 +214,13 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     try:
         if workers == 1:
             set_threads(threads)
-            work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress))
+            work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress,
+                                            artifacts=artifacts))
         else:
             # check the data here once, so that a missing dataset stops the run before N workers start
             WorkerContext(wd, devs[0], data_dir, _log).all_data(plan)
-            bad = spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log)
+            bad = spawn_workers(study, plan, url, wd, workers, devs, _threads(workers, threads), data_dir, _log,
+                                artifacts=artifacts)
     except _Interrupted:
         raise KeyboardInterrupt from None
     st = status(study, plan)
@@ -219,12 +236,17 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
                               "fix the cause and run the same command again to go on")
     report, html = write_outputs(study, plan, wd, x=spec.by, png=png)
     click.echo(_summary_table(study, plan))
-    if st.failures:
-        # a failed trial leaves a hole in the grid: the report is written, but the run is not a success
-        listed = "; ".join(f"#{n}: {why}" for n, why in st.failures[:5])
-        more = f" (and {len(st.failures) - 5} more)" if len(st.failures) > 5 else ""
-        raise ArchsearchError(f"{len(st.failures)} trial(s) failed: {listed}{more}; the report ({report}) lacks "
-                              "them; fix the cause and run the same command with --retry-failed")
+    # a failed trial leaves a hole in a grid or table: the report is written, but the run is not a
+    # success. In a search, a point that fails on its own (diverged) is an outcome the search goes
+    # past; one failed by the machine or by a bug is not.
+    holes = [t for t in st.failed_trials if spec.mode != "search" or t.user_attrs.get(RETRY_ATTR)]
+    if holes:
+        listed = "; ".join(f"#{n}: {why}" for n, why in st.failures if n in {t.number for t in holes[:5]})
+        more = f" (and {len(holes) - 5} more)" if len(holes) > 5 else ""
+        # the machine's failures are retried by every run; the others wait for --retry-failed
+        how = "" if all(t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT for t in holes) else " with --retry-failed"
+        raise ArchsearchError(f"{len(holes)} trial(s) failed: {listed}{more}; the report ({report}) lacks "
+                              f"them; fix the cause and run the same command{how}")
     return report, html
 
 
@@ -390,7 +412,7 @@ def register(cli: click.Group) -> None:
 
 
 def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, scale: str | None, out_file: str,
-                          x: str, png: bool) -> None:
+                          x: str, png: bool, title: str | None = None) -> None:
     from ..plot import efficiency_figure, render_png, write_html
 
     sw = Sweep(ref, storage, workdir, scale)
@@ -399,7 +421,7 @@ def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, sc
                               f"{ref}` (and by `sweep run`)")
     rows = _rows(sw.study)
     s = sw.plan["spec"]
-    write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"],
+    write_html(efficiency_figure(rows, x=x, title=title or s.get("title") or s["name"],
                                  caption=provenance(sw.study, sw.plan, rows)), out_file)
     if png:
         render_png(out_file, Path(out_file).with_suffix(".png"))

@@ -9,13 +9,15 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compare import budget_tag
+from .storage import DUPLICATE_ATTR
 
 
 def trial_rows(study: optuna.Study) -> list[dict]:
-    """One row per finished trial (COMPLETE, PRUNED or FAIL), first attempt first."""
+    """One row per finished trial (COMPLETE, PRUNED or FAIL), first attempt first; not the
+    markers of a point two workers asked for at once (no attempt: the other worker ran it)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) or DUPLICATE_ATTR in t.user_attrs:
             continue
         u = t.user_attrs
         rows.append({"trial": t.number, "state": t.state.name, "kind": u.get("kind", t.params.get("kind")),

@@ -48,8 +48,8 @@ from ..names import parse_target
 from ..spec import ArchSpec
 from .spec import SweepSpec
 from .._io import make_dirs, os_error
-from .storage import STORAGE_ENV, beating, default_storage, describe, fail_stale, frozen, open_storage, \
-    trial_system_attrs
+from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, STORAGE_ENV, beating, default_storage, describe, fail_stale, \
+    frozen, open_storage, trial_system_attrs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -58,8 +58,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 PLAN_ATTR = "archsearch:plan"
+REQUEUE_HISTORY = "requeue_history"  # system attr: the attempts a stop or a machine's failure requeued
 RETRY_ATTR = "retryable"  # user attr of a failed trial: why it may be retried (ENVIRONMENT or BUG)
 TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
+MACHINE_SIGNS = ("CUDA error", "out of memory", "device-side", "No space left")  # in a message: the machine failed
 PLAN_VERSION = 2  # 2: the spec in the plan holds every default (schemas.Sweep*); 1 is read and upgraded
 Log = Callable[[str], None]
 
@@ -293,8 +295,11 @@ def open_run_storage(storage: str, run_cfg: dict):
     return open_storage(storage, heartbeat=run_cfg["heartbeat"], grace=run_cfg["grace"], max_retry=run_cfg["max_retry"])
 
 
-def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
-    """Create the study for `plan` in the opened storage `st`, or load it and check it is the same sweep."""
+def create_or_load(st, plan: dict, log: Log = _stderr) -> tuple[optuna.Study, dict]:
+    """Create the study for `plan` in the opened storage `st`, or load it and check it is the
+    same sweep. Returns (study, the plan in force): a resumed study keeps the plan it began
+    with (its patterns, command and date), which its spawned workers read too, so that every
+    trial of a study builds its nets from the same patterns."""
     name = study_name(plan)
     sampler, pruner = _sampler_pruner(plan)
     study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner, direction="maximize",
@@ -317,7 +322,17 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> optuna.Study:
     elif _comparable(old) != _comparable(plan):
         raise ArchsearchError(f"study {name} in this storage was made from another version of this spec; "
                               "restore the spec, or pass another --workdir/--storage to start a new study")
-    return study
+    else:
+        def core(p: dict | None) -> dict | None:  # what builds nets; not when or by which command it was made
+            return None if p is None else {k: v for k, v in p.items() if k != "provenance"}
+
+        changed = sorted(f"{p['name']} ({role})" for role, d in plan["patterns"].items() for k, p in d.items()
+                         if core(old["patterns"].get(role, {}).get(k)) != core(p))
+        if changed:
+            log(f"note: pattern {', '.join(changed)} changed since study {name} began; the study goes on with the "
+                "patterns it began with (pass another --workdir/--storage to start one with the new)")
+        return study, old
+    return study, plan
 
 
 def _clip_start(plan: dict) -> list[float]:
@@ -419,7 +434,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
     by_id: dict = {}
     for t in trials:
         ident = _identity(t, mode)
-        if ident is None and mode == "table":
+        if (ident is None and mode == "table") or DUPLICATE_ATTR in t.user_attrs:
             continue
         by_id.setdefault(ident, []).append(t)
     st = Status(total=total)
@@ -488,18 +503,16 @@ def classify_failure(e: BaseException) -> tuple[str, str]:
     if isinstance(e, ArchsearchError):
         return TRIAL_FAULT, f"{type(e).__name__}: {first}"
     if isinstance(e, (OSError, MemoryError, torch.OutOfMemoryError)) or (
-            isinstance(e, RuntimeError) and any(k in str(e) for k in ("CUDA error", "out of memory", "device-side",
-                                                                       "No space left"))):
+            isinstance(e, RuntimeError) and any(k in str(e) for k in MACHINE_SIGNS)):
         return ENVIRONMENT, f"{type(e).__name__}: {first or getattr(e, 'strerror', '')}"
     return BUG, f"bug: {type(e).__name__}: {first}"
 
 
 def requeue_failed(study: optuna.Study, plan: dict, *, everything: bool = False) -> list[int]:
-    """Put failed grid points back in the queue: those that failed for a reason outside the
-    trial (always), or every failed one (`everything`, i.e. `--retry-failed`). Returns the
-    numbers of the trials requeued. Pruned trials and search-mode trials stay as they are."""
-    if plan["spec"]["mode"] not in ("grid", "table"):
-        return []
+    """Put failed points back in the queue: those that failed for a reason outside the trial
+    (always), or every failed one (`everything`, i.e. `--retry-failed`), with the same params
+    (a search trial too: it resumes in its run directory). Returns the numbers of the trials
+    requeued. Pruned trials stay as they are."""
     out = []
     for t in status(study, plan).failed_trials:
         if everything or t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT:
@@ -569,9 +582,11 @@ def _is_duplicate(study: optuna.Study, trial: optuna.Trial, mode: str) -> int | 
 
 
 def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    sa = {**trial.system_attrs}
+    sa = {k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}
     sa.setdefault("failed_trial", trial.number)
-    sa["retry_history"] = list(sa.get("retry_history", [])) + [trial.number]
+    # not Optuna's retry_history: that one counts lost workers against max_retry, and a stop
+    # (Ctrl-C, a machine's failure) is no lost worker
+    sa[REQUEUE_HISTORY] = list(sa.get(REQUEUE_HISTORY, [])) + [trial.number]
     sa["requeued_because"] = reason
     study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
                                         distributions=trial.distributions,
@@ -600,7 +615,8 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
         ratios = [trial.suggest_float(f"stage{k}", lo, hi) for k in range(len(plan["search_start"]))]
         kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se["seed"])
         arch = search_arch(plan, ratios)
-        run = ctx.workdir / "trials" / "search" / f"trial{trial.number:04d}"
+        first = trial_system_attrs(study, trial).get("failed_trial", trial.number)  # a retry resumes its first try
+        run = ctx.workdir / "trials" / "search" / f"trial{first:04d}"
     c = count(arch)
     trial.set_user_attr("generator", gen)
     trial.set_user_attr("kind", kind)
@@ -669,7 +685,12 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ArchsearchError(f"the {tr['nproc']}-process training of {run} failed: {why[:300]}")
+        msg = f"the {tr['nproc']}-process training of {run} failed: {why[:300]}"
+        # killed (a signal: the OOM killer, a lost peer's teardown), or a failure of the machine
+        # that the child told in its error line: not the trial's fault, so it is retried
+        if proc.returncode < 0 or proc.returncode >= 128 or any(k in why for k in MACHINE_SIGNS):
+            raise EnvironmentFailure(msg)
+        raise ArchsearchError(msg)
     return load_result(run / "result.json")
 
 
@@ -750,6 +771,7 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
             if mode in ("grid", "table"):
                 dup = _is_duplicate(study, trial, mode)
                 if dup is not None:
+                    trial.set_user_attr(DUPLICATE_ATTR, dup)  # not an attempt: status and reports skip it
                     trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
                     study.tell(trial, state=TrialState.FAIL)
                     continue
@@ -837,7 +859,8 @@ def _worker_devices(devices: str | None, workers: int, device: str) -> list[str]
 
 
 def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, n: int, devices: list[str],
-                  threads: int | None, data_dir: str | None, log: Log = _stderr, poll: float = 2.0) -> int:
+                  threads: int | None, data_dir: str | None, log: Log = _stderr, poll: float = 2.0,
+                  artifacts: str | None = None) -> int:
     """Start N `archsearch sweep worker` processes (own process groups, logs in workdir/logs),
     report progress from the storage until they exit. Returns how many exited badly."""
     logs = make_dirs(workdir / "logs")
@@ -851,6 +874,8 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
             cmd += ["--threads", str(threads)]
         if data_dir:
             cmd += ["--data-dir", data_dir]
+        if artifacts:
+            cmd += ["--artifacts", artifacts]
         try:
             f = open(logs / f"worker-{i}.log", "ab")
             f.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)} "
@@ -859,7 +884,8 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
         except OSError as e:
             raise os_error(e, logs / f"worker-{i}.log") from None
         env = {**os.environ, STORAGE_ENV: storage}
-        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env), f))
+        procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                       preexec_fn=_stop_with_parent), f))
     log(f"started {n} workers (logs: {logs}/worker-*.log)")
     last = ""
     try:
@@ -887,6 +913,17 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
     for i in bad:
         log(f"worker {i} exited with {procs[i][0].returncode}; see {logs}/worker-{i}.log")
     return len(bad)
+
+
+def _stop_with_parent() -> None:
+    """In a spawned worker, before it runs (Linux): SIGTERM when the `sweep run` that started
+    it dies, even by SIGKILL, so that it requeues its trial and stops instead of running on as
+    an orphan beside the workers of the next `sweep run`."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def set_threads(threads: int | None) -> None:

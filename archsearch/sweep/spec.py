@@ -141,6 +141,7 @@ def _validate(s: SweepSpec, where: str) -> None:
     _want(all(g in GENERATORS for g in s.generators), where,
           f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")
     _want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
+    _want(s.kinds is None or len(set(s.kinds)) == len(s.kinds), where, "kinds are listed twice")
     for sec in ("train", "extract"):
         preset = getattr(s, sec)["preset"]
         _want(preset in PRESETS, where, f"{sec}.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -148,7 +149,13 @@ def _validate(s: SweepSpec, where: str) -> None:
     if s.mode == "grid":
         _want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
         if s.budgets is not None:
-            parse_budgets(",".join(str(b) for b in s.budgets))
+            from ..compare import budget_tag
+
+            # one run directory per budget, named by its tag: two budgets with one tag would share it
+            tags = [budget_tag(b) for b in parse_budgets(",".join(str(b) for b in s.budgets))]
+            _want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
+        else:
+            _want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
         needs_own = {"pruned", "guided"} & set(s.generators)
         _want(not needs_own or s.patterns.get("own"), where,
               f"generator(s) {', '.join(sorted(needs_own))} need patterns.own (a pattern proposed on {s.target})")

@@ -42,6 +42,7 @@ from . import STORAGE_ENV  # noqa: F401  (re-exported for the runner)
 _KNOWN_OPS = {int(op) for op in JournalOperation}
 
 HEARTBEAT_ATTR = "archsearch:heartbeat"
+DUPLICATE_ATTR = "duplicate_of"  # user attr of a trial failed at once because another worker held its point
 JOURNAL_NAME = "optuna-journal.log"
 
 
@@ -165,10 +166,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         stale = []
         for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            last = t.system_attrs.get(HEARTBEAT_ATTR)
-            if last is None and t.datetime_start is not None:
-                last = t.datetime_start.timestamp()
-            if last is not None and now - float(last) > self._grace:
+            # a requeued trial carries its dead attempt's last beat: this attempt's start is newer
+            beats = [float(t.system_attrs[HEARTBEAT_ATTR])] if HEARTBEAT_ATTR in t.system_attrs else []
+            if t.datetime_start is not None:
+                beats.append(t.datetime_start.timestamp())
+            if beats and now - max(beats) > self._grace:
                 stale.append(t._trial_id)
         return stale
 
