@@ -612,6 +612,10 @@ def test_read_only_commands_create_nothing(tmp_path):
     one_line_error(run("sweep", "status", "x", "--storage", missing), "no journal storage")
     one_line_error(run("report", "x", "--storage", missing), "no journal storage")
     assert not missing.exists()
+    db = tmp_path / "missing.db"
+    one_line_error(run("report", "x", "--storage", f"sqlite:///{db}"), "no SQLite storage")
+    one_line_error(run("sweep", "status", "x", "--storage", f"sqlite:///{db}"), "no SQLite storage")
+    assert not db.exists()
     d = tmp_path / "dir"
     d.mkdir()
     one_line_error(run("sweep", "worker", "--storage", d, "--study", "x"), "no optuna-journal.log")

@@ -201,6 +201,10 @@ def open_storage(storage: str, *, heartbeat: int = 10, grace: int = 60, max_retr
 
 def _open(storage: str, heartbeat: int, grace: int, cb, create: bool) -> BaseStorage:
     if is_url(storage):
+        db = storage[len("sqlite:///"):].split("?")[0] if storage.startswith("sqlite:///") else None
+        if db and not create and db != ":memory:" and not Path(db).is_file():
+            # SQLite would make an empty database file: a report or status asked of nothing leaves nothing behind
+            raise ArchsearchError(f"no SQLite storage {db}: nothing has run there (check --storage)")
         try:
             return RDBStorage(storage, heartbeat_interval=heartbeat, grace_period=grace,
                               heartbeat_stale_trial_callback=cb, engine_kwargs={"pool_pre_ping": True})
