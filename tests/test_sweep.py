@@ -390,6 +390,9 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     assert killed is not None, "never saw a running trial with a checkpoint"
     study, plan = open_study(wd / "optuna-journal.log", "t")
     assert study.trials[killed].state.name == "RUNNING"  # stuck until a heartbeat check finds it
+    time.sleep(5)  # past the spec's grace period: status tells (and changes nothing)
+    r = _archsearch("sweep", "status", str(spec), cwd=tmp_path)
+    assert r.returncode == 0 and f"running #{killed} " in r.stdout and "no heartbeat" in r.stdout, r.stdout
     r = _archsearch("sweep", "run", str(spec), "--workers", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     study, plan = open_study(wd / "optuna-journal.log", "t")

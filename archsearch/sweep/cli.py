@@ -353,14 +353,17 @@ def register(cli: click.Group) -> None:
           archsearch sweep status fig3-vgg16-c10 --scale reduced
         """
         from .runner import status
+        from .storage import stale_numbers
 
         sw = Sweep(sweep_ref, storage, workdir, scale)
         st = status(sw.study, sw.plan)
         click.echo(f"{sw.name}: {st.line()}")
         if st.mean_seconds:
             click.echo(f"mean trial time {st.mean_seconds:.1f}s (the estimate divides by the running workers)")
-        for lbl in st.running_labels:
-            click.echo(f"  running {lbl}")
+        stale = stale_numbers(sw.study)
+        for n, lbl in st.running_trials:
+            click.echo(f"  running #{n} {lbl}" + (" (no heartbeat: its worker is gone; the next `sweep run` or "
+                                                  "worker fails and requeues it)" if n in stale else ""))
         for n, why in st.failures:
             click.echo(f"  failed #{n}: {why}")
 

@@ -391,7 +391,7 @@ class Status:
     mean_seconds: float | None = None
     failures: list[tuple[int, str]] = field(default_factory=list)
     failed_trials: list[FrozenTrial] = field(default_factory=list)  # the last attempt of each failed point
-    running_labels: list[str] = field(default_factory=list)
+    running_trials: list[tuple[int, str]] = field(default_factory=list)  # (number, label)
 
     @property
     def retryable(self) -> int:
@@ -448,7 +448,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
         elif TrialState.RUNNING in states:
             st.running += 1
             t = next(t for t in ts if t.state == TrialState.RUNNING)
-            st.running_labels.append(f"#{t.number} {trial_label(t.params, mode)}")
+            st.running_trials.append((t.number, trial_label(t.params, mode)))
         elif TrialState.WAITING in states:
             st.waiting += 1
         else:

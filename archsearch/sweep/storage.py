@@ -247,6 +247,15 @@ def fail_stale(study: optuna.Study) -> None:
     fail_stale_trials(study)
 
 
+def stale_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of RUNNING trials whose worker stopped beating (read only: nothing is failed)."""
+    st = study._storage
+    if not isinstance(st, BaseHeartbeat) or st.get_heartbeat_interval() is None:
+        return set()
+    ids = set(st._get_stale_trial_ids(study._study_id))
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in ids}
+
+
 def trial_system_attrs(study: optuna.Study, trial: optuna.Trial) -> dict:
     return study._storage.get_trial_system_attrs(trial._trial_id)
 
