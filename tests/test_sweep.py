@@ -895,3 +895,16 @@ def test_a_reason_with_a_bar_or_a_line_break_keeps_its_table_row():
     md = markdown_table([{"trial": 3, "fail_reason": "bug: ValueError: a|b\nsecond line"}], ["trial", "fail_reason"])
     row = md.splitlines()[2]
     assert row == "| 3 | bug: ValueError: a\\|b second line |" and len(md.splitlines()) == 3
+
+
+def test_a_run_that_leaves_trials_undone_is_no_success(tmp_path, monkeypatch):
+    from archsearch.sweep import runner
+    from archsearch.sweep.cli import run_sweep
+
+    path = write_spec(tmp_path, generators='["uniform"]', seeds=2, fractions="[0.2]")
+    real = runner.work
+    monkeypatch.setattr(runner, "work", lambda study, plan, ctx, **k: real(study, plan, ctx, max_trials=1))
+    with pytest.raises(ArchsearchError, match=r"not finished \(1/2 done.*run the same command again"):
+        run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
+    monkeypatch.setattr(runner, "work", real)
+    run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")

@@ -247,6 +247,9 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
         how = "" if all(t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT for t in holes) else " with --retry-failed"
         raise ArchsearchError(f"{len(holes)} trial(s) failed: {listed}{more}; the report ({report}) lacks "
                               f"them; fix the cause and run the same command{how}")
+    if not st.finished:  # every worker ended well, yet trials are left: never a success
+        raise ArchsearchError(f"sweep {study.study_name} is not finished ({st.line()}); the report ({report}) "
+                              "has what is done; run the same command again to resume")
     return report, html
 
 
