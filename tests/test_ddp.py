@@ -147,3 +147,37 @@ def test_a_table_refuses_several_processes_per_trial(tmp_path):
                  '[train]\npreset = "tiny"\nnproc = 2\n')
     r = CliRunner().invoke(cli, ["sweep", "run", str(p)], prog_name="archsearch")
     assert r.exit_code == 2 and "train.nproc > 1 is for grid and search sweeps" in r.output, r.output
+
+
+def test_a_stopped_worker_stops_its_trials_processes(tmp_path):
+    """A worker stopped while a multi-process trial runs takes the trial's processes (the
+    launcher and what it started) down with it: none runs on holding the run folder."""
+    from archsearch.sweep.runner import run_as_group
+
+    pidfile = tmp_path / "child.pid"
+    launcher = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
+                f"time.sleep(120)']); open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(120)")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.alarm(3)
+        with pytest.raises(KeyboardInterrupt):
+            run_as_group([sys.executable, "-c", launcher], grace=5)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    child = int(pidfile.read_text())
+
+    def alive():
+        try:
+            return "zombie" not in Path(f"/proc/{child}/status").read_text().lower()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while time.time() < deadline and alive():
+        time.sleep(0.2)
+    assert not alive()

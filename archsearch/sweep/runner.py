@@ -681,7 +681,7 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
         cmd += ["--data-dir", str(data_dir)]
     if not tr["download"]:
         cmd.append("--no-download")
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = run_as_group(cmd)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -692,6 +692,29 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
             raise EnvironmentFailure(msg)
         raise ArchsearchError(msg)
     return load_result(run / "result.json")
+
+
+def run_as_group(cmd: list[str], grace: float = 30.0) -> subprocess.CompletedProcess:
+    """Run `cmd` (stderr captured) in its own process group. If this process is stopped meanwhile
+    (Ctrl-C, SIGTERM), the whole group is stopped: SIGTERM, then SIGKILL after `grace` seconds,
+    so that no training process it started (a rank) runs on holding its run folder."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate()
+    except BaseException:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, None, err)
 
 
 def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int | None = None,
