@@ -225,7 +225,9 @@ def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int
                 raise ArchsearchError(f"scratch-b cap must be positive, got {cap}")
             factor = min(factor, cap)
         n = max(1, int(base_epochs * factor))  # int(), as the original main_B.py: int(160 * base / pruned)
-    recipe = {} if kind == "finetune" else {k: getattr(p, k) for k in RECIPE_DEFAULTS}  # fine-tuning: constant lr
+    # fine-tuning keeps a constant lr (the recipe's lr shape and regularisers are not its), but it is
+    # tested as every other arm of the preset is: with the preset's test-time flip, or none
+    recipe = ({"tta_flip": p.tta_flip} if kind == "finetune" else {k: getattr(p, k) for k in RECIPE_DEFAULTS})
     return Schedule(
         **recipe,
         kind=kind, preset=p.name, epochs=n,
@@ -479,8 +481,10 @@ def estimate_seconds(spec: ArchSpec, data: Dataset, schedule: Schedule, device: 
 
 
 @torch.no_grad()
-def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.device = "auto") -> float:
-    """Test accuracy of `spec` with weights `state` (e.g. a pruned net before fine-tuning)."""
+def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.device = "auto",
+             tta_flip: bool = False) -> float:
+    """Test accuracy of `spec` with weights `state` (e.g. a pruned net before fine-tuning); with
+    `tta_flip`, of the logits summed over each image and its mirror, as `Engine.evaluate`."""
     dev = resolve_device(device) if isinstance(device, str) else device
     batch = eval_batch_size(data.size)
     check_memory(spec, batch, dev)
@@ -488,8 +492,12 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
     model = model.to(dev).eval()
     loader = data.loader("test", batch, train=False, device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
+    tta = tta_flip and data.flip  # as Engine: no mirror test where a mirror is another class
     for xb, yb in loader:
-        correct += (model(xb).argmax(1) == yb).sum()
+        out = model(xb)
+        if tta:
+            out = out + model(xb.flip(3))
+        correct += (out.argmax(1) == yb).sum()
     return correct.item() / loader.n
 
 
@@ -583,6 +591,7 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
     ok = (isinstance(ck, dict) and isinstance(ck.get("fingerprint"), str) and isinstance(ck.get("model"), dict)
           and isinstance(ck.get("opt"), dict) and isinstance(ck.get("loader_rng"), torch.Tensor)
           and isinstance(ck.get("history"), list)
+          and isinstance(ck.get("torch_rng", torch.zeros(1, dtype=torch.uint8)), torch.Tensor)
           and all(isinstance(h, dict) and isinstance(h.get("test_acc"), float) for h in ck["history"])
           and isinstance(ck.get("epoch"), int) and isinstance(ck.get("elapsed"), (int, float))
           and isinstance(ck.get("start_epoch", 0), int)
@@ -590,6 +599,29 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
     if not ok:
         raise ArchsearchError(f"{path} is not an archsearch checkpoint (delete it to start the run over)")
     return ck
+
+
+def _global_rng(dev: torch.device) -> torch.Tensor:
+    """The global RNG state that dropout (and any other layer drawing at random) uses: the CPU
+    generator's, then the device's on CUDA, as one byte tensor for the checkpoint."""
+    cpu = torch.get_rng_state()
+    if dev.type != "cuda":
+        return cpu
+    return torch.cat([torch.tensor([len(cpu)], dtype=torch.int64).view(torch.uint8), cpu,
+                      torch.cuda.get_rng_state(dev)])
+
+
+def _set_global_rng(state: torch.Tensor | None, dev: torch.device) -> None:
+    """Restore `_global_rng` (older checkpoints have none: they resume with the seed's state)."""
+    if state is None:
+        return
+    state = state.to("cpu")
+    if dev.type != "cuda":
+        torch.set_rng_state(state)
+        return
+    n = int(state[:8].view(torch.int64))
+    torch.set_rng_state(state[8:8 + n].clone())
+    torch.cuda.set_rng_state(state[8 + n:].clone(), dev)
 
 
 def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
@@ -622,6 +654,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             eng.model.load_state_dict(ck["model"])
             eng.opt.load_state_dict(ck["opt"])
             eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
+            _set_global_rng(ck.get("torch_rng"), eng.dev)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
                                   "delete it to start over") from None
@@ -653,7 +686,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         if ckpt_path is not None and dist.main and ((epoch + 1) % checkpoint_every == 0 or last):
             torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
                         "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
-                        "history": history, "elapsed": elapsed, "archsearch_version": __version__,
+                        "torch_rng": _global_rng(eng.dev), "history": history, "elapsed": elapsed, "archsearch_version": __version__,
                         "lr_rule": lr_rule, **({"start_epoch": start_epoch} if start_epoch else {})}, ckpt_path)
     if not history:
         raise ArchsearchError("no epochs were run")

@@ -246,6 +246,10 @@ def test_quick_recipe_schedule():
     assert lrs[-1] == pytest.approx(q.lr / (total - rise))  # one step before 0
     ft = make_schedule("quick", "finetune")
     assert ft.lr_shape == "step" and ft.lr_at(0) == 1e-3 and not ft.nesterov and ft.label_smoothing == 0
+    # but it is tested as the preset's other arms are (a table compares them): with the mirror
+    assert ft.tta_flip and make_schedule("quick", "scratch-b", spec=base_spec("vgg11", 10, width=0.25),
+                                         base=base_spec("vgg11", 10, width=0.5)).tta_flip
+    assert not make_schedule("paper", "finetune").tta_flip
 
 
 def test_paper_presets_keep_their_fingerprints():
@@ -330,3 +334,27 @@ def test_sfp_preset_is_soft_filter_pruning_s_recipe():
     assert got == pytest.approx([0.01, 0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
     assert make_schedule("paper").warmup_epochs() == 0 and make_schedule("quick").warmup_epochs() == 0
     assert make_schedule("sfp", "finetune").lr_at(0) == pytest.approx(1e-3)  # fine-tuning: constant, no warm-up
+
+
+def test_a_resumed_run_draws_what_an_uninterrupted_one_would(small_digits, tmp_path, monkeypatch):
+    """Dropout draws from torch's global RNG: a checkpoint keeps its state, so the resumed
+    epochs see the masks an uninterrupted run would, not the ones of its first epochs again."""
+    import torch.nn.functional as F
+
+    from archsearch.archs import vgg
+
+    real = vgg.VGG.forward
+    monkeypatch.setattr(vgg.VGG, "forward", lambda self, x: F.dropout(real(self, x), 0.5, self.training))
+    spec, sched = _spec(), _sched(4)
+    full = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "full", checkpoint_every=1)
+
+    def stop_at_3(st):
+        if st.epoch == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
+              progress=stop_at_3)
+    torch.manual_seed(12345)  # whatever the process did in between
+    resumed = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]

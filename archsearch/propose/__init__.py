@@ -359,7 +359,7 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}
-    pruned_acc = evaluate(pruned.spec, pruned.state, data, device)
+    pruned_acc = evaluate(pruned.spec, pruned.state, data, device, tta_flip=schedule.tta_flip)  # as base_acc was
     prop_rec = Proposal(
         proposer=str(pn), method=prop.name, kind=prop.kind, seed=seed, settings=settings.record(),
         spec=pruned.spec, base_spec=base, base_acc=result.best_acc, base_final_acc=result.final_acc,
