@@ -165,8 +165,8 @@ def read_toml(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_
         return tomllib.loads(text)
     except RecursionError:
         raise ArchsearchError(f"{what} {path}: nested too deeply") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ArchsearchError(f"{path} is not valid TOML: {e}") from None
+    except ValueError as e:  # TOMLDecodeError, and the plain ValueError of an integer too long to convert
+        raise ArchsearchError(f"{path} is not valid TOML: {str(e).splitlines()[0][:200]}") from None
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:

@@ -513,7 +513,8 @@ def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, i
     if init_state is not None:
         for k, v in init_state.items():
             h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            # the raw bytes (the same as numpy's, so fingerprints stand), for dtypes numpy lacks (bfloat16) too
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:20]
 
 

@@ -133,6 +133,18 @@ def test_image_folder_tree_and_targz_agree(tmp_path):
     np.testing.assert_array_equal(ds3.x_test, ds.x_test)
 
 
+def test_a_fifo_or_device_in_a_tree_is_skipped_not_read(tmp_path):
+    """Reading a FIFO named like an image would wait forever; a link to a device would never end."""
+    import os
+
+    tree = tmp_path / "a" / "cifar10"
+    expect = write_tree(tree)
+    os.mkfifo(tree / "train" / "c00" / "9999.png")
+    (tree / "train" / "c01" / "9998.png").symlink_to("/dev/zero")
+    ds = load_dataset("c10", tmp_path / "a", download=False)
+    np.testing.assert_array_equal(ds.y_train, expect["train"][1])
+
+
 def test_cifar100_tree(tmp_path):
     expect = write_tree(tmp_path / "cifar100", n_classes=100, per_class=(1, 1))
     ds = load_dataset("c100", tmp_path, download=False)

@@ -489,6 +489,7 @@ def test_malformed_result_and_proposal_files(tmp_path):
      "[scales.r]: seeds needs a whole number"),
     ('name = "x"\ntarget = "vgg11-digits"\nkinds = ["channels"]\nbudgets = ["nan"]', "finite"),
     ("a = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("a = " + "1" * 5000, "not valid TOML"),  # tomllib's plain ValueError: an integer too long to convert
 ])
 def test_bad_sweep_tomls_fail_at_once(tmp_path, toml, needle):
     f = tmp_path / "s.toml"

@@ -358,3 +358,22 @@ def test_a_resumed_run_draws_what_an_uninterrupted_one_would(small_digits, tmp_p
     torch.manual_seed(12345)  # whatever the process did in between
     resumed = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+
+
+def test_the_fingerprint_takes_weights_of_any_dtype():
+    """bfloat16 weights (numpy has no such dtype) are hashed by their bytes, and float32 ones
+    hash as before (their runs still resume)."""
+    import hashlib
+
+    from archsearch.train import _fingerprint
+
+    spec, data, sched = _spec(), type("D", (), {"name": "digits", "n_train": 10})(), _sched(1)
+    w = {"a": torch.arange(6, dtype=torch.float32).view(2, 3)}
+    fp = _fingerprint(spec, data, sched, 0, w)
+    h = hashlib.sha256()
+    h.update(json.dumps([spec.identity(), sched.to_dict(), 0, "digits", 10], sort_keys=True, default=str).encode())
+    h.update(b"a")
+    h.update(w["a"].numpy().tobytes())
+    assert fp == h.hexdigest()[:20]
+    bf = _fingerprint(spec, data, sched, 0, {"a": w["a"].to(torch.bfloat16)})
+    assert bf != fp and len(bf) == 20

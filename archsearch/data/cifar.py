@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import is_regular_file
 from ..errors import ArchsearchError
 from . import CIFAR_MEAN, CIFAR_STD, Dataset, register_dataset
 from .cache import cached_arrays, source_key
@@ -209,7 +210,7 @@ def _read_tree(fmt: CifarFormat, tree: Path) -> tuple[dict[str, np.ndarray], lis
     for split in ("train", "test"):
         for cls_dir in sorted(p for p in (tree / split).iterdir() if p.is_dir()):
             for f in sorted(cls_dir.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
+                if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f):  # never a FIFO or a device
                     records.append((split, cls_dir.name, f.name, f.read_bytes()))
     return _tree_arrays(fmt, records)
 
