@@ -3,9 +3,10 @@ and error message that could hold one goes through `redact` before it is printed
 written to a file or stored in a study.
 
 Shapes handled (each is tested): `scheme://user:pw@host`, `scheme://:pw@host`, a password
-holding '@' or ':' (the user info runs to the last '@' of the URL), query parameters
-such as `?password=pw` or `&sslpassword=pw`, and `PGPASSWORD=pw`-style assignments; plus
-any exact secret the caller knows (a password with a space, say).
+holding '@' or ':' (the user info runs to the last '@' of the URL), one holding a space or a
+quote (to the line's last '@'), `https://TOKEN@host`, query parameters such as `?password=pw`,
+`&sslpassword=pw` or `access_token=...`, and `PGPASSWORD=pw`, `MYSQL_PWD=pw`, `*_TOKEN=...`
+assignments; plus any exact secret the caller knows.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-_QUERY = re.compile(r"(?i)\b((?:ssl)?pass(?:word|wd)?|pwd|secret|token|api[_-]?key)=([^&\s'\"]*)")
-_ASSIGN = re.compile(r"(?<![?&\w])([A-Z][A-Z0-9_]*PASSWORD)=(\S+)")  # environment assignments
+# a credential's name, also as the end of a longer one (access_token, client_secret, db_password)
+_QUERY = re.compile(r"(?i)(?<![A-Za-z0-9])((?:ssl)?pass(?:word|wd)?|pwd|secret|token|api[_-]?key)=([^&\s'\"]*)")
+_ASSIGN = re.compile(r"(?<![?&\w])([A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|SECRET[A-Z0-9_]*|TOKEN))=(\S+)")  # environment
+# user:password@ where the password holds what ends a URL above (a space, a quote): to the line's last '@'
+_LOOSE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"]*:)[^\n@]*@")
 
 
 def _redact_url(url: str) -> str:
@@ -29,6 +33,8 @@ def _redact_url(url: str) -> str:
             rest = f"{user}:{MASK}@{host}"
         elif "/" in userinfo or "?" in userinfo:  # an '@' after the path: leave the URL's own shape
             pass
+        elif scheme.lower() in ("http", "https"):  # https://TOKEN@host: on the web a bare user is a token
+            rest = f"{MASK}@{host}"
     return scheme + sep + _QUERY.sub(lambda m: f"{m.group(1)}={MASK}", rest)
 
 
@@ -51,6 +57,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         return text
     for s in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         text = text.replace(s, MASK)
+    text = _LOOSE.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     text = _URL.sub(lambda m: _redact_url(m.group(0)), text)
     text = _QUERY.sub(lambda m: f"{m.group(1)}={MASK}", text)
     return _ASSIGN.sub(lambda m: f"{m.group(1)}={MASK}", text)

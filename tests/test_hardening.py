@@ -120,6 +120,14 @@ def test_cifar_pickles_of_the_real_format_still_load(tmp_path):
     ("postgresql://user@host/db?sslmode=require&sslpassword=secret", "secret"),
     ("archsearch sweep run x --storage 'postgresql://u:secret@h/db' --workers 2", "secret"),
     ("PGPASSWORD=secret archsearch sweep run x", "secret"),
+    ("postgresql://u:my secret@host/db", "my secret"),  # a space: no exact secret needed
+    ("cannot open storage postgresql://u:it's-secret@host/db", "it's-secret"),
+    ("https://ghp_secrettoken@host/org/repo.git", "ghp_secrettoken"),
+    ("https://host/api?access_token=secret&x=1", "secret"),
+    ("https://host/cb?client_secret=s3cr3tval", "s3cr3tval"),
+    ("MYSQL_PWD=secret archsearch sweep run x", "secret"),
+    ("HF_TOKEN=secret archsearch sweep run x", "secret"),
+    ("db_password=secret in archsearch's log", "secret"),
 ])
 def test_redact_hides_every_shape_of_password(text, hidden):
     from archsearch.redact import redact
@@ -659,3 +667,18 @@ def test_a_waiting_run_lock_takes_the_folder_when_its_holder_lets_go(tmp_path):
         got.append("taken")
     t.join()
     assert got == ["released", "taken"]
+
+
+
+def test_the_recorded_command_hides_a_password_with_a_quote(monkeypatch):
+    """shlex quotes a ' as '"'"', which would split the password an exact match looks for:
+    each argument is redacted before it is quoted."""
+    import sys
+
+    from archsearch.sweep.cli import recorded_command
+
+    store = "postgresql://u:it's S3cret@h/db"
+    monkeypatch.setattr(sys, "argv", ["archsearch", "sweep", "run", "x", "--storage", store])
+    cmd = recorded_command(None, store)
+    assert "S3cret" not in cmd and cmd.startswith("archsearch sweep run x --storage") and "@h/db" in cmd
+    assert "S3cret" not in recorded_command(f"archsearch demo --storage '{store}'", store)

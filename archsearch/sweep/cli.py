@@ -169,6 +169,18 @@ def _summary_table(study, plan: dict) -> str:
                                                 "best_acc", "final_acc"])
 
 
+def recorded_command(command: str | None, storage: str) -> str:
+    """The command a study records (and reports and captions show): never a password. Each
+    argument is redacted before it is quoted: shlex's quotes would split a password holding
+    one (it's -> it'"'"'s), and the exact match would miss it."""
+    from ..redact import redact, url_secrets
+
+    secrets = url_secrets(storage)
+    if command:
+        return redact(command, secrets)
+    return "archsearch " + shlex.join(redact(a, secrets) for a in sys.argv[1:])
+
+
 def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None = None, workdir: str | None = None,
               workers: int | str = "auto", devices: str | None = None, device: str = "auto",
               threads: int | None = None,
@@ -181,8 +193,6 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     from .spec import find_spec_file, load_spec
     from .storage import default_storage, describe
     from .._io import make_dirs
-    from ..redact import redact, url_secrets
-
     from ..train import resolve_device
 
     spec = load_spec(find_spec_file(spec_path), scale)
@@ -203,7 +213,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
         _log(f"  cost: {spec.cost.strip()}")
     plan = build_plan(spec, wd, device=devs[0], data_dir=data_dir, log=_log, artifacts=artifacts)
     # the recorded command goes into the study, reports and figure captions: never a password
-    plan["command"] = redact(command or ("archsearch " + shlex.join(sys.argv[1:])), url_secrets(url))
+    plan["command"] = recorded_command(command, url)
     study, plan = create_or_load(st_obj, plan, log=_log)
     again = requeue_failed(study, plan, everything=retry_failed)
     if again:
