@@ -410,7 +410,8 @@ class Engine:
         self.forward = torch.compile(wrapped) if compile else wrapped
         self.train_loader = data.loader("train", schedule.batch_size, train=True, device=self.dev,
                                         pad=schedule.translate, seed=seed, channels_last=self.cuda, dist=dist,
-                                        drop_last=dist.enabled)
+                                        # a last batch of one image cannot train a BatchNorm1d (a classifier's)
+                                        drop_last=dist.enabled or data.n_train % schedule.batch_size == 1)
         self.test_loader = data.loader("test", eval_batch_size(data.size), train=False, device=self.dev,
                                        channels_last=self.cuda, dist=dist)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda

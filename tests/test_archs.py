@@ -203,3 +203,27 @@ def test_bn_gamma_init():
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 0.5)  # slimming init (Liu et al. 2017 code)
+
+
+def test_residual_nets_refuse_input_sizes_their_halvings_do_not_divide():
+    """A stride-2 conv rounds a side up where the option-A shortcut and the counts round it
+    down: at size 30 the ResNet's sum failed with a traceback and the PreResNet's counts were
+    wrong. Such sizes are one line now; sizes divisible by 4 build and count."""
+    from archsearch.counting import count
+    from archsearch.errors import ArchsearchError
+
+    for arch in ("resnet20", "preresnet56"):
+        with pytest.raises(ArchsearchError, match="divisible by 4"):
+            build(base_spec(arch, 10, width=0.25, input_size=30))
+        s = base_spec(arch, 10, width=0.25, input_size=28)
+        assert count(s).params == sum(p.numel() for p in build(s).parameters())
+        build(s)(torch.zeros(2, 3, 28, 28))
+
+
+def test_arch_names_have_no_leading_zero():
+    from archsearch.archs import parse_arch
+    from archsearch.errors import ArchsearchError
+
+    with pytest.raises(ArchsearchError, match="unknown architecture 'vgg016'"):
+        parse_arch("vgg016")
+    assert parse_arch("vgg16")[1] == 16

@@ -234,6 +234,8 @@ def test_l1norm_variants_are_the_papers_configurations(arch, variant, skip, prob
 
     _, prop, st, _, base = resolve_settings(f"l1norm-{arch}-c10", variant=variant, width=1.0)
     assert st.proposer == f"l1norm-{arch}-c10.{variant}"
+    # the variant in the name and in --variant at once: the same proposer, not ".A.A"
+    assert resolve_settings(f"l1norm-{arch}-c10.{variant}", variant=variant, width=1.0)[2].proposer == st.proposer
     pruned = prop.prune(build(base), base, st)
     assert pruned.spec.widths == _original_resnet_cfg(int(arch[6:]), skip, probs)
     assert pruned.spec.base_widths == base.widths

@@ -377,3 +377,15 @@ def test_the_fingerprint_takes_weights_of_any_dtype():
     assert fp == h.hexdigest()[:20]
     bf = _fingerprint(spec, data, sched, 0, {"a": w["a"].to(torch.bfloat16)})
     assert bf != fp and len(bf) == 20
+
+
+def test_a_last_batch_of_one_image_is_left_out_of_training(digits):
+    """BatchNorm1d (the ImageNet VGG-11's classifier) cannot train on one image: with one image
+    over whole batches, that image waits for the next epoch's order."""
+    from dataclasses import replace
+
+    data = replace(digits, x_train=digits.x_train[:65], y_train=digits.y_train[:65],
+                   x_test=digits.x_test[:16], y_test=digits.y_test[:16])
+    spec = base_spec("invgg11", 10, width=0.0625, in_channels=data.x_train.shape[-1], input_size=32, nets="imagenet")
+    r = train(spec, data, make_schedule("tiny", epochs=1, batch_size=32), seed=0, device="cpu")
+    assert len(r.history) == 1

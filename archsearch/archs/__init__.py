@@ -301,7 +301,7 @@ def get_family(name: str) -> Family:
         raise ArchsearchError(f"unknown architecture family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
-_ARCH_RE = re.compile(r"^([a-z]+?)(\d+)$")
+_ARCH_RE = re.compile(r"^([a-z]+?)([1-9]\d*)$")  # no leading zero: vgg016 would be a second name for vgg16
 
 
 def _family_for(prefix: str, nets: str) -> Family | None:
@@ -430,10 +430,15 @@ def he_init_(model: nn.Module, bn_gamma: float) -> None:
             nn.init.zeros_(m.bias)
 
 
-def final_hw(spec: ArchSpec, halvings: int) -> int:
+def final_hw(spec: ArchSpec, halvings: int, exact: bool = False) -> int:
+    """The side of the last feature map. `exact`: for nets whose strided convs round a side up
+    while their shortcuts (and counts) round it down, every halving must be exact."""
     hw = spec.input_size // 2 ** halvings
     if hw < 1:
         raise ArchsearchError(f"input size {spec.input_size} is too small for {spec.name} ({halvings} halvings)")
+    if exact and spec.input_size % 2 ** halvings:
+        raise ArchsearchError(f"{spec.name} needs an input size divisible by {2 ** halvings} (its stages halve it "
+                              f"{halvings} times), got {spec.input_size}; register the data with such a --size")
     return hw
 
 

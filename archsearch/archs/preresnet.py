@@ -72,7 +72,7 @@ class PreResNet(nn.Module):
         self.bn = nn.BatchNorm2d(cin)
         self.select = Select(cin, fam.selection(spec, fam.group(spec, "select")))
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AvgPool2d(final_hw(spec, 2))
+        self.avgpool = nn.AvgPool2d(final_hw(spec, 2, exact=True))
         self.fc = nn.Linear(len(self.select.indexes), spec.num_classes)
         he_init_(self, bn_gamma=0.5)
 
@@ -174,7 +174,7 @@ class PreResNetFamily(Family):
                 ops.append(Op("conv", cin, stream, hw, k=1, nonzero=nz.get(f"{name}.downsample.0")))
             cin = stream
         final = spec.widths[-1]
-        k = final_hw(spec, 2)
+        k = final_hw(spec, 2, exact=True)
         ops += [Op("bn", cin, cin, hw), Op("relu", final, final, hw), Op("avgpool", final, final, hw // k, k=k),
                 Op("linear", final, spec.num_classes, 1)]
         return ops

@@ -63,7 +63,7 @@ class ResNet(nn.Module):
                 blocks.append(BasicBlock(cin, mid, p, stride) if kept else nn.Identity())
                 cin = p
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.avgpool = nn.AvgPool2d(final_hw(spec, 2))
+        self.avgpool = nn.AvgPool2d(final_hw(spec, 2, exact=True))
         self.fc = nn.Linear(cin, spec.num_classes)
         he_init_(self, bn_gamma=1.0)
 
@@ -136,7 +136,7 @@ class ResNetFamily(Family):
                             Op("relu", mid, mid, hw), Op("conv", mid, p, hw, k=3, nonzero=nz.get(f"{name}.conv2")),
                             Op("bn", p, p, hw), Op("relu", p, p, hw)]
                 cin = p
-        k = final_hw(spec, 2)
+        k = final_hw(spec, 2, exact=True)
         ops.append(Op("avgpool", cin, cin, hw // k, k=k))
         ops.append(Op("linear", cin, spec.num_classes, 1))
         return ops

@@ -252,7 +252,8 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     if variant is not None:
         if pn.variant is not None and pn.variant != variant:
             raise ArchsearchError(f"{name} names variant {pn.variant}, but --variant says {variant}")
-        pn = parse(f"{pn}.{variant}")
+        if pn.variant is None:
+            pn = parse(f"{pn}.{variant}")
     prop = get_proposer(pn.method)
     if not 0.0 <= floor < 1.0:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
