@@ -175,6 +175,21 @@ def test_cache_second_load_is_fast_and_equal(tmp_path):
     assert len(c.x_train) == len(a.x_train) + 1
 
 
+def test_the_cache_sees_pickles_overwritten_in_place(tmp_path):
+    import os
+
+    write_cifar10_pickles(tmp_path / "a")
+    a = load_dataset("c10", tmp_path / "a", download=False)
+    d = tmp_path / "a" / "cifar-10-batches-py"
+    batch = pickle.loads((d / "data_batch_1").read_bytes())
+    batch[b"labels"] = [(y + 1) % 10 for y in batch[b"labels"]]
+    stamp = os.stat(d).st_mtime_ns
+    (d / "data_batch_1").write_bytes(pickle.dumps(batch))  # in place: the folder's mtime and count stay
+    os.utime(d, ns=(stamp, stamp))
+    b = load_dataset("c10", tmp_path / "a", download=False)
+    assert (b.y_train[:12] == (a.y_train[:12] + 1) % 10).all()
+
+
 def test_missing_data_says_what_to_pass(tmp_path):
     with pytest.raises(ArchsearchError) as e:
         load_dataset("c100", tmp_path, download=False)

@@ -132,3 +132,16 @@ def test_registry_is_data_and_a_bad_one_is_one_line(tmp_path):
         read_registry()
     r = run("data", "list")
     assert r.exit_code == 2 and "dataset registry" in r.output
+
+
+def test_a_folder_wrapped_in_one_more_folder_is_decoded_again_when_it_changes(tmp_path):
+    import shutil
+
+    from archsearch.data import load_dataset
+
+    folder = make_folder(tmp_path / "outer" / "shapes")
+    r = run("data", "add", "wrapped", tmp_path / "outer", "--size", 24)
+    assert r.exit_code == 0, r.output
+    n = len(load_dataset("wrapped").x_train)
+    shutil.copy(folder / "train" / "circle" / "0.png", folder / "train" / "circle" / "99.png")
+    assert len(load_dataset("wrapped").x_train) == n + 1

@@ -28,14 +28,33 @@ def cache_dir() -> Path:
 def source_key(kind: str, path: Path) -> str:
     path = path.resolve()
     if path.is_dir():
-        # an ImageFolder tree: its directories' mtimes and entry counts change whenever a
-        # file is added, removed or renamed; statting 60,000 images would cost more.
-        dirs = [path] + [p for p in path.glob("*") if p.is_dir()] + [p for p in path.glob("*/*") if p.is_dir()]
-        sig = repr(sorted((str(p.relative_to(path)), p.stat().st_mtime_ns, len(os.listdir(p))) for p in dirs))
+        # an ImageFolder tree (perhaps inside one wrapping folder): its directories' mtimes and
+        # entry counts change whenever a file is added, removed or renamed (statting 60,000
+        # images would cost more); and the files near the top (CIFAR's pickles, overwritten in
+        # place with cp) by size and mtime
+        sig = repr(_tree_signature(path))
     else:
         st = path.stat()
         sig = f"{st.st_size}:{st.st_mtime_ns}"
     return f"{kind}-" + hashlib.sha256(f"{path}|{sig}".encode()).hexdigest()[:16]
+
+
+def _tree_signature(root: Path, depth: int = 3) -> list:
+    out, level = [], [root]
+    for d in range(depth + 1):
+        nxt = []
+        for p in level:
+            with os.scandir(p) as it:
+                entries = list(it)
+            out.append((str(p.relative_to(root)), p.stat().st_mtime_ns, len(entries)))
+            for e in entries:
+                if e.is_dir():
+                    nxt.append(Path(e.path))
+                elif d <= 1 and e.is_file():
+                    st = e.stat()
+                    out.append((str(Path(e.path).relative_to(root)), st.st_size, st.st_mtime_ns))
+        level = nxt
+    return sorted(out)
 
 
 def problem(arrays: dict[str, np.ndarray], num_classes: int) -> str | None:
