@@ -147,17 +147,22 @@ def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, 
         raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
     floors = [max(1, int(np.ceil(floor * w))) for w in target.widths]
     if round_to > 1:
-        # floors round up to the multiple too (a layer narrower than one multiple keeps its floor)
-        floors = [round_to * int(np.ceil(f / round_to)) if w >= round_to else f for f, w in zip(floors, target.widths)]
+        # floors round up to the multiple too (a layer narrower than one multiple keeps its floor),
+        # but never past the target's own width: a selection group cannot exceed its stream
+        floors = [min(w, round_to * int(np.ceil(f / round_to))) if w >= round_to else f
+                  for f, w in zip(floors, target.widths)]
     r = np.asarray(_spread(stage_ratios, target.stages, target.num_stages, per_layer, "ratios", "channel groups"),
                    dtype=float)
     if (r <= 0).any():
         raise ArchsearchError("stage ratios must be positive")
-    caps = [max(t, f) for t, f in zip(target.widths, floors)]
+    caps = list(target.widths)
     classes = tie_classes([(float(ri), t, f) for ri, t, f in zip(r, target.widths, floors)])
 
     def make(scale: float) -> ArchSpec:
-        ws = [min(c, _round_width(t * ri * scale, f, round_to)) for t, ri, f, c in zip(target.widths, r, floors, caps)]
+        # a group whose scaled width reaches its target's keeps all of it, also where the target
+        # is no multiple of round_to (rounding 9 to 8 would leave the full target out of reach)
+        ws = [c if t * ri * scale >= c else min(c, _round_width(t * ri * scale, f, round_to))
+              for t, ri, f, c in zip(target.widths, r, floors, caps)]
         return target.replace(widths=ws, base_widths=target.widths, masks=None, meta=dict(meta or {}))
 
     def step(ws: list[int], members: list[int], d: int, ref: list[int]) -> list[int] | None:

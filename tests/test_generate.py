@@ -157,3 +157,20 @@ def test_depth_patterns_keep_each_stages_share_of_blocks_then_fit_the_budget_by_
         generate("transferred", target, 0.95 * full, pattern=pattern, depth=True)
     with pytest.raises(ArchsearchError, match="no residual blocks"):
         generate("guided", base_spec("vgg16", 10), 1e6, pattern=pattern, depth=True)
+
+
+def test_rounding_and_floors_stay_within_the_targets_widths():
+    """A floor rounded up to --round never takes a group past its target's width (a DenseNet
+    selection wider than its stream failed only when built), and rounding never leaves the
+    full target out of reach (a width of 9 rounds to 8, not up to 9, below full scale only)."""
+    from archsearch.archs import base_spec, build
+    from archsearch.counting import count
+    from archsearch.generate import generate
+
+    t = base_spec("densenet40", 10, width=0.3)
+    s = generate("uniform", t, 0.95 * count(t).params, floor=0.9, round_to=8).spec
+    assert all(w <= c for w, c in zip(s.widths, t.widths))
+    build(s)
+    t = base_spec("densenet40", 10, width=0.25)
+    full = count(t).params
+    assert count(generate("uniform", t, full, round_to=8).spec).params == full
