@@ -346,12 +346,30 @@ def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
     """The pattern's per-stage values mapped onto the target's stages: (values, mapping, kernel maps)."""
     key = "density_mean" if pattern["kind"] == "sparsity" else "ratio_mean"
     src = pattern["stage"][key]
-    mapping = stage_map(len(src), conv_stages(target) if pattern["kind"] == "sparsity" else target.num_stages)
+    if pattern["kind"] == "sparsity":
+        mapping = stage_map(len(src), conv_stages(target))
+    else:
+        # conv stages onto conv stages; a classifier's channel stage (the ImageNet VGG-11's, past
+        # its last conv) takes the source's classifier stage, or else the source's last conv stage
+        n_src, n_tgt = _pattern_conv_stages(pattern, len(src)), conv_stages(target)
+        mapping = stage_map(n_src, n_tgt) + [min(len(src) - 1, n_src + k) if n_src < len(src) else n_src - 1
+                                             for k in range(target.num_stages - n_tgt)]
     vals = [float(src[m]) for m in mapping]
     maps = None
     if pattern["kind"] == "sparsity":
         maps = [pattern["stage"]["kernel_keep_mean"][m] for m in mapping]
     return vals, mapping, maps
+
+
+def _pattern_conv_stages(pattern: dict, n: int) -> int:
+    """How many of a channel pattern's `n` stages are its net's conv stages (the rest: classifier
+    groups). Its arch and data name the net; a net this machine cannot name has no classifier stage."""
+    from .names import parse_target
+
+    try:
+        return min(n, conv_stages(parse_target(f"{pattern['arch']}-{pattern['data']}").base_spec(0.25)))
+    except (ArchsearchError, KeyError):
+        return n
 
 
 def pattern_layer_values(pattern: dict, target: ArchSpec) -> tuple[list[float], list | None]:

@@ -174,3 +174,19 @@ def test_rounding_and_floors_stay_within_the_targets_widths():
     t = base_spec("densenet40", 10, width=0.25)
     full = count(t).params
     assert count(generate("uniform", t, full, round_to=8).spec).params == full
+
+
+def test_stage_transfer_maps_conv_stages_onto_conv_stages():
+    """The ImageNet VGG-11's channel patterns have a sixth stage, its classifier's groups: a
+    transfer maps conv stages onto conv stages and the classifier's onto the classifier's."""
+    from archsearch.archs import base_spec
+    from archsearch.generate import pattern_stage_values
+
+    inv = base_spec("invgg11", 1000, width=0.125, nets="imagenet")
+    v19 = base_spec("vgg19", 100, width=0.25)
+    p_inv = {"kind": "channels", "arch": "invgg11", "data": "in", "stage": {"ratio_mean": [.9, .8, .7, .6, .5, .1]}}
+    p_v16 = {"kind": "channels", "arch": "vgg16", "data": "c10", "stage": {"ratio_mean": [.9, .8, .7, .6, .5]}}
+    assert pattern_stage_values(p_inv, v19)[1] == [0, 1, 2, 3, 4]  # the classifier's 0.1 goes nowhere
+    assert pattern_stage_values(p_v16, inv)[1] == [0, 1, 2, 3, 4, 4]  # no classifier stage: the last conv's
+    assert pattern_stage_values(p_inv, inv)[1] == [0, 1, 2, 3, 4, 5]
+    assert pattern_stage_values(p_v16, v19)[1] == [0, 1, 2, 3, 4]
