@@ -187,6 +187,11 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
             except Exception as e:  # noqa: BLE001  an exporter's failure is one line naming the format
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
                 raise ArchsearchError(f"{f} export of {spec.name} failed: {type(e).__name__}: {msg}") from None
+            shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(refs, got) if a.shape != b.shape]
+            if shapes or len(got) != len(refs):  # broadcasting would let a wrong shape pass the comparison
+                raise ArchsearchError(f"{f} export of {spec.name}: its outputs have other shapes than the original "
+                                      f"module's ({shapes[0][1] if shapes else len(got)} for "
+                                      f"{shapes[0][0] if shapes else len(refs)}); nothing was written")
             diff = max(float((a - b.to(a.dtype)).abs().max()) for a, b in zip(refs, got))
             ok = all(torch.allclose(a, b.to(a.dtype), atol=atol, rtol=rtol) for a, b in zip(refs, got))
             if not ok:

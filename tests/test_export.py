@@ -103,6 +103,10 @@ def test_a_failed_check_writes_nothing_and_keeps_the_earlier_export(tmp_path, mo
         E.export(spec, state, out, ["export", "torchscript"])
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder left beside it
+    # outputs of another shape that broadcast against the original's (one row per batch) fail too
+    monkeypatch.setitem(E._EXPORTERS, "torchscript", (save, lambda p, xs: [y[:1] for y in run(p, xs)]))
+    with pytest.raises(ArchsearchError, match="torchscript export of vgg11: its outputs have other shapes"):
+        E.export(spec, state, out, ["export", "torchscript"])
 
 
 def test_weights_that_do_not_fit_are_one_line(tmp_path):
