@@ -43,7 +43,9 @@ def os_error(e: OSError, path: str | os.PathLike | None = None, action: str = "c
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
-    The old file stays untouched until then; an OSError becomes an `EnvironmentFailure`."""
+    The old file stays untouched until then; an OSError becomes an `EnvironmentFailure`. The
+    new file's bytes reach the disk before the rename (and the rename before the return), so
+    a power loss leaves the old file or the new one, never an empty one."""
     path = Path(path)
     tmp = None
     try:
@@ -52,7 +54,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as e:
         raise os_error(e, path) from None
     finally:
@@ -61,6 +66,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder that cannot be opened (some platforms): the rename stands anyway
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_umask() -> int:

@@ -682,3 +682,16 @@ def test_the_recorded_command_hides_a_password_with_a_quote(monkeypatch):
     cmd = recorded_command(None, store)
     assert "S3cret" not in cmd and cmd.startswith("archsearch sweep run x --storage") and "@h/db" in cmd
     assert "S3cret" not in recorded_command(f"archsearch demo --storage '{store}'", store)
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power loss after the rename must not leave an empty file: the bytes are synced first."""
+    import os
+
+    from archsearch._io import write_text
+
+    calls, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), replace(a, b))[1])
+    write_text(tmp_path / "f.txt", "x")
+    assert calls == ["fsync", "replace", "fsync"] and (tmp_path / "f.txt").read_text() == "x"
