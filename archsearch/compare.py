@@ -118,6 +118,11 @@ def spec_row(g: Generated, by: str) -> dict:
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:
     def cell(v) -> str:  # a '|' or a line break in a value (a failure's reason) would break the row
+        if v is None:  # no value (a failed trial's accuracy): an empty cell, not "None"
+            return ""
+        if isinstance(v, float):  # 78.97999999999999 -> 78.98, 92313.0 -> 92313, 0.125 stays (the CSV keeps all)
+            r = repr(round(v, 2) if abs(v) >= 1 else float(f"{v:.3g}"))
+            v = r[:-2] if r.endswith(".0") else r
         return " ".join(str(v).split()).replace("|", "\\|")
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -403,6 +403,9 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(tmp_path):
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
     assert study.trials[killed].state.name == "FAIL"
+    from archsearch.sweep.results import trial_rows
+
+    assert [r["fail_reason"] for r in trial_rows(study) if r["trial"] == killed] == ["worker lost (no heartbeat)"]
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -895,6 +898,11 @@ def test_a_reason_with_a_bar_or_a_line_break_keeps_its_table_row():
     md = markdown_table([{"trial": 3, "fail_reason": "bug: ValueError: a|b\nsecond line"}], ["trial", "fail_reason"])
     row = md.splitlines()[2]
     assert row == "| 3 | bug: ValueError: a\\|b second line |" and len(md.splitlines()) == 3
+    # floats read as numbers, not as binary fractions
+    md = markdown_table([{"a": 78.97999999999999, "b": 92313.0, "c": 1154.3628074979933, "d": 0.125, "e": 1e-4}],
+                        list("abcde"))
+    assert md.splitlines()[2] == "| 78.98 | 92313 | 1154.36 | 0.125 | 0.0001 |"
+    assert markdown_table([{"a": None}], ["a"]).splitlines()[2] == "|  |"
 
 
 def test_a_run_that_leaves_trials_undone_is_no_success(tmp_path, monkeypatch):

@@ -222,7 +222,9 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     _log(f"study {study.study_name} in {describe(url)}; work dir {wd}; {st.line(workers)}")
     bad = 0
     try:
-        if workers == 1:
+        if st.finished:
+            pass  # nothing left to run: the outputs are written again (e.g. with --png), no worker starts
+        elif workers == 1:
             set_threads(threads)
             work(study, plan, WorkerContext(wd, devs[0], data_dir, _log, epoch_progress=epoch_progress,
                                             artifacts=artifacts))

@@ -26,7 +26,10 @@ def trial_rows(study: optuna.Study) -> list[dict]:
                      "params": u.get("params"), "macs": u.get("macs"), "best_acc": u.get("best_acc"),
                      "final_acc": u.get("final_acc"), "epochs": u.get("epochs"),
                      "train_seconds": u.get("train_seconds"), "stages": u.get("stages"), "widths": u.get("widths"),
-                     "reference": u.get("reference", ""), "fail_reason": u.get("fail_reason", ""),
+                     "reference": u.get("reference", ""),
+                     # a trial failed without a reason was failed by the heartbeat check: its worker was lost
+                     "fail_reason": u.get("fail_reason") or ("worker lost (no heartbeat)"
+                                                             if t.state == TrialState.FAIL else ""),
                      "search_params": {k: round(v, 4) for k, v in t.params.items()} if t.params and
                      "stage0" in t.params else None})
     return rows
