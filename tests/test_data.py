@@ -301,3 +301,24 @@ def test_pillow_fallback_decodes_the_same(tmp_path):
     np.testing.assert_array_equal(_decode_pillow(blobs), _decode_torchvision(blobs))
     with pytest.raises(ArchsearchError, match="cannot decode"):
         _decode_pillow([b"junk"])
+
+
+def test_digits_come_from_the_array_cache_without_scikit_learn(tmp_path):
+    """A sweep's workers each load digits: after the first decode they read the cached arrays,
+    the same ones, without importing scikit-learn (a second of every worker's start)."""
+    import os
+    import subprocess
+    import sys
+
+    from archsearch.data.digits import _decode
+
+    env = {**os.environ, "ARCHSEARCH_CACHE": str(tmp_path / "cache")}
+    probe = ("import sys, numpy as np; from archsearch.data import load_dataset; d = load_dataset('digits'); "
+             "np.save(sys.argv[1], d.x_test); print('sklearn' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.npy")], env=env, capture_output=True,
+                           text=True)
+    second = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "b.npy")], env=env, capture_output=True,
+                            text=True)
+    assert (first.stdout.strip(), second.stdout.strip()) == ("True", "False"), (first.stderr, second.stderr)
+    arrays, _ = _decode()
+    assert np.array_equal(np.load(tmp_path / "b.npy"), arrays["x_test"])
