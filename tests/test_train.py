@@ -45,6 +45,16 @@ class _Stop(Exception):
     pass
 
 
+def _cut_after_2(spec, data, sched, out):
+    """Train with a checkpoint every epoch and stop in epoch 3: epoch 2's checkpoint is on disk."""
+    def stop_at_3(st):
+        if st.epoch == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(spec, data, sched, seed=1, device="cpu", out_dir=out, checkpoint_every=1, progress=stop_at_3)
+
+
 def test_resume_matches_uninterrupted_run(small_digits, tmp_path):
     spec, sched = _spec(), _sched(4)
     full = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "full", checkpoint_every=1)
@@ -304,14 +314,7 @@ def test_a_checkpoint_from_another_lr_rule_is_not_resumed(small_digits, tmp_path
     """The checkpoint records each epoch's lr under the rule that wrote it: a run resumed after
     the rule changed stops in one line; checkpoints from before the record existed resume."""
     spec, sched = _spec(), _sched(4)
-
-    def stop_at_3(st):
-        if st.epoch == 3:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
-              progress=stop_at_3)
+    _cut_after_2(spec, small_digits, sched, tmp_path / "cut")
     path = tmp_path / "cut" / "checkpoint.pt"
     ck = torch.load(path, weights_only=True)
     assert ck["lr_rule"] == [pytest.approx(sched.lr_at(e)) for e in range(4)]
@@ -347,14 +350,7 @@ def test_a_resumed_run_draws_what_an_uninterrupted_one_would(small_digits, tmp_p
     monkeypatch.setattr(vgg.VGG, "forward", lambda self, x: F.dropout(real(self, x), 0.5, self.training))
     spec, sched = _spec(), _sched(4)
     full = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "full", checkpoint_every=1)
-
-    def stop_at_3(st):
-        if st.epoch == 3:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1,
-              progress=stop_at_3)
+    _cut_after_2(spec, small_digits, sched, tmp_path / "cut")
     torch.manual_seed(12345)  # whatever the process did in between
     resumed = train(spec, small_digits, sched, seed=1, device="cpu", out_dir=tmp_path / "cut", checkpoint_every=1)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
