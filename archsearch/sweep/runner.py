@@ -888,6 +888,7 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
     report progress from the storage until they exit. Returns how many exited badly."""
     logs = make_dirs(workdir / "logs")
     procs = []
+    preexec = _stop_with_parent()
     for i in range(n):
         # the storage URL may hold a password: it goes through the environment, which only this
         # user can read (/proc/PID/environ), not the command line, which every user sees in `ps`
@@ -908,7 +909,7 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
             raise os_error(e, logs / f"worker-{i}.log") from None
         env = {**os.environ, STORAGE_ENV: storage}
         procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                       preexec_fn=_stop_with_parent), f))
+                                       preexec_fn=preexec), f))
     log(f"started {n} workers (logs: {logs}/worker-*.log)")
     last = ""
     try:
@@ -938,15 +939,18 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
     return len(bad)
 
 
-def _stop_with_parent() -> None:
-    """In a spawned worker, before it runs (Linux): SIGTERM when the `sweep run` that started
-    it dies, even by SIGKILL, so that it requeues its trial and stops instead of running on as
-    an orphan beside the workers of the next `sweep run`."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _stop_with_parent() -> Callable[[], None] | None:
+    """For a spawned worker, run between fork and exec (Linux): SIGTERM when the `sweep run`
+    that started it dies, even by SIGKILL, so that it requeues its trial and stops instead of
+    running on as an orphan beside the workers of the next `sweep run`. prctl is looked up
+    here, before the fork: the child of a process with threads (torch's) may only make the
+    system call itself."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    prctl, pr_set_pdeathsig, sigterm = ctypes.CDLL(None, use_errno=True).prctl, 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
 
 
 def set_threads(threads: int | None) -> None:
