@@ -461,12 +461,15 @@ class Engine:
         correct = torch.zeros((), device=self.dev, dtype=torch.long)
         for xb, yb in self.test_loader:
             with self.autocast:
-                out = forward(xb)
-                if self.tta:
-                    out = out + forward(xb.flip(3))
-                correct += (out.argmax(1) == yb).sum()
+                correct += (eval_logits(forward, xb, self.tta).argmax(1) == yb).sum()
         self.dist.sum_(correct)
         return correct
+
+
+def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+    """The logits a test image is judged by: its own, or (test-time flip) summed with its mirror's."""
+    out = forward(xb)
+    return out + forward(xb.flip(3)) if tta_flip else out
 
 
 def estimate_seconds(spec: ArchSpec, data: Dataset, schedule: Schedule, device: str = "auto",
@@ -495,10 +498,7 @@ def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.dev
     correct = torch.zeros((), device=dev, dtype=torch.long)
     tta = tta_flip and data.flip  # as Engine: no mirror test where a mirror is another class
     for xb, yb in loader:
-        out = model(xb)
-        if tta:
-            out = out + model(xb.flip(3))
-        correct += (out.argmax(1) == yb).sum()
+        correct += (eval_logits(model, xb, tta).argmax(1) == yb).sum()
     return correct.item() / loader.n
 
 
@@ -593,7 +593,8 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
     ok = (isinstance(ck, dict) and isinstance(ck.get("fingerprint"), str) and isinstance(ck.get("model"), dict)
           and isinstance(ck.get("opt"), dict) and isinstance(ck.get("loader_rng"), torch.Tensor)
           and isinstance(ck.get("history"), list)
-          and isinstance(ck.get("torch_rng", torch.zeros(1, dtype=torch.uint8)), torch.Tensor)
+          and all(isinstance(ck.get(k, torch.zeros(1, dtype=torch.uint8)), torch.Tensor)
+                  for k in ("torch_rng", "cuda_rng"))
           and all(isinstance(h, dict) and isinstance(h.get("test_acc"), float) for h in ck["history"])
           and isinstance(ck.get("epoch"), int) and isinstance(ck.get("elapsed"), (int, float))
           and isinstance(ck.get("start_epoch", 0), int)
@@ -603,27 +604,21 @@ def load_checkpoint(path: Path, dev: torch.device) -> dict:
     return ck
 
 
-def _global_rng(dev: torch.device) -> torch.Tensor:
-    """The global RNG state that dropout (and any other layer drawing at random) uses: the CPU
-    generator's, then the device's on CUDA, as one byte tensor for the checkpoint."""
-    cpu = torch.get_rng_state()
-    if dev.type != "cuda":
-        return cpu
-    return torch.cat([torch.tensor([len(cpu)], dtype=torch.int64).view(torch.uint8), cpu,
-                      torch.cuda.get_rng_state(dev)])
+def _global_rng(dev: torch.device) -> dict[str, torch.Tensor]:
+    """The global RNG states that dropout (and any other layer drawing at random) uses, for
+    the checkpoint: the CPU generator's, and on CUDA the device's too."""
+    out = {"torch_rng": torch.get_rng_state()}
+    if dev.type == "cuda":
+        out["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    return out
 
 
-def _set_global_rng(state: torch.Tensor | None, dev: torch.device) -> None:
+def _set_global_rng(ck: dict, dev: torch.device) -> None:
     """Restore `_global_rng` (older checkpoints have none: they resume with the seed's state)."""
-    if state is None:
-        return
-    state = state.to("cpu")
-    if dev.type != "cuda":
-        torch.set_rng_state(state)
-        return
-    n = int(state[:8].view(torch.int64))
-    torch.set_rng_state(state[8:8 + n].clone())
-    torch.cuda.set_rng_state(state[8 + n:].clone(), dev)
+    if ck.get("torch_rng") is not None:
+        torch.set_rng_state(ck["torch_rng"].to("cpu"))
+    if dev.type == "cuda" and ck.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ck["cuda_rng"].to("cpu"), dev)
 
 
 def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device: str, out: Path | None,
@@ -656,7 +651,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             eng.model.load_state_dict(ck["model"])
             eng.opt.load_state_dict(ck["opt"])
             eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
-            _set_global_rng(ck.get("torch_rng"), eng.dev)
+            _set_global_rng(ck, eng.dev)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
                                   "delete it to start over") from None
@@ -688,7 +683,8 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
         if ckpt_path is not None and dist.main and ((epoch + 1) % checkpoint_every == 0 or last):
             torch_save({"fingerprint": fp, "epoch": epoch + 1, "model": eng.model.state_dict(),
                         "opt": eng.opt.state_dict(), "loader_rng": eng.train_loader.generator.get_state(),
-                        "torch_rng": _global_rng(eng.dev), "history": history, "elapsed": elapsed, "archsearch_version": __version__,
+                        **_global_rng(eng.dev), "history": history, "elapsed": elapsed,
+                        "archsearch_version": __version__,
                         "lr_rule": lr_rule, **({"start_epoch": start_epoch} if start_epoch else {})}, ckpt_path)
     if not history:
         raise ArchsearchError("no epochs were run")

@@ -253,7 +253,8 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     # past; one failed by the machine or by a bug is not.
     holes = [t for t in st.failed_trials if spec.mode != "search" or t.user_attrs.get(RETRY_ATTR)]
     if holes:
-        listed = "; ".join(f"#{n}: {why}" for n, why in st.failures if n in {t.number for t in holes[:5]})
+        why = dict(st.failures)
+        listed = "; ".join(f"#{t.number}: {why[t.number]}" for t in holes[:5])
         more = f" (and {len(holes) - 5} more)" if len(holes) > 5 else ""
         # the machine's failures are retried by every run; the others wait for --retry-failed
         how = "" if all(t.user_attrs.get(RETRY_ATTR) == ENVIRONMENT for t in holes) else " with --retry-failed"

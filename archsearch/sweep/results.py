@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compare import budget_tag
-from .storage import DUPLICATE_ATTR
+from .storage import DUPLICATE_ATTR, WORKER_LOST
 
 
 def trial_rows(study: optuna.Study) -> list[dict]:
@@ -28,8 +28,7 @@ def trial_rows(study: optuna.Study) -> list[dict]:
                      "train_seconds": u.get("train_seconds"), "stages": u.get("stages"), "widths": u.get("widths"),
                      "reference": u.get("reference", ""),
                      # a trial failed without a reason was failed by the heartbeat check: its worker was lost
-                     "fail_reason": u.get("fail_reason") or ("worker lost (no heartbeat)"
-                                                             if t.state == TrialState.FAIL else ""),
+                     "fail_reason": u.get("fail_reason") or (WORKER_LOST if t.state == TrialState.FAIL else ""),
                      "search_params": {k: round(v, 4) for k, v in t.params.items()} if t.params and
                      "stage0" in t.params else None})
     return rows

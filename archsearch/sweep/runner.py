@@ -48,8 +48,8 @@ from ..names import parse_target
 from ..spec import ArchSpec
 from .spec import SweepSpec
 from .._io import make_dirs, os_error
-from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, STORAGE_ENV, beating, default_storage, describe, fail_stale, \
-    frozen, open_storage, trial_system_attrs
+from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, STORAGE_ENV, WORKER_LOST, beating, default_storage, describe, \
+    fail_stale, frozen, open_storage, trial_system_attrs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -458,7 +458,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
             # every failure this code tells carries its reason; one without was failed by the
             # heartbeat check (`fail_stale_trials`) after its worker died, and is out of retries
             st.failures.append((last.number, last.user_attrs.get(
-                "fail_reason", "worker lost (no heartbeat); retries used up")))
+                "fail_reason", f"{WORKER_LOST}; retries used up")))
         for t in ts:
             if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start:
                 durations.append((t.datetime_complete - t.datetime_start).total_seconds())
@@ -615,8 +615,8 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
         ratios = [trial.suggest_float(f"stage{k}", lo, hi) for k in range(len(plan["search_start"]))]
         kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se["seed"])
         arch = search_arch(plan, ratios)
-        first = trial_system_attrs(study, trial).get("failed_trial", trial.number)  # a retry resumes its first try
-        run = ctx.workdir / "trials" / "search" / f"trial{first:04d}"
+        # a retry resumes in its first attempt's directory: the point's identity, as status counts it
+        run = ctx.workdir / "trials" / "search" / f"trial{_identity(frozen(study, trial), mode):04d}"
     c = count(arch)
     trial.set_user_attr("generator", gen)
     trial.set_user_attr("kind", kind)

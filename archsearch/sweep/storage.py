@@ -42,6 +42,7 @@ from . import STORAGE_ENV  # noqa: F401  (re-exported for the runner)
 _KNOWN_OPS = {int(op) for op in JournalOperation}
 
 HEARTBEAT_ATTR = "archsearch:heartbeat"
+WORKER_LOST = "worker lost (no heartbeat)"  # the reason of a trial the heartbeat check failed (it sets none)
 DUPLICATE_ATTR = "duplicate_of"  # user attr of a trial failed at once because another worker held its point
 JOURNAL_NAME = "optuna-journal.log"
 
