@@ -9,6 +9,11 @@ JSON line (machine, torch, date) to benchmarks/results/sweep_throughput.jsonl.
 
     python benchmarks/sweep_throughput.py                       # 1x2 against 2x1 on 2 cores, ~4 minutes
     python benchmarks/sweep_throughput.py --configs 1x4,2x2,4x1 --spec quickstart
+    python benchmarks/sweep_throughput.py --gpu --configs 1x16,2x8,4x4   # N workers sharing GPU 0
+
+With `--gpu`, every worker of a configuration trains on GPU 0 (`--devices 0,0,...`: several
+small trainings sharing one GPU); the record names the GPU, and whether NVIDIA's
+Multi-Process Service was running (`--mps-label`, as the caller knows it).
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from archsearch import __version__
 
 def run(args: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "archsearch", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run([sys.executable, "-m", "archsearch", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode:
+        sys.exit(f"archsearch {' '.join(args)} exited {p.returncode}:\n" + "\n".join(p.stderr.splitlines()[-15:]))
     return time.perf_counter() - t0
 
 
@@ -47,8 +54,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", default="quickstart")
     ap.add_argument("--configs", default=None, help="WORKERSxTHREADS,... (default: 1xC,2x(C/2) for C cores)")
+    ap.add_argument("--scale", default=None, help="the spec's scale (default: its default scale)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--gpu", action="store_true", help="all workers on GPU 0 (--devices 0,0,...)")
+    ap.add_argument("--mps-label", default=None, help="recorded as is: e.g. 'on' when MPS was running")
     ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args()
+    extra = (["--scale", a.scale] if a.scale else []) + (["--data-dir", str(Path(a.data_dir).resolve())]
+                                                         if a.data_dir else [])
     cores = os.cpu_count() or 1
     configs = [tuple(int(v) for v in c.split("x")) for c in (a.configs or f"1x{cores},2x{max(1, cores // 2)}").split(",")]
     root = Path(tempfile.mkdtemp(prefix="archsearch-sweep-throughput-"))
@@ -56,7 +69,7 @@ def main() -> None:
         warm = root / "warm"
         # the proposer and the data cache, once: a single-trial grid would not do, so the whole
         # sweep runs once; its proposals are what every timed run reuses
-        run(["sweep", "run", a.spec, "--workdir", str(warm)], root)
+        run(["sweep", "run", a.spec, "--workdir", str(warm), *extra], root)
         out = []
         for workers, threads in configs:
             wd = root / f"w{workers}x{threads}"
@@ -64,8 +77,9 @@ def main() -> None:
             for sub in ("proposals", "patterns"):
                 if (warm / sub).exists():
                     shutil.copytree(warm / sub, wd / sub)
+            devices = ["--devices", ",".join(["0"] * workers)] if a.gpu else []
             secs = run(["sweep", "run", a.spec, "--workdir", str(wd), "--workers", str(workers), "--threads",
-                        str(threads)], root)
+                        str(threads), *devices, *extra], root)
             n = trials_done(wd)
             out.append({"workers": workers, "threads": threads, "seconds": round(secs, 1), "trials": n,
                         "trials_per_hour": round(3600 * n / secs, 1)})
@@ -73,7 +87,8 @@ def main() -> None:
                   f"{out[-1]['trials_per_hour']:.0f} trials/hour")
         for o in out:
             o["ratio_to_first"] = round(o["trials_per_hour"] / out[0]["trials_per_hour"], 3)
-        rec = {"benchmark": "sweep_throughput", "spec": a.spec,
+        rec = {"benchmark": "sweep_throughput", "spec": a.spec, "scale": a.scale,
+               "device": torch.cuda.get_device_name(0) if a.gpu else "cpu", "mps": a.mps_label,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": cores,
                "torch": torch.__version__, "archsearch": __version__, "configs": out}
