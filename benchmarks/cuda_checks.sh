@@ -32,9 +32,9 @@ if [ "$part" = train ]; then
   step throughput 80 python3 benchmarks/train_throughput.py --data-dir "$DATA" --device cuda --arch vgg16 \
     --width 1 --images 12800 --repeats 2
   # 3. resume on CUDA: a run interrupted by Ctrl-C goes on from its checkpoint (CUDA RNG state too)
-  step resume-a 20 timeout -s INT 12 python3 -m archsearch train vgg11-digits --preset tiny --epochs 40 \
+  step resume-a 22 timeout -s INT 13 python3 -m archsearch train vgg11-digits --preset tiny --epochs 150 \
     --device cuda --checkpoint-every 1 --out /tmp/resume
-  step resume-b 40 python3 -m archsearch train vgg11-digits --preset tiny --epochs 40 --device cuda \
+  step resume-b 45 python3 -m archsearch train vgg11-digits --preset tiny --epochs 150 --device cuda \
     --checkpoint-every 1 --out /tmp/resume
   # 4. torch.compile on CUDA, 2 epochs
   step compile 100 python3 -m archsearch train vgg16-c10 --data-dir "$DATA" --width 0.25 --preset quick \
