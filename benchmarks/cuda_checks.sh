@@ -3,6 +3,7 @@
 #
 #   benchmarks/cuda_checks.sh train OUT DATA_DIR   # time to accuracy, throughput, resume, compile
 #   benchmarks/cuda_checks.sh sweep OUT            # several sweep workers sharing GPU 0 (+ MPS)
+#   benchmarks/cuda_checks.sh more OUT DATA_DIR    # quick at 12 and 16 epochs; CIFAR trainings sharing GPU 0 (+ MPS)
 #
 # Each step runs under its own time limit and goes on when one fails. OUT gets summary.txt and
 # PART.tar.gz (every step's log, and the benchmark lines this run appended to
@@ -20,6 +21,20 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time limit, log to OUT/NAME
   timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "[$name] rc=$rc in $((SECONDS - t0))s: $(tail -n 2 "$OUT/$name.log" | tr '\n' ' ' | cut -c1-300)" | tee -a "$OUT/summary.txt"
+}
+with_mps() {  # with_mps CMD...: run CMD while NVIDIA's Multi-Process Service runs, where it can
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then
+    echo "[mps] nvidia-cuda-mps-control is not on this machine" | tee -a "$OUT/summary.txt"; return
+  fi
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p /tmp/mps-pipe /tmp/mps-log
+  if nvidia-cuda-mps-control -d; then
+    "$@"
+    echo quit | nvidia-cuda-mps-control
+  else
+    echo "[mps] nvidia-cuda-mps-control -d failed" | tee -a "$OUT/summary.txt"
+  fi
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
 }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version(), 'cpus', __import__('os').cpu_count())"
@@ -46,18 +61,18 @@ fi
 if [ "$part" = sweep ]; then
   # several small trainings sharing one GPU: 1 worker x 16 threads, 2 x 8, 4 x 4 (quickstart grid)
   step sweep-gpu 170 python3 benchmarks/sweep_throughput.py --gpu --configs 1x16,2x8,4x4
-  if command -v nvidia-cuda-mps-control > /dev/null; then
-    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-    mkdir -p /tmp/mps-pipe /tmp/mps-log
-    if nvidia-cuda-mps-control -d; then
-      step sweep-gpu-mps 100 python3 benchmarks/sweep_throughput.py --gpu --configs 1x16,4x4 --mps-label on
-      echo quit | nvidia-cuda-mps-control
-    else
-      echo "[mps] nvidia-cuda-mps-control -d failed" | tee -a "$OUT/summary.txt"
-    fi
-  else
-    echo "[mps] nvidia-cuda-mps-control is not on this machine" | tee -a "$OUT/summary.txt"
-  fi
+  with_mps step sweep-gpu-mps 100 python3 benchmarks/sweep_throughput.py --gpu --configs 1x16,4x4 --mps-label on
+fi
+
+if [ "$part" = more ]; then
+  # where quick reaches fast's best on a GPU (8 epochs fell 0.9 short); fast's run is reused
+  step tta-quick12 150 python3 benchmarks/time_to_accuracy.py --data-dir "$DATA" --device cuda --workdir /tmp/tta \
+    --candidate-epochs 12
+  step tta-quick16 80 python3 benchmarks/time_to_accuracy.py --data-dir "$DATA" --device cuda --workdir /tmp/tta \
+    --candidate-epochs 16
+  # four CIFAR trainings sharing GPU 0, against one at a time, without and with MPS
+  step share 150 python3 benchmarks/gpu_sharing.py --data-dir "$DATA"
+  with_mps step share-mps 120 python3 benchmarks/gpu_sharing.py --data-dir "$DATA" --mps-label on
 fi
 for f in benchmarks/results/*.jsonl; do  # the lines this run appended
   n=$(cat "$OUT/.lines-$(basename "$f")" 2>/dev/null || echo 0)
