@@ -141,7 +141,8 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @click.option("--data-dir", type=click.Path(file_okay=True), help="Where CIFAR lives (torchvision files, an ImageFolder tree or a .tar.gz).")
 @click.option("--download/--no-download", default=True, show_default=True, help="Try torchvision's download when the data is not found.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (worth it on a GPU for long runs).")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (on an H200, VGG-16 at width 0.25 took 23 s to "
+              "compile and its epochs were no faster: 0.9 s against 0.8).")
 @click.option("--checkpoint-every", type=EPOCHS, default=5, show_default=True, help="Epochs between checkpoints.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default runs/TARGET-SCHEDULE-PRESET-wWIDTH-sSEED).")
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31),
@@ -255,6 +256,14 @@ def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
 
     import os
 
+    device = ctx.params.get("device") or "auto"
+    if device != "cpu":  # one GPU per process: say so now; a rank without one fails only after the others start
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if (device != "auto" or gpus) and gpus < nproc:
+            hint = f"use --nproc {gpus} or --device cpu" if gpus else "use --device cpu"
+            raise ArchsearchError(f"--nproc {nproc} needs {nproc} GPUs, one per process; this machine has {gpus}: {hint}")
     args = [ctx.command.name]
     for p in ctx.command.params:
         v = ctx.params.get(p.name)

@@ -117,6 +117,23 @@ def test_nproc_kill_one_rank_then_resume(tmp_path):
     assert res["history"][: done["epoch"]] == done["history"]  # resumed, not started over
 
 
+def test_nproc_beyond_the_gpus_is_one_line_before_any_process_starts(monkeypatch):
+    """Seen on a 1-GPU machine: `--nproc 2` started both ranks; rank 1 found no GPU, and rank 0
+    sat in the process group's start until torchrun's 30 s shutdown grace ran out."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    started = []
+    monkeypatch.setattr("torch.distributed.run.run", lambda *a: started.append(a))
+    for device in ("auto", "cuda"):
+        r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "2", "--device", device], prog_name="archsearch")
+        assert r.exit_code == 2 and "--nproc 2 needs 2 GPUs, one per process; this machine has 1" in r.output, r.output
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "2", "--device", "cuda"], prog_name="archsearch")
+    assert r.exit_code == 2 and "has 0: use --device cpu" in r.output, r.output
+    assert started == []  # no torchrun was started
+
+
 def test_bad_nproc_and_sync_bn_on_cpu():
     r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "0"], prog_name="archsearch")
     assert r.exit_code == 2 and "--nproc" in r.output

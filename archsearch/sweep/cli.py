@@ -36,7 +36,8 @@ class Workers(click.ParamType):
 
 WORKERS = Workers()
 WORKERS_HELP = ("Worker processes on this machine. auto: one single-thread worker per CPU core (at most 8; "
-                "measured faster than one worker using every core), or one per GPU.")
+                "measured faster than one worker using every core); on CUDA, 4 per GPU for nets on small images "
+                "(CIFAR, digits; measured 3.8x one at a time on an H200), else one per GPU.")
 
 
 def _threads(workers: int, threads: int | None) -> int | None:
@@ -189,7 +190,7 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
               ) -> tuple[Path, Path]:
     from .runner import (ENVIRONMENT, RETRY_ATTR, WorkerContext, _Interrupted, build_plan, create_or_load,
                          default_workdir, open_run_storage, requeue_failed, resolve_workers, run_cfg_of, set_threads,
-                         spawn_workers, status, work, _worker_devices)
+                         spawn_workers, spec_input_size, status, work, _worker_devices)
     from .spec import find_spec_file, load_spec
     from .storage import default_storage, describe
     from .._io import make_dirs
@@ -197,7 +198,8 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
 
     spec = load_spec(find_spec_file(spec_path), scale)
     wd = Path(workdir) if workdir else default_workdir(spec)
-    workers, devices = resolve_workers(workers, devices, device)
+    workers, devices = resolve_workers(workers, devices, device, input_size=spec_input_size(spec),
+                                       nproc=int(spec.train.get("nproc", 1)))
     devs = _worker_devices(devices, workers, device)
     for d in set(devs):
         resolve_device(d)
