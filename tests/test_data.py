@@ -175,6 +175,29 @@ def test_cache_second_load_is_fast_and_equal(tmp_path):
     assert len(c.x_train) == len(a.x_train) + 1
 
 
+def test_a_changed_source_replaces_its_old_cache_entry(tmp_path, monkeypatch):
+    """A refreshed copy of the same data (a new mtime) decoded again must not leave the old
+    177 MB entry behind for good; entries of other sources stay."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ARCHSEARCH_CACHE", str(cache))
+    write_tree(tmp_path / "a" / "cifar10", per_class=(2, 1))
+    write_tree(tmp_path / "b" / "cifar10", per_class=(2, 1))
+    load_dataset("c10", tmp_path / "a", download=False)
+    load_dataset("c10", tmp_path / "b", download=False)
+    first = {e.name for e in cache.iterdir() if e.is_dir()}
+    assert len(first) == 2
+    legacy = cache / "c10-tree-0000000000000000"  # an entry written before entries recorded their source
+    shutil.copytree(cache / sorted(first)[0], legacy)
+    (legacy / "source.json").unlink()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a" / "cifar10" / "train" / "c00" / "9999.png")
+    load_dataset("c10", tmp_path / "a", download=False)
+    now = {e.name for e in cache.iterdir() if e.is_dir()}
+    assert len(now) == 3 and legacy.name in now and len(now & first) == 1  # a's old entry went, b's stayed
+    assert len(load_dataset("c10", tmp_path / "b", download=False).x_train) == 20  # b is still served from its entry
+
+
 def test_the_cache_sees_pickles_overwritten_in_place(tmp_path):
     import os
 

@@ -1,7 +1,9 @@
 """Decode once, keep uint8 arrays: a second load of CIFAR-10 is a memory-mapped read.
 
 Cache entries live under $ARCHSEARCH_CACHE (default ~/.cache/archsearch/arrays) and are
-keyed by the source's path, size and mtime, so a changed source is decoded again.
+keyed by the source's path, size and mtime, so a changed source is decoded again; the new
+entry then replaces the old one (each entry records its source in source.json), so a
+refreshed copy of CIFAR-10 costs its 177 MB once, not once per refresh.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -93,10 +96,12 @@ def _read_entry(d: Path, num_classes: int) -> Decoded | None:
     return arrays, classes
 
 
-def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int) -> Decoded:
+def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int, source: Path | None = None) -> Decoded:
     """Return the arrays and class names stored under `key`, decoding them the first time
     (or again, when the stored entry is damaged). Decoded source data that is not a valid
-    dataset is refused with one line before anything is cached or trained."""
+    dataset is refused with one line before anything is cached or trained. With `source` (the
+    path the key was made from), a new entry removes the complete entries of the same kind
+    that were made from the same path before it changed."""
     d = cache_dir() / key
     entry = _read_entry(d, num_classes)
     if entry is not None:
@@ -112,5 +117,25 @@ def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int) -> 
         with atomic_path(d / f"{k}.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(arrays[k]))
+    ident = None if source is None else {"kind": key.rsplit("-", 1)[0], "path": str(Path(source).resolve())}
+    if ident is not None:
+        write_json(d / "source.json", ident)
     write_json(d / "classes.json", list(classes))  # written last: it marks the entry complete
+    if ident is not None:
+        _drop_replaced(key, ident)
     return arrays, classes
+
+
+def _drop_replaced(key: str, ident: dict) -> None:
+    """Remove the other complete entries made from the same source (its older contents).
+    An incomplete one may still be being written by another process: it stays. A reader with
+    a removed entry's arrays mapped keeps them until it closes them (POSIX unlink)."""
+    for e in cache_dir().iterdir():
+        if e.name == key or not e.name.startswith(ident["kind"] + "-") or not (e / "classes.json").exists():
+            continue
+        try:
+            same = json.loads((e / "source.json").read_text()) == ident
+        except (OSError, ValueError):  # an entry from before source.json, or another kind's
+            continue
+        if same:
+            shutil.rmtree(e, ignore_errors=True)

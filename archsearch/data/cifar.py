@@ -300,7 +300,7 @@ def load_cifar(fmt: CifarFormat, root: Path, download: bool = True) -> Dataset:
         if found is None:
             raise _missing(fmt, root, "the download finished but left no readable files")
     key, decode, source = found
-    arrays, classes = cached_arrays(key, decode, fmt.num_classes)
+    arrays, classes = cached_arrays(key, decode, fmt.num_classes, source=Path(source))
     return Dataset(
         name=fmt.name, x_train=arrays["x_train"], y_train=np.asarray(arrays["y_train"]),
         x_test=arrays["x_test"], y_test=np.asarray(arrays["y_test"]), num_classes=fmt.num_classes,

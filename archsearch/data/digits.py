@@ -49,7 +49,7 @@ def load_digits(data_dir: Path | None = None, download: bool = True) -> Dataset:
     from .cache import cached_arrays, source_key
 
     src = _sklearn_file()
-    arrays, classes = (cached_arrays(source_key(f"{DIGITS_CACHE}-s{DIGITS_SPLIT_SEED}", src), _decode, 10)
+    arrays, classes = (cached_arrays(source_key(f"{DIGITS_CACHE}-s{DIGITS_SPLIT_SEED}", src), _decode, 10, source=src)
                        if src is not None else _decode())
     x_tr = arrays["x_train"]
     m = x_tr.reshape(-1, 3).mean(0) / 255.0
