@@ -248,20 +248,20 @@ def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
     torchrun on this machine; a failed process is one line and exit 2 (its own error line is
     above it)."""
     import logging
+    import os
 
+    import torch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     from .distributed import torchrun_command
-
-    import os
+    from .train import resolve_device
 
     device = ctx.params.get("device") or "auto"
-    if device != "cpu":  # one GPU per process: say so now; a rank without one fails only after the others start
-        import torch
-
+    # one GPU per process: say so now; a rank without one fails only after the others have started
+    if resolve_device(device).type == "cuda":
         gpus = torch.cuda.device_count()
-        if (device != "auto" or gpus) and gpus < nproc:
+        if gpus < nproc:
             hint = f"use --nproc {gpus} or --device cpu" if gpus else "use --device cpu"
             raise ArchsearchError(f"--nproc {nproc} needs {nproc} GPUs, one per process; this machine has {gpus}: {hint}")
     args = [ctx.command.name]

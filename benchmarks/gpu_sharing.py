@@ -3,8 +3,9 @@
 A sweep with `--workers 4 --devices 0,0,0,0` runs four trainings at once on one GPU. This
 measures what that buys on real data, without the sweep around it: the same N trainings
 (`archsearch train`, separate processes, seeds 1..N) run one after the other, then all at once,
-on GPU 0, and each way's wall time (process start and data loading included, as in a sweep)
-gives trainings per hour and the ratio. Whether NVIDIA's Multi-Process Service runs is up to
+on GPU 0, and each way's wall time gives trainings per hour and the ratio. Each training's
+process start and data loading are in both times; a sweep worker pays them once for all its
+trials, so the ratio overstates a sweep's gain (`sweep_throughput.py --gpu` measures that). Whether NVIDIA's Multi-Process Service runs is up to
 the caller (`nvidia-cuda-mps-control -d`); pass `--mps-label on` to record it.
 
     python benchmarks/gpu_sharing.py --data-dir DIR                      # VGG-16 w0.25, quick, 4 epochs, N=4

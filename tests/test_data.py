@@ -177,25 +177,37 @@ def test_cache_second_load_is_fast_and_equal(tmp_path):
 
 def test_a_changed_source_replaces_its_old_cache_entry(tmp_path, monkeypatch):
     """A refreshed copy of the same data (a new mtime) decoded again must not leave the old
-    177 MB entry behind for good; entries of other sources stay."""
+    177 MB entry behind for good; entries of other sources, other hosts and older versions stay."""
+    import json
     import shutil
+
+    from archsearch.data import cifar
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(cache))
     write_tree(tmp_path / "a" / "cifar10", per_class=(2, 1))
     write_tree(tmp_path / "b" / "cifar10", per_class=(2, 1))
+
+    def entries():
+        return {e.name for e in cache.iterdir() if e.is_dir()}
+
     load_dataset("c10", tmp_path / "a", download=False)
+    (a_old,) = entries()
     load_dataset("c10", tmp_path / "b", download=False)
-    first = {e.name for e in cache.iterdir() if e.is_dir()}
-    assert len(first) == 2
-    legacy = cache / "c10-tree-0000000000000000"  # an entry written before entries recorded their source
-    shutil.copytree(cache / sorted(first)[0], legacy)
+    (b_entry,) = entries() - {a_old}
+    legacy = cache / "c10-tree-0000000000000000"  # written before entries recorded their source
+    shutil.copytree(cache / a_old, legacy)
     (legacy / "source.json").unlink()
+    other_host = cache / "c10-tree-1111111111111111"  # a's path on another machine sharing this cache
+    shutil.copytree(cache / a_old, other_host)
+    ident = json.loads((other_host / "source.json").read_text())
+    (other_host / "source.json").write_text(json.dumps({**ident, "host": "elsewhere"}))
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a" / "cifar10" / "train" / "c00" / "9999.png")
     load_dataset("c10", tmp_path / "a", download=False)
-    now = {e.name for e in cache.iterdir() if e.is_dir()}
-    assert len(now) == 3 and legacy.name in now and len(now & first) == 1  # a's old entry went, b's stayed
-    assert len(load_dataset("c10", tmp_path / "b", download=False).x_train) == 20  # b is still served from its entry
+    (a_new,) = entries() - {a_old, b_entry, legacy.name, other_host.name}
+    assert entries() == {a_new, b_entry, legacy.name, other_host.name}  # only a's old entry went
+    monkeypatch.setattr(cifar, "_read_tree", lambda *a: pytest.fail("b was decoded again"))
+    assert len(load_dataset("c10", tmp_path / "b", download=False).x_train) == 20  # from its kept entry
 
 
 def test_the_cache_sees_pickles_overwritten_in_place(tmp_path):

@@ -122,16 +122,19 @@ def test_nproc_beyond_the_gpus_is_one_line_before_any_process_starts(monkeypatch
     sat in the process group's start until torchrun's 30 s shutdown grace ran out."""
     import torch
 
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     started = []
     monkeypatch.setattr("torch.distributed.run.run", lambda *a: started.append(a))
-    for device in ("auto", "cuda"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device in ("auto", "cuda", "cuda:0"):
         r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "2", "--device", device], prog_name="archsearch")
-        assert r.exit_code == 2 and "--nproc 2 needs 2 GPUs, one per process; this machine has 1" in r.output, r.output
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "2", "--device", "cuda"], prog_name="archsearch")
-    assert r.exit_code == 2 and "has 0: use --device cpu" in r.output, r.output
+        assert r.exit_code == 2 and "--nproc 2 needs 2 GPUs, one per process; this machine has 1: use --nproc 1 " \
+            "or --device cpu" in r.output, r.output
     assert started == []  # no torchrun was started
+    for device in ("cpu", "cpu:0"):  # CPU processes (gloo) need no GPU
+        r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--nproc", "2", "--device", device], prog_name="archsearch")
+        assert r.exit_code == 0, r.output
+    assert len(started) == 2
 
 
 def test_bad_nproc_and_sync_bn_on_cpu():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -182,8 +183,8 @@ def test_workers_auto_is_one_single_thread_worker_per_core_on_cpu(monkeypatch):
 
 
 def test_workers_auto_on_cuda_shares_each_gpu_for_small_images(monkeypatch):
-    """Measured on one H200 (benchmarks/results/gpu_sharing.jsonl): 4 CIFAR trainings at once
-    on one GPU ran 3.8x the trainings per hour of one at a time."""
+    """Measured on one H200 (benchmarks/results/sweep_throughput.jsonl): the quickstart grid
+    with 4 workers on the GPU ran 1.13x the trials per hour of one worker."""
     import torch
 
     from archsearch.sweep import runner
@@ -195,11 +196,76 @@ def test_workers_auto_on_cuda_shares_each_gpu_for_small_images(monkeypatch):
         assert runner.resolve_workers("auto", None, "auto") == want
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runner.resolve_workers("auto", None, "auto", input_size=224) == (2, "0,1")  # ImageNet: one per GPU
-    assert runner.resolve_workers("auto", None, "auto", nproc=2) == (2, "0,1")  # a trial takes several GPUs
+    assert runner.resolve_workers("auto", None, "auto", nproc=2) == (1, None)  # a trial takes both GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert runner.resolve_workers("auto", None, "auto", nproc=2) == (4, "0,2,4,6")  # one worker per pair
+    assert runner.resolve_workers("auto", None, "auto", nproc=3) == (2, "0,3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runner.resolve_workers("auto", None, "cuda:1") == (4, None)  # the one GPU named, shared
     assert runner.resolve_workers("auto", "0,1", "auto") == (2, "0,1")  # listed devices: one each
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     assert runner.resolve_workers("auto", None, "cuda:0") == (1, None)  # 2 cores: too few to share
+
+
+def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_path):
+    """A worker on cuda:K with train.nproc = N hands its trial GPUs K..K+N-1: before, every
+    trial's ranks took cuda:0..N-1, so 4 workers on 8 GPUs stacked 8 ranks on GPUs 0 and 1."""
+    import torch
+
+    from archsearch.archs import base_spec
+    from archsearch.sweep import runner
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert runner.gpu_group("cuda:4", 2) == ["4", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")  # counted among the GPUs the worker sees
+    assert runner.gpu_group("cuda:2", 2) == ["6", "7"]
+    with pytest.raises(ArchsearchError, match="needs GPUs 3..4, and this worker sees 4"):
+        runner.gpu_group("cuda:3", 2)
+    seen = {}
+
+    def fake(cmd, env=None):
+        seen.update(cmd=cmd, env=env)
+        return subprocess.CompletedProcess(cmd, 3, None, "error: stop here")
+
+    monkeypatch.setattr(runner, "run_as_group", fake)
+    plan = {"spec": {"target": "vgg11-digits", "train": {"preset": "tiny", "checkpoint_every": 1, "nproc": 2,
+                                                           "download": False}}}
+    arch = base_spec("vgg11", 10, width=0.25)
+    for device, visible, dev_arg in (("cuda:2", "6,7", "cuda"), ("auto", None, "auto")):
+        ctx = runner.WorkerContext(tmp_path, device, None, lambda m: None)
+        with pytest.raises(ArchsearchError, match="stop here"):
+            runner.train_processes(plan, arch, kind="scratch-e", seed=0, run=tmp_path / device, ctx=ctx)
+        assert seen["cmd"][seen["cmd"].index("--device") + 1] == dev_arg
+        assert (seen["env"] or {}).get("CUDA_VISIBLE_DEVICES") == visible
+
+
+def test_spawned_workers_share_the_decoder_processes(monkeypatch, tmp_path):
+    """Each sweep worker gets its share of the cores for a streamed dataset's decoders, not
+    one decoder per core each."""
+    from archsearch.sweep import runner
+
+    envs = []
+
+    class P:
+        returncode = 0
+
+        def __init__(self, cmd, env=None, **kw):
+            envs.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.delenv("ARCHSEARCH_DATA_WORKERS", raising=False)
+    monkeypatch.setattr(runner.subprocess, "Popen", P)
+    monkeypatch.setattr(runner, "status", lambda *a: SimpleNamespace(line=lambda n=None: ""))
+    study = SimpleNamespace(study_name="s")
+    runner.spawn_workers(study, {}, "journal.log", tmp_path, 4, ["cuda:0"] * 4, 4, None, lambda m: None, poll=0)
+    assert [e["ARCHSEARCH_DATA_WORKERS"] for e in envs] == ["3"] * 4
+    monkeypatch.setenv("ARCHSEARCH_DATA_WORKERS", "6")  # the user's choice stands
+    envs.clear()
+    runner.spawn_workers(study, {}, "journal.log", tmp_path, 2, ["cpu"] * 2, 1, None, lambda m: None, poll=0)
+    assert [e["ARCHSEARCH_DATA_WORKERS"] for e in envs] == ["6"] * 2
 
 
 def test_spec_input_size_reads_targets_and_table_rows():

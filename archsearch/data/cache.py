@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -117,7 +118,8 @@ def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int, sou
         with atomic_path(d / f"{k}.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(arrays[k]))
-    ident = None if source is None else {"kind": key.rsplit("-", 1)[0], "path": str(Path(source).resolve())}
+    ident = None if source is None else {"kind": key.rsplit("-", 1)[0], "path": str(Path(source).resolve()),
+                                         "host": socket.gethostname()}
     if ident is not None:
         write_json(d / "source.json", ident)
     write_json(d / "classes.json", list(classes))  # written last: it marks the entry complete
@@ -127,9 +129,11 @@ def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int, sou
 
 
 def _drop_replaced(key: str, ident: dict) -> None:
-    """Remove the other complete entries made from the same source (its older contents).
-    An incomplete one may still be being written by another process: it stays. A reader with
-    a removed entry's arrays mapped keeps them until it closes them (POSIX unlink)."""
+    """Remove the other complete entries made from the same source (its older contents) on
+    this host: a cache shared between machines (an NFS home) may hold another machine's copy
+    at the same path. An incomplete entry may still be being written by another process: it
+    stays. A reader with a removed entry's arrays mapped keeps them until it closes them
+    (POSIX unlink)."""
     for e in cache_dir().iterdir():
         if e.name == key or not e.name.startswith(ident["kind"] + "-") or not (e / "classes.json").exists():
             continue

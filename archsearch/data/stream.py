@@ -83,10 +83,13 @@ def decode_mode(mode: str | None, device: torch.device) -> str:
     return mode
 
 
+DATA_WORKERS_ENV = "ARCHSEARCH_DATA_WORKERS"  # decoding processes per loader
+
+
 def default_workers() -> int:
     """Decoding processes per loader: $ARCHSEARCH_DATA_WORKERS, else one per core beyond the
     first (the training process keeps one), at most 8."""
-    env = os.environ.get("ARCHSEARCH_DATA_WORKERS")
+    env = os.environ.get(DATA_WORKERS_ENV)
     if env is not None:
         try:
             n = int(env)

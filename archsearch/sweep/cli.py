@@ -37,7 +37,7 @@ class Workers(click.ParamType):
 WORKERS = Workers()
 WORKERS_HELP = ("Worker processes on this machine. auto: one single-thread worker per CPU core (at most 8; "
                 "measured faster than one worker using every core); on CUDA, 4 per GPU for nets on small images "
-                "(CIFAR, digits; measured 3.8x one at a time on an H200), else one per GPU.")
+                "(CIFAR, digits; 1.13x one worker on an H200), else one per GPU.")
 
 
 def _threads(workers: int, threads: int | None) -> int | None:

@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import __version__
 from ..compare import budget_tag, stage_summary
 from ..counting import count
+from ..data.stream import DATA_WORKERS_ENV
 from ..errors import ArchsearchError, EnvironmentFailure
 from ..generate import channel_spec, generate, pattern_stage_values
 from ..names import parse_target
@@ -660,16 +661,20 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: Work
 
 def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Path, ctx: WorkerContext):
     """Train one trial's network over `train.nproc` processes: `archsearch train --spec ...
-    --nproc N` in a subprocess (torchrun, DistributedDataParallel), on the GPUs its worker sees
-    (CUDA_VISIBLE_DEVICES). Its result is read back; its first error line becomes the trial's."""
+    --nproc N` in a subprocess (torchrun, DistributedDataParallel). A worker on `cuda:K` gives it
+    the N GPUs from its K-th visible one on (CUDA_VISIBLE_DEVICES); any other worker, the GPUs
+    it sees. Its result is read back; its first error line becomes the trial's."""
     from ..train import load_result
 
     tr = plan["spec"]["train"]
+    device, env = ctx.device, None
+    if device.startswith("cuda:"):
+        device, env = "cuda", {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpu_group(ctx.device, int(tr["nproc"])))}
     run.mkdir(parents=True, exist_ok=True)
     arch.save(run / "trial-spec.json")
     cmd = [sys.executable, "-m", "archsearch", "train", plan["spec"]["target"], "--spec", str(run / "trial-spec.json"),
            "--schedule", kind, "--preset", tr["preset"], "--seed", str(seed), "--out", str(run),
-           "--checkpoint-every", str(tr["checkpoint_every"]), "--nproc", str(tr["nproc"]), "--device", ctx.device]
+           "--checkpoint-every", str(tr["checkpoint_every"]), "--nproc", str(tr["nproc"]), "--device", device]
     if kind == "scratch-b":
         _target(plan).save(run / "trial-base.json")
         cmd += ["--base", str(run / "trial-base.json")]
@@ -681,7 +686,7 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
         cmd += ["--data-dir", str(data_dir)]
     if not tr["download"]:
         cmd.append("--no-download")
-    proc = run_as_group(cmd)
+    proc = run_as_group(cmd, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -694,12 +699,26 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
     return load_result(run / "result.json")
 
 
-def run_as_group(cmd: list[str], grace: float = 30.0) -> subprocess.CompletedProcess:
+def gpu_group(device: str, n: int) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES entries of the `n` GPUs from `cuda:K` on, counted among the GPUs
+    this process sees (its own CUDA_VISIBLE_DEVICES, or all of them)."""
+    import torch
+
+    k = int(device.split(":", 1)[1])
+    seen = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    seen = seen or [str(i) for i in range(torch.cuda.device_count())]
+    if k + n > len(seen):
+        raise ArchsearchError(f"a {n}-process trial on {device} needs GPUs {k}..{k + n - 1}, and this worker sees "
+                              f"{len(seen)}; give the workers devices {n} apart (--devices 0,{n},...)")
+    return seen[k:k + n]
+
+
+def run_as_group(cmd: list[str], grace: float = 30.0, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `cmd` (stderr captured) in its own process group. If this process is stopped meanwhile
     (Ctrl-C, SIGTERM), the whole group is stopped: SIGTERM, then SIGKILL after `grace` seconds,
     so that no training process it started (a rank) runs on holding its run folder."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         _, err = proc.communicate()
     except BaseException:
@@ -869,9 +888,11 @@ def resolve_workers(workers: int | str, devices: str | None, device: str, input_
       2 workers of 1 thread ran 1.23x the trials per hour of 1 worker of 2 threads);
     - on CUDA, AUTO_WORKERS_PER_GPU workers on each visible GPU (device `auto`) or on the one
       GPU named, for nets on small images (side <= SMALL_IMAGES), with at least 2 CPU cores
-      a worker: on one H200, 4 CIFAR trainings at once ran 3.8x the trainings per hour of one
-      at a time, and the quickstart grid 1.13x; one worker per GPU for larger images, and for
-      trials that take several GPUs each (`train.nproc` > 1);
+      a worker: on one H200 the quickstart grid ran 1.13x the trials per hour of one worker
+      (1.27x under MPS); one worker per GPU for larger images;
+    - for trials that take `nproc` GPUs each (`train.nproc` > 1), one worker per group of
+      `nproc` GPUs: worker i on cuda:(i * nproc), whose trials run on GPUs i*nproc .. +nproc-1
+      (`train_processes`);
     - with `--devices`, one worker per listed device.
     Measurements: benchmarks/results/{sweep_throughput,gpu_sharing}.jsonl. An integer is taken
     as it is."""
@@ -887,7 +908,10 @@ def resolve_workers(workers: int | str, devices: str | None, device: str, input_
     cores = os.cpu_count() or 1
     if dev.type == "cuda":
         n = torch.cuda.device_count() if device == "auto" else 1
-        per = AUTO_WORKERS_PER_GPU if input_size <= SMALL_IMAGES and nproc <= 1 else 1
+        if nproc > 1:
+            groups = n // nproc
+            return (groups, ",".join(str(g * nproc) for g in range(groups))) if groups > 1 else (1, None)
+        per = AUTO_WORKERS_PER_GPU if input_size <= SMALL_IMAGES else 1
         per = max(1, min(per, cores // (2 * n)))
         if n > 1:
             return n * per, ",".join(map(str, range(n)))  # worker i on GPU i mod n
@@ -932,6 +956,9 @@ def spawn_workers(study: optuna.Study, plan: dict, storage: str, workdir: Path, 
         except OSError as e:
             raise os_error(e, logs / f"worker-{i}.log") from None
         env = {**os.environ, STORAGE_ENV: storage}
+        # a streamed dataset's decoder processes: each worker gets its share of the cores, not
+        # one per core each (N workers x 8 decoders on a 16-core machine)
+        env.setdefault(DATA_WORKERS_ENV, str(max(0, (threads or 1) - 1)))
         procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                        preexec_fn=preexec), f))
     log(f"started {n} workers (logs: {logs}/worker-*.log)")
