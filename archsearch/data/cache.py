@@ -97,12 +97,14 @@ def _read_entry(d: Path, num_classes: int) -> Decoded | None:
     return arrays, classes
 
 
-def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int, source: Path | None = None) -> Decoded:
-    """Return the arrays and class names stored under `key`, decoding them the first time
-    (or again, when the stored entry is damaged). Decoded source data that is not a valid
-    dataset is refused with one line before anything is cached or trained. With `source` (the
-    path the key was made from), a new entry removes the complete entries of the same kind
-    that were made from the same path before it changed."""
+def cached_arrays(kind: str, source: Path, decode: Callable[[], Decoded], num_classes: int) -> Decoded:
+    """Return the arrays and class names decoded from `source` (a file or folder), stored under
+    `source_key(kind, source)`, decoding them the first time (or again, when the stored entry
+    is damaged). Decoded source data that is not a valid dataset is refused with one line
+    before anything is cached or trained. A new entry removes the complete entries of the same
+    kind made on this host from the same path before it changed."""
+    source = Path(source).resolve()
+    key = source_key(kind, source)
     d = cache_dir() / key
     entry = _read_entry(d, num_classes)
     if entry is not None:
@@ -118,13 +120,10 @@ def cached_arrays(key: str, decode: Callable[[], Decoded], num_classes: int, sou
         with atomic_path(d / f"{k}.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(arrays[k]))
-    ident = None if source is None else {"kind": key.rsplit("-", 1)[0], "path": str(Path(source).resolve()),
-                                         "host": socket.gethostname()}
-    if ident is not None:
-        write_json(d / "source.json", ident)
+    ident = {"kind": kind, "path": str(source), "host": socket.gethostname()}
+    write_json(d / "source.json", ident)
     write_json(d / "classes.json", list(classes))  # written last: it marks the entry complete
-    if ident is not None:
-        _drop_replaced(key, ident)
+    _drop_replaced(key, ident)
     return arrays, classes
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .._io import is_regular_file
 from ..errors import ArchsearchError
 from . import CIFAR_MEAN, CIFAR_STD, Dataset, register_dataset
-from .cache import cached_arrays, source_key
+from .cache import cached_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # also the suffixes of folders.py
 
@@ -271,19 +271,18 @@ def _download(fmt: CifarFormat, root: Path) -> str:
 
 
 def _locate(fmt: CifarFormat, root: Path):
-    """The first readable copy under `root`: (cache key, decoder, description) or None."""
+    """The first readable copy under `root`: (cache kind, its path, decoder) or None."""
     pickles = root / fmt.pickle_dir if (root / fmt.pickle_dir).is_dir() else (root if root.name == fmt.pickle_dir else None)
     if pickles is not None and all((pickles / n).exists() for n in fmt.train_files + fmt.test_files):
         def read(n):
             return open(pickles / n, "rb")
-        return (source_key(fmt.name + "-pickles", pickles),
-                lambda: (_pickle_arrays(fmt, read), _pickle_classes(fmt, read)), str(pickles))
+        return fmt.name + "-pickles", pickles, lambda: (_pickle_arrays(fmt, read), _pickle_classes(fmt, read))
     tree = _find_tree(fmt, root) if root.is_dir() else None
     if tree is not None:
-        return source_key(fmt.name + "-tree", tree), lambda: _read_tree(fmt, tree), str(tree)
+        return fmt.name + "-tree", tree, lambda: _read_tree(fmt, tree)
     archives = [root] if root.is_file() else [root / n for n in fmt.archive_names if (root / n).is_file()]
     if archives:
-        return source_key(fmt.name + "-tar", archives[0]), lambda: _read_tar(fmt, archives[0]), str(archives[0])
+        return fmt.name + "-tar", archives[0], lambda: _read_tar(fmt, archives[0])
     return None
 
 
@@ -299,12 +298,12 @@ def load_cifar(fmt: CifarFormat, root: Path, download: bool = True) -> Dataset:
         found = _locate(fmt, root)
         if found is None:
             raise _missing(fmt, root, "the download finished but left no readable files")
-    key, decode, source = found
-    arrays, classes = cached_arrays(key, decode, fmt.num_classes, source=Path(source))
+    kind, source, decode = found
+    arrays, classes = cached_arrays(kind, source, decode, fmt.num_classes)
     return Dataset(
         name=fmt.name, x_train=arrays["x_train"], y_train=np.asarray(arrays["y_train"]),
         x_test=arrays["x_test"], y_test=np.asarray(arrays["y_test"]), num_classes=fmt.num_classes,
-        mean=CIFAR_MEAN, std=CIFAR_STD, flip=True, source=source, classes=list(classes),
+        mean=CIFAR_MEAN, std=CIFAR_STD, flip=True, source=str(source), classes=list(classes),
     )
 
 

@@ -46,10 +46,10 @@ def _decode() -> tuple[dict[str, np.ndarray], list[str]]:
 
 @register_dataset("digits", "scikit-learn digits (8x8 upscaled to 32x32)", 10)
 def load_digits(data_dir: Path | None = None, download: bool = True) -> Dataset:
-    from .cache import cached_arrays, source_key
+    from .cache import cached_arrays
 
     src = _sklearn_file()
-    arrays, classes = (cached_arrays(source_key(f"{DIGITS_CACHE}-s{DIGITS_SPLIT_SEED}", src), _decode, 10, source=src)
+    arrays, classes = (cached_arrays(f"{DIGITS_CACHE}-s{DIGITS_SPLIT_SEED}", src, _decode, 10)
                        if src is not None else _decode())
     x_tr = arrays["x_train"]
     m = x_tr.reshape(-1, 3).mean(0) / 255.0

@@ -286,8 +286,8 @@ def load_folder(entry: dict) -> Dataset | StreamingDataset:
         return StreamingDataset(name=entry["name"], train=train, test=test, num_classes=len(entry["classes"]),
                                 size=entry["size"], mean=tuple(entry["mean"]), std=tuple(entry["std"]),
                                 source=str(path), classes=list(entry["classes"]))
-    key = source_key(f"folder{entry['size']}", path)
-    arrays, classes = cached_arrays(key, lambda: _decode_all(path, entry), len(entry["classes"]), source=path)
+    arrays, classes = cached_arrays(f"folder{entry['size']}", path, lambda: _decode_all(path, entry),
+                                    len(entry["classes"]))
     x = arrays["x_train"]
     sample = x[:: max(1, len(x) // 4096)].reshape(-1, 3).astype(np.float64) / 255.0
     mean = tuple(float(v) for v in sample.mean(0))
