@@ -713,7 +713,7 @@ def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
       archsearch export runs/r18 --format onnx --out deploy/r18
       archsearch export --spec runs/transfer/X/transferred-1M.json --out deploy/untrained
     """
-    from .export import export, parse_formats
+    from .export import destination, export, parse_formats
     from .spec import ArchSpec
     from .train import load_result
 
@@ -729,6 +729,8 @@ def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
         raise ArchsearchError(f"no spec at {spec_path}" + (f"; runs inside it: {', '.join(runs)}" if runs else
                                                             " (is it a finished run? or pass --spec FILE)"))
     spec = ArchSpec.load(spec_path)
+    out = Path(out_dir) if out_dir else (rd / "export" if rd is not None else Path("exports") / spec.name)
+    destination(out, rd)  # every check of --out before reading weights or building anything
     if weights is None and rd is not None:
         found = [rd / n for n in ("model.pt", "pruned_model.pt") if (rd / n).is_file()]
         if not found:
@@ -742,8 +744,7 @@ def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
         about["preprocess"] = res.preprocess
         about["training"] = {"data": res.data, "best_acc": res.best_acc, "final_acc": res.final_acc,
                              "epochs": res.epochs, "seed": res.seed, "date": res.date}
-    out = Path(out_dir) if out_dir else (rd / "export" if rd is not None else Path("exports") / spec.name)
-    man = export(spec, state, out, fmts, atol=atol, about=about)
+    man = export(spec, state, out, fmts, atol=atol, about=about, run_dir=rd)
     for f, rec in man["formats"].items():
         click.echo(f"{f:12s} {out / rec['file']}  (outputs match, max diff {rec['max_abs_diff']:.2g})")
     if state is None:

@@ -16,13 +16,16 @@ outputs must equal the original module's (eval mode) within `atol` + `rtol` x |o
 the export fails in one line and DIR is left as it was. A sparse network's masks are folded
 into its weights (the zeros stay zeros), so the exported modules need nothing of archsearch.
 DIR is written whole or not at all: files go into a fresh folder beside it that replaces it
-at the end (an existing DIR is replaced only if it is an earlier export).
+at the end. An existing DIR is replaced only if it is an earlier export (its manifest names
+every file in it, and nothing else is there); DIR as a link to a folder is kept, and the
+folder it points at is replaced under the same rule. Every check of DIR comes before any work.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
+import os
 import shutil
 import tempfile
 import warnings
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from ._io import _UMASK, torch_save, write_json
+from ._io import _UMASK, MiB, os_error, read_json, torch_save, write_json
 from .archs import build_with
 from .errors import ArchsearchError
 from .spec import ArchSpec
@@ -141,29 +144,138 @@ _HOW = {
 }
 
 
-def _target(out: Path) -> None:
-    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
-        raise ArchsearchError(f"{out} exists and is not an archsearch export; choose another --out")
+def _not_ours(folder: Path) -> str | None:
+    """Why `folder` is not an export that archsearch wrote (None: it is one). One file name is
+    not enough: the folder must hold our manifest, and only the files that manifest names, so
+    replacing it loses nothing of anyone else's."""
+    if not (folder / MANIFEST).exists():
+        return f"no {MANIFEST}"
+    try:
+        man = read_json(folder / MANIFEST, "export manifest", limit=MiB)
+    except ArchsearchError as e:
+        return str(e)
+    named = {MANIFEST}
+    fmts = man.get("formats") if isinstance(man, dict) else None
+    v = man.get("archsearch_export") if isinstance(man, dict) else None
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1 and isinstance(fmts, dict)
+            and man.get("spec") == "spec.json" and man.get("weights") in ("model.pt", None)
+            and all(f in FILES and isinstance(r, dict) and r.get("file") == FILES[f] for f, r in fmts.items())):
+        return f"its {MANIFEST} is not a manifest archsearch wrote"
+    named |= {"spec.json", "model.pt"} | {FILES[f] for f in fmts}
+    try:
+        with os.scandir(folder) as it:
+            extra = sorted(e.name for e in it if e.name not in named or not e.is_file(follow_symlinks=False))
+    except OSError as e:
+        return f"cannot list it: {e.strerror or e}"
+    if extra:
+        return f"it holds {extra[0]!r}, which {MANIFEST} does not name" + (f", and {len(extra) - 1} more"
+                                                                             if len(extra) > 1 else "")
+    return None
+
+
+def destination(out: str | Path, run_dir: str | Path | None = None) -> Path:
+    """The folder that `export` will replace with `out`'s new contents, or one ArchsearchError
+    line naming `--out`. A link is followed (the link stays; the folder it names is replaced),
+    and `out` must be nothing of the user's: not the current folder or one holding it, not the
+    run folder, not a file, not a folder that is not an earlier export; its parent writable."""
+    out = Path(out)
+    where = f"--out {out}"
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ArchsearchError(f"{where} is a link to {os.readlink(out)}, which does not exist; "
+                              "remove the link or choose another --out")
+    real = Path(os.path.realpath(out))
+    if real.parent == real:
+        raise ArchsearchError(f"{where} is the root folder; choose a new folder for the export")
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current folder was removed: nothing to protect there
+        cwd = None
+    if cwd is not None and (real == cwd or real in cwd.parents):
+        raise ArchsearchError(f"{where} is the current folder or holds it; choose a new folder for the export")
+    if run_dir is not None:
+        rd = Path(os.path.realpath(run_dir))
+        if real == rd or real in rd.parents:
+            raise ArchsearchError(f"{where} is the run folder {run_dir} or holds it; choose another --out "
+                                  "(the default is RUN_DIR/export)")
+    if os.path.exists(real):  # (os.path's tests never raise: a folder we may not search is "not there")
+        if not os.path.isdir(real):
+            raise ArchsearchError(f"{where} exists and is not a folder; choose another --out")
+        why = _not_ours(real)
+        if why:
+            raise ArchsearchError(f"{where} exists and is not an archsearch export ({why}); nothing in it was "
+                                  "changed: choose another --out")
+    up = real.parent
+    while not os.path.lexists(up) and up.parent != up:
+        up = up.parent
+    if not os.path.isdir(up):
+        raise ArchsearchError(f"{where}: {up} is not a folder")
+    if not os.access(up, os.W_OK | os.X_OK):
+        raise ArchsearchError(f"{where}: cannot write in {up} (permission denied)")
+    return real
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The topmost folder on the way to `folder` that does not exist yet (None: all exist)."""
+    top = None
+    while not os.path.lexists(folder):
+        top, folder = folder, folder.parent
+    return top
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top`, the ones an export created, while empty
+    (whatever another process put there meanwhile stays)."""
+    for d in (folder, *folder.parents):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        if d == top:
+            return
+
+
+def _replace(tmp: Path, real: Path, out: Path) -> None:
+    """Put the finished export `tmp` at `real`, moving an earlier export out of the way first
+    (into a fresh folder, so no file of the user's that happens to be called .NAME.old is hit)."""
+    trash = None
+    try:
+        if os.path.exists(real):
+            trash = Path(tempfile.mkdtemp(prefix=f".{real.name}.old.", dir=real.parent))
+            os.rename(real, trash / real.name)
+        os.rename(tmp, real)
+    except OSError as e:
+        if trash is not None and os.path.exists(trash / real.name) and not os.path.exists(real):
+            os.rename(trash / real.name, real)  # put the earlier export back
+        raise os_error(e, out, "cannot write --out") from None
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Path, formats: list[str] | None = None,
            *, atol: float = 1e-4, rtol: float = 1e-4, batch: int = 2, seed: int = 0,
-           about: dict | None = None) -> dict:
+           about: dict | None = None, run_dir: str | Path | None = None) -> dict:
     """Write DIR (module docstring) and return its manifest. `about`: what the network reads and
-    how it was produced (`preprocess`, `source`, `command`, ...), copied into the manifest."""
+    how it was produced (`preprocess`, `source`, `command`, ...), copied into the manifest;
+    `run_dir`: the run exported, which DIR must not be or hold."""
     out = Path(out)
     formats = default_formats() if formats is None else formats
-    _target(out)
+    real = destination(out, run_dir)
     model = deployable(spec, state)
     g = torch.Generator().manual_seed(seed)
     shape = (spec.in_channels, spec.input_size, spec.input_size)
     xs = [torch.randn(batch, *shape, generator=g), torch.randn(batch + 1, *shape, generator=g)]
     with torch.no_grad():
         refs = [model(x) for x in xs]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's folder is private; the export is an ordinary folder
+    made = _first_missing(real.parent)  # removed again if the export fails
+    tmp = None
     try:
+        try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
+            tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's folder is private; the export is an ordinary folder
+        except OSError as e:
+            raise os_error(e, out, "cannot write --out") from None
         manifest: dict = {
             "archsearch_export": 1, "arch": spec.name, "family": spec.family, "num_classes": spec.num_classes,
             "input": {"shape": ["batch", *shape], "dtype": "float32"},
@@ -203,19 +315,17 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
         if state is not None:
             torch_save(state, tmp / "model.pt")
         write_json(tmp / MANIFEST, manifest)
-        _target(out)  # still ours to replace
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if destination(out, run_dir) != real:  # still ours to replace, and still the same folder
+            raise ArchsearchError(f"--out {out} changed while the export ran; nothing was written")
+        _replace(tmp, real, out)
+        made = None
         return manifest
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None:
+            _remove_empty(real.parent, made)
 
 
-__all__ = ["export", "deployable", "FORMATS", "FILES", "MANIFEST", "parse_formats", "default_formats",
+__all__ = ["export", "destination", "deployable", "FORMATS", "FILES", "MANIFEST", "parse_formats", "default_formats",
            "onnx_available"]

@@ -4,6 +4,7 @@ ONNX with the original module's outputs; masks are folded; a failed check writes
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -103,6 +104,10 @@ def test_a_failed_check_writes_nothing_and_keeps_the_earlier_export(tmp_path, mo
         E.export(spec, state, out, ["export", "torchscript"])
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder left beside it
+    # nor the folders made on the way to a new one
+    with pytest.raises(ArchsearchError, match="nothing was written"):
+        E.export(spec, state, tmp_path / "a" / "b" / "new", ["torchscript"])
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
     # outputs of another shape that broadcast against the original's (one row per batch) fail too
     monkeypatch.setitem(E._EXPORTERS, "torchscript", (save, lambda p, xs: [y[:1] for y in run(p, xs)]))
     with pytest.raises(ArchsearchError, match="torchscript export of vgg11: its outputs have other shapes"):
@@ -141,3 +146,157 @@ def test_cli_bad_input_is_one_line(args, needle, tmp_path, monkeypatch):
     (tmp_path / "taken").mkdir()
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+# -- the destination (issue 27): only an earlier export is replaced, and every check comes first --------
+def _tree(root) -> dict:
+    """Every entry under `root` (links not followed): a file's bytes, a link's target, a folder."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir",)
+            elif not os.path.isfile(p):
+                out[rel] = ("special",)
+            else:
+                out[rel] = ("file", open(p, "rb").read())
+    return out
+
+
+def _export_cli(tmp_path, out, *extra):
+    return CliRunner().invoke(cli, ["export", "--spec", str(tmp_path / "s.json"), "--format", "torchscript",
+                                    "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("case", ["any export.json", "our export plus a file", "our export plus a folder",
+                                  "a manifest naming other files", "export.json not JSON", "export.json a link"])
+def test_a_folder_that_is_not_an_earlier_export_keeps_every_file(case, tmp_path, monkeypatch):
+    """`export --out DIR` with DIR holding export.json beside other files replaced the whole folder
+    (issue 27, item 1). Only a folder whose manifest names everything in it is ours."""
+    monkeypatch.chdir(tmp_path)
+    spec = _spec("vgg11", 0.25)
+    spec.save(tmp_path / "s.json")
+    d = tmp_path / "mine"
+    if case == "any export.json":
+        d.mkdir()
+        (d / "export.json").write_text('{"note": "my own export.json"}')
+        (d / "thesis.tex").write_text("years of work")
+    elif case.startswith("our export"):
+        E.export(spec, None, d, ["torchscript"])
+        if case.endswith("a file"):
+            (d / "notes.txt").write_text("mine")
+        else:
+            (d / "data").mkdir()
+            (d / "data" / "x.bin").write_bytes(b"\0\1")
+    elif case == "a manifest naming other files":
+        E.export(spec, None, d, ["torchscript"])
+        man = json.loads((d / "export.json").read_text())
+        man["formats"]["torchscript"]["file"] = "thesis.tex"
+        (d / "export.json").write_text(json.dumps(man))
+        (d / "thesis.tex").write_text("years of work")
+    elif case == "export.json not JSON":
+        d.mkdir()
+        (d / "export.json").write_bytes(b"\xff not json")
+        (d / "model.pt").write_bytes(b"my own weights")
+    else:
+        E.export(spec, None, d, ["torchscript"])
+        (tmp_path / "elsewhere.json").write_text((d / "export.json").read_text())
+        (d / "export.json").unlink()
+        (d / "export.json").symlink_to(tmp_path / "elsewhere.json")
+    before = _tree(tmp_path)
+    r = _export_cli(tmp_path, "mine")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "--out mine exists and is not an archsearch export" in r.output, r.output
+    assert _tree(tmp_path) == before  # every file and byte, and nothing beside it
+
+
+def test_an_earlier_export_is_replaced_and_a_linked_out_is_written_through(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = _spec("vgg11", 0.25)
+    spec.save(tmp_path / "s.json")
+    r = _export_cli(tmp_path, "deploy")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["export.json", "model.ts", "spec.json"]
+    (tmp_path / "link").symlink_to("deploy")
+    r = CliRunner().invoke(cli, ["export", "--spec", "s.json", "--format", "export", "--out", "link"])
+    assert r.exit_code == 0, r.output
+    # the link is kept and still names the same folder, which holds the new export
+    assert (tmp_path / "link").is_symlink() and str((tmp_path / "link").readlink()) == "deploy"
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["export.json", "model.pt2", "spec.json"]
+    assert list(json.loads((tmp_path / "deploy" / "export.json").read_text())["formats"]) == ["export"]
+    # no stray .link.old, .deploy.old or temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy", "link", "s.json"]
+
+
+def test_a_dangling_out_link_is_named_as_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _spec("vgg11", 0.25).save(tmp_path / "s.json")
+    (tmp_path / "dang").symlink_to("nowhere")
+    before = _tree(tmp_path)
+    r = CliRunner().invoke(cli, ["export", "--spec", "s.json", "--format", "torchscript", "--out", "dang"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "--out dang is a link to nowhere, which does not exist" in r.output and ".dang." not in r.output
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("out,needle", [
+    (".", "--out . is the current folder or holds it"),
+    ("..", "--out .. is the current folder or holds it"),
+    ("/", "--out / is the root folder"),
+    ("s.json", "Directory 's.json' is a file"),  # click's own check of --out
+    ("fifo", "--out fifo exists and is not a folder"),
+    ("s.json/sub", "s.json is not a folder"),
+    ("run", "--out run is the run folder run or holds it"),
+    ("run/..", "is the current folder or holds it"),
+    ("taken", "--out taken exists and is not an archsearch export (no export.json)"),
+])
+def test_every_check_of_the_destination_comes_before_any_work(out, needle, tmp_path, monkeypatch):
+    """`export RUN --out .` failed with a ValueError after the work was done (issue 27, item 9)."""
+    monkeypatch.chdir(tmp_path)
+    spec = _spec("vgg11", 0.25)
+    spec.save(tmp_path / "s.json")
+    (tmp_path / "run").mkdir()
+    spec.save(tmp_path / "run" / "spec.json")
+    torch.save(_trained_like(spec), tmp_path / "run" / "model.pt")
+    (tmp_path / "taken").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+
+    def no_work(*a, **k):
+        raise AssertionError("the network was built before the destination was checked")
+
+    monkeypatch.setattr(E, "build_with", no_work)
+    before = _tree(tmp_path)
+    r = CliRunner().invoke(cli, ["export", "run", "--format", "torchscript", "--out", out])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert needle in r.output, r.output
+    assert _tree(tmp_path) == before
+
+
+def test_an_unwritable_parent_is_refused_before_any_work(tmp_path, monkeypatch):
+    spec = _spec("vgg11", 0.25)
+    monkeypatch.setattr(E, "build_with", lambda *a, **k: pytest.fail("built before the check"))
+    real_access = E.os.access
+    monkeypatch.setattr(E.os, "access", lambda p, mode: False if str(p) == str(tmp_path / "ro") else
+                        real_access(p, mode))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(ArchsearchError, match=r"--out .*ro/a/b: cannot write in .*ro \(permission denied\)"):
+        E.export(spec, None, tmp_path / "ro" / "a" / "b", ["torchscript"])
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_out_dot_inside_an_earlier_export_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The reproduction of item 9: the current folder is an earlier export, so it passed the old
+    check, and `--out .` failed with a ValueError once the work was done."""
+    spec = _spec("vgg11", 0.25)
+    E.export(spec, None, tmp_path / "deploy", ["torchscript"])
+    spec.save(tmp_path / "s.json")
+    monkeypatch.chdir(tmp_path / "deploy")
+    monkeypatch.setattr(E, "build_with", lambda *a, **k: pytest.fail("built before the check"))
+    before = _tree(tmp_path)
+    r = CliRunner().invoke(cli, ["export", "--spec", "../s.json", "--format", "torchscript", "--out", "."])
+    assert r.exit_code == 2 and "--out . is the current folder or holds it" in r.output, r.output
+    assert _tree(tmp_path) == before

@@ -352,3 +352,79 @@ def test_malformed_cifar_pickles_end_cleanly(sandbox, content):
     cache = sandbox / "cache"
     args = ["train", "vgg11-c10", "--data-dir", str(root), "--preset", "tiny", "--out", "r"]
     check_clean(CliRunner().invoke(cli, args, prog_name="archsearch", env={"ARCHSEARCH_CACHE": str(cache)}), args)
+
+
+# -- export destinations and artifact ids (issue 27) --------------------------------------------------
+def _tree(root: Path) -> dict:
+    """Every entry under `root`, links not followed: a file's bytes, a link's target, a folder."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = Path(dirpath) / n
+            out[p] = (("link", os.readlink(p)) if p.is_symlink() else ("dir",) if p.is_dir() else
+                      ("file", p.read_bytes()) if p.is_file() else ("special",))
+    return out
+
+
+def _export_places(root: Path) -> None:
+    """A run, an earlier export of ours, a folder with an export.json that is not ours, and links."""
+    import torch
+
+    _files(root)
+    if (root / "run").exists():
+        return
+    (root / "run").mkdir()
+    (root / "run" / "spec.json").write_text(json.dumps(_valid_spec()))
+    torch.save({"w": torch.zeros(1)}, root / "run" / "model.pt")
+    (root / "ours").mkdir()
+    (root / "ours" / "export.json").write_text(json.dumps({
+        "archsearch_export": 1, "formats": {"torchscript": {"file": "model.ts"}}, "spec": "spec.json",
+        "weights": None}))
+    (root / "ours" / "model.ts").write_bytes(b"ts")
+    (root / "ours" / "spec.json").write_text(json.dumps(_valid_spec()))
+    (root / "notours").mkdir()
+    (root / "notours" / "export.json").write_text("{}")
+    (root / "notours" / "thesis.tex").write_text("years of work")
+    for name, to in (("link-ours", "ours"), ("link-notours", "notours"), ("dangling", "nowhere")):
+        (root / name).symlink_to(to)
+
+
+def _must_refuse(root: Path, dest: str) -> bool:
+    """What `export --out dest` may not touch: a dangling link, the current folder or one holding
+    it, the run folder or one holding it, anything existing but our earlier export, or a place
+    under a file."""
+    p = Path(dest)
+    if p.is_symlink() and not p.exists():
+        return True
+    real = Path(os.path.realpath(p))
+    for keep in (root.resolve(), (root / "run").resolve()):
+        if real == keep or real in keep.parents:
+            return True
+    if os.path.lexists(real):
+        return real != (root / "ours").resolve()
+    up = real.parent
+    while not up.exists():
+        up = up.parent
+    return not up.is_dir()
+
+
+@given(st.sampled_from(["", "", "", "/"]),
+       st.lists(st.sampled_from([".", "..", "new", "run", "ours", "notours", "link-ours", "link-notours",
+                                 "dangling", "junk.bin", "fifo.json", "dir"]), min_size=1, max_size=3))
+@settings(max_examples=examples(60))
+def test_export_destinations_are_checked_before_any_work(sandbox, monkeypatch, lead, parts):
+    """Whatever `--out` names, nothing that was there changes, and the destination is refused (one
+    line naming --out) exactly when it is no place for an export, before the network is built."""
+    from archsearch import export
+
+    monkeypatch.setattr(export, "build_with", _stop)  # the first step of real work
+    _export_places(sandbox)
+    dest = lead + "/".join(parts)
+    before = _tree(sandbox)
+    args = ["export", "run", "--format", "torchscript", "--out", dest]
+    result = CliRunner().invoke(cli, args, prog_name="archsearch")
+    check_clean(result, args)
+    assert result.exit_code == 2 and _tree(sandbox) == before, result.output
+    reached = "reached real work" in result.output
+    assert reached != _must_refuse(sandbox, dest), f"--out {dest!r}: {result.output}"
+    assert reached or "--out" in result.output, result.output
