@@ -428,3 +428,53 @@ def test_export_destinations_are_checked_before_any_work(sandbox, monkeypatch, l
     reached = "reached real work" in result.output
     assert reached != _must_refuse(sandbox, dest), f"--out {dest!r}: {result.output}"
     assert reached or "--out" in result.output, result.output
+
+
+class _FakeS3:
+    """Stands in for Optuna's Boto3ArtifactStore: keys in a dict, every key it was given kept."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def write(self, key, body):
+        self.objects[key] = body.read()
+
+    def open_reader(self, key):
+        import io
+
+        return io.BytesIO(self.objects[key])
+
+    def remove(self, key):
+        self.objects.pop(key)
+
+
+_IDS = st.one_of(st.sampled_from(["../x", "../../escape", "a/../../b", "/abs/x", "..", ".", "", "a/b", "~",
+                                  "-rf", ".hidden", "x" * 300, "ok-id", "0b5e6a2c-93c5-4a8f-8c1e-2f3a4b5c6d7e"]),
+                 st.text(alphabet=string.printable, max_size=12))
+
+
+@given(_IDS)
+@settings(max_examples=examples(60))
+def test_artifact_ids_never_leave_their_folders(sandbox, artifact_id):
+    """An artifact id is data (it comes from the storage): one that is not a plain name is one
+    line before anything is made; a plain one stays inside the store and the worker's cache."""
+    import io
+
+    from archsearch.errors import ArchsearchError
+    from archsearch.sweep.table import _Checked, artifact_store, download
+
+    store_dir, cache = sandbox / "wd" / "artifacts", sandbox / "wd" / "artifacts-cache"
+    s3 = _FakeS3()
+    for store in (artifact_store(str(store_dir)), _Checked(s3, "prefix")):
+        before = _tree(sandbox)
+        try:
+            store.write(artifact_id, io.BytesIO(b"payload"))
+            got = download(store, artifact_id, cache, "spec.json")
+        except ArchsearchError as e:
+            assert len(str(e).splitlines()) == 1 and "artifact id" in str(e), str(e)
+            assert _tree(sandbox) == before  # nothing made, here or above
+            continue
+        assert got == cache / f"{artifact_id}-spec.json" and got.read_bytes() == b"payload"
+        made = set(_tree(sandbox)) - set(before)
+        assert all(p == cache or p.parent in (store_dir, cache) for p in made), made
+    assert all(k.startswith("prefix/") and "/" not in k[7:] and ".." not in k for k in s3.objects), s3.objects

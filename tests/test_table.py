@@ -223,7 +223,7 @@ def test_artifact_store_locations(tmp_path):
 
     from archsearch.sweep.table import artifact_store
 
-    assert isinstance(artifact_store(str(tmp_path / "a" / "b")), FileSystemArtifactStore)
+    assert isinstance(artifact_store(str(tmp_path / "a" / "b")).store, FileSystemArtifactStore)
     assert (tmp_path / "a" / "b").is_dir()
     with pytest.raises(ArchsearchError, match="folder or s3://"):
         artifact_store("gs://bucket/x")

@@ -123,20 +123,31 @@ def build_table_plan(spec, workdir: Path, data_dir: str | None, artifacts: str |
 
 
 # -- the artifact store ---------------------------------------------------------------------------
-class _Prefixed:
-    """An artifact store whose ids live under a key prefix (`s3://bucket/prefix`)."""
+def check_artifact_id(artifact_id) -> str:
+    """An artifact id is a plain name (Optuna's are UUIDs): it becomes a file name in the local
+    store and in a worker's cache, and a key under the S3 prefix. The ids a worker reads come
+    from the storage, so they are data; one holding '/' or '..' is refused before anything is
+    made (Optuna's own check of a local store comes after the download's folders exist)."""
+    from .._io import check_name
 
-    def __init__(self, store, prefix: str):
-        self.store, self.prefix = store, prefix.strip("/") + "/"
+    return check_name(artifact_id, "artifact id")
+
+
+class _Checked:
+    """Optuna's artifact store with every id checked, under an optional key prefix
+    (`s3://bucket/prefix`)."""
+
+    def __init__(self, store, prefix: str = ""):
+        self.store, self.prefix = store, prefix.strip("/") + "/" if prefix.strip("/") else ""
 
     def open_reader(self, artifact_id: str):
-        return self.store.open_reader(self.prefix + artifact_id)
+        return self.store.open_reader(self.prefix + check_artifact_id(artifact_id))
 
     def write(self, artifact_id: str, content_body) -> None:
-        self.store.write(self.prefix + artifact_id, content_body)
+        self.store.write(self.prefix + check_artifact_id(artifact_id), content_body)
 
     def remove(self, artifact_id: str) -> None:
-        self.store.remove(self.prefix + artifact_id)
+        self.store.remove(self.prefix + check_artifact_id(artifact_id))
 
 
 def artifact_store(location: str):
@@ -151,15 +162,16 @@ def artifact_store(location: str):
         bucket, _, prefix = location[5:].partition("/")
         if not bucket:
             raise ArchsearchError(f"artifact store {location!r}: name a bucket, as s3://bucket[/prefix]")
+        if any(part in (".", "..") for part in prefix.split("/")):  # a key prefix is no path to walk up
+            raise ArchsearchError(f"artifact store {location!r}: the prefix may not hold '.' or '..'")
         try:
             import boto3
         except ImportError:
             raise ArchsearchError("an s3:// artifact store needs boto3: pip install boto3") from None
-        store = Boto3ArtifactStore(bucket, client=boto3.client("s3"))
-        return _Prefixed(store, prefix) if prefix else store
+        return _Checked(Boto3ArtifactStore(bucket, client=boto3.client("s3")), prefix)
     if "://" in location:
         raise ArchsearchError(f"artifact store {location!r}: give a folder or s3://bucket[/prefix]")
-    return FileSystemArtifactStore(str(make_dirs(location)))
+    return _Checked(FileSystemArtifactStore(str(make_dirs(location))))
 
 
 def upload(store, trial, path: Path) -> str:
@@ -173,12 +185,14 @@ def upload(store, trial, path: Path) -> str:
         raise os_error(e, path) from None
 
 
-def download(store, artifact_id: str, dest: Path) -> Path:
-    """The artifact in `dest` (kept there: a retry on this machine reads it again without a download)."""
+def download(store, artifact_id: str, cache: Path, name: str) -> Path:
+    """The artifact `artifact_id` (a proposal's file `name`) in the folder `cache`, kept there: a
+    retry on this machine reads it again without a download."""
     from optuna.artifacts import download_artifact
 
     from .._io import atomic_path
 
+    dest = cache / f"{check_artifact_id(artifact_id)}-{name}"  # checked before any folder is made
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -302,14 +316,16 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
 
     tr = plan["spec"]["train"]
     prop = proposal_trial(study, row, seed)
-    ids = prop.user_attrs["artifacts"]
+    ids = prop.user_attrs.get("artifacts")
+    if not isinstance(ids, dict):  # the storage is data: a tampered record is bad input, not a crash
+        raise ArchsearchError(f"the proposal of {plan['rows'][row]['label']} seed {seed} has no artifact list")
     store = artifact_store(ctx.artifacts or plan["artifacts"])
     cache = ctx.workdir / "artifacts-cache"
 
     def fetch(name: str) -> Path:
         if name not in ids:
             raise ArchsearchError(f"the proposal of {plan['rows'][row]['label']} seed {seed} kept no {name}")
-        return download(store, ids[name], cache / f"{ids[name]}-{name}")
+        return download(store, ids[name], cache, name)
 
     spec = ArchSpec.load(fetch("spec.json"))
     base = ArchSpec.from_dict(prop.user_attrs["base_spec"], "the proposal's base spec")
@@ -457,5 +473,5 @@ def write_outputs(study: optuna.Study, plan: dict, out_dir: Path, png: bool = Fa
     return out_dir / "report.md", html
 
 
-__all__ = ["ARMS", "validate_table", "build_table_plan", "artifact_store", "enqueue_proposals", "enqueue_ready",
-           "run_trial", "summary", "write_outputs", "point"]
+__all__ = ["ARMS", "validate_table", "build_table_plan", "artifact_store", "check_artifact_id", "enqueue_proposals",
+           "enqueue_ready", "run_trial", "summary", "write_outputs", "point"]
