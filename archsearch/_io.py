@@ -7,7 +7,8 @@ one); an `OSError` while writing (a full or read-only disk) becomes one
 In: files a user or another machine hands us are data. `read_bytes` reads regular files
 only (a FIFO or a link to /dev/zero would hang or never end) up to a size limit;
 `read_json` and `read_toml` turn every way a file can be malformed (not UTF-8, not
-JSON, nested too deep) into one `ArchsearchError` line. What the data must look like is
+JSON, nested too deep) into one `ArchsearchError` line; `load_torch` reads checkpoints
+and weights the same way and unpickles them as data only. What the data must look like is
 checked by the format's schema (`archsearch.schemas`).
 
 Also: `check_name` (a name that becomes a file name is a plain name) and `RunLock` (one
@@ -17,6 +18,7 @@ process per run folder).
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -122,6 +124,82 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch wraps a failed write (e.g. a full disk) in a RuntimeError
             raise EnvironmentFailure(f"cannot write {path}: {str(e).splitlines()[0]}") from None
+
+
+# -- torch files in: checkpoints and weights ------------------------------------------------------
+GiB = 1 << 30
+TORCH_LIMIT = 8 * GiB  # far above any net here (VGG-19 on ImageNet with its momentum is ~1.1 GB)
+TORCH_LIMIT_ENV = "ARCHSEARCH_MAX_TORCH_GIB"
+
+
+def torch_limit() -> int:
+    """The size limit of a checkpoint or weights file: `TORCH_LIMIT`, or $ARCHSEARCH_MAX_TORCH_GIB."""
+    v = os.environ.get(TORCH_LIMIT_ENV, "").strip()
+    if not v:
+        return TORCH_LIMIT
+    try:
+        gib = float(v)
+    except ValueError:
+        gib = float("nan")
+    if not 0 < gib <= 1024:  # NaN fails too
+        raise ArchsearchError(f"${TORCH_LIMIT_ENV} is {v!r}: give a size in GiB, more than 0 and at most 1024")
+    return int(gib * GiB)
+
+
+def load_torch(path: str | os.PathLike, what: str = "checkpoint", *, map_location: Any = "cpu",
+               limit: int | None = None, hint: str = "") -> Any:
+    """A file written by `torch.save`, loaded as data. It is read whole by `read_bytes` (a
+    regular file within the size limit: a FIFO or a device cannot hang or flood us), then
+    unpickled by torch's restricted loader (`weights_only`), which builds tensors, numbers,
+    strings and containers and nothing else, so a crafted file cannot run code. Anything
+    else is one line naming the file and saying what it is not (`hint` says what to do);
+    never torch's advice to load it unsafely."""
+    import warnings
+
+    import torch
+
+    data = read_bytes(path, what, torch_limit() if limit is None else limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols would be a second line
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the machine's, not the file's
+    except Exception as e:  # noqa: BLE001  a damaged or hostile file is bad input, not a bug
+        why = _not_torch(data, str(e))
+    raise ArchsearchError(f"cannot read {what} {path}: {why}" + (f"; {hint}" if hint else ""))
+
+
+def _not_torch(data: bytes, text: str) -> str:
+    """What a file that torch's restricted loader refused is not (torch's own text suggests
+    `weights_only=False`, which would run whatever the file holds)."""
+    if not data:
+        return "empty, not a PyTorch checkpoint"
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found or "Unsupported operand" not in text:
+            named = f" ({found.group(1)})" if found else ""
+            return f"it holds objects other than tensors and plain data{named}; refused, no code was run"
+        if data[:1] == b"\x80":  # a pickle's PROTO opcode: a pickle torch's loader does not read
+            return "not a PyTorch checkpoint (a pickle of some other kind); refused, no code was run"
+    if data[:2] == b"PK" and "central directory" not in text:
+        return "not a PyTorch checkpoint (a zip archive that torch.save did not write)"
+    return "not a PyTorch checkpoint (truncated or corrupt)"
+
+
+def load_state(path: str | os.PathLike, what: str = "weights", *, hint: str = "") -> dict:
+    """A state dict (a non-empty dict of named tensors) from a torch file, by `load_torch`;
+    of a checkpoint, its "model" entry."""
+    import torch
+
+    state = load_torch(path, what, hint=hint)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise ArchsearchError(f"{what} {path} is not a state dict (a dict of named tensors, like model.pt)"
+                              + (f"; {hint}" if hint else ""))
+    return state
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -227,20 +227,11 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
 
 
 def _read_state(path: str) -> dict:
-    """A state dict from a file a user hands us: loaded as data (`weights_only`), checked to be
-    a dict of named tensors (a checkpoint's "model" entry is taken)."""
-    import torch
+    """A state dict from a file a user hands us (`_io.load_state`: a regular file within the
+    size limit, loaded as data, a dict of named tensors; a checkpoint's "model" entry)."""
+    from ._io import load_state
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  any unreadable file is bad input
-        raise ArchsearchError(f"cannot read weights {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not (isinstance(state, dict) and state
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
-        raise ArchsearchError(f"{path} is not a state dict (a dict of named tensors, like model.pt)")
-    return state
+    return load_state(path, "weights")
 
 
 def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
@@ -286,8 +277,12 @@ def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
     except ChildFailedError as e:
         rank, first = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
         how = f"signal {-first.exitcode}" if first.exitcode < 0 else f"exit code {first.exitcode}"
+        # exit 2 is a rank's own error line (above): most often the configuration, which a
+        # resume cannot mend; a killed or crashed rank is the machine's, and a resume goes on
+        then = ("fix what its error line above says, then run the same command again" if first.exitcode == 2
+                else "run the same command again to resume from the last checkpoint")
         raise ArchsearchError(f"{len(e.failures)} of {nproc} training processes failed (first: rank {rank}, "
-                              f"{how}); run the same command again to resume from the last checkpoint") from None
+                              f"{how}); {then}") from None
 
 
 def _bar(frac: float, width: int = 24) -> str:

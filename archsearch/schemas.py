@@ -316,6 +316,25 @@ class ResultModel(Model):
     preprocess: Optional[Preprocess] = None
 
 
+class CheckpointRecord(Model):
+    """The plain data of a training checkpoint (`train.load_checkpoint` checks its tensors).
+    Its history and time go on into result.json, so they are held to the same rules."""
+
+    fingerprint: str
+    epoch: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+    start_epoch: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
+    elapsed: NonNeg
+    history: list[EpochRecord]
+    lr_rule: Optional[list[float]] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CheckpointRecord":
+        if len(self.history) != self.epoch - self.start_epoch:
+            raise ValueError(f"history has {len(self.history)} epochs, but the checkpoint is at epoch {self.epoch} "
+                             f"of a run that started at {self.start_epoch}")
+        return self
+
+
 class ProposalRecord(Model):
     proposer: str
     method: str

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from ._io import RunLock, torch_save, write_json
+from ._io import RunLock, load_torch, torch_save, write_json
 from .archs import apply_masks_, build_with, masked_weights
 from .counting import CONVENTIONS, check_memory, count
 from .data import AnyDataset as Dataset
@@ -575,32 +575,24 @@ def check_seed(seed: int) -> int:
 
 
 def load_checkpoint(path: Path, dev: torch.device) -> dict:
-    """A checkpoint as plain data. `weights_only=True`: torch's restricted unpickler loads
-    tensors, numbers, strings and containers and nothing else, so a crafted checkpoint in
-    a shared run folder cannot run code (a full pickle would run it before any check)."""
-    try:
-        ck = torch.load(path, map_location=dev, weights_only=True)
-    except Exception as e:  # noqa: BLE001  a damaged or hostile file is bad input, not a bug
-        text = str(e).strip()
-        if "Weights only load failed" in text:
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            at = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln), None)
-            detail = lines[at + 1] if at is not None and at + 1 < len(lines) else ""
-            why = f"it holds objects other than tensors and plain data, refused unread ({detail[:120]})"
-        else:
-            why = (text.splitlines() or [type(e).__name__])[0][:200]
-        raise ArchsearchError(f"cannot read checkpoint {path}: {why}; delete it to start the run over") from None
-    ok = (isinstance(ck, dict) and isinstance(ck.get("fingerprint"), str) and isinstance(ck.get("model"), dict)
-          and isinstance(ck.get("opt"), dict) and isinstance(ck.get("loader_rng"), torch.Tensor)
-          and isinstance(ck.get("history"), list)
+    """A checkpoint as plain data (`_io.load_torch`: a regular file within the size limit,
+    unpickled by torch's restricted loader, so a crafted checkpoint in a shared run folder
+    cannot run code), its tensors in place and its numbers checked like every record we
+    read (`schemas.CheckpointRecord`: a NaN in its history would end in result.json)."""
+    from .schemas import CheckpointRecord, check
+
+    again = "delete it to start the run over"
+    ck = load_torch(path, "checkpoint", map_location=dev, hint=again)
+    ok = (isinstance(ck, dict) and isinstance(ck.get("model"), dict) and isinstance(ck.get("opt"), dict)
+          and isinstance(ck.get("loader_rng"), torch.Tensor)
           and all(isinstance(ck.get(k, torch.zeros(1, dtype=torch.uint8)), torch.Tensor)
-                  for k in ("torch_rng", "cuda_rng"))
-          and all(isinstance(h, dict) and isinstance(h.get("test_acc"), float) for h in ck["history"])
-          and isinstance(ck.get("epoch"), int) and isinstance(ck.get("elapsed"), (int, float))
-          and isinstance(ck.get("start_epoch", 0), int)
-          and len(ck["history"]) == ck["epoch"] - ck.get("start_epoch", 0))
+                  for k in ("torch_rng", "cuda_rng")))
     if not ok:
-        raise ArchsearchError(f"{path} is not an archsearch checkpoint (delete it to start the run over)")
+        raise ArchsearchError(f"{path} is not an archsearch checkpoint ({again})")
+    try:
+        check(CheckpointRecord, ck, f"checkpoint {path}")
+    except ArchsearchError as e:
+        raise ArchsearchError(f"{e} ({again})") from None
     return ck
 
 

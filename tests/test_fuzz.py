@@ -478,3 +478,63 @@ def test_artifact_ids_never_leave_their_folders(sandbox, artifact_id):
         made = set(_tree(sandbox)) - set(before)
         assert all(p == cache or p.parent in (store_dir, cache) for p in made), made
     assert all(k.startswith("prefix/") and "/" not in k[7:] and ".." not in k for k in s3.objects), s3.objects
+
+
+# -- torch files (issue 27): never torch's advice to load unsafely, no non-finite record ---------------
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _torch_files() -> st.SearchStrategy[bytes]:
+    """Raw bytes, plain pickles, and torch files (state dicts and not) cut anywhere."""
+    import torch
+
+    objs = st.one_of(st.dictionaries(st.text(max_size=4), _json_leaf(), max_size=4),
+                     st.builds(lambda n: {"features.0.weight": torch.zeros(n)}, st.integers(1, 64)))
+    return st.one_of(_raw_text(), st.builds(pickle.dumps, objs),
+                     st.builds(lambda o, cut: _torch_bytes(o)[:cut], objs, st.integers(0, 2000)))
+
+
+@given(_torch_files())
+@settings(max_examples=examples(30))
+def test_malformed_weights_end_cleanly_without_unsafe_advice(sandbox, content):
+    f = sandbox / "w.pt"
+    f.write_bytes(content)
+    args = ["train", "vgg11-digits", "--schedule", "finetune", "--weights", str(f), "--preset", "tiny",
+            "--out", str(sandbox / "r")]
+    result = CliRunner().invoke(cli, args, prog_name="archsearch")
+    check_clean(result, args)
+    assert "weights_only" not in result.output, result.output  # torch's "Re-running with weights_only=False"
+
+
+_any_float = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@given(st.lists(st.fixed_dictionaries({"epoch": st.integers(-1, 3), "test_acc": _any_float},
+                                      optional={k: _any_float for k in ("train_loss", "train_acc", "best_acc", "lr",
+                                                                        "seconds", "eta")}), max_size=3),
+       _any_float)
+@settings(max_examples=examples(60))
+def test_a_loaded_checkpoint_holds_only_what_json_can_write(tmp_path, history, elapsed):
+    """Whatever numbers a checkpoint holds, `load_checkpoint` refuses it in one line or returns
+    records that `write_json` can write (a NaN there ended in a traceback, exit 1)."""
+    import torch
+
+    from archsearch.errors import ArchsearchError
+    from archsearch.train import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(_torch_bytes({"fingerprint": "f", "model": {}, "opt": {}, "loader_rng": torch.zeros(2),
+                                   "history": history, "epoch": len(history), "elapsed": elapsed}))
+    try:
+        ck = load_checkpoint(path, torch.device("cpu"))
+    except ArchsearchError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    json.dumps({"history": ck["history"], "train_seconds": ck["elapsed"]}, allow_nan=False)

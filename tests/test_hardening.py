@@ -51,7 +51,7 @@ def test_crafted_checkpoint_does_not_run_on_resume(tmp_path):
         pickle.dump({"fingerprint": _Payload(mark), "epoch": 1}, f)
     r = run("train", "vgg11-digits", "--preset", "tiny", "--epochs", "1", "--width", "0.125", "--out", out)
     line = one_line_error(r, "cannot read checkpoint")
-    assert "refused unread" in line and "weights_only" not in line  # no advice to load it unsafely
+    assert "refused, no code was run" in line and "weights_only" not in line  # no advice to load it unsafely
     assert not mark.exists()
     # torch's own zip format with the payload inside: refused the same way
     torch.save({"fingerprint": _Payload(mark)}, out / "checkpoint.pt")
@@ -695,3 +695,156 @@ def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), replace(a, b))[1])
     write_text(tmp_path / "f.txt", "x")
     assert calls == ["fsync", "replace", "fsync"] and (tmp_path / "f.txt").read_text() == "x"
+
+
+# -- issue 27: torch files through the one reader (FIFOs, non-checkpoints, crafted artifacts) ----------
+TRAIN_TINY = ("train", "vgg11-digits", "--preset", "tiny", "--width", "0.125")
+
+
+def _cli_within(args, seconds=90):
+    """`archsearch ARGS` in a process of its own, so that a hang fails the test instead of blocking it."""
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.run([sys.executable, "-m", "archsearch", *map(str, args)], capture_output=True, text=True,
+                              timeout=seconds, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"archsearch {' '.join(map(str, args))} hung for {seconds} s")
+
+
+def _one_line(p, *needles):
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert all(n in errors[0] for n in needles), errors[0]
+    return errors[0]
+
+
+def test_fifo_weights_and_fifo_checkpoint_answer_at_once(tmp_path):
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    _one_line(_cli_within([*TRAIN_TINY, "--schedule", "finetune", "--weights", fifo, "--out", tmp_path / "r1"]),
+              str(fifo), "not a regular file")
+    out = tmp_path / "r2"
+    out.mkdir()
+    os.mkfifo(out / "checkpoint.pt")
+    _one_line(_cli_within([*TRAIN_TINY, "--epochs", "1", "--out", out]), str(out / "checkpoint.pt"), "not a regular file")
+
+
+def _zip_of_other_files(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes/readme.txt", "not a checkpoint")
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.write_bytes(b"\0" * 4096), "not a PyTorch checkpoint (truncated or corrupt)"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not a PyTorch checkpoint"),
+    (lambda p: (torch.save({"w": torch.zeros(64)}, p), p.write_bytes(p.read_bytes()[:300])),
+     "not a PyTorch checkpoint (truncated or corrupt)"),
+    (_zip_of_other_files, "not a PyTorch checkpoint (a zip archive"),
+    (lambda p: p.write_bytes(b""), "empty, not a PyTorch checkpoint"),
+], ids=["zeros", "random", "truncated", "foreign-zip", "empty"])
+def test_a_file_that_is_no_checkpoint_never_suggests_unsafe_loading(tmp_path, make, needle):
+    """torch's own text says 'Re-running with weights_only=False will likely succeed': the
+    one thing not to do with a file from someone else."""
+    w = tmp_path / "w.pt"
+    make(w)
+    line = one_line_error(run(*TRAIN_TINY, "--schedule", "finetune", "--weights", w, "--out", tmp_path / "r"), needle)
+    assert str(w) in line and "weights_only" not in line
+    out = tmp_path / "run"
+    out.mkdir()
+    os.replace(w, out / "checkpoint.pt")
+    line = one_line_error(run(*TRAIN_TINY, "--epochs", "1", "--out", out), needle)
+    assert str(out / "checkpoint.pt") in line and "weights_only" not in line and "delete it" in line
+
+
+def test_dev_zero_as_weights_is_one_line(tmp_path):
+    line = one_line_error(run(*TRAIN_TINY, "--schedule", "finetune", "--weights", "/dev/zero", "--out", tmp_path / "r"),
+                          "/dev/zero")
+    assert "not a regular file" in line and "weights_only" not in line
+
+
+def test_a_pickle_payload_in_rewind_pt_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from archsearch.propose import lottery
+
+    mark = tmp_path / "pwned"
+
+    def crafted(self, model, epoch):  # the snapshot a hostile hand left in the run folder
+        if epoch + 1 == self.epoch:
+            torch.save({"features.0.weight": _Payload(mark)}, self.path)
+
+    monkeypatch.setattr(lottery.Snapshot, "epoch_end", crafted)
+    line = one_line_error(run("extract", "--from", "lottery-vgg11-digits", "--preset", "tiny", "--width", "0.125",
+                              "--epochs", "2", "--rounds", "1", "--rewind-epoch", "1", "--seeds", "1",
+                              "--train-subset", "128", "--workdir", tmp_path / "w", "--library", tmp_path / "lib"),
+                          "rewind.pt")
+    assert "refused, no code was run" in line and not mark.exists()
+
+
+def test_a_crafted_pruned_model_artifact_fails_its_trial_as_bad_input(tmp_path, monkeypatch):
+    """The arm's trial fails as the trial's fault (one line naming the file); before, the
+    worker's traceback classed it as a bug in archsearch."""
+    from archsearch.sweep import table
+    from archsearch.sweep.runner import status, work
+    from test_table import _ctx, _prepared
+
+    mark, real = tmp_path / "pwned", table.upload
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"features.0.weight": _Payload(mark)}, crafted)
+    monkeypatch.setattr(table, "upload", lambda store, trial, path: real(
+        store, trial, crafted if path.name == "pruned_model.pt" else path))
+    spec, wd, plan, study = _prepared(tmp_path, arms='["finetune"]', epochs=1,
+                                      rows='\n[[rows]]\nfrom = "l1norm-vgg11-digits"\nratio = 0.3\n')
+    work(study, plan, _ctx(wd))  # a bug would raise here
+    st = status(study, plan)
+    assert st.failed == 1, st.line()
+    reason = st.failures[0][1]
+    assert reason.startswith("ArchsearchError: cannot read artifact") and "pruned_model.pt" in reason, reason
+    assert "refused, no code was run" in reason and not mark.exists()
+
+
+def test_a_checkpoint_with_nan_in_its_history_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    args = (*TRAIN_TINY, "--epochs", "1", "--train-subset", "128", "--out", out)
+    assert run(*args).exit_code == 0
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    for field, bad in (("train_loss", float("nan")), ("seconds", float("inf"))):
+        ck["history"][0] = {**ck["history"][0], field: bad}
+        torch.save(ck, out / "checkpoint.pt")
+        line = one_line_error(run(*args), f"checkpoint {out / 'checkpoint.pt'}: history.0.{field}")
+        assert "finite" in line
+        assert json.loads((out / "result.json").read_text())["history"][0][field] != bad
+        ck["history"][0] = {**ck["history"][0], field: 0.5}
+
+
+@pytest.mark.parametrize("exitcode,then", [
+    (2, "fix what its error line above says, then run the same command again"),  # a rank's own error line
+    (-9, "run the same command again to resume from the last checkpoint"),  # a killed rank: a resume goes on
+])
+def test_a_ranks_own_error_is_not_answered_with_resume(monkeypatch, exitcode, then):
+    """A configuration error on a rank (exit 2, its line above) is not mended by resuming."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def failed(*a):
+        raise ChildFailedError("archsearch", {r: ProcessFailure(r, 100 + r, exitcode, "/nonexistent") for r in (0, 1)})
+
+    monkeypatch.setattr("torch.distributed.run.run", failed)
+    line = one_line_error(run("train", "vgg11-digits", "--nproc", "2", "--device", "cpu"),
+                          "2 of 2 training processes failed")
+    assert line.endswith(then), line
+
+
+def test_torch_files_have_a_stated_size_limit(tmp_path, monkeypatch):
+    from archsearch._io import TORCH_LIMIT, load_torch
+
+    w = tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(1000)}, w)
+    assert TORCH_LIMIT >= 4 << 30 and load_torch(w)["w"].shape == (1000,)  # generous by default
+    monkeypatch.setenv("ARCHSEARCH_MAX_TORCH_GIB", "0.000001")  # about 1 KB
+    with pytest.raises(ArchsearchError, match=r"cannot read weights .*w\.pt: [\d,]+ bytes, more than the 1,073 allowed"):
+        load_torch(w, "weights")
+    monkeypatch.setenv("ARCHSEARCH_MAX_TORCH_GIB", "nan")
+    with pytest.raises(ArchsearchError, match=r"\$ARCHSEARCH_MAX_TORCH_GIB is 'nan'"):
+        load_torch(w, "weights")

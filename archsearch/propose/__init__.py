@@ -49,8 +49,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .._io import RunInUse, RunLock, read_json, torch_save, write_json
-from ..archs import build
+from .._io import RunInUse, RunLock, load_state, read_json, torch_save, write_json
+from ..archs import build, build_with
 from ..data import Dataset
 from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
@@ -135,8 +135,7 @@ class Proposer:
         an interrupted run resumes."""
         result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
-        model = build(base)
-        model.load_state_dict(torch.load(base_dir / "model.pt", map_location="cpu", weights_only=True))
+        model = build_with(base, load_state(base_dir / "model.pt", "model"))
         pruned = self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)
         save_ticket(pruned, base, seed, run)
         return pruned, result

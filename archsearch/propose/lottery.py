@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import torch_save
-from ..archs import build, get_family
+from .._io import load_state, torch_save
+from ..archs import build_with, get_family
 from ..errors import ArchsearchError
 from ..train import TrainHook, train
 from . import Pruned, Proposer, initial_state, register_proposer
@@ -111,10 +111,9 @@ class Lottery(Proposer):
                 if not (run / "rewind.pt").exists():
                     raise ArchsearchError(f"{run / 'rewind.pt'} (the weights after epoch {k}) is missing; "
                                           f"delete {out} to train the first round again")
-                rewind = torch.load(run / "rewind.pt", map_location="cpu", weights_only=True)
+                rewind = load_state(run / "rewind.pt", "rewind weights", hint=f"delete {out} to train the first round again")
             base_result = base_result or result
-            model = build(spec)
-            model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+            model = build_with(spec, load_state(out / "model.pt", "model"))
             modules = dict(model.named_modules())
             trained_density = 1.0 if masks is None else float(sum(m.sum() for m in masks) / sum(m.size for m in masks))
             masks, threshold, clamped = prune_alive([modules[n].weight for n in names], masks, settings.ratio)

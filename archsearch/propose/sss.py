@@ -104,7 +104,9 @@ class SSS(Proposer):
 
         result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
-        trained = torch.load(base_dir / "model.pt", map_location="cpu", weights_only=True)
+        from .._io import load_state
+
+        trained = load_state(base_dir / "model.pt", "model")
         layout = get_family(base.family).block_layout(base.depth)
         state, lams = fold_scales(trained, [b.branch for b in layout])
         model = build(base)

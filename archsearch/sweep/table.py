@@ -310,8 +310,7 @@ def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
 
 
 def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar) -> float:
-    import torch
-
+    from .._io import load_state
     from ..train import make_schedule, train
 
     tr = plan["spec"]["train"]
@@ -333,14 +332,14 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     preset = tr["preset"]
     if arm == "finetune":
         sched = make_schedule(preset, "finetune", epochs=tr.get("finetune_epochs"))
-        init = torch.load(fetch("pruned_model.pt"), map_location="cpu", weights_only=True)
+        init = load_state(fetch("pruned_model.pt"), "artifact")
     elif arm == "scratch-b":
         sched = make_schedule(preset, "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
                               cap=tr.get("cap"), count_convention=tr.get("count"))
     else:  # scratch-e, ticket: the large net's epochs
         sched = make_schedule(preset, "scratch-e", epochs=prop.user_attrs["epochs"])
         if arm == "ticket":
-            init = torch.load(fetch("ticket_init.pt"), map_location="cpu", weights_only=True)
+            init = load_state(fetch("ticket_init.pt"), "artifact")
             start = int(prop.user_attrs.get("rewind_epoch") or 0)
     c = count(spec)
     for k, v in (("params", c.params_nonzero), ("macs", c.macs_nonzero), ("epochs", sched.epochs),
