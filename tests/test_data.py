@@ -357,3 +357,193 @@ def test_digits_come_from_the_array_cache_without_scikit_learn(tmp_path):
     assert (first.stdout.strip(), second.stdout.strip()) == ("True", "False"), (first.stderr, second.stderr)
     arrays, _ = _decode()
     assert np.array_equal(np.load(tmp_path / "b.npy"), arrays["x_test"])
+
+
+# -- hostile data: FIFOs, huge files, gzip bombs (issue 27) --------------------------------------------
+# The bound on a refusing process's peak memory: what starting costs (measured: 0.65 GiB when
+# the refusal comes at load, 0.85 GiB once a streamed training has started its workers) with
+# room to spare, and below what the files alone would cost read whole (2 and 3 GiB).
+PEAK_BOUND = 3 << 29  # 1.5 GiB
+_PEAK = ("import resource, subprocess, sys\n"
+         "r = subprocess.run(sys.argv[1:])\n"
+         "print('peak-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+         "sys.exit(r.returncode)\n")
+
+
+def run_peak(*args, env=None, timeout=180):
+    """`archsearch ARGS` in a child process: (its result, the child's peak resident memory in
+    bytes). A wrapper process runs it, so earlier children of pytest do not count."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "archsearch", *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    lines = r.stderr.splitlines()
+    assert lines and lines[-1].startswith("peak-kib "), r.stderr
+    r.stderr = "\n".join(lines[:-1]) + "\n"
+    return r, int(lines[-1].split()[1]) * 1024
+
+
+def one_line(r, needle):
+    """A clean refusal: exit 2, one `error:` line holding `needle`, last (after a training's
+    progress lines, where it had started), no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert [ln for ln in lines if ln.startswith("error:")] == lines[-1:] and needle in lines[-1], r.stderr
+    return lines[-1]
+
+
+def gzip_bomb(dest, member, size=2 << 30, extra=()):
+    """A .tar.gz whose `member` holds `size` zero bytes (2 GiB packs into about 2 MB), then the
+    small `extra` (name, bytes) members. Built in about a second: one MiB of zeros is deflated
+    once and its output repeated, each copy after a full flush (so none refers back to another)."""
+    import io
+    import zlib
+
+    mib = 1 << 20
+    assert size % mib == 0
+    zeros = bytes(mib)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    crc, n = 0, 0
+    with open(dest, "wb") as out:
+        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03")  # gzip header: deflate, no name, mtime 0
+        head = tarfile.TarInfo(member)
+        head.size = size
+        head = head.tobuf(format=tarfile.GNU_FORMAT)
+        out.write(comp.compress(head) + comp.flush(zlib.Z_FULL_FLUSH))
+        crc, n = zlib.crc32(head, crc), n + len(head)
+        chunk = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+        for _ in range(size // mib):
+            out.write(chunk)
+            crc = zlib.crc32(zeros, crc)
+        n += size
+        tail = io.BytesIO()
+        with tarfile.open(fileobj=tail, mode="w", format=tarfile.GNU_FORMAT) as tf:
+            for name, data in extra:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        out.write(comp.compress(tail.getvalue()) + comp.flush())
+        crc, n = zlib.crc32(tail.getvalue(), crc), n + len(tail.getvalue())
+        out.write(crc.to_bytes(4, "little") + (n % (1 << 32)).to_bytes(4, "little"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pickle_bomb(tmp_path_factory):
+    """torchvision's CIFAR-10 archive whose first pickle inflates to 2 GiB (a 2 MB file)."""
+    d = tmp_path_factory.mktemp("pickle-bomb")
+    gzip_bomb(d / "cifar-10-python.tar.gz", "cifar-10-batches-py/data_batch_1")
+    return d
+
+
+def test_a_gzip_bomb_pickle_is_refused_by_its_header_in_bounded_memory(pickle_bomb, tmp_path):
+    r, peak = run_peak("train", "vgg11-c10", "--data-dir", pickle_bomb, "--no-download", "--preset", "tiny",
+                       "--out", tmp_path / "r")
+    one_line(r, "CIFAR pickle cifar-10-batches-py/data_batch_1 in ")
+    assert "2,147,483,648 bytes, more than the 536,870,912 allowed" in r.stderr
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
+def test_a_member_longer_than_its_header_or_the_limit_is_refused(tmp_path, monkeypatch):
+    """Both bounds of a tar member: its header's size (checked before reading) and the bytes
+    actually read (a header that lies about the size cannot pass more)."""
+    import io
+
+    from archsearch.data import reading
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        info = tarfile.TarInfo("m")
+        info.size = 1000
+        tf.addfile(info, io.BytesIO(bytes(1000)))
+    with tarfile.open(tmp_path / "a.tar") as tf:
+        m = tf.getmember("m")
+        assert reading.read_member(tf, m, "image", "a.tar", 1000) == bytes(1000)
+        with pytest.raises(ArchsearchError, match="image m in a.tar: 1,000 bytes, more than the 999 allowed"):
+            reading.read_member(tf, m, "image", "a.tar", 999)
+        m.size = 10  # the header lies: the data runs on
+        monkeypatch.setattr(tf, "extractfile", lambda m: io.BytesIO(bytes(1000)))
+        with pytest.raises(ArchsearchError, match="more bytes than its header's 10"):
+            reading.read_member(tf, m, "image", "a.tar", 999)
+
+
+def test_a_refused_cifar_pickle_in_an_archive_names_its_file(tmp_path):
+    write_cifar10_pickles(tmp_path / "src")
+    d = tmp_path / "src" / "cifar-10-batches-py"
+    (d / "data_batch_3").write_bytes(b"\x80\x02cposix\nsystem\nq\x00.")  # names a callable: refused
+    _tar(d, "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(ArchsearchError) as e:
+        load_dataset("c10", tmp_path, download=False)
+    assert str(e.value).startswith(f"cannot read CIFAR pickle cifar-10-batches-py/data_batch_3 in {tmp_path}")
+    assert "refused to load posix.system" in str(e.value)
+
+
+def test_an_image_declaring_more_pixels_is_refused_before_decoding(tmp_path):
+    """A CIFAR image whose header declares 60,000 x 60,000 pixels (10 GB as RGB) is named and
+    refused by its header; nothing is decoded."""
+    import struct
+    import zlib
+
+    write_tree(tmp_path / "cifar10", per_class=(1, 1))
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    bomb = tmp_path / "cifar10" / "train" / "c03" / "0000.png"
+    bomb.write_bytes(png)
+    with pytest.raises(ArchsearchError, match=f"CIFAR-10 images must be 32x32, {bomb} is 60000x60000"):
+        load_dataset("c10", tmp_path, download=False)
+
+
+@pytest.mark.timeout(60)  # the FIFOs would block forever: the timeout makes that a failure
+def test_fifos_in_a_cache_entry_are_a_damaged_entry_not_a_hang(tmp_path):
+    import os
+
+    from archsearch.data.cache import cache_dir
+
+    x_tr, *_ = write_cifar10_pickles(tmp_path / "d")
+    load_dataset("c10", tmp_path / "d", download=False)
+    entry = next(e for e in cache_dir().iterdir() if e.name.startswith("c10-pickles"))
+    for name in ("classes.json", "x_test.npy"):
+        (entry / name).unlink()
+        os.mkfifo(entry / name)
+        t = time.perf_counter()
+        ds = load_dataset("c10", tmp_path / "d", download=False)  # decoded again, the entry rewritten
+        assert time.perf_counter() - t < 20
+        np.testing.assert_array_equal(ds.x_train, x_tr)
+        assert (entry / name).is_file()
+    # an entry's source.json is read when a changed source replaces its old entries
+    (entry / "source.json").unlink()
+    os.mkfifo(entry / "source.json")
+    (tmp_path / "d" / "cifar-10-batches-py" / "data_batch_1").touch()
+    load_dataset("c10", tmp_path / "d", download=False)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_for_a_cifar_pickle_is_one_line(tmp_path):
+    import os
+
+    write_cifar10_pickles(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.unlink()
+    os.mkfifo(batch)
+    with pytest.raises(ArchsearchError, match=f"cannot read CIFAR pickle {batch}: not a regular file"):
+        load_dataset("c10", tmp_path, download=False)
+
+
+def test_an_empty_cache_or_data_variable_means_the_default(tmp_path, monkeypatch):
+    from archsearch.data import default_data_dir
+    from archsearch.data.cache import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ARCHSEARCH_CACHE", "")
+    monkeypatch.setenv("ARCHSEARCH_DATA", "")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cache_dir() == tmp_path / "home" / ".cache" / "archsearch" / "arrays"
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "archsearch" / "data"
+    write_tree(tmp_path / "src" / "cifar10", per_class=(1, 1))
+    load_dataset("c10", tmp_path / "src", download=False)
+    assert list(work.iterdir()) == []  # nothing cached into the current folder
+    assert len(list(cache_dir().iterdir())) == 1

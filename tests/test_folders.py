@@ -145,3 +145,126 @@ def test_a_folder_wrapped_in_one_more_folder_is_decoded_again_when_it_changes(tm
     n = len(load_dataset("wrapped").x_train)
     shutil.copy(folder / "train" / "circle" / "0.png", folder / "train" / "circle" / "99.png")
     assert len(load_dataset("wrapped").x_train) == n + 1
+
+
+# -- hostile folders: FIFOs, huge files, gzip bombs, adds at once (issue 27) -----------------------------
+def _png(side=24, colour=(200, 0, 0)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sparse(path, size=3 << 30):
+    """A file of `size` bytes that uses no disk (all holes)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_six_adds_at_once_keep_all_six(tmp_path, monkeypatch):
+    """Each `data add` reads the registry and writes it back; six at once, each scanning a
+    folder slowly (a large one), kept one or five of the six entries before the lock."""
+    import multiprocessing
+    import time
+
+    from archsearch.data import folders
+
+    folder = make_folder(tmp_path / "shapes", per_class=(2, 1))
+    scan = folders.scan
+    monkeypatch.setattr(folders, "scan", lambda p: (time.sleep(1.0), scan(p))[1])  # forked children inherit it
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(6)
+
+    def add(i):
+        barrier.wait(30)
+        folders.add(f"s{i}", folder, 16)
+
+    procs = [ctx.Process(target=add, args=(i,)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    assert sorted(folders.read_registry()) == [f"s{i}" for i in range(6)]
+
+
+def test_data_add_of_a_fifo_is_one_line_not_a_hang(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_data import one_line
+
+    os.mkfifo(tmp_path / "fifo")
+    r = subprocess.run([sys.executable, "-m", "archsearch", "data", "add", "x", str(tmp_path / "fifo"), "--size", "16"],
+                       capture_output=True, text=True, timeout=60)  # the hang it was: a timeout fails the test
+    one_line(r, f"{tmp_path / 'fifo'} is neither a folder nor a regular file")
+
+
+def test_a_sparse_huge_image_is_refused_by_its_size_in_bounded_memory(tmp_path):
+    from archsearch.data.folders import add
+    from test_data import PEAK_BOUND, one_line, run_peak
+
+    folder = make_folder(tmp_path / "shapes", per_class=(2, 1))
+    big = _sparse(folder / "train" / "cross" / "big.jpg")
+    r = run("data", "add", "big", folder, "--size", 16)  # at registration already
+    assert r.exit_code == 2 and f"cannot read image {big}: 3,221,225,472 bytes, more than the 67,108,864 allowed" \
+        in r.output, r.output
+    big.unlink()
+    add("big", folder, 16)
+    _sparse(big)  # after registration: refused when the set is decoded, without reading it
+    r, peak = run_peak("train", "vgg11-big", "--preset", "tiny", "--out", tmp_path / "r")
+    one_line(r, f"cannot read image {big}: 3,221,225,472 bytes, more than the 67,108,864 allowed")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
+def test_a_gzip_bomb_image_in_an_archive_is_refused_in_bounded_memory(tmp_path):
+    """A 2 MB .tar.gz whose first image inflates to 2 GiB: refused by its header's size, at
+    registration and when a registered archive was replaced by it."""
+    import os
+
+    from archsearch.data.folders import add
+    from test_data import PEAK_BOUND, gzip_bomb, one_line, run_peak
+
+    extra = [(f"set/{s}/{c}/0.png", _png()) for s in ("train", "val") for c in ("a", "b")]
+    bomb = gzip_bomb(tmp_path / "bomb.tar.gz", "set/train/a/big.jpg", extra=extra)
+    r = run("data", "add", "bomb", bomb, "--size", 16)
+    assert r.exit_code == 2 and "set/train/a/big.jpg in " in r.output and \
+        "2,147,483,648 bytes, more than the 67,108,864 allowed" in r.output, r.output
+    good = tmp_path / "set.tar.gz"
+    with tarfile.open(good, "w:gz") as tf:
+        for name, data in extra:
+            import io
+
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    add("bomb", good, 16)
+    os.replace(bomb, good)
+    r, peak = run_peak("train", "vgg11-bomb", "--preset", "tiny", "--out", tmp_path / "r")
+    one_line(r, f"cannot read image set/train/a/big.jpg in {good}: 2,147,483,648 bytes, more than the 67,108,864")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
+def test_pillows_bomb_limit_is_ours_and_its_warning_a_refusal(tmp_path, monkeypatch):
+    from archsearch.data import load_dataset, reading
+    from archsearch.data.folders import add
+
+    blob = _png(40)  # 1,600 pixels
+    for limit in (1000, 500):  # Pillow warns above its limit and raises above twice it: both refuse
+        monkeypatch.setattr(reading, "MAX_IMAGE_PIXELS", limit)
+        with pytest.raises(reading.ImageRefused, match=f"more than the {limit:,} pixels allowed"):
+            reading.open_image(blob)
+    monkeypatch.setattr(reading, "MAX_IMAGE_PIXELS", 1600)
+    assert reading.open_image(blob).size == (40, 40)
+    folder = make_folder(tmp_path / "shapes", per_class=(2, 1))
+    add("shapes", folder, 16)
+    monkeypatch.setattr(reading, "MAX_IMAGE_PIXELS", 300)  # below every image of the folder (20 to 48 px a side)
+    with pytest.raises(ArchsearchError, match=r"cannot decode image .*shapes/train/circle/0.png: more than the 300 "):
+        load_dataset("shapes")

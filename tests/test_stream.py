@@ -163,12 +163,21 @@ def test_a_killed_worker_is_one_line(shapes, monkeypatch):
         batches(StreamLoader(ds.train, 8, ds.mean, ds.std, train=True, size=16, resize=18, workers=1))
 
 
-def test_workers_setting(monkeypatch):
-    monkeypatch.setenv("ARCHSEARCH_DATA_WORKERS", "3")
-    assert stream_mod.default_workers() == 3
-    monkeypatch.setenv("ARCHSEARCH_DATA_WORKERS", "x")
-    with pytest.raises(ArchsearchError, match="whole number"):
-        stream_mod.default_workers()
+def test_workers_setting(monkeypatch, capsys):
+    workers = stream_mod.data_workers
+    assert workers("3", cpus=8) == (3, "") and workers("0", cpus=8) == (0, "")
+    assert workers(None, cpus=4) == workers("", cpus=4) == (3, "")  # empty means the default
+    assert workers(None, cpus=64) == (8, "") and workers(None, cpus=1) == (1, "")
+    n, warning = workers("100000", cpus=4)  # it started 100,000 processes
+    assert n == 4 and "ARCHSEARCH_DATA_WORKERS=100000 is more than the 4 CPUs" in warning
+    for bad, match in (("x", "whole number"), ("-1", "0 or more")):
+        with pytest.raises(ArchsearchError, match=match):
+            workers(bad, cpus=4)
+    # this process's CPUs (its affinity), the warning said once
+    monkeypatch.setattr(stream_mod, "_warned", set())
+    monkeypatch.setenv("ARCHSEARCH_DATA_WORKERS", "100000")
+    assert stream_mod.default_workers() == stream_mod.default_workers() == len(os.sched_getaffinity(0))
+    assert capsys.readouterr().err.count("warning: ARCHSEARCH_DATA_WORKERS=100000 is more than") == 1
 
 
 # -- ImageNet ---------------------------------------------------------------------------------------
@@ -256,3 +265,18 @@ def test_device_decoding_in_the_loader(shapes, monkeypatch):
         StreamLoader(rec, 8, ds.mean, ds.std, train=True, size=16, resize=18)
     monkeypatch.setenv("ARCHSEARCH_DECODE", "auto")
     assert StreamLoader(rec, 8, ds.mean, ds.std, train=True, size=16, resize=18).decode == "cpu"  # auto: CUDA only
+
+
+def test_a_sparse_huge_image_in_a_streamed_set_is_refused_in_bounded_memory(shapes, tmp_path):
+    """A registered image replaced by a 3 GiB file (all holes, no disk): refused by its size
+    when a worker reads it, in one line naming it, without reading it."""
+    from test_data import PEAK_BOUND, one_line, run_peak
+
+    big = shapes / "train" / "cross" / "3.jpg"
+    with open(big, "wb") as f:
+        f.truncate(3 << 30)
+    r, peak = run_peak("train", "vgg11-shapes", "--preset", "tiny", "--epochs", 1, "--width", 0.25,
+                       "--out", tmp_path / "a")
+    one_line(r, f"cannot read image {big}: 3,221,225,472 bytes, more than the 67,108,864 allowed; remove or replace")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"

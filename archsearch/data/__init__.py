@@ -130,7 +130,8 @@ def known_names() -> list[str]:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("ARCHSEARCH_DATA", Path.home() / ".cache" / "archsearch" / "data"))
+    # an empty value means the default, not the current folder
+    return Path(os.environ.get("ARCHSEARCH_DATA") or Path.home() / ".cache" / "archsearch" / "data")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> "AnyDataset":

@@ -4,29 +4,48 @@ Cache entries live under $ARCHSEARCH_CACHE (default ~/.cache/archsearch/arrays) 
 keyed by the source's path, size and mtime, so a changed source is decoded again; the new
 entry then replaces the old one (each entry records its source in source.json), so a
 refreshed copy of CIFAR-10 costs its 177 MB once, not once per refresh.
+
+An entry is read as data like any other file (`reading.py`): its JSON through
+`_io.read_json`, its arrays memory-mapped only when each is a regular file of at most
+`MAX_ARRAY_BYTES` (no pickles); anything else (a FIFO, a truncated file) means a damaged
+entry, decoded again from the source.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import socket
+import stat
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .._io import atomic_path, make_dirs, write_json
+from .._io import MiB, atomic_path, make_dirs, read_json, write_json
 from ..errors import ArchsearchError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 Decoded = tuple[dict[str, np.ndarray], list[str]]  # arrays, class names
+# one cached array: twice the largest set kept in memory (folders.MAX_BYTES, 8 GiB); more is not ours
+MAX_ARRAY_BYTES = 16 << 30
+MAX_META_BYTES = 64 * MiB  # classes.json (100,000 names of 255 characters: 26 MB), source.json
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ARCHSEARCH_CACHE", Path.home() / ".cache" / "archsearch" / "arrays"))
+    # an empty value means the default, not the current folder
+    return Path(os.environ.get("ARCHSEARCH_CACHE") or Path.home() / ".cache" / "archsearch" / "arrays")
+
+
+def regular_within(path: Path, limit: int) -> bool:
+    """A regular file of at most `limit` bytes: what may be memory-mapped or np.load-ed (a FIFO
+    would block the open; an absurd size is not an entry we wrote)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size <= limit
 
 
 def source_key(kind: str, path: Path) -> str:
@@ -85,11 +104,11 @@ def problem(arrays: dict[str, np.ndarray], num_classes: int) -> str | None:
 def _read_entry(d: Path, num_classes: int) -> Decoded | None:
     """A complete, consistent cache entry, or None (absent, truncated, empty or disagreeing
     files: the caller decodes the source again)."""
-    if not (d / "classes.json").exists() or not all((d / f"{k}.npy").exists() for k in KEYS):
+    if not (d / "classes.json").exists() or not all(regular_within(d / f"{k}.npy", MAX_ARRAY_BYTES) for k in KEYS):
         return None
     try:
+        classes = read_json(d / "classes.json", "cache entry", MAX_META_BYTES)  # not a regular file: refused
         arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in KEYS}
-        classes = json.loads((d / "classes.json").read_text())
     except Exception:  # noqa: BLE001  an empty (0-byte) or truncated .npy raises EOFError, ValueError, OSError...
         return None
     if not isinstance(classes, list) or problem(arrays, num_classes) is not None:
@@ -137,8 +156,8 @@ def _drop_replaced(key: str, ident: dict) -> None:
         if e.name == key or not e.name.startswith(ident["kind"] + "-") or not (e / "classes.json").exists():
             continue
         try:
-            same = json.loads((e / "source.json").read_text()) == ident
-        except (OSError, ValueError):  # an entry from before source.json, or another kind's
+            same = read_json(e / "source.json", "cache entry", MAX_META_BYTES) == ident
+        except ArchsearchError:  # an entry from before source.json, or a damaged one
             continue
         if same:
             shutil.rmtree(e, ignore_errors=True)

@@ -7,6 +7,10 @@ Looked for under `data_dir`, in this order:
 3. a `.tar.gz` of either of those: `cifar10.tar.gz`, `cifar-10-python.tar.gz`, ...
 4. torchvision's download into `data_dir`, where there is a network.
 Class indices follow sorted class-folder names, which equals torchvision's order.
+
+Every file is read with a size limit (`reading.py`: MAX_IMAGE_BYTES per image,
+MAX_PICKLE_BYTES per pickle, checked before reading, by `stat` or the tar header), and an
+image whose header is not 32x32 is refused, naming it, before anything is decoded.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import is_regular_file
+from .._io import is_regular_file, read_bytes
 from ..errors import ArchsearchError
-from . import CIFAR_MEAN, CIFAR_STD, Dataset, register_dataset
+from . import CIFAR_MEAN, CIFAR_STD, Dataset, reading, register_dataset
 from .cache import cached_arrays
+from .reading import image_pixels, open_image, open_regular, read_member
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # also the suffixes of folders.py
 
@@ -77,31 +82,32 @@ class _CifarUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: CIFAR files hold only arrays and lists")
 
 
-def _unpickle(f) -> dict:
+def _unpickle(blob: bytes, where: str) -> dict:
     try:
-        d = _CifarUnpickler(f, encoding="bytes").load()
+        d = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except Exception as e:  # noqa: BLE001  any unpickling failure means a damaged (or hostile) file
-        raise ArchsearchError(f"cannot read CIFAR pickle {getattr(f, 'name', '')}: {e}") from None
+        raise ArchsearchError(f"cannot read CIFAR pickle {where}: {e}") from None
     if not isinstance(d, dict):
-        raise ArchsearchError(f"CIFAR pickle {getattr(f, 'name', '')} does not hold a dict")
+        raise ArchsearchError(f"CIFAR pickle {where} does not hold a dict")
     return d
 
 
 def _pickle_arrays(fmt: CifarFormat, read) -> dict[str, np.ndarray]:
-    """`read(name)` returns an open binary file of the pickle `name`."""
+    """`read(name)` returns the bytes of the pickle `name` and where it is (for messages)."""
     out: dict[str, np.ndarray] = {}
     for split, files in (("train", fmt.train_files), ("test", fmt.test_files)):
         xs, ys = [], []
         for name in files:
-            with read(name) as f:
-                d = _unpickle(f)
+            blob, where = read(name)
+            d = _unpickle(blob, where)
+            del blob
             try:
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
                 ys.append(np.asarray(d[fmt.label_key], dtype=np.int64).reshape(-1))
             except (KeyError, ValueError, TypeError, OverflowError) as e:
-                raise ArchsearchError(f"CIFAR pickle {name} is not in {fmt.title} format: {e}") from None
+                raise ArchsearchError(f"CIFAR pickle {where} is not in {fmt.title} format: {e}") from None
             if len(xs[-1]) != len(ys[-1]):
-                raise ArchsearchError(f"CIFAR pickle {name} has {len(xs[-1])} images but {len(ys[-1])} labels")
+                raise ArchsearchError(f"CIFAR pickle {where} has {len(xs[-1])} images but {len(ys[-1])} labels")
         out[f"x_{split}"] = np.ascontiguousarray(np.concatenate(xs))
         out[f"y_{split}"] = np.concatenate(ys)
     return out
@@ -109,8 +115,7 @@ def _pickle_arrays(fmt: CifarFormat, read) -> dict[str, np.ndarray]:
 
 def _pickle_classes(fmt: CifarFormat, read) -> list[str]:
     try:
-        with read(fmt.meta_file) as f:
-            return [c.decode() for c in _unpickle(f)[fmt.names_key]]
+        return [c.decode() for c in _unpickle(*read(fmt.meta_file))[fmt.names_key]]
     except (OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         return []  # the class names are a nicety; indices are what training needs
 
@@ -155,23 +160,39 @@ def _decode_torchvision_quiet(blobs: list[bytes]) -> np.ndarray:
 
 
 def _decode_pillow(blobs: list[bytes]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     out = []
     for b in blobs:
         try:
-            with Image.open(io.BytesIO(b)) as im:
+            with open_image(b) as im:
                 out.append(np.asarray(im.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, ValueError) as e:  # ValueError: reading.ImageRefused
             raise ArchsearchError(f"cannot decode an image: {e}") from None
     if len({o.shape for o in out}) != 1:
         raise ArchsearchError(f"images differ in size: {sorted({o.shape[:2] for o in out})}")
     return np.stack(out)
 
 
-def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes]]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """records: (split, class, file name, bytes)."""
-    classes = sorted({c for _, c, _, _ in records})
+def _check_sizes(fmt: CifarFormat, records: list[tuple[str, str, str, bytes, str]], where) -> None:
+    """Every image 32x32 by its header, before any is decoded: a file declaring more pixels
+    (a decompression bomb among them) is named and refused without allocating them."""
+    for *_, blob, key in records:
+        try:
+            w, h = image_pixels(blob)
+        except (OSError, ValueError, SyntaxError) as e:  # not an image, or more pixels than reading.MAX_IMAGE_PIXELS
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ArchsearchError(f"cannot decode image {where(key)}: {why}") from None
+        if (w, h) != (32, 32):
+            raise ArchsearchError(f"{fmt.title} images must be 32x32, {where(key)} is {w}x{h}")
+
+
+def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes, str]],
+                 where=str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """records: (split, class, file name, bytes, its path or member name); `where(that)`
+    says where it is for messages."""
+    _check_sizes(fmt, records, where)
+    classes = sorted({c for _, c, *_ in records})
     if len(classes) != fmt.num_classes:
         raise ArchsearchError(f"{fmt.title} image tree has {len(classes)} class folders, expected {fmt.num_classes}")
     index = {c: i for i, c in enumerate(classes)}
@@ -211,33 +232,36 @@ def _read_tree(fmt: CifarFormat, tree: Path) -> tuple[dict[str, np.ndarray], lis
         for cls_dir in sorted(p for p in (tree / split).iterdir() if p.is_dir()):
             for f in sorted(cls_dir.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f):  # never a FIFO or a device
-                    records.append((split, cls_dir.name, f.name, f.read_bytes()))
+                    blob = read_bytes(f, "image", reading.MAX_IMAGE_BYTES)
+                    records.append((split, cls_dir.name, f.name, blob, str(f)))
     return _tree_arrays(fmt, records)
 
 
 def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     # one streaming pass: seeking back into a gzip stream would decompress it again
-    pickles: dict[str, bytes] = {}
+    pickles: dict[str, tuple[bytes, str]] = {}
     records = []
     try:
-        with tarfile.open(path, "r|*") as tf:
+        with open_regular(path, "archive") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for m in tf:
                 if not m.isfile():
                     continue
                 p = Path(m.name)
-                if p.parent.name == fmt.pickle_dir:
-                    pickles[p.name] = tf.extractfile(m).read()
+                if p.parent.name == fmt.pickle_dir:  # each checked by its header's size before it is read
+                    blob = read_member(tf, m, "CIFAR pickle", path, reading.MAX_PICKLE_BYTES)
+                    pickles[p.name] = blob, f"{m.name} in {path}"
                 elif sc := split_class(p.parts):
-                    records.append((sc[0], sc[1], p.name, tf.extractfile(m).read()))
+                    blob = read_member(tf, m, "image", path, reading.MAX_IMAGE_BYTES)
+                    records.append((sc[0], sc[1], p.name, blob, m.name))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
     if all(n in pickles for n in fmt.train_files + fmt.test_files):  # torchvision's own archive
         def read(n):
-            return io.BytesIO(pickles[n])
+            return pickles.pop(n)  # each pickle's bytes are dropped once its arrays are out
         return _pickle_arrays(fmt, read), (_pickle_classes(fmt, read) if fmt.meta_file in pickles else [])
     if not records:
         raise ArchsearchError(f"{path} holds neither {fmt.pickle_dir}/ nor a train/<class>/ test/<class>/ image tree")
-    return _tree_arrays(fmt, records)
+    return _tree_arrays(fmt, records, lambda name: f"{name} in {path}")
 
 
 # -- the loader ---------------------------------------------------------------------------
@@ -275,8 +299,10 @@ def _locate(fmt: CifarFormat, root: Path):
     pickles = root / fmt.pickle_dir if (root / fmt.pickle_dir).is_dir() else (root if root.name == fmt.pickle_dir else None)
     if pickles is not None and all((pickles / n).exists() for n in fmt.train_files + fmt.test_files):
         def read(n):
-            return open(pickles / n, "rb")
-        return fmt.name + "-pickles", pickles, lambda: (_pickle_arrays(fmt, read), _pickle_classes(fmt, read))
+            # never a FIFO; at most MAX_PICKLE_BYTES
+            return read_bytes(pickles / n, "CIFAR pickle", reading.MAX_PICKLE_BYTES), str(pickles / n)
+        return fmt.name + "-pickles", pickles, lambda: (
+            _pickle_arrays(fmt, read), _pickle_classes(fmt, read) if (pickles / fmt.meta_file).exists() else [])
     tree = _find_tree(fmt, root) if root.is_dir() else None
     if tree is not None:
         return fmt.name + "-tree", tree, lambda: _read_tree(fmt, tree)

@@ -6,7 +6,13 @@ or a `.tar` (optionally compressed) of one. Registration reads the tree once to 
 (classes, the same classes in both splits) and records the name, the absolute path, the
 image size and the classes in the registry, a JSON file at `$ARCHSEARCH_REGISTRY`
 (default `$XDG_CONFIG_HOME/archsearch/datasets.json`, i.e. `~/.config/...`), written
-atomically and validated whenever it is read (it is data, never code).
+atomically and validated whenever it is read (it is data, never code). Changes are a
+read-modify-write under a lock (`datasets.json.lock` beside it), so `data add`s run at
+the same time keep every entry.
+
+Files are read with the limits of `reading.py` (regular files only; an image file or tar
+member of at most MAX_IMAGE_BYTES, refused by its size before it is read, already when the
+set is registered; at most MAX_IMAGE_PIXELS pixels, refused before decoding).
 
 Loading decodes every image once, resizes its shorter side to the registered size and
 crops the centre square (antialiased, Pillow), and caches the uint8 arrays like CIFAR's;
@@ -31,27 +37,32 @@ ImageNet VGGs); by default ImageNet's from 128 px up.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import os
 import re
+import stat
 import tarfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator
 
 import numpy as np
 from pydantic import Field
 
-from .._io import read_json, write_json
+from .._io import is_regular_file, make_dirs, os_error, read_bytes, read_json, write_json
 from ..errors import ArchsearchError
-from . import DATASETS, Dataset
-from .cache import cached_arrays, source_key
+from . import DATASETS, Dataset, reading
+from .cache import cached_arrays, regular_within, source_key
 from .cifar import IMAGE_SUFFIXES, split_class
+from .reading import open_image, open_regular, read_member, too_large
 from .stream import Records, StreamingDataset, StreamLoader, check_random_access, records
 
 TEST_SPLITS = ("val", "test")
 REGISTRY_ENV = "ARCHSEARCH_REGISTRY"
 MAX_BYTES = 8 << 30  # decoded uint8 arrays above this are streamed from disk instead
 STATS_SAMPLE = 256   # training images decoded at registration for a streamed set's mean and std
+MAX_INDEX_BYTES = 4 << 30  # a cached streaming index (ImageNet's: about 0.4 GB)
+LOCK_TIMEOUT = 60.0  # seconds a registry change waits for another one (which holds the lock for milliseconds)
 NETS = ("cifar", "imagenet")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 RESERVED = ("in",)  # ImageNet's name, kept for it
@@ -121,6 +132,39 @@ def _write_registry(entries: dict[str, dict]) -> None:
     write_json(registry_path(), {"version": 1, "datasets": dict(sorted(entries.items()))})
 
 
+@contextmanager
+def _registry_lock() -> Iterator[None]:
+    """One registry change at a time (flock on `datasets.json.lock` beside it): two `data add`s
+    that each read the registry and write it back whole would otherwise drop each other's entry.
+    A lock file of its own, not the folder's `.lock`: $ARCHSEARCH_REGISTRY may sit in a run
+    folder that a training holds for hours. The kernel drops the lock when its holder dies."""
+    import fcntl
+
+    path = registry_path()
+    lock = path.with_name(path.name + ".lock")
+    make_dirs(lock.parent)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise os_error(e, lock) from None
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:  # polled, not a blocking flock: stays interruptible, and gives up after LOCK_TIMEOUT
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ArchsearchError(f"the dataset registry {path} stayed locked by another process for "
+                                          f"{LOCK_TIMEOUT:.0f} s (lock file {lock}); try again") from None
+                time.sleep(0.02)
+            except OSError as e:
+                raise os_error(e, lock, "cannot lock") from None
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
 # -- reading a tree or a tar ------------------------------------------------------------------
 def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
     """(..., 'train', 'cat', 'x.jpg') -> ('train', 'cat'); hidden files (macOS's ._x.jpg) are not images."""
@@ -146,14 +190,28 @@ def _records(path: Path, read: bool) -> Iterator[tuple[str, str, str, bytes | No
                 continue
             for cls in sorted(p for p in d.iterdir() if p.is_dir()):
                 for f in sorted(cls.iterdir()):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                        yield split, cls.name, str(f.relative_to(root)), (f.read_bytes() if read else None)
+                    if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):
+                        continue
+                    try:
+                        st = f.stat()
+                    except OSError:  # a dangling link
+                        continue
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device named like an image: never read
+                        continue
+                    if st.st_size > reading.MAX_IMAGE_BYTES:  # refused by its size, at registration already
+                        raise too_large("image", str(f), st.st_size, reading.MAX_IMAGE_BYTES)
+                    yield split, cls.name, str(f.relative_to(root)), \
+                        (read_bytes(f, "image", reading.MAX_IMAGE_BYTES) if read else None)
         return
     try:
-        with tarfile.open(path, "r|*") as tf:  # one streaming pass (seeking back into a gzip re-reads it)
+        # one streaming pass (seeking back into a gzip re-reads it)
+        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for m in tf:
                 if m.isfile() and (sc := _split_of(Path(m.name).parts)):
-                    yield sc[0], sc[1], m.name, (tf.extractfile(m).read() if read else None)
+                    if m.size > reading.MAX_IMAGE_BYTES:  # by its header, before a byte of it is inflated
+                        raise too_large("image", f"{m.name} in {path}", m.size, reading.MAX_IMAGE_BYTES)
+                    blob = read_member(tf, m, "image", path, reading.MAX_IMAGE_BYTES) if read else None
+                    yield sc[0], sc[1], m.name, blob
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
 
@@ -168,9 +226,11 @@ def _walk_index(path: Path) -> dict[str, list[tuple[str, str, int, int]]]:
         return out
     check_random_access(path)
     try:
-        with tarfile.open(path, "r:") as tf:
+        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             for m in tf:
                 if m.isfile() and (sc := _split_of(Path(m.name).parts)):
+                    if m.size > reading.MAX_IMAGE_BYTES:  # found at registration, not in the middle of training
+                        raise too_large("image", f"{m.name} in {path}", m.size, reading.MAX_IMAGE_BYTES)
                     out.setdefault(sc[0], []).append((sc[1], m.name, m.offset_data, m.size))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
@@ -186,6 +246,8 @@ def index(path: Path, classes: list[str], test_split: str) -> tuple[Records, Rec
     f = cache_dir() / f"{source_key('index', path)}.npz"
     want = {"train": "train", "test": test_split}
     try:
+        if not regular_within(f, MAX_INDEX_BYTES):  # a FIFO would block np.load; absent: index it
+            raise FileNotFoundError(f)
         with np.load(f, allow_pickle=False) as z:
             recs = tuple(Records(root, z[f"{k}_keys"], z[f"{k}_offsets"], z[f"{k}_sizes"], z[f"{k}_labels"])
                          for k in want)
@@ -217,6 +279,8 @@ def scan(path: str | os.PathLike) -> dict:
     p = Path(path).expanduser()
     if not p.exists():
         raise ArchsearchError(f"no such folder or file: {p}")
+    if not p.is_dir() and not is_regular_file(p):  # a FIFO or a device: reading it would block or never end
+        raise ArchsearchError(f"{p} is neither a folder nor a regular file (a .tar of an image folder)")
     counts: dict[str, dict[str, int]] = {}
     for split, cls, _, _ in _records(p, read=False):
         counts.setdefault(split, {}).setdefault(cls, 0)
@@ -245,7 +309,7 @@ def _decode_resized(blob: bytes, size: int, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(blob)) as im:
+        with open_image(blob) as im:  # refuses more than reading.MAX_IMAGE_PIXELS before decoding
             im = im.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
@@ -253,7 +317,7 @@ def _decode_resized(blob: bytes, size: int, where: str) -> np.ndarray:
             im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
             left, top = (nw - size) // 2, (nh - size) // 2
             return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:  # ValueError: ImageRefused
         raise ArchsearchError(f"cannot decode image {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
                               "remove or replace it") from None
 
@@ -348,17 +412,28 @@ def add(name: str, path: str | os.PathLike, size: int, *, replace: bool = False,
         train, _ = index(p, info["classes"], info["test_split"])
         entry["mean"], entry["std"] = sample_stats(train, int(size))
     _schema()[0].model_validate(entry)
-    entries[name] = entry
-    _write_registry(entries)
+    with _registry_lock():  # read again under the lock: another add may have written since the check above
+        entries = read_registry()
+        if name in entries and not replace:
+            raise ArchsearchError(f"dataset {name!r} was registered by another process meanwhile (at "
+                                  f"{entries[name]['path']}); pass --replace to point it here")
+        entries[name] = entry
+        _write_registry(entries)
     return entry
 
 
 def remove(name: str) -> dict:
-    entries = read_registry()
-    if name not in entries:
-        raise ArchsearchError(f"no registered dataset {name!r} (registered: {', '.join(entries) or 'none'})")
-    entry = entries.pop(name)
-    _write_registry(entries)
+    def unknown(entries):
+        return ArchsearchError(f"no registered dataset {name!r} (registered: {', '.join(entries) or 'none'})")
+
+    if name not in (entries := read_registry()):  # before the lock: an unknown name creates no lock file
+        raise unknown(entries)
+    with _registry_lock():
+        entries = read_registry()
+        if name not in entries:
+            raise unknown(entries)
+        entry = entries.pop(name)
+        _write_registry(entries)
     return entry
 
 

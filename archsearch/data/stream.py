@@ -33,17 +33,22 @@ they go, this path moves to `torchcodec`.) Other formats (PNG, ...) are decoded 
 this project's CPU machines the device path runs (tested) with `device="cpu"`; its CUDA use
 is unmeasured.
 
-An image that cannot be decoded stops training with one line naming the file (a silently
-skipped image would bias the comparison; `archsearch data add` decodes a sample when it
-registers a set, and the in-memory path decodes all of them). A dead worker (killed, out of
-memory) is one line too; the run resumes from its last checkpoint.
+Each image is read with the limits of `reading.py`: a regular file or tar member of at most
+MAX_IMAGE_BYTES (checked by its size before reading), at most MAX_IMAGE_PIXELS by its header
+(checked before decoding). `$ARCHSEARCH_DATA_WORKERS` decoding processes, at most one per
+CPU this process may run on (a larger value is capped, with a warning).
+
+An image that cannot be decoded, or is refused, stops training with one line naming the
+file (a silently skipped image would bias the comparison; `archsearch data add` decodes a
+sample when it registers a set, and the in-memory path decodes all of them). A dead worker
+(killed, out of memory) is one line too; the run resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
+import sys
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,9 +57,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .._io import read_bytes
 from ..distributed import SINGLE, Dist
 from ..errors import ArchsearchError, EnvironmentFailure
+from . import reading
 from .loader import Batches
+from .reading import open_image, open_regular, too_large
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,19 +94,42 @@ def decode_mode(mode: str | None, device: torch.device) -> str:
 DATA_WORKERS_ENV = "ARCHSEARCH_DATA_WORKERS"  # decoding processes per loader
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's share), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def data_workers(env: str | None, cpus: int) -> tuple[int, str]:
+    """(decoding processes, a warning or ''): `env` ($ARCHSEARCH_DATA_WORKERS; unset or empty:
+    one per CPU beyond the first, which the training process keeps, at most 8), capped at
+    `cpus` (more processes than CPUs only compete, and a typo like 1000 would start 1000)."""
+    if not env:
+        return max(1, min(8, cpus - 1)), ""
+    try:
+        n = int(env)
+    except ValueError:
+        raise ArchsearchError(f"{DATA_WORKERS_ENV} must be a whole number, got {env!r}") from None
+    if n < 0:
+        raise ArchsearchError(f"{DATA_WORKERS_ENV} must be 0 or more, got {n}")
+    if n > cpus:
+        return cpus, f"warning: {DATA_WORKERS_ENV}={n} is more than the {cpus} CPUs this process may use; using {cpus}"
+    return n, ""
+
+
+_warned: set[str] = set()
+
+
 def default_workers() -> int:
-    """Decoding processes per loader: $ARCHSEARCH_DATA_WORKERS, else one per core beyond the
-    first (the training process keeps one), at most 8."""
-    env = os.environ.get(DATA_WORKERS_ENV)
-    if env is not None:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ArchsearchError(f"ARCHSEARCH_DATA_WORKERS must be a whole number, got {env!r}") from None
-        if n < 0:
-            raise ArchsearchError(f"ARCHSEARCH_DATA_WORKERS must be 0 or more, got {n}")
-        return n
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Decoding processes per loader (`data_workers` of this process's environment and CPUs);
+    a capped value is said once per process."""
+    n, warning = data_workers(os.environ.get(DATA_WORKERS_ENV), usable_cpus())
+    if warning and warning not in _warned:
+        _warned.add(warning)
+        print(warning, file=sys.stderr, flush=True)
+    return n
 
 
 @dataclass(frozen=True)
@@ -139,7 +170,7 @@ def records(root: str, items: list[tuple[str, int, int, int]]) -> Records:
 def check_random_access(path: Path) -> None:
     """A .tar must be uncompressed to be streamed (a compressed one can only be read front to back)."""
     try:
-        with tarfile.open(path, "r:"):
+        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r:"):
             pass
     except tarfile.ReadError:
         raise ArchsearchError(f"{path} is compressed: streaming reads images at random from an uncompressed .tar; "
@@ -158,13 +189,17 @@ class _Source:
         self.pid = -1
 
     def read(self, i: int) -> bytes:
+        """The file's bytes; an ArchsearchError when it is not a regular file or is larger than
+        MAX_IMAGE_BYTES (checked before reading: a sparse 3 GB file costs nothing)."""
         off = int(self.rec.offsets[i])
         if off < 0:
-            with open(Path(self.rec.root) / str(self.rec.keys[i]), "rb") as f:
-                return f.read()
-        if self.fd is None or self.pid != os.getpid():  # a forked worker opens its own
-            self.fd, self.pid = os.open(self.rec.root, os.O_RDONLY), os.getpid()
+            return read_bytes(Path(self.rec.root) / str(self.rec.keys[i]), "image", reading.MAX_IMAGE_BYTES)
         n = int(self.rec.sizes[i])
+        if n > reading.MAX_IMAGE_BYTES:  # an index cached before the limit, or edited
+            raise too_large("image", self.rec.where(i), n, reading.MAX_IMAGE_BYTES)
+        if self.fd is None or self.pid != os.getpid():  # a forked worker opens its own
+            with open_regular(self.rec.root, "image archive") as f:  # never a FIFO: it would block
+                self.fd, self.pid = os.dup(f.fileno()), os.getpid()
         data = os.pread(self.fd, n, off)
         if len(data) != n:
             raise OSError(f"short read ({len(data)} of {n} bytes): the .tar changed since it was indexed")
@@ -210,7 +245,7 @@ def decode_one(blob: bytes, size: int, resize: int, train: bool, flip: bool,
     after resizing the shorter side to `resize` (test)."""
     from PIL import Image
 
-    im = Image.open(io.BytesIO(blob))
+    im = open_image(blob)  # the header only: more than MAX_IMAGE_PIXELS is refused here
     w, h = im.size
     left, top, cw, ch, flipped = plan_crop(w, h, size, resize, train, flip, rng)
     want = (max(1, math.ceil(w * size / cw)), max(1, math.ceil(h * size / ch)))
@@ -275,12 +310,14 @@ class _Batches(torch.utils.data.Dataset):
             try:
                 blob = self.src.read(int(i))
                 if self.on_device:
-                    im = Image.open(io.BytesIO(blob))  # the header only
+                    im = open_image(blob)  # the header only (and the pixel limit)
                     if im.format == "JPEG":
                         crop = plan_crop(*im.size, self.size, self.resize, self.train, self.flip, rng)
                         jpegs[j] = (torch.frombuffer(bytearray(blob), dtype=torch.uint8), crop)
                         continue
                 out[j] = decode_one(blob, self.size, self.resize, self.train, self.flip, rng)
+            except ArchsearchError as e:  # refused before reading: not a regular file, or too large
+                return None, None, f"{e}; remove or replace it", {}, {}
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 why = str(e).splitlines()[0] if str(e) else type(e).__name__
                 return None, None, f"cannot decode image {self.src.rec.where(int(i))}: {why}; remove or replace it", {}, {}
@@ -416,4 +453,5 @@ class StreamingDataset:
 
 
 __all__ = ["Records", "StreamLoader", "StreamingDataset", "records", "decode_one", "random_resized_crop",
-           "eval_batch_size", "default_workers", "check_random_access", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "eval_batch_size", "default_workers", "data_workers", "usable_cpus", "check_random_access", "IMAGENET_MEAN",
+           "IMAGENET_STD"]

@@ -1,0 +1,139 @@
+"""Bounded reads of the files a dataset is made of.
+
+A data folder, an archive or a cache entry is data someone handed us, and it can be hostile
+or broken: a FIFO named like an image, a sparse 3 GB `big.jpg`, a 2 MB `.tar.gz` whose
+member inflates to 2 GB, a PNG that declares 60,000 x 60,000 pixels. The data layer reads
+every such file through here, so each costs bounded memory and none blocks:
+- regular files only (a FIFO would block the read forever, a device never end):
+  `archsearch._io.read_bytes` for whole files, `open_regular` for archives read in place;
+- sizes checked before reading: a file's `stat`, a tar member's header size (and then the
+  bytes actually read, so a header that lies cannot pass either);
+- images decoded only when their header declares at most `MAX_IMAGE_PIXELS` (PIL's own
+  decompression-bomb limit, set here to that value; its warning becomes a refusal too).
+
+The limits, module constants (read at each use: `archsearch.data.reading.MAX_IMAGE_BYTES =
+...` changes them for the process and the decoding workers it starts):
+- `MAX_IMAGE_BYTES` = 64 MiB: one encoded image file or tar member, far above a
+  photograph's JPEG (a CIFAR one is about 1 KB).
+- `MAX_PICKLE_BYTES` = 512 MiB: one CIFAR pickle, as a file or a tar member (CIFAR-100's
+  `train` is the largest real one, 155 MB).
+- `MAX_IMAGE_PIXELS` = 2**26 (67,108,864 pixels, 192 MiB decoded as RGB): one image. The
+  networks here see at most 1024 px a side; an image beyond this is to be downscaled first.
+A refused file is one `ArchsearchError` line that names it and says which limit it passed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import tarfile
+import warnings
+from typing import BinaryIO
+
+from .._io import MiB
+from ..errors import ArchsearchError
+
+MAX_IMAGE_BYTES = 64 * MiB
+MAX_PICKLE_BYTES = 512 * MiB
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+def too_large(what: str, where: str, size: int, limit: int) -> ArchsearchError:
+    """The line for a file refused for its size (the words of `_io.read_bytes`)."""
+    return ArchsearchError(f"cannot read {what} {where}: {size:,} bytes, more than the {limit:,} allowed")
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """An open binary file, or one ArchsearchError line when `path` is not a regular file
+    (an archive read in place: a FIFO would block the open and every read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO cannot block the open
+    except OSError as e:
+        raise ArchsearchError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArchsearchError(f"cannot read {what} {path}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")  # O_NONBLOCK changes nothing for a regular file
+
+
+def read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, what: str, archive: str | os.PathLike, limit: int) -> bytes:
+    """A tar member's bytes, at most `limit`: refused by its header's size before reading, and
+    by the bytes actually read (never more than the header's size + 1 of them)."""
+    if m.size > limit:
+        raise too_large(what, f"{m.name} in {archive}", m.size, limit)
+    f = tf.extractfile(m)
+    if f is None:
+        raise ArchsearchError(f"cannot read {what} {m.name} in {archive}: not a regular file in the archive")
+    # one byte past the header's size: a read of n bytes allocates n at once (64 MiB per
+    # 1 KB CIFAR image would cost seconds), and a longer member than its header says is refused
+    data = f.read(m.size + 1)
+    if len(data) > m.size:
+        raise ArchsearchError(f"cannot read {what} {m.name} in {archive}: more bytes than its header's {m.size:,}")
+    return data
+
+
+def header_size(blob: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's or PNG's header, without decoding (a few microseconds:
+    Pillow's `Image.open` costs 20 µs, a second for CIFAR's 60,000); None for another format
+    or a header this walk does not follow."""
+    if blob[:8] == b"\x89PNG\r\n\x1a\n" and blob[12:16] == b"IHDR" and len(blob) >= 24:
+        w, h = struct.unpack_from(">II", blob, 16)
+        return w, h
+    if blob[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(blob)
+    while i + 9 <= n and blob[i] == 0xFF:  # marker segments up to the frame header (SOFn)
+        mk = blob[i + 1]
+        if mk == 0xFF:  # a fill byte
+            i += 1
+        elif 0xC0 <= mk <= 0xCF and mk not in (0xC4, 0xC8, 0xCC):  # SOFn: precision, height, width
+            h, w = struct.unpack_from(">HH", blob, i + 5)
+            return w, h
+        elif mk == 0x01 or 0xD0 <= mk <= 0xD7:  # TEM, RSTn: no length field
+            i += 2
+        else:
+            i += 2 + ((blob[i + 2] << 8) | blob[i + 3])
+    return None
+
+
+class ImageRefused(ValueError):
+    """An image refused before decoding: more pixels than MAX_IMAGE_PIXELS."""
+
+
+def open_image(blob: bytes):
+    """`PIL.Image.open` of encoded bytes (the header only; pixels are decoded later) under
+    our pixel limit: a decompression bomb raises `ImageRefused`, never a warning or an
+    allocation. Other failures raise what Pillow raises (OSError, ValueError, ...)."""
+    from PIL import Image
+
+    # Pillow's limit, deliberately ours for this open (its default: a warning above 89.5M
+    # pixels, an error above twice that); put back after, for other users of Pillow
+    pillows = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(blob))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageRefused(f"more than the {MAX_IMAGE_PIXELS:,} pixels allowed "
+                           "(a decompression bomb, or an image to downscale first)") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows
+
+
+def image_pixels(blob: bytes) -> tuple[int, int]:
+    """(width, height) as the header declares them: the fast walk, else Pillow's (checked) header read."""
+    size = header_size(blob)
+    if size is not None:
+        return size
+    with open_image(blob) as im:
+        return im.size
+
+
+__all__ = ["MAX_IMAGE_BYTES", "MAX_PICKLE_BYTES", "MAX_IMAGE_PIXELS", "open_regular", "read_member",
+           "header_size", "open_image", "image_pixels", "ImageRefused", "too_large"]
