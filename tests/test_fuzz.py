@@ -538,3 +538,61 @@ def test_a_loaded_checkpoint_holds_only_what_json_can_write(tmp_path, history, e
         assert "\n" not in str(e) and str(path) in str(e)
         return
     json.dumps({"history": ck["history"], "train_seconds": ck["elapsed"]}, allow_nan=False)
+
+
+# -- data add: six at once, and a FIFO (issue 27) ------------------------------------------------------
+def _forked(targets, timeout: float = 60.0) -> list:
+    """Each callable in a forked process, all at once: their exit codes, None for one still
+    running after `timeout` seconds (then killed: a hang fails the test, it does not stall it)."""
+    import multiprocessing
+    import time
+
+    procs = [multiprocessing.get_context("fork").Process(target=t) for t in targets]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return codes
+
+
+def _cli_exit(args: list[str]) -> None:
+    """Run the CLI in this (forked) process, check it ended cleanly, exit with its code."""
+    import sys
+
+    result = CliRunner().invoke(cli, args, prog_name="archsearch")
+    check_clean(result, args)
+    sys.exit(result.exit_code)
+
+
+def test_data_add_six_at_once_keeps_all_six(sandbox, monkeypatch):
+    """Six `data add`s at once, each scanning its folder slowly (a large one): all six entries
+    stay (the registry's read-modify-write kept one of them before it was locked)."""
+    import multiprocessing
+    import time
+
+    from archsearch.data import folders
+    from test_folders import make_folder
+
+    folder = make_folder(sandbox / "shapes", per_class=(2, 1))
+    scan = folders.scan
+    monkeypatch.setattr(folders, "scan", lambda p: (time.sleep(1.0), scan(p))[1])  # the children inherit it
+    barrier = multiprocessing.get_context("fork").Barrier(6)
+
+    def add(i):
+        barrier.wait(30)
+        _cli_exit(["data", "add", f"s{i}", str(folder), "--size", "16"])
+
+    assert _forked([lambda i=i: add(i) for i in range(6)]) == [0] * 6
+    assert sorted(folders.read_registry()) == [f"s{i}" for i in range(6)]
+
+
+def test_data_add_of_a_fifo_ends_cleanly(sandbox):
+    os.mkfifo(sandbox / "fifo")
+    args = ["data", "add", "x", str(sandbox / "fifo"), "--size", "16"]
+    assert _forked([lambda: _cli_exit(args)], timeout=30) == [2]  # it blocked forever
