@@ -496,11 +496,12 @@ def test_an_image_declaring_more_pixels_is_refused_before_decoding(tmp_path):
 
 
 @pytest.mark.timeout(60)  # the FIFOs would block forever: the timeout makes that a failure
-def test_fifos_in_a_cache_entry_are_a_damaged_entry_not_a_hang(tmp_path):
+def test_fifos_in_a_cache_entry_are_a_damaged_entry_not_a_hang(tmp_path, monkeypatch):
     import os
 
     from archsearch.data.cache import cache_dir
 
+    monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path / "cache"))  # this test's entry only
     x_tr, *_ = write_cifar10_pickles(tmp_path / "d")
     load_dataset("c10", tmp_path / "d", download=False)
     entry = next(e for e in cache_dir().iterdir() if e.name.startswith("c10-pickles"))
