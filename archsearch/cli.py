@@ -326,7 +326,7 @@ def _stage_table(pat: dict) -> str:
 @click.option("--skip", type=CommaList(), help="l1norm, thinet, regression: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
 @click.option("--rounds", type=click.IntRange(1, 100), help="Iterative methods (lottery): prune-and-rewind rounds, --ratio of the surviving weights each (default 5).")
 @click.option("--rewind-epoch", type=click.IntRange(1), help="lottery: rewind to the weights after this epoch of the first round instead of the initialisation (late resetting).")
-@click.option("--train-subset", type=click.IntRange(1), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole): reduced scale.")
+@click.option("--train-subset", type=click.IntRange(1, 1 << 31), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole; a number at or above the training set's size uses all of it): reduced scale.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/proposals", show_default=True, help="Where the per-seed proposal runs live (reused and resumed).")

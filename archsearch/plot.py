@@ -218,7 +218,7 @@ def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 110
     """Screenshot an HTML file in headless Chromium (after its scripts ran)."""
     from pathlib import Path
 
-    from .errors import ArchsearchError
+    from .errors import ArchsearchError, clip
 
     src, out = Path(html).resolve(), Path(png).resolve()
     tmp = out.with_name(f".{out.name}.tmp.png")
@@ -228,7 +228,7 @@ def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 110
                        src.as_uri()], timeout)
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise ArchsearchError(f"Chromium wrote no screenshot of {src} (exit {r.returncode}: "
-                                  f"{(r.stderr.strip().splitlines() or [''])[-1][:200]})")
+                                  f"{clip((r.stderr.strip().splitlines() or [''])[-1], 200)})")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

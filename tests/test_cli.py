@@ -238,3 +238,50 @@ def test_the_preset_names_in_help_are_the_presets():
     from archsearch.train import PRESETS
 
     assert sorted(PRESET_NAMES.split(" | ")) == sorted(PRESETS)
+
+
+# -- issue 27: each refusal states the bound it enforces --------------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    # a subset larger than any dataset: the range, not "a positive number"
+    (["extract", "--from", "slimming-vgg11-digits", "--train-subset", "1000000000000"], "1<=x<=2147483648"),
+    (["train", "vgg11-digits", "--train-subset", "1000000000000"], "1<=x<=2147483648"),
+    # late resetting needs an epoch before a round's last: a 1-epoch round has none
+    (["extract", "--from", "lottery-vgg11-digits", "--epochs", "1", "--rewind-epoch", "1"],
+     "--rewind-epoch 1: rounds of 1 epoch are too short for late resetting"),
+    (["extract", "--from", "lottery-vgg11-digits", "--epochs", "3", "--rewind-epoch", "3"],
+     "--rewind-epoch must be an epoch from 1 to 2, before the last of a round's 3 epochs, got 3"),
+    # a depth of the family's form beyond its cap names the cap; a depth of the wrong form names the form
+    (["train", "densenet1000000-c10"], "densenet has depths 3n+4 from 7 to 1000 (40, 100, ...), not 1000000: "
+                                       "the deepest is 1000"),
+    (["train", "densenet41-c10"], "densenet has depths 3n+4 from 7 to 1000 (40, 100, ...), not 41"),
+    (["train", "resnet2-c10"], "not 2: the shallowest is 8"),
+])
+def test_refusals_state_the_real_bound(args, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(tmp_path / "lib"))
+    out = ["--out", str(tmp_path / "r")] if args[0] == "train" else ["--workdir", str(tmp_path / "w")]
+    r = run(*args, "--preset", "tiny", *out)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
+
+
+def test_the_training_subset_bound_is_stated_where_settings_are_resolved():
+    from archsearch.errors import ArchsearchError
+    from archsearch.propose import resolve_settings
+
+    with pytest.raises(ArchsearchError, match=r"must be 1 to 2147483648 images \(a number at or above the training "
+                                              r"set's size uses all of it\), got 1000000000000$"):
+        resolve_settings("slimming-vgg11-digits", train_subset=10 ** 12)
+
+
+def test_long_lines_are_cut_between_sentences_or_clauses_never_inside_one():
+    from archsearch.errors import clip
+
+    assert clip("short. And whole.\nsecond line", 40) == "short. And whole."
+    long = "The first sentence fits. The second sentence is much too long to fit in the limit given here"
+    assert clip(long, 60) == "The first sentence fits. ..."
+    clauses = "expected input[64, 128, 4, 4] to have 512 channels, but got 128 channels instead of them all"
+    assert clip(clauses, 80) == "expected input[64, 128, 4, 4] to have 512 channels ..."
+    words = "a " * 30 + "b" * 30
+    assert clip(words, 50).endswith("a ...") and len(clip(words, 50)) <= 50
+    assert all(len(clip(s, n)) <= n for s in (long, clauses, words, "x" * 500) for n in (20, 50, 100))

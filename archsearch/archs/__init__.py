@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
 
 FAMILIES: dict[str, "Family"] = {}
@@ -148,7 +148,20 @@ class Family:
 
     def depth_rule(self) -> str:
         listed = ", ".join(map(str, self.depths))
-        return listed if self.depth_step is None else f"{self.depth_step}n+{self.depth_offset} ({listed}, ...)"
+        if self.depth_step is None:
+            return listed
+        return f"{self.depth_step}n+{self.depth_offset} from {self.min_depth} to {self.max_depth} ({listed}, ...)"
+
+    def depth_error(self, depth: int, hint: str = "") -> str:
+        """Why `depth` is refused: a depth of the family's form beyond its bounds names the bound
+        it breaks (the rule alone would seem to allow it)."""
+        why = ""
+        if self.depth_step is not None and (depth - self.depth_offset) % self.depth_step == 0:
+            if depth > self.max_depth:
+                why = f": the deepest is {self.max_depth}"
+            elif depth < self.min_depth:
+                why = f": the shallowest is {self.min_depth}"
+        return f"{self.name} has depths {self.depth_rule()}, not {depth}{why}{hint}"
 
     def layout(self, depth: int, width: float) -> list[Group]:
         raise NotImplementedError
@@ -206,7 +219,7 @@ class Family:
     def check(self, spec: ArchSpec) -> None:
         """The spec fits this family: depth, group layout, select widths and indices, masks, blocks."""
         if not self.accepts(spec.depth):
-            raise ArchsearchError(f"{self.name} has depths {self.depth_rule()}, not {spec.depth}")
+            raise ArchsearchError(self.depth_error(spec.depth))
         gs = self.groups(spec)
         stages = [g.stage for g in gs]
         if spec.stages != stages:
@@ -338,7 +351,7 @@ def parse_arch(name: str, nets: str = "cifar") -> tuple[Family, int]:
         hint = "".join(f"; {name} is {g.title}-{depth} on datasets of {g.nets} networks" if g.alias is None else
                        f"; {g.name}{depth} is {g.title}-{depth}"
                        for g in FAMILIES.values() if g is not fam and (g.alias or g.name) == prefix and g.accepts(depth))
-        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}{hint}")
+        raise ArchsearchError(fam.depth_error(depth, hint))
     return fam, depth
 
 
@@ -363,7 +376,7 @@ def family_base(family: str, depth: int, num_classes: int, width: float = 1.0, i
     """The unpruned network of `family` at `depth` and width multiplier `width`."""
     fam = get_family(family)
     if not fam.accepts(depth):
-        raise ArchsearchError(f"{fam.name} has depths {fam.depth_rule()}, not {depth}")
+        raise ArchsearchError(fam.depth_error(depth))
     if not (0 < width <= 16):
         raise ArchsearchError(f"width multiplier must be in (0, 16], got {width}")
     return fam.base(depth, num_classes, width, in_channels, input_size)
@@ -398,7 +411,7 @@ def build_with(spec: ArchSpec, state: dict[str, torch.Tensor] | None) -> nn.Modu
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise ArchsearchError(f"the weights do not fit {spec.name}: {str(e).splitlines()[0][:200]}") from None
+            raise ArchsearchError(f"the weights do not fit {spec.name}: {clip(e, 200)}") from None
         apply_masks_(model)
     return model
 

@@ -276,7 +276,8 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     if not 0 <= s <= 1:  # also refuses NaN, before any training
         raise ArchsearchError(f"sparsity s must be in [0, 1], got {s}")
     if train_subset is not None and not 1 <= train_subset <= 1 << 31:
-        raise ArchsearchError(f"a training subset must be a positive number of images, got {train_subset}")
+        raise ArchsearchError(f"a training subset must be 1 to {1 << 31} images (a number at or above the training "
+                              f"set's size uses all of it), got {train_subset}")
     schedule = make_schedule(preset, epochs=epochs, batch_size=batch_size)
     if prop.iterative:
         rounds = prop.default_rounds if rounds is None else rounds
@@ -285,9 +286,14 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     elif rounds is not None or rewind_epoch is not None:
         raise ArchsearchError(f"{prop.name} prunes once; --rounds and --rewind-epoch belong to iterative methods "
                               "(lottery)")
+    if rewind_epoch is not None and schedule.epochs < 2:
+        # late resetting rewinds to the weights after an epoch before a round's last (Frankle et al. 2019)
+        raise ArchsearchError(f"--rewind-epoch {rewind_epoch}: rounds of {schedule.epochs} epoch are too short for "
+                              "late resetting, which rewinds to an epoch before a round's last; train at least 2 "
+                              "epochs (--epochs) or leave --rewind-epoch out")
     if rewind_epoch is not None and not (isinstance(rewind_epoch, int) and 1 <= rewind_epoch < schedule.epochs):
-        raise ArchsearchError(f"--rewind-epoch must be an epoch in [1, {schedule.epochs - 1}] of a round, "
-                              f"got {rewind_epoch!r}")
+        raise ArchsearchError(f"--rewind-epoch must be an epoch from 1 to {schedule.epochs - 1}, before the last of a "
+                              f"round's {schedule.epochs} epochs, got {rewind_epoch!r}")
     settings = Settings(str(pn), ratio, preset, width, floor, s, schedule.to_dict(), train_subset, layer_ratios, rounds,
                         rewind_epoch, "sequential" if prop.data_aware else None)
     return pn, prop, settings, schedule, base

@@ -43,7 +43,7 @@ from .. import __version__
 from ..compare import budget_tag, stage_summary
 from ..counting import count
 from ..data.stream import DATA_WORKERS_ENV
-from ..errors import ArchsearchError, EnvironmentFailure
+from ..errors import ArchsearchError, EnvironmentFailure, clip
 from ..generate import channel_spec, generate, pattern_stage_values
 from ..names import parse_target
 from ..spec import ArchSpec
@@ -498,7 +498,7 @@ def classify_failure(e: BaseException) -> tuple[str, str]:
     """
     import torch
 
-    first = (str(e).strip().splitlines() or [""])[0][:300]
+    first = clip(e, 300)
     if isinstance(e, EnvironmentFailure):
         return ENVIRONMENT, f"{type(e).__name__}: {first}"
     if isinstance(e, ArchsearchError):
@@ -690,7 +690,7 @@ def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Pa
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        msg = f"the {tr['nproc']}-process training of {run} failed: {why[:300]}"
+        msg = f"the {tr['nproc']}-process training of {run} failed: {clip(why, 300)}"
         # killed (a signal: the OOM killer, a lost peer's teardown), or a failure of the machine
         # that the child told in its error line: not the trial's fault, so it is retried
         if proc.returncode < 0 or proc.returncode >= 128 or any(k in why for k in MACHINE_SIGNS):
