@@ -285,9 +285,9 @@ def find(name: str) -> Entry:
     known = ", ".join(e.name for e in entries()) or "none"
     try:
         parse(name)
-    except ArchsearchError:
+    except ArchsearchError as e:  # why it is no proposer spec: a bad method, data set, or network (tv.REFUSED)
         raise ArchsearchError(f"unknown pattern {name!r}: it is not in the library (which has: {known}) "
-                              f"and not a proposer spec (METHOD-ARCH-DATA, methods: {', '.join(PROPOSERS)})") from None
+                              f"and not a proposer spec (METHOD-ARCH-DATA, methods: {', '.join(PROPOSERS)}): {e}") from None
     raise ArchsearchError(f"{name!r} is a proposer spec, not a library entry yet; create it with "
                           f"`archsearch extract --from {name}` (library has: {known})")
 

@@ -479,6 +479,47 @@ def test_artifact_ids_never_leave_their_folders(sandbox, artifact_id):
         assert all(p == cache or p.parent in (store_dir, cache) for p in made), made
     assert all(k.startswith("prefix/") and "/" not in k[7:] and ".." not in k for k in s3.objects), s3.objects
 
+# -- torchvision names (issue 27) ---------------------------------------------------------------------
+def _tv_names() -> st.SearchStrategy[str]:
+    """NAME in `tv.NAME`: a model archsearch refuses, or no model of torchvision's at all."""
+    from archsearch.archs.tv import classification_models, refusal
+
+    known = set(classification_models())
+    refused = sorted(n for n in known if refusal(n))
+    return st.one_of(st.sampled_from(refused),
+                     st.sampled_from(["", ".", "..", "resnet", "vit", "googlenet.", "RESNET18", "resnet18 ", " resnet18",
+                                      "resnet18.", "tv.resnet18", "x" * 300, "é∂ƒ", "../resnet18", "__init__",
+                                      "get_model", "list_models", "ResNet", "models.resnet18"]),
+                     st.text(alphabet=string.ascii_letters + string.digits + "_./ ", max_size=16)
+                     ).filter(lambda n: n not in known or n in refused)
+
+
+TV_FORMS = [["train", "tv.{}-digits", "--preset", "tiny", "--out", "r"],
+            ["extract", "--from", "slimming-tv.{}-digits", "--preset", "tiny", "--workdir", "wd", "--library", "lib"],
+            ["transfer", "--from", "slimming-vgg16-c10", "--to", "tv.{}-c10", "--out", "t"],
+            ["patterns", "show", "l1norm-tv.{}-c10"]]
+
+
+@given(_tv_names(), st.sampled_from(TV_FORMS))
+@settings(max_examples=examples(60))
+def test_tv_names_refused_or_unknown_end_in_one_line(sandbox, monkeypatch, name, form):
+    """A `tv.` name that is no model of torchvision's, or one archsearch refuses (tv.REFUSED),
+    is one line and exit 2 before any torchvision model is built."""
+    import torchvision
+
+    from archsearch.archs.tv import refusal
+
+    def built(*a, **k):
+        raise AssertionError(f"a torchvision model was built for tv.{name!r}")
+
+    monkeypatch.setattr(torchvision.models, "get_model", built)
+    args = [a.format(name) for a in form]
+    result = CliRunner().invoke(cli, args, prog_name="archsearch")
+    check_clean(result, args)
+    assert result.exit_code == 2, result.output
+    if refusal(name) is not None:  # the reason is told, whichever command met the name
+        assert f"tv.{name} is not supported: {refusal(name)}" in result.stderr, result.stderr
+
 
 # -- torch files (issue 27): never torch's advice to load unsafely, no non-finite record ---------------
 def _torch_bytes(obj) -> bytes:

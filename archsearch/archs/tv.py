@@ -21,11 +21,21 @@ builds the module and counts its layers (conv, linear and BN parameters; MACs wi
 depthwise convs counted per group; activations and pools for the `original` convention),
 cached per set of widths, since the spec alone does not describe an arbitrary graph.
 
+GoogLeNet's auxiliary classifiers are left out (`aux_logits=False`): they are an extra training
+loss of the original paper (Szegedy et al. 2015 §5) that archsearch's one-loss trainer does not
+use, and the graph, traced in eval mode, never sees them (narrowing left them at full width).
+A model whose classifier is a conv (SqueezeNet's final 1x1 conv, Iandola et al. 2016) keeps
+that conv's outputs, the classes, fixed like a linear classifier's.
+
 Limits, each one clear error or stated here: a group that holds a grouped (not depthwise)
 conv (ResNeXt, RegNet's group convs) keeps its width (Torch-Pruning would prune it in whole
-groups; archsearch does not yet), models with layers other than conv, BN, linear, pooling,
-activations and dropout (ConvNeXt's LayerNorm, ViTs) are refused, and inputs must have 3
-channels. Tested: the models in `TESTED` (tests/test_tv.py).
+groups; archsearch does not yet); whole architectures in `REFUSED` are refused by name, before
+anything is built, with the reason (transformers' LayerNorm and attention, ConvNeXt's LayerNorm,
+Inception-v3's non-square kernels, ShuffleNet's channel shuffle); any other model with layers
+other than conv, BN, linear, pooling, activations and dropout, or with non-square kernels, is
+refused when first traced; a model too big for its input (AlexNet at 32x32) says so and names a
+side it runs on; and inputs must have 3 channels. Tested: every classification model of the
+installed torchvision (tests/test_tv.py), each supported or refused in one line.
 """
 
 from __future__ import annotations
@@ -38,12 +48,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
 from . import Conv, Family, Group, Op, scale_width
 
 PREFIX = "tv."
-TESTED = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf")
+# Architectures archsearch cannot narrow or count correctly, by the torchvision module that
+# builds them (every model of the module shares the reason), refused before anything is built.
+_SQUARE = "archsearch's specs, counters and kernel masks describe k x k kernels only"
+_TRANSFORMER = ("LayerNorm and multi-head attention, whose embedding width couples every block's "
+                "heads, projections and norms; archsearch counts and narrows conv, BN and linear layers only")
+REFUSED = {
+    "vision_transformer": f"a vision transformer: {_TRANSFORMER}",
+    "swin_transformer": f"a Swin transformer: {_TRANSFORMER}",
+    "maxvit": f"MaxViT mixes convs with attention blocks: {_TRANSFORMER}",
+    "convnext": "ConvNeXt's blocks hold LayerNorm and a per-channel layer scale, which archsearch cannot "
+                "count or narrow yet",
+    "inception": f"Inception-v3's factorised convs have non-square kernels (1x7, 7x1, 1x3, 3x1); {_SQUARE}",
+    "shufflenetv2": "ShuffleNet V2's channel shuffle (a view-transpose-reshape) interleaves its two branches' "
+                    "channels, which Torch-Pruning's dependency graph cannot follow (it divides by zero)",
+}
+# keyword arguments of torchvision's builders that make the model archsearch trains (above)
+_BUILD_ARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
 _ACTS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _FREE = (nn.Dropout, nn.Identity, nn.Flatten)  # layers with no parameters and no counted work
@@ -57,36 +83,73 @@ def _tp():
     return tp
 
 
-def _graph(model: nn.Module, size: int):
+def _graph(model: nn.Module, size: int, name: str = "the model"):
     """Torch-Pruning's dependency graph of `model` (traced through autograd: on even where the
     caller runs under `torch.no_grad()`)."""
-    with torch.enable_grad():
-        return _tp().DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
+    try:
+        with torch.enable_grad():
+            return _tp().DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
+    except (ArithmeticError, LookupError, ValueError, TypeError, AssertionError) as e:
+        # a construct the graph cannot follow (as ShuffleNet's shuffle was before REFUSED named it):
+        # a limit of the model, not of the user's input; the known ones are refused by name first
+        raise ArchsearchError(f"{name}: Torch-Pruning's dependency graph cannot trace this model "
+                              f"({type(e).__name__}: {clip(e, 160)}); archsearch cannot narrow it") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _classification_models() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def classification_models() -> list[str]:
+    return list(_classification_models())
+
+
+def _module_of(model: str) -> str:
+    """The torchvision module that builds `model` ('resnet' for resnet18)."""
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return torchvision.models.get_model_builder(model).__module__.rpartition(".")[2]
 
 
-def _make(model: str, num_classes: int) -> nn.Module:
+def refusal(model: str) -> str | None:
+    """Why archsearch refuses torchvision's `model` (REFUSED), or None; no model is built."""
+    return REFUSED.get(_module_of(model)) if model in _classification_models() else None
+
+
+def _check_known(model: str) -> None:
+    """The one error for a name that is not a classification model, or one archsearch refuses."""
+    if model not in _classification_models():
+        supported = [n for n in _classification_models() if refusal(n) is None]
+        raise ArchsearchError(f"unknown torchvision model {model!r}; archsearch supports {len(supported)} of "
+                              f"torchvision's classification models: {', '.join(supported[:8])}, ...")
+    why = refusal(model)
+    if why:
+        raise ArchsearchError(f"{PREFIX}{model} is not supported: {why}")
+
+
+def make_model(model: str, num_classes: int) -> nn.Module:
+    """torchvision's `model` as archsearch builds it (no weights, no auxiliary classifiers)."""
     import torchvision
 
-    if model not in classification_models():
-        raise ArchsearchError(f"unknown torchvision model {model!r}; classification models: "
-                              f"{', '.join(classification_models()[:12])}, ... (tested: {', '.join(TESTED)})")
+    _check_known(model)
     try:
-        return torchvision.models.get_model(model, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(model, weights=None, num_classes=num_classes,
+                                            **_BUILD_ARGS.get(_module_of(model), {}))
     except (TypeError, ValueError) as e:
         raise ArchsearchError(f"torchvision cannot build {model} with {num_classes} classes: {e}") from None
 
 
 def _classifier(model: nn.Module) -> str:
+    """The layer that makes the classes: the last linear layer, or, in a model without one, the
+    last conv (SqueezeNet's final 1x1 conv)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ArchsearchError("the model has no final linear layer (its classifier)")
-    return linears[-1]
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not linears and not convs:
+        raise ArchsearchError("the model has no final linear or conv layer (its classifier)")
+    return (linears or convs)[-1]
 
 
 @dataclass(frozen=True)
@@ -98,9 +161,33 @@ class _Layer:
     conv: Conv | None = None
 
 
-def _trace(model: nn.Module, size: int) -> tuple[list[_Layer], dict[str, int]]:
-    """The layers of `model` as the counters see them (one forward at `size`), and each
-    conv's stage."""
+def _smallest_side(model_name: str, limit: int = 1024) -> int | None:
+    """The smallest square input torchvision's `model_name` runs on (up to `limit`; None if
+    none), by bisection over shapes only: built and run on the meta device, no weights."""
+    with torch.device("meta"):
+        model = make_model(model_name, 10).eval()
+
+    def runs(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, side, side, device="meta"))
+            return True
+        except RuntimeError:
+            return False
+
+    if not runs(limit):
+        return None
+    lo, hi = 1, limit  # runs(hi) always holds: the answer is a side it runs on
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
+    return hi
+
+
+def _trace(model: nn.Module, size: int, model_name: str) -> tuple[list[_Layer], dict[str, int]]:
+    """The layers of `model` (torchvision's `model_name`) as the counters see them (one forward
+    at `size`), and each conv's stage."""
+    name = PREFIX + model_name
     layers: list[_Layer] = []
     se_stage: dict[str, int] = {}
     out_hw: dict[str, int] = {}
@@ -138,7 +225,11 @@ def _trace(model: nn.Module, size: int) -> tuple[list[_Layer], dict[str, int]]:
                       and not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear) + _ACTS + _POOLS + _FREE)
                       and any(True for _ in m.parameters(recurse=False))})
     if unknown:
-        raise ArchsearchError(f"layers archsearch cannot count or narrow yet: {', '.join(unknown)}")
+        raise ArchsearchError(f"{name} holds layers archsearch cannot count or narrow yet: {', '.join(unknown)}")
+    oblong = sorted({"x".join(map(str, m.kernel_size)) for m in model.modules()
+                     if isinstance(m, nn.Conv2d) and m.kernel_size[0] != m.kernel_size[1]})
+    if oblong:
+        raise ArchsearchError(f"{name} has convs with non-square kernels ({', '.join(oblong)}); {_SQUARE}")
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if not list(m.children()) or isinstance(m, se_types)]
     was = model.training
@@ -147,7 +238,9 @@ def _trace(model: nn.Module, size: int) -> tuple[list[_Layer], dict[str, int]]:
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size))
     except RuntimeError as e:
-        raise ArchsearchError(f"the model does not run at {size}x{size}: {str(e).splitlines()[0][:160]}") from None
+        side = _smallest_side(model_name)
+        needs = f" (it runs on {side}x{side}: use a dataset of larger images)" if side else ""
+        raise ArchsearchError(f"{name} does not run on {size}x{size} images{needs}: {clip(e, 160)}") from None
     finally:
         for h in handles:
             h.remove()
@@ -176,11 +269,11 @@ class _Layout:
 
 @functools.lru_cache(maxsize=64)
 def _layout(model_name: str, size: int) -> _Layout:
-    model = _make(model_name, 10)  # the classes never form a group
-    layers, stages = _trace(model, size)
+    model = make_model(model_name, 10)  # the classes never form a group
+    layers, stages = _trace(model, size, model_name)
     run_order = {layer.name: i for i, layer in enumerate(layers)}
     clf = model.get_submodule(_classifier(model))
-    dg = _graph(model, size)
+    dg = _graph(model, size, PREFIX + model_name)
     names = {m: n for n, m in model.named_modules()}
     groups, wires, bns = [], {}, {}
     seen_roots = set()
@@ -227,8 +320,12 @@ def _layout(model_name: str, size: int) -> _Layout:
 
 
 def _reinit_(model: nn.Module) -> None:
-    """torchvision's initialisation of its CNNs, at the narrowed sizes."""
+    """torchvision's initialisation of its CNNs, at the narrowed sizes. The classifier keeps its
+    sliced weights: torchvision draws a conv classifier (SqueezeNet's) at a fixed std, not Kaiming's."""
+    clf = model.get_submodule(_classifier(model))
     for m in model.modules():
+        if m is clf:
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
@@ -242,7 +339,7 @@ def _reinit_(model: nn.Module) -> None:
 def _layers(model_name: str, size: int, num_classes: int, widths: tuple[int, ...]) -> tuple[_Layer, ...]:
     fam = TorchvisionFamily(model_name)
     model = fam._narrowed(size, num_classes, widths)
-    return tuple(_trace(model, size)[0])
+    return tuple(_trace(model, size, model_name)[0])
 
 
 class TorchvisionFamily(Family):
@@ -275,7 +372,8 @@ class TorchvisionFamily(Family):
              input_size: int = 32) -> ArchSpec:
         if in_channels != 3:
             raise ArchsearchError(f"{self.name} reads 3-channel images, not {in_channels}")
-        _make(self.model, num_classes)  # an unknown name or class count fails here, once
+        with torch.device("meta"):  # an unknown name or class count fails here, once; no weights made
+            make_model(self.model, num_classes)
         gs = self.layout(depth, width, input_size)
         widths = [g.base for g in gs]
         return ArchSpec(family=self.name, depth=0, widths=widths, stages=[g.stage for g in gs],
@@ -286,14 +384,14 @@ class TorchvisionFamily(Family):
         return [c.name for c in self.convs(self.base(0, 10))]
 
     def _narrowed(self, size: int, num_classes: int, widths: tuple[int, ...]) -> nn.Module:
-        model = _make(self.model, num_classes)
+        model = make_model(self.model, num_classes)
         gs = _layout(self.model, size).groups
         if len(widths) != len(gs):
             raise ArchsearchError(f"{self.name} has {len(gs)} channel groups; spec has {len(widths)} widths")
         if all(w == g.base for w, g in zip(widths, gs)):
             return model
         tp = _tp()
-        dg = _graph(model, size)
+        dg = _graph(model, size, self.name)
         for g, w in zip(gs, widths):
             if not 1 <= w <= g.base:
                 raise ArchsearchError(f"{self.name}: group {g.name} has {g.base} channels; width {w} is out of range")
@@ -334,10 +432,10 @@ class TorchvisionFamily(Family):
 
 @functools.lru_cache(maxsize=None)
 def tv_family(model: str) -> TorchvisionFamily:
-    """The family of torchvision's `model` (checked against torchvision's list)."""
-    if model not in classification_models():
-        _make(model, 10)  # the one error message for an unknown name
+    """The family of torchvision's `model` (checked against torchvision's list and REFUSED
+    before anything is built)."""
+    _check_known(model)
     return TorchvisionFamily(model)
 
 
-__all__ = ["TorchvisionFamily", "tv_family", "classification_models", "TESTED", "PREFIX"]
+__all__ = ["TorchvisionFamily", "tv_family", "classification_models", "make_model", "refusal", "REFUSED", "PREFIX"]
