@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ArchsearchError, EnvironmentFailure
+from .errors import ArchsearchError, EnvironmentFailure, clip
 
 MiB = 1 << 20
 DEFAULT_LIMIT = 64 * MiB  # patterns, results, sweep specs, studies' plans: far below this
@@ -262,7 +262,7 @@ def read_toml(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_
     except RecursionError:
         raise ArchsearchError(f"{what} {path}: nested too deeply") from None
     except ValueError as e:  # TOMLDecodeError, and the plain ValueError of an integer too long to convert
-        raise ArchsearchError(f"{path} is not valid TOML: {str(e).splitlines()[0][:200]}") from None
+        raise ArchsearchError(f"{path} is not valid TOML: {clip(e, 200)}") from None
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:

@@ -38,7 +38,7 @@ from torch import nn
 from . import __version__
 from ._io import _UMASK, MiB, os_error, read_json, torch_save, write_json
 from .archs import build_with
-from .errors import ArchsearchError
+from .errors import ArchsearchError, clip
 from .spec import ArchSpec
 
 FORMATS = ("export", "torchscript", "onnx")
@@ -297,7 +297,7 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
             except ArchsearchError:
                 raise
             except Exception as e:  # noqa: BLE001  an exporter's failure is one line naming the format
-                msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+                msg = clip(e, 240) or type(e).__name__
                 raise ArchsearchError(f"{f} export of {spec.name} failed: {type(e).__name__}: {msg}") from None
             shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(refs, got) if a.shape != b.shape]
             if shapes or len(got) != len(refs):  # broadcasting would let a wrong shape pass the comparison

@@ -46,7 +46,7 @@ from .data import AnyDataset as Dataset
 from .data.stream import eval_batch_size
 from .distributed import SINGLE, Dist, check_batch, current
 from .distributed import init as init_dist
-from .errors import ArchsearchError
+from .errors import ArchsearchError, clip
 from .limits import MAX_SEED
 from .spec import ArchSpec
 
@@ -645,7 +645,7 @@ def _train(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, device:
             eng.train_loader.load_state_dict({"generator": ck["loader_rng"].to("cpu")})
             _set_global_rng(ck, eng.dev)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({str(e).splitlines()[0][:120]}); "
+            raise ArchsearchError(f"checkpoint {ckpt_path} does not fit this run ({clip(e, 120)}); "
                                   "delete it to start over") from None
         history, start, elapsed = ck["history"], ck["epoch"], float(ck["elapsed"])
     best = max((h["test_acc"] for h in history), default=0.0)

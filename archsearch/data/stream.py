@@ -59,7 +59,7 @@ import torch
 
 from .._io import read_bytes
 from ..distributed import SINGLE, Dist
-from ..errors import ArchsearchError, EnvironmentFailure
+from ..errors import ArchsearchError, EnvironmentFailure, clip
 from . import reading
 from .loader import Batches
 from .reading import open_image, open_regular, too_large
@@ -367,7 +367,7 @@ class StreamLoader(Batches):
             except StopIteration:
                 return
             except RuntimeError as e:  # a worker killed (signal, out of memory) or gone: the machine's failure
-                raise EnvironmentFailure(f"an input pipeline worker failed: {str(e).splitlines()[0][:200]}; "
+                raise EnvironmentFailure(f"an input pipeline worker failed: {clip(e, 200)}; "
                                       "run the same command again to resume from the last checkpoint") from None
             xb, yb, err, jpegs, names = got
             if err:  # an undecodable file: every trial would fail on it, so a sweep stops and retries it later
@@ -381,7 +381,7 @@ class StreamLoader(Batches):
                     dec = decode_on(self.device, [jpegs[j][0] for j in pos], [jpegs[j][1] for j in pos], self.size)
                 except RuntimeError as e:
                     raise ArchsearchError(f"cannot decode a JPEG on {self.device} (one of {names[pos[0]]}, ...): "
-                                          f"{str(e).splitlines()[0][:160]}; remove or replace it, or set "
+                                          f"{clip(e, 160)}; remove or replace it, or set "
                                           "ARCHSEARCH_DECODE=cpu") from None
                 xb[torch.as_tensor(pos, device=self.device)] = dec
             xb = self._normalise(xb)

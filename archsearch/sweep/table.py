@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..counting import count
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
 
 ARMS = {
@@ -203,7 +203,7 @@ def download(store, artifact_id: str, cache: Path, name: str) -> Path:
             if isinstance(e, ArchsearchError):
                 raise
             raise ArchsearchError(f"cannot read artifact {artifact_id} from the artifact store: "
-                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+                                  f"{type(e).__name__}: {clip(e, 200)}") from None
     return dest
 
 
