@@ -17,7 +17,7 @@ from . import __version__
 from . import limits as L
 from ._io import check_name, make_dirs
 from .errors import ArchsearchError
-from .sweep import STORAGE_ENV
+from .sweep import STORAGE_ENV, storage_option
 
 # the training presets' names for --help (the CLI does not import torch to list them;
 # a test keeps this equal to archsearch.train.PRESETS)
@@ -764,7 +764,7 @@ def plot():
 @click.option("--x", "x", default="params", show_default=True, help="params | macs.")
 @click.option("--png", is_flag=True, help="Also write a PNG next to the HTML (headless Chromium).")
 @click.option("--scale", help="With a spec: its scale (e.g. reduced).")
-@click.option("--storage", envvar=STORAGE_ENV, help=f"With a study name: its storage (default "
+@click.option("--storage", envvar=STORAGE_ENV, callback=storage_option, help=f"With a study name: its storage (default "
               f"${STORAGE_ENV}, else runs/sweeps/STUDY/optuna-journal.log).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
 @click.option("--title", help="Title (default: the sweep's).")

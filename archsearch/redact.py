@@ -6,7 +6,8 @@ Shapes handled (each is tested): `scheme://user:pw@host`, `scheme://:pw@host`, a
 holding '@' or ':' (the user info runs to the last '@' of the URL), one holding a space or a
 quote (to the line's last '@'), `https://TOKEN@host`, query parameters such as `?password=pw`,
 `&sslpassword=pw` or `access_token=...`, and `PGPASSWORD=pw`, `MYSQL_PWD=pw`, `*_TOKEN=...`
-assignments; plus any exact secret the caller knows.
+assignments; `user:pw@host` with no scheme at all (a URL that lost its scheme); plus any exact
+secret the caller knows, and the pieces of it a driver may echo (`url_secrets`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ _QUERY = re.compile(r"(?i)(?<![A-Za-z0-9])((?:ssl)?pass(?:word|wd)?|pwd|secret|t
 _ASSIGN = re.compile(r"(?<![?&\w])([A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|SECRET[A-Z0-9_]*|TOKEN))=(\S+)")  # environment
 # user:password@ where the password holds what ends a URL above (a space, a quote): to the line's last '@'
 _LOOSE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"]*:)[^\n@]*@")
+# user:password@host with no scheme (a URL that lost it), also inside a path: the password runs
+# to the token's last '@' before a host; a scheme's own "://" is the URL patterns' work
+_BARE = re.compile(r"(?<![\w.~%+\-:@])([\w.~%+\-]*):(?!//)[^\s'\"<>]*@(?=[\w\[])")
+# what a URL parser that splits at the wrong '@' or ':' echoes of a password (SQLAlchemy reads
+# user:W@r:ng%41pw@host as host "r", port "ng%41pw@host")
+_SPLIT = re.compile(r"[@:/?#]")
 
 
 def _redact_url(url: str) -> str:
@@ -39,16 +46,23 @@ def _redact_url(url: str) -> str:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The password of a URL, raw and percent-decoded (for exact redaction elsewhere)."""
+    """The password of a URL (or of `user:pw@host` without a scheme), raw and percent-decoded,
+    and the pieces of it between '@', ':', '/', '?' and '#' that a driver parsing the URL
+    differently may echo (at least 3 characters each), for exact redaction elsewhere."""
     try:
-        pw = urlsplit(url).password
+        pw = urlsplit(url).password if "://" in url else None
     except ValueError:
         pw = None
     if not pw:
-        _, _, rest = url.partition("://")
+        rest = url.partition("://")[2] if "://" in url else url
         userinfo = rest.rsplit("@", 1)[0] if "@" in rest else ""
         pw = userinfo.split(":", 1)[1] if ":" in userinfo else None
-    return [s for s in {pw, unquote(pw)} if s] if pw else []
+    if not pw:
+        return []
+    whole = {pw, unquote(pw)}
+    pieces = {p for w in whole for sep in ("@", ":", _SPLIT) for p in
+              (w.split(sep) if isinstance(sep, str) else sep.split(w))}
+    return sorted(s for s in whole | pieces if s and (s in whole or len(s) >= 3))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -59,5 +73,6 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         text = text.replace(s, MASK)
     text = _LOOSE.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     text = _URL.sub(lambda m: _redact_url(m.group(0)), text)
+    text = _BARE.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
     text = _QUERY.sub(lambda m: f"{m.group(1)}={MASK}", text)
     return _ASSIGN.sub(lambda m: f"{m.group(1)}={MASK}", text)

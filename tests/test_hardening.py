@@ -144,7 +144,8 @@ def test_redact_keeps_urls_without_secrets_and_known_secrets_go_too():
     assert redact("runs/sweeps/x/optuna-journal.log") == "runs/sweeps/x/optuna-journal.log"
     url = "postgresql://u:pass word@h/db"  # a space: the URL pattern stops there, the known secret does not
     assert "pass word" not in redact(f"cmd --storage '{url}'", url_secrets(url))
-    assert set(url_secrets("postgresql://u:s3cr%40t@h/db")) == {"s3cr%40t", "s3cr@t"}  # raw and decoded
+    # raw, decoded, and the piece before the '@' that a driver splitting there would echo
+    assert set(url_secrets("postgresql://u:s3cr%40t@h/db")) == {"s3cr%40t", "s3cr@t", "s3cr"}
 
 
 def test_error_lines_are_redacted(tmp_path):
@@ -154,6 +155,74 @@ def test_error_lines_are_redacted(tmp_path):
         r = run("sweep", "status", "x", "--storage", url)
         line = one_line_error(r, "cannot open storage")
         assert "hunter2" not in line and "hun@ter2" not in line
+
+
+@pytest.mark.parametrize("text, hidden", [
+    ("user:hunter2@db.example/sweeps", "hunter2"),
+    ("--storage user:hunter2@db.example:5432/sweeps --workers 2", "hunter2"),
+    ("journal file user:W@r:ng%41pw@127.0.0.1/db/optuna-journal.log", "ng%41pw"),
+    ("no journal storage runs/user:hunter2@host/db", "hunter2"),
+    (":hunter2@host", "hunter2"),
+])
+def test_redact_hides_a_password_without_a_scheme(text, hidden):
+    """Issue 27, item 4: `user:pw@host` is a credential wherever it stands, scheme or not."""
+    from archsearch.redact import redact
+
+    out = redact(text)
+    assert hidden not in out and ":***@" in out, out
+    assert redact("me@example.org at 12:30, image@sha256:ab12") == "me@example.org at 12:30, image@sha256:ab12"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:W@r:ng%41pw@127.0.0.1:1/db",  # SQLAlchemy reads host "r", port "ng%41pw@127.0.0.1:1"
+    "postgresql://u:W@rng%41pw@127.0.0.1:1/db",  # psycopg then tries to resolve host "rng%41pw@127.0.0.1"
+    "postgresql://u:W@rng%41pw@127.0.0.1:1/db?password=ng%41pw",
+])
+def test_a_drivers_message_loses_every_piece_of_the_password(url):
+    """A password holding '@' or ':' unescaped: our part of the line was masked, but the
+    driver's own message repeated the piece after the '@' (`ng%41pw@127.0.0.1`)."""
+    pytest.importorskip("psycopg")
+    line = one_line_error(run("sweep", "status", "x", "--storage", url), "cannot open storage")
+    assert not any(piece in line for piece in ("ng%41pw", "ngApw", "W@r")), line
+    assert "127.0.0.1" in line  # the host that was tried stays readable
+
+
+@pytest.mark.parametrize("storage", ["user:hunter2@db.example/sweeps", "user:hunter2@db.example:5432/sweeps",
+                                     "me@db.example:5432/sweeps", "user:W@r:ng%41pw@127.0.0.1/db"])
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_storage_without_its_scheme_is_refused_before_anything_is_created(tmp_path, monkeypatch, storage, how):
+    """`sweep run --storage user:pw@host/db` ran as a journal in a new folder ./user:pw@host/
+    and wrote the password into report.md and efficiency.html; `sweep status` printed it."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, generators='["uniform"]', seeds=1, fractions="[0.2]")
+    before = sorted(os.listdir(tmp_path))
+    for cmd in (["sweep", "run", spec, "--workers", "1"], ["sweep", "status", "t"], ["sweep", "worker", "--study", "t"],
+                ["report", "t"], ["plot", "efficiency", "t", "-o", "e.html"]):
+        r = run(*cmd, "--storage", storage) if how == "flag" else run(*cmd, env={"ARCHSEARCH_STORAGE": storage})
+        line = one_line_error(r, "looks like a database URL without its scheme")
+        assert ("--storage" if how == "flag" else "$ARCHSEARCH_STORAGE") in line
+        assert "hunter2" not in r.output and "ng%41pw" not in r.output, r.output
+        assert sorted(os.listdir(tmp_path)) == before  # nothing created
+    for ok in (f"./{storage}", f"file://{tmp_path}/j@x/journal.log"):  # a path with '@' said to be one
+        from archsearch.sweep import check_storage
+
+        assert check_storage(ok) == ok
+
+
+def test_the_storage_functions_refuse_a_url_without_its_scheme_too(tmp_path, monkeypatch):
+    """The same check below the CLI: `run_sweep` before its work dir, `open_storage` before any file."""
+    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.storage import open_storage
+
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, generators='["uniform"]', seeds=1, fractions="[0.2]")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ArchsearchError, match=r"user:\*\*\*@host/db looks like a database URL"):
+        run_sweep(str(spec), storage="user:hunter2@host/db", workdir=str(tmp_path / "wd"), workers=1)
+    for create in (True, False):
+        with pytest.raises(ArchsearchError, match="without its scheme"):
+            open_storage("user:hunter2@host/db", create=create)
+    assert sorted(os.listdir(tmp_path)) == before
 
 
 def test_workers_get_the_storage_from_the_environment_not_argv(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import click
 from .._io import check_name
 from ..limits import MAX_THREADS, MAX_WORKERS
 from ..errors import ArchsearchError
-from . import STORAGE_ENV
+from . import STORAGE_ENV, check_storage, storage_option
 
 _STORAGE_HELP = (f"(default: ${STORAGE_ENV} if set). A password in a URL is never written down; it can also "
                  "come from PGPASSWORD (libpq reads it when the URL has none).")
@@ -196,6 +196,8 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
     from .._io import make_dirs
     from ..train import resolve_device
 
+    if storage:
+        check_storage(storage)  # before the work dir is made
     spec = load_spec(find_spec_file(spec_path), scale)
     wd = Path(workdir) if workdir else default_workdir(spec)
     workers, devices = resolve_workers(workers, devices, device, input_size=spec_input_size(spec),
@@ -285,9 +287,9 @@ def register(cli: click.Group) -> None:
     @sweep.command("run")
     @click.argument("spec")
     @click.option("--scale", help="Apply the spec's [scales.NAME] overrides (e.g. reduced).")
-    @click.option("--storage", envvar=STORAGE_ENV, help="Optuna storage: a journal file (default: "
-                  "WORKDIR/optuna-journal.log) or postgresql://user@host/db (or mysql://) for workers on several "
-                  "machines " + _STORAGE_HELP)
+    @click.option("--storage", envvar=STORAGE_ENV, callback=storage_option,
+                  help="Optuna storage: a journal file (default: WORKDIR/optuna-journal.log) or "
+                       "postgresql://user@host/db (or mysql://) for workers on several machines " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False), help="Runs, logs and outputs (default runs/sweeps/STUDY).")
     @click.option("--workers", type=WORKERS, default="auto", show_default=True, help=WORKERS_HELP)
     @click.option("--devices", help="Comma-separated GPU ids; worker i uses devices[i % n] (e.g. 0,1).")
@@ -322,7 +324,7 @@ def register(cli: click.Group) -> None:
         click.echo(f"table: {report}\nplot:  {html}")
 
     @sweep.command("worker")
-    @click.option("--storage", envvar=STORAGE_ENV, required=True,
+    @click.option("--storage", envvar=STORAGE_ENV, callback=storage_option, required=True,
                   help="The sweep's storage (journal file or database URL) " + _STORAGE_HELP)
     @click.option("--study", "name", required=True, help="Study name (the spec's name, plus -SCALE).")
     @click.option("--workdir", type=click.Path(file_okay=False), help="Where this worker keeps its runs (default runs/sweeps/STUDY).")
@@ -360,7 +362,7 @@ def register(cli: click.Group) -> None:
     @sweep.command("status")
     @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
     @click.option("--scale")
-    @click.option("--storage", envvar=STORAGE_ENV, help="The sweep's storage " + _STORAGE_HELP)
+    @click.option("--storage", envvar=STORAGE_ENV, callback=storage_option, help="The sweep's storage " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False))
     def sweep_status(sweep_ref, scale, storage, workdir):
         """Done, running, failed and remaining trials, with an estimate of the time left.
@@ -388,7 +390,7 @@ def register(cli: click.Group) -> None:
     @cli.command("report")
     @click.argument("sweep_ref", metavar="SPEC_OR_STUDY")
     @click.option("--scale")
-    @click.option("--storage", envvar=STORAGE_ENV, help="The sweep's storage " + _STORAGE_HELP)
+    @click.option("--storage", envvar=STORAGE_ENV, callback=storage_option, help="The sweep's storage " + _STORAGE_HELP)
     @click.option("--workdir", type=click.Path(file_okay=False))
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Directory for report.md/.csv/.json (default: the work dir).")
     def report(sweep_ref, scale, storage, workdir, out_dir):
