@@ -166,12 +166,12 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
       archsearch train vgg16-c10 --spec pruned.json --schedule scratch-b --preset fast
       archsearch train resnet50-in --preset imagenet --data-dir /data --nproc 8 --out runs/r50
     """
-    from .distributed import current
+    from .distributed import current, launched_by_torchrun
 
-    if nproc > 1 and not current().enabled:
-        _run_under_torchrun(nproc, click.get_current_context())
-        return
-    main_rank = current().main
+    # --nproc N outside torchrun: this process checks every argument (the data included) and
+    # only then starts the N ranks, so that a bad one is one line before any of them starts
+    launch = nproc > 1 and not launched_by_torchrun()
+    main_rank = launch or current().main  # current(): stray torchrun variables are refused here, at once
     from .counting import count, fmt_count
     from .data import load_dataset, subset_train
     from .names import parse_target
@@ -209,7 +209,13 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
         init_state = _read_state(weights)
     schedule = make_schedule(preset, kind, epochs=epochs, spec=spec, base=base, cap=cap,
                              count_convention=count_convention)
+    if launch:
+        _check_nproc(nproc, device, schedule.batch_size, sync_bn)
     data = subset_train(load_dataset(tgt.data, data_dir, download=download), train_subset)
+    if launch:
+        del data, init_state  # found (and cached for the ranks); each rank loads its own
+        _run_under_torchrun(nproc, click.get_current_context())
+        return
     c = count(spec)
     wtag = f"-w{width:g}" if not spec_file else "-spec"
     out = Path(out_dir or f"runs/{target}-{kind}-{preset}{wtag}-s{seed}")
@@ -234,6 +240,27 @@ def _read_state(path: str) -> dict:
     return load_state(path, "weights")
 
 
+def _check_nproc(nproc: int, device: str, batch_size: int, sync_bn: bool) -> None:
+    """What `--nproc` needs, checked before any process starts: a rank finds out only after the
+    others have started (12 CPU ranks took 3.4 GB to fail on the batch), or not at all."""
+    import torch
+
+    from .train import resolve_device
+
+    cuda = resolve_device(device).type == "cuda"
+    if cuda and torch.cuda.device_count() < nproc:  # one GPU per process
+        gpus = torch.cuda.device_count()
+        hint = f"use --nproc {gpus} or --device cpu" if gpus else "use --device cpu"
+        raise ArchsearchError(f"--nproc {nproc} needs {nproc} GPUs, one per process; this machine has {gpus}: {hint}")
+    if batch_size % nproc:  # every process takes an equal slice of each global batch
+        fits = max(k for k in range(1, nproc + 1) if batch_size % k == 0)
+        raise ArchsearchError(f"--nproc {nproc}: the batch of {batch_size} does not split evenly over {nproc} "
+                              f"processes; use an --nproc that divides {batch_size}"
+                              + (f" (e.g. --nproc {fits})" if fits > 1 else ""))
+    if sync_bn and not cuda:
+        raise ArchsearchError("--sync-bn needs several processes on GPUs (torch's SyncBatchNorm has no CPU kernel)")
+
+
 def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
     """Run this very command (its options as given, less --nproc) as `nproc` processes under
     torchrun on this machine; a failed process is one line and exit 2 (its own error line is
@@ -241,20 +268,11 @@ def _run_under_torchrun(nproc: int, ctx: click.Context) -> None:
     import logging
     import os
 
-    import torch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     from .distributed import torchrun_command
-    from .train import resolve_device
 
-    device = ctx.params.get("device") or "auto"
-    # one GPU per process: say so now; a rank without one fails only after the others have started
-    if resolve_device(device).type == "cuda":
-        gpus = torch.cuda.device_count()
-        if gpus < nproc:
-            hint = f"use --nproc {gpus} or --device cpu" if gpus else "use --device cpu"
-            raise ArchsearchError(f"--nproc {nproc} needs {nproc} GPUs, one per process; this machine has {gpus}: {hint}")
     args = [ctx.command.name]
     for p in ctx.command.params:
         v = ctx.params.get(p.name)

@@ -201,3 +201,97 @@ def test_a_stopped_worker_stops_its_trials_processes(tmp_path):
     while time.time() < deadline and alive():
         time.sleep(0.2)
     assert not alive()
+
+
+# -- stray torchrun variables, and every wait for peers interruptible (issue 27, item 8) -------------
+def _env_without_torchrun(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.parametrize("stray", [
+    {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"},
+    {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "PORT"},
+])
+def test_stray_torchrun_variables_are_one_line_at_once(tmp_path, stray):
+    """Left in a shell by another job, they made a plain `train` wait 30 minutes for peers
+    (deaf to Ctrl-C and SIGTERM); torchrun did not start this process, so they are refused."""
+    stray = {k: str(_free_port()) if v == "PORT" else v for k, v in stray.items()}
+    start = time.time()
+    p = _cli("train", "vgg11-digits", "--preset", "tiny", "--out", tmp_path / "run", env=_env_without_torchrun(**stray))
+    try:
+        _, err = p.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("a stray WORLD_SIZE made `train` wait for peers")
+    assert p.returncode == 2 and time.time() - start < 90
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and "WORLD_SIZE=2" in line and "torchrun did not start this process" in line
+    assert "unset WORLD_SIZE RANK" in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("rank, sig", [(0, signal.SIGINT), (1, signal.SIGTERM)])
+def test_a_wait_for_peers_says_what_it_waits_for_and_a_signal_ends_it(tmp_path, rank, sig):
+    """Under torchrun, a rank whose peers do not come (rank 0 serves the store and waits for
+    rank 1; rank 1 waits for rank 0's store) says so, and Ctrl-C or SIGTERM ends the wait."""
+    env = _env_without_torchrun(TORCHELASTIC_RUN_ID="t", WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as f:  # a shell's background job ignores SIGINT: this child gets a terminal's default
+        p = subprocess.Popen([sys.executable, "-m", "archsearch", "train", "vgg11-digits", "--preset", "tiny",
+                              "--device", "cpu", "--out", str(tmp_path / "run")], stdout=subprocess.DEVNULL,
+                             stderr=f, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while "waiting for" not in log.read_text():
+            assert p.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.2)
+        p.send_signal(sig)
+        p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = log.read_text()
+    want = "1 of 2 training processes" if rank == 0 else "the rendezvous store"
+    assert f"rank {rank}: waiting for {want} at 127.0.0.1:" in err and "up to 300 s" in err, err
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_a_wait_for_peers_gives_up_after_its_stated_time(monkeypatch, capsys):
+    from archsearch import distributed
+    from archsearch.errors import ArchsearchError
+
+    monkeypatch.setattr(distributed, "PEER_TIMEOUT_S", 1)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    for rank, what in ((0, "1 of 2 training processes"), (1, "the rendezvous store")):
+        monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+        start = time.time()
+        with pytest.raises(ArchsearchError, match=f"rank {rank}: {what} at 127.0.0.1:.* did not come within 1 s"):
+            distributed._join(Dist(rank, 2, rank))
+        assert time.time() - start < 10
+
+
+def test_nproc_checks_every_argument_before_any_process_starts(monkeypatch, tmp_path):
+    """`--nproc 12 --device cpu` started 12 trainers (3.4 GB) before each found that the batch
+    does not split over 12; and stray torchrun variables do not stop --nproc (torchrun sets its own)."""
+    started = []
+    monkeypatch.setattr("torch.distributed.run.run", lambda *a: started.append(a))
+    for k in [k for k in os.environ if k.startswith("TORCHELASTIC_")]:
+        monkeypatch.delenv(k)
+
+    def train(*args, env=None):
+        return CliRunner().invoke(cli, ["train", "vgg11-digits", "--preset", "tiny", "--device", "cpu",
+                                        "--out", str(tmp_path / "run"), *args], prog_name="archsearch", env=env)
+
+    r = train("--nproc", "12")
+    assert r.exit_code == 2 and "--nproc 12: the batch of 64 does not split evenly over 12 processes" in r.output
+    assert "--nproc 8" in r.output
+    r = train("--nproc", "2", "--sync-bn")
+    assert r.exit_code == 2 and "--sync-bn needs several processes on GPUs" in r.output
+    r = train("--nproc", "2", "--train-subset", "3")  # the data is checked too: 10 classes need 10 images
+    assert r.exit_code == 2 and "at least one image per class" in r.output, r.output
+    assert started == [] and not (tmp_path / "run").exists()
+    r = train("--nproc", "2", env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"})
+    assert r.exit_code == 0 and len(started) == 1, r.output

@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from archsearch.cli import cli
@@ -637,3 +637,69 @@ def test_data_add_of_a_fifo_ends_cleanly(sandbox):
     os.mkfifo(sandbox / "fifo")
     args = ["data", "add", "x", str(sandbox / "fifo"), "--size", "16"]
     assert _forked([lambda: _cli_exit(args)], timeout=30) == [2]  # it blocked forever
+
+
+# -- stray torchrun variables and storages without a scheme (issue 27, items 4 and 8) ----------------
+_TORCHRUN_VARS = ["WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"]
+_HANGS = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531"}
+
+
+def _train_with_env(env: dict, nproc: bool) -> None:
+    """In a forked child: `train` with these variables ends cleanly; a WORLD_SIZE over 1
+    outside torchrun (no --nproc) is refused in a line that names it."""
+    import sys
+
+    args = ["train", "vgg11-digits", "--preset", "tiny", "--device", "cpu", "--out", "r"] + (["--nproc", "2"] if nproc else [])
+    result = CliRunner().invoke(cli, args, prog_name="archsearch", env=env)
+    check_clean(result, args)
+    try:
+        world = int(env.get("WORLD_SIZE", ""))
+    except ValueError:
+        world = 1
+    if world > 1 and not nproc:
+        assert result.exit_code == 2 and "WORLD_SIZE" in result.stderr, result.output
+    sys.exit(result.exit_code)
+
+
+@given(st.dictionaries(st.sampled_from(_TORCHRUN_VARS),
+                       st.sampled_from(["2", "8", "1", "0", "-1", "abc", "", "127.0.0.1", "29531", "99999"]),
+                       max_size=5), st.booleans())
+@example(_HANGS, False)  # all five, as torchrun sets them: this one waited (an explicit example is not shrunk)
+@settings(max_examples=examples(12))
+def test_stray_torchrun_variables_end_cleanly_and_at_once(sandbox, monkeypatch, env, nproc):
+    """Left over from another job, they made `train` wait up to 30 minutes for peers; each
+    combination now ends within seconds (a child still running after 60 s fails the test)."""
+    for k in [k for k in os.environ if k.startswith("TORCHELASTIC_") or k in _TORCHRUN_VARS]:
+        monkeypatch.delenv(k)
+    monkeypatch.setattr("torch.distributed.run.run", _stop)  # --nproc: the ranks would train for real
+    assert _forked([lambda: _train_with_env(env, nproc)], timeout=60) in ([0], [2]), env
+
+
+def _storage_string() -> st.SearchStrategy[str]:
+    """user:password@host... without a scheme; the password made of distinctive pieces joined by
+    what a URL parser splits at, so that any piece leaking into the output is seen."""
+    pw = st.lists(st.sampled_from(["hunter2", "Zs3cret", "W0rdy"]), min_size=1, max_size=3).flatmap(
+        lambda parts: st.lists(st.sampled_from(["@", ":", "%41", "/", "?", "%"]), min_size=len(parts) - 1,
+                               max_size=len(parts) - 1).map(lambda seps: parts[0] + "".join(
+                                   s + p for s, p in zip(seps, parts[1:]))))
+    return st.builds(lambda user, pw, host, port, path: f"{user}:{pw}@{host}{port}{path}",
+                     st.sampled_from(["u", "me", "", "a.b"]), pw,
+                     st.sampled_from(["host", "127.0.0.1", "db.example", "[::1]"]),
+                     st.sampled_from(["", ":5432", ":1"]), st.sampled_from(["", "/db", "/db?sslmode=require"]))
+
+
+@given(_storage_string(), st.booleans())
+@settings(max_examples=examples(25))
+def test_storages_without_a_scheme_create_nothing_and_show_no_password(sandbox, storage, from_env):
+    """`user:pw@host/db` as a storage was a journal path: a folder named after the password,
+    and the password in reports and in `sweep status`."""
+    before = sorted(os.listdir(sandbox))
+    for cmd in (["sweep", "run", "quickstart", "--workdir", "wd", "--workers", "1"], ["sweep", "status", "quickstart"],
+                ["sweep", "worker", "--study", "s"], ["report", "quickstart"]):
+        args = cmd if from_env else cmd + ["--storage", storage]
+        result = CliRunner().invoke(cli, args, prog_name="archsearch",
+                                    env={"ARCHSEARCH_STORAGE": storage} if from_env else None)
+        check_clean(result, args)
+        assert result.exit_code == 2 and "without its scheme" in result.stderr, (storage, result.output)
+        assert not any(p in result.output for p in ("hunter2", "Zs3cret", "W0rdy")), (storage, result.output)
+        assert sorted(os.listdir(sandbox)) == before, storage
