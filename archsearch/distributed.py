@@ -104,10 +104,12 @@ def current() -> Dist:
     return Dist(rank=rank, world=world, local_rank=local)
 
 
-# How long a process waits for the others: to join, and in any collective after that (torch's
-# default is 30 minutes). The ranks start together, so the wait to join is their skew in
-# loading the data; a peer that has not come in 5 minutes is not coming.
+# How long a process waits for the others to join: the ranks start together, so a peer that
+# has not come in 5 minutes is not coming. Once all are in, a collective (or the store behind
+# it) waits torch's default 30 minutes: rank 0 alone writes checkpoints, and a first run may
+# build a large data index while the others wait at a barrier.
 PEER_TIMEOUT_S = 300
+COLLECTIVE_TIMEOUT_S = 1800
 _NOTICE_S = 5  # a wait longer than this is said on stderr, once
 _STEP_S = 1  # a probe of the store's port (a blocking call: no signal handler runs during it)
 
@@ -126,7 +128,7 @@ def init(dist: Dist, device: str) -> torch.device:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", store=_join(dist),
                                              rank=dist.rank, world_size=dist.world,
-                                             timeout=timedelta(seconds=PEER_TIMEOUT_S),
+                                             timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
                                              device_id=dev if dev.type == "cuda" else None)
     return dev
 
@@ -177,6 +179,7 @@ def _join(dist: Dist) -> torch.distributed.Store:
     store.add(key, 1)
     while (n := store.add(key, 0)) < dist.world:
         wait(f"{dist.world - n} of {dist.world} training processes")
+    store.set_timeout(timedelta(seconds=COLLECTIVE_TIMEOUT_S))  # all are in: from here on, collectives' limit
     return store
 
 
