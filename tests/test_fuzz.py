@@ -479,6 +479,7 @@ def test_artifact_ids_never_leave_their_folders(sandbox, artifact_id):
         assert all(p == cache or p.parent in (store_dir, cache) for p in made), made
     assert all(k.startswith("prefix/") and "/" not in k[7:] and ".." not in k for k in s3.objects), s3.objects
 
+
 # -- torchvision names (issue 27) ---------------------------------------------------------------------
 def _tv_names() -> st.SearchStrategy[str]:
     """NAME in `tv.NAME`: a model archsearch refuses, or no model of torchvision's at all."""
