@@ -163,9 +163,9 @@ class _Layer:
 
 def _smallest_side(model_name: str, limit: int = 1024) -> int | None:
     """The smallest square input torchvision's `model_name` runs on (up to `limit`; None if
-    none), by bisection over shapes only: built and run on the meta device, no weights."""
-    with torch.device("meta"):
-        model = make_model(model_name, 10).eval()
+    none), by bisection over shapes only: run on the meta device, no weights. (Built on the CPU
+    first: RegNet's builder computes its widths with tensor ops, which the meta device cannot.)"""
+    model = make_model(model_name, 10).eval().to("meta")
 
     def runs(side: int) -> bool:
         try:
@@ -372,8 +372,7 @@ class TorchvisionFamily(Family):
              input_size: int = 32) -> ArchSpec:
         if in_channels != 3:
             raise ArchsearchError(f"{self.name} reads 3-channel images, not {in_channels}")
-        with torch.device("meta"):  # an unknown name or class count fails here, once; no weights made
-            make_model(self.model, num_classes)
+        make_model(self.model, num_classes)  # an unknown name or class count fails here, once
         gs = self.layout(depth, width, input_size)
         widths = [g.base for g in gs]
         return ArchSpec(family=self.name, depth=0, widths=widths, stages=[g.stage for g in gs],
