@@ -22,9 +22,11 @@ from archsearch.errors import ArchsearchError
 from archsearch.names import parse_target, split_proposer
 
 ALL = sorted(torchvision.models.list_models(module=torchvision.models))
-# plain, residual, depthwise and squeeze-and-excitation CNNs; GoogLeNet's auxiliary classifiers;
-# SqueezeNet's conv classifier; one model of each refused kind (channel shuffle, a ViT, ConvNeXt)
-SUBSET = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "googlenet", "squeezenet1_1",
+# depthwise and squeeze-and-excitation CNNs; grouped convs (RegNet, whose builder computes widths
+# with tensors); GoogLeNet's auxiliary classifiers; SqueezeNet's conv classifier; one model of each
+# refused kind (channel shuffle, a ViT, ConvNeXt); a residual net: resnet18, checked by
+# test_resnet18_groups_follow_the_residual_streams below
+SUBSET = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "googlenet", "squeezenet1_1",
           "shufflenet_v2_x0_5", "vit_b_16", "convnext_tiny"]
 
 
