@@ -16,12 +16,12 @@ import click
 from . import __version__
 from . import limits as L
 from ._io import check_name, make_dirs
+from .config import DEFAULT_PRESET, PRESETS
+from .config import resolve as resolve_config
 from .errors import ArchsearchError
 from .sweep import STORAGE_ENV, storage_option
 
-# the training presets' names for --help (the CLI does not import torch to list them;
-# a test keeps this equal to archsearch.train.PRESETS)
-PRESET_NAMES = "paper | fast | quick | tiny | imagenet | sfp"
+PRESET_NAMES = " | ".join(PRESETS)  # for --help (archsearch.config imports no torch)
 
 
 def _terminated(signum, frame):
@@ -129,7 +129,7 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @cli.command()
 @click.argument("target")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="Train this ArchSpec JSON instead of the base net of TARGET's arch.")
-@click.option("--preset", default="paper", show_default=True, help=f"{PRESET_NAMES} (see `archsearch.train`).")
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help=f"{PRESET_NAMES} (see `archsearch.config`).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs (the base epochs for scratch-b).")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -143,7 +143,7 @@ EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model (on an H200, VGG-16 at width 0.25 took 23 s to "
               "compile and its epochs were no faster: 0.9 s against 0.8).")
-@click.option("--checkpoint-every", type=EPOCHS, default=5, show_default=True, help="Epochs between checkpoints.")
+@click.option("--checkpoint-every", type=EPOCHS, help="Epochs between checkpoints (default: the preset's; 5, imagenet 1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default runs/TARGET-SCHEDULE-PRESET-wWIDTH-sSEED).")
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31),
               help="Train on a fixed class-stratified subset of N training images (reduced-scale runs; the test set "
@@ -177,11 +177,13 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     from .names import parse_target
     from .progress import EpochProgress
     from .spec import ArchSpec
-    from .train import get_preset, make_schedule, resolve_device
+    from .train import make_schedule, resolve_device
     from .train import train as run_train
 
     tgt = parse_target(target)
-    p = get_preset(preset)
+    # the one resolution of the run's config: the preset, overridden by the flags given
+    cfg = resolve_config(preset, width=None if spec_file else width, checkpoint_every=checkpoint_every,
+                         **{"finetune_epochs" if kind == "finetune" else "epochs": epochs})
     resolve_device(device)  # fail before any work
     if spec_file:
         if width is not None:
@@ -190,7 +192,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
         if spec.num_classes != tgt.num_classes:
             raise ArchsearchError(f"{spec_file} has {spec.num_classes} classes but {tgt.data} has {tgt.num_classes}")
     else:
-        width = p.width if width is None else width
+        width = cfg.width
         spec = tgt.base_spec(width)
     base = None
     if kind == "scratch-b":
@@ -207,8 +209,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
         if not weights:
             raise ArchsearchError("--schedule finetune needs --weights FILE (a model.pt to start from)")
         init_state = _read_state(weights)
-    schedule = make_schedule(preset, kind, epochs=epochs, spec=spec, base=base, cap=cap,
-                             count_convention=count_convention)
+    schedule = make_schedule(cfg, kind, spec=spec, base=base, cap=cap, count_convention=count_convention)
     if launch:
         _check_nproc(nproc, device, schedule.batch_size, sync_bn)
     data = subset_train(load_dataset(tgt.data, data_dir, download=download), train_subset)
@@ -225,7 +226,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
                    f"({fmt_count(c.flops)} FLOPs = 2xMACs) | {data.describe()}", err=True)
         click.echo(f"{kind} {preset}: {schedule.epochs} epochs{extra}, batch {schedule.batch_size}, lr {schedule.lr:g}, "
                    f"seed {seed} -> {out}", err=True)
-    result = run_train(spec, data, schedule, seed=seed, device=device, out_dir=out, checkpoint_every=checkpoint_every,
+    result = run_train(spec, data, schedule, seed=seed, device=device, out_dir=out, checkpoint_every=cfg.checkpoint_every,
                        init_state=init_state, compile=use_compile, sync_bn=sync_bn,
                        progress=EpochProgress(f"{spec.name}-{tgt.data} s{seed}"))
     if main_rank:
@@ -334,7 +335,7 @@ def _stage_table(pat: dict) -> str:
 @click.option("--from", "source", required=True, help="Proposer spec METHOD-ARCH-DATA[.VARIANT], e.g. slimming-vgg16-c10, l1norm-resnet56-c10.A. Methods: slimming, magnitude, lamp, l1norm, thinet, regression, sfp, lottery, sss.")
 @click.option("--ratio", type=RATIO, help="Prune ratio (default: the method's; slimming 0.6, magnitude and lamp 0.8, l1norm / thinet / regression 0.5 per group, sfp 0.3 per conv, lottery 0.2 per round, sss 0.3 of the removable blocks).")
 @click.option("--seeds", type=SEEDS, default=3, show_default=True, help="Number of seeds (0..N-1).")
-@click.option("--preset", default="fast", show_default=True, help=f"{PRESET_NAMES}: how the base nets are trained.")
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help=f"{PRESET_NAMES}: how the base nets are trained.")
 @click.option("--width", type=WIDTH, help="Width multiplier of the base net (default: the preset's).")
 @click.option("--epochs", type=EPOCHS, help="Override the preset's epochs for the base nets.")
 @click.option("--sparsity", type=Number(0, 1), help="The regulariser's strength: slimming's L1 s on BN scales (default 1e-4 for VGG, 1e-5 otherwise); sss's gamma on block scales (default 1e-3).")
@@ -595,13 +596,13 @@ def _resolve_pattern(name: str | None) -> tuple[dict, str]:
 @click.option("--round", "round_to", type=click.IntRange(1, L.MAX_ROUND), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
 @click.option("--baselines", default="uniform", show_default=True, help="Comma list of uniform, random, erk (sparsity only: random masks at ERK densities), or 'none'.")
-@click.option("--width", type=WIDTH, default=1.0, show_default=True, help="Width multiplier of the full target.")
+@click.option("--width", type=WIDTH, help="Width multiplier of the full target (default: the preset's).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random ratios and sampled masks.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory (default runs/transfer/PATTERN-to-TARGET).")
 @click.option("--train", "do_train", is_flag=True, help="Also train every written spec from scratch and compare.")
 @click.option("--schedule", "kind_sched", default="scratch-e", show_default=True, help="With --train: scratch-e | scratch-b.")
 @click.option("--seeds", type=SEEDS, default=2, show_default=True, help="With --train: seeds per spec.")
-@click.option("--preset", default="fast", show_default=True, help=f"With --train: {PRESET_NAMES}.")
+@click.option("--preset", default=DEFAULT_PRESET, show_default=True, help=f"With --train: {PRESET_NAMES}.")
 @click.option("--epochs", type=EPOCHS, help="With --train: override the preset's epochs.")
 @click.option("--data-dir", type=click.Path(), help="With --train: where CIFAR lives.")
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31),
@@ -627,6 +628,8 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     from .names import parse_target
 
     tgt = parse_target(target)
+    cfg = resolve_config(preset, width=width, epochs=epochs)  # the target's width and, with --train, how to train
+    width = cfg.width
     if by not in BY:
         raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     if budgets and fractions:
@@ -683,8 +686,8 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     from .progress import EpochProgress
 
     data = subset_train(load_dataset(tgt.data, data_dir), train_subset)
-    results = train_all(made, data, preset=preset, schedule_kind=kind_sched, seeds=seeds, base=full,
-                        out_dir=out / "train", epochs=epochs, device=device,
+    results = train_all(made, data, config=cfg, schedule_kind=kind_sched, seeds=seeds, base=full,
+                        out_dir=out / "train", device=device,
                         progress=lambda label: EpochProgress(label), log=lambda m: click.echo(m, err=True))
     trows = trained_rows(results)
     tcols = ["generator", "budget", "params", "macs", "epochs", "seeds", "best_acc", "final_acc"]

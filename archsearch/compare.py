@@ -17,6 +17,7 @@ import numpy as np
 
 from ._io import write_json, write_text
 from .archs import get_family
+from .config import TrainConfig
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
@@ -158,22 +159,23 @@ class Trained:
     stages: list = field(default_factory=list)
 
 
-def train_all(gens: list[Generated], data: Dataset, *, preset: str, schedule_kind: str, seeds: int,
-              base: ArchSpec, out_dir: str | os.PathLike, epochs: int | None = None, device: str = "auto",
+def train_all(gens: list[Generated], data: Dataset, *, config: TrainConfig, schedule_kind: str, seeds: int,
+              base: ArchSpec, out_dir: str | os.PathLike, device: str = "auto",
               progress: Callable[[str], Callable[[EpochStats], None]] | None = None,
               log: Callable[[str], None] | None = None) -> list[Trained]:
-    """Train every generated spec from scratch for `seeds` seeds (resumable run dirs)."""
+    """Train every generated spec from scratch for `seeds` seeds under the resolved `config`
+    (resumable run dirs)."""
     results = []
     total = len(gens) * seeds
     done = 0
     for g in gens:
-        sched = make_schedule(preset, schedule_kind, epochs=epochs, spec=g.spec, base=base)
+        sched = make_schedule(config, schedule_kind, spec=g.spec, base=base)
         c = count(g.spec)
         t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs,
                     stages=stage_summary(g.spec))
         for seed in range(seeds):
             label = f"[{done + 1}/{total}] {g.generator} {budget_tag(g.budget)} seed {seed}"
-            r = train(g.spec, data, sched, seed=seed, device=device,
+            r = train(g.spec, data, sched, seed=seed, device=device, checkpoint_every=config.checkpoint_every,
                       out_dir=Path(out_dir) / f"{g.generator}-{budget_tag(g.budget)}" / f"seed{seed}",
                       progress=progress(label) if progress else None)
             t.accs.append(r.best_acc)

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._io import check_name
+from .config import DEFAULT_PRESET
 from .errors import ArchsearchError
 
 from .limits import (MAX_BUDGET, MAX_CAP, MAX_CLASSES, MAX_EPOCHS, MAX_INPUT, MAX_LAYERS, MAX_ROUND, MAX_SEED,
@@ -370,7 +371,7 @@ class TransferRow(Model):
 
 
 # -- sweep specs (TOML) ---------------------------------------------------------------------------
-Preset = str  # checked against the preset registry (`train.PRESETS`) by sweep.spec
+Preset = str  # checked against the presets (`config.PRESETS`) by sweep.spec
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -380,7 +381,7 @@ class SweepPatterns(Closed):
 
 
 class SweepExtract(Closed):
-    preset: Preset = "fast"
+    preset: Preset = DEFAULT_PRESET
     seeds: Annotated[int, Field(ge=1, le=100)] = 1
     epochs: Optional[Epochs] = None
     width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None
@@ -398,16 +399,16 @@ class SweepExtract(Closed):
 # Every default of a sweep spec lives here, once: `parse_spec` fills them in, and the plan a
 # study stores holds the filled-in spec, so no reader needs a default of its own.
 class SweepTrain(Closed):
-    preset: Preset = "paper"
+    preset: Preset = DEFAULT_PRESET
     epochs: Optional[Epochs] = None  # None: the preset's
-    width: Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)] = 1.0
+    width: Optional[Annotated[float, Field(gt=0, le=MAX_WIDTH_MULT)]] = None  # None: the preset's (sweep.spec)
     data_dir: Optional[str] = None
     download: bool = True
     train_subset: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None
     round: Annotated[int, Field(ge=1, le=MAX_ROUND)] = 1
     floor: Annotated[float, Field(ge=0, lt=1)] = 0.0
     device: Optional[str] = None
-    checkpoint_every: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
+    checkpoint_every: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None  # None: the preset's
     cap: Optional[Annotated[float, Field(gt=0, le=MAX_CAP)]] = None
     count: Optional[Literal["macs", "original"]] = None
     finetune_epochs: Optional[Epochs] = None  # table mode: the fine-tune arm (default: the preset's)

@@ -1,16 +1,11 @@
 """Training from scratch as a plain function: `train(spec, data, schedule) -> Result`.
 
-Presets (resolved into a `Schedule`, saved with every result):
-- `paper`: the exact CIFAR settings of Liu et al. 2019 (DESIGN.md): SGD lr 0.1,
-  momentum 0.9, weight decay 1e-4, batch 64, 160 epochs, lr x0.1 at 50% and 75%;
-  fine-tune 40 epochs at lr 1e-3. Scratch-B budgets use the original code's FLOP count.
-- `fast`: a reduced CPU setting: width 0.25, batch 128, 20 epochs (fine-tune 5); the
-  optimiser and lr steps are the paper's.
-- `tiny`: for tests and the quickstart: width 0.25, batch 64, 12 epochs, lr 0.05
-  (fine-tune 4 epochs).
-Schedules: `scratch-e` (the preset's epochs), `scratch-b` (epochs x cost(base) /
-cost(spec), optionally capped; the paper caps at 2 on ImageNet only), `finetune`
-(from given weights at the fine-tune lr).
+What to train with is a `TrainConfig` (`archsearch.config`: the presets are named ones, the
+default is `paper`); `make_schedule` resolves it, for one schedule kind, into a `Schedule`,
+saved with every result:
+`scratch-e` (the config's epochs), `scratch-b` (epochs x cost(base) / cost(spec), optionally
+capped; the paper caps at 2 on ImageNet only), `finetune` (from given weights at the
+fine-tune lr).
 
 Methods that act while a net trains (Network Slimming's BN-L1, SSS's block-scale penalty,
 SFP's per-epoch filter zeroing) do so through `TrainHook`s passed to `train`: a regulariser
@@ -41,6 +36,7 @@ from torch import nn
 from . import __version__
 from ._io import RunLock, load_torch, torch_save, write_json
 from .archs import apply_masks_, build_with, masked_weights
+from .config import DEFAULT_PRESET, PRESETS, TrainConfig, get_preset
 from .counting import CONVENTIONS, check_memory, count
 from .data import AnyDataset as Dataset
 from .data.stream import eval_batch_size
@@ -55,75 +51,6 @@ SCHEDULE_KINDS = ("scratch-e", "scratch-b", "finetune")
 
 class Diverged(ArchsearchError):
     """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    epochs: int
-    lr: float
-    batch_size: int
-    width: float
-    finetune_epochs: int
-    finetune_lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    count: str = "macs"  # counting convention for Scratch-B
-    about: str = ""
-    scratch_b_cap: float | None = None  # the cap on Scratch-B's epoch factor when none is given
-    # the fast-training recipe (airbench, KellerJordan/cifar10-airbench); the defaults are the paper's
-    lr_shape: str = "step"          # "step": x gamma at the milestones; "every": x gamma every int(E x milestones[0])
-                                    # epochs; "onecycle": per-step warm-up, linear decay
-    warmup: float = 0.0             # onecycle: fraction of the steps spent rising from lr x warmup_from to lr;
-                                    # step: fraction of the epochs (at least one) trained at lr x warmup_from
-    warmup_from: float = 0.1
-    nesterov: bool = False
-    label_smoothing: float = 0.0
-    tta_flip: bool = False          # test accuracy on the mean logits of the image and its mirror
-    translate: int = 4              # random-crop padding in pixels (the paper's RandomCrop(32, padding=4))
-
-
-PRESETS: dict[str, Preset] = {
-    "paper": Preset("paper", epochs=160, lr=0.1, batch_size=64, width=1.0, finetune_epochs=40, count="original",
-                    about="Liu et al. 2019 CIFAR settings: 160 epochs, batch 64, lr 0.1, full width"),
-    "fast": Preset("fast", epochs=20, lr=0.1, batch_size=128, width=0.25, finetune_epochs=5,
-                   about="reduced CPU setting: 20 epochs, batch 128, width 0.25"),
-    "tiny": Preset("tiny", epochs=12, lr=0.05, batch_size=64, width=0.25, finetune_epochs=4,
-                   about="tests and quickstart: 12 epochs, batch 64, lr 0.05, width 0.25"),
-    # airbench's levers that suit the paper's BN networks (no whitening layer or lookahead: those
-    # change the network): batch 256, Nesterov momentum, a one-cycle lr per step, label smoothing
-    # 0.1, weight decay 5e-4, test-time flip. Measured against `fast`: benchmarks/time_to_accuracy.py
-    # the paper's ImageNet settings (imagenet/*/main_E.py, main_B.py, main_finetune.py of the Rethinking code):
-    # 90 epochs, batch 256, lr 0.1 x0.1 every int(E/3) epochs (30 and 60 at 90; `adjust_learning_rate`), weight
-    # decay 1e-4, fine-tuning 20 epochs at lr 1e-3 (l1-norm-pruning's; network-slimming's is 5, weight-level's 10:
-    # set finetune_epochs per method), Scratch-B capped at 2x (l1-norm-pruning's main_B.py: 180 epochs)
-    "imagenet": Preset("imagenet", epochs=90, lr=0.1, batch_size=256, width=1.0, finetune_epochs=20,
-                       milestones=(1 / 3,), lr_shape="every", count="original", scratch_b_cap=2.0,
-                       about="Liu et al. 2019 ImageNet settings: 90 epochs, batch 256, lr 0.1 x0.1 every 30 epochs, "
-                             "wd 1e-4, fine-tune 20 epochs at lr 0.001, Scratch-B capped at 2x"),
-    # soft filter pruning's own CIFAR recipe (cifar/soft-filter-pruning/README.md of the Rethinking code, for the
-    # baseline, SFP itself, Scratch-E and Scratch-B alike): 200 epochs, batch 128, Nesterov momentum 0.9, wd 5e-4,
-    # lr 0.01 for the first epoch, then 0.1, x0.2 at epochs 60, 120 and 160 (`--schedule 1 60 120 160 --gammas 10
-    # 0.2 0.2 0.2 --learning_rate 0.01`)
-    "sfp": Preset("sfp", epochs=200, lr=0.1, batch_size=128, width=1.0, finetune_epochs=40, weight_decay=5e-4,
-                  milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup=0.005, warmup_from=0.1, nesterov=True,
-                  count="original",
-                  about="He et al. 2018's CIFAR recipe (soft filter pruning): 200 epochs, batch 128, lr 0.01 for one "
-                        "epoch then 0.1, x0.2 at 60/120/160, Nesterov, wd 5e-4"),
-    "quick": Preset("quick", epochs=8, lr=0.2, batch_size=256, width=0.25, finetune_epochs=2, weight_decay=5e-4,
-                    lr_shape="onecycle", warmup=0.2, nesterov=True, label_smoothing=0.1, tta_flip=True,
-                    about="fast recipe for reduced scale: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, "
-                          "label smoothing 0.1, wd 5e-4, test-time flip, width 0.25"),
-}
-
-
-def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ArchsearchError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
 @dataclass(frozen=True)
@@ -201,11 +128,11 @@ RECIPE_DEFAULTS = {f.name: f.default for f in fields(Schedule)
                                  "translate")}
 
 
-def make_schedule(preset: str = "paper", kind: str = "scratch-e", *, epochs: int | None = None,
+def make_schedule(preset: str | TrainConfig = DEFAULT_PRESET, kind: str = "scratch-e", *, epochs: int | None = None,
                   spec: ArchSpec | None = None, base: ArchSpec | None = None, cap: float | None = None,
                   count_convention: str | None = None, lr: float | None = None,
                   batch_size: int | None = None) -> Schedule:
-    p = get_preset(preset)
+    p = preset if isinstance(preset, TrainConfig) else get_preset(preset)
     if kind not in SCHEDULE_KINDS:
         raise ArchsearchError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULE_KINDS)}")
     if epochs is not None and epochs < 1:
@@ -520,7 +447,7 @@ def _fingerprint(spec: ArchSpec, data: Dataset, schedule: Schedule, seed: int, i
 
 
 def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, device: str = "auto",
-          out_dir: str | os.PathLike | None = None, checkpoint_every: int = 5, resume: bool = True,
+          out_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None, resume: bool = True,
           init_state: dict | None = None, compile: bool = False,
           progress: Callable[[EpochStats], None] | None = None, hooks: list[TrainHook] | tuple = (),
           start_epoch: int = 0, sync_bn: bool = False) -> Result:
@@ -530,7 +457,8 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     train one network together (`archsearch.distributed`): rank 0 takes the run folder's lock
     and writes the checkpoints and the result; `progress` is called on rank 0 only.
 
-    With `out_dir`, a checkpoint is written every `checkpoint_every` epochs and at the end;
+    With `out_dir`, a checkpoint is written every `checkpoint_every` epochs (default: the
+    schedule's preset's) and at the end;
     calling again with the same arguments resumes from it (and returns at once when the
     run is complete), with results identical to an uninterrupted run. `hooks` act while it
     trains (`TrainHook`: regularisers, epoch-end steps). `start_epoch` k > 0 starts from
@@ -540,6 +468,8 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     """
     if spec.num_classes != data.num_classes:
         raise ArchsearchError(f"spec has {spec.num_classes} classes but {data.name} has {data.num_classes}")
+    if checkpoint_every is None:
+        checkpoint_every = get_preset(schedule.preset).checkpoint_every
     if checkpoint_every < 1:
         raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
     check_seed(seed)
@@ -731,5 +661,5 @@ def load_result(path: str | os.PathLike) -> Result:
     return Result.from_dict({k: d[k] for k in Result.__dataclass_fields__ if k in d})
 
 
-__all__ = ["PRESETS", "Preset", "Schedule", "make_schedule", "train", "TrainHook", "BNL1", "evaluate", "estimate_seconds", "Result", "EpochStats", "Engine",
+__all__ = ["PRESETS", "TrainConfig", "get_preset", "Schedule", "make_schedule", "train", "TrainHook", "BNL1", "evaluate", "estimate_seconds", "Result", "EpochStats", "Engine",
            "Diverged", "SCHEDULE_KINDS"]

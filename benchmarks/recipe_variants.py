@@ -1,6 +1,6 @@
 """Variants of the `quick` recipe on a CIFAR-10 subset: which lever adds accuracy at 8 epochs?
 
-Each variant is `quick` with one or two knobs changed (`archsearch.train.Preset` fields),
+Each variant is `quick` with one or two knobs changed (`archsearch.config.TrainConfig` fields),
 trained on the same spec, subset and seed; the best test accuracy is recorded. A screen for
 issue 10's bar (fast's 20-epoch accuracy in 40% of its time): a lever that wins here is
 then measured on the full set with `benchmarks/time_to_accuracy.py`.

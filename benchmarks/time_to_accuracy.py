@@ -2,7 +2,7 @@
 
 The reference is the `fast` preset (the paper's optimiser and step schedule, 20 epochs,
 batch 128); the candidate is `quick` (airbench's levers: one-cycle lr per step, Nesterov,
-label smoothing, batch 256, test-time flip; see `archsearch.train.PRESETS`). Both train
+label smoothing, batch 256, test-time flip; see `archsearch.config.PRESETS`). Both train
 the same spec from the same seed, one after the other in this process, and every epoch's
 test accuracy and wall time (training + evaluation) is recorded.
 

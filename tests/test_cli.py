@@ -233,13 +233,6 @@ def test_plots(lib, tmp_path):
     assert r.exit_code == 2 and "must end in .html" in r.stderr and not (tmp_path / "eff.png").exists()
 
 
-def test_the_preset_names_in_help_are_the_presets():
-    from archsearch.cli import PRESET_NAMES
-    from archsearch.train import PRESETS
-
-    assert sorted(PRESET_NAMES.split(" | ")) == sorted(PRESETS)
-
-
 # -- issue 27: each refusal states the bound it enforces --------------------------------------------
 @pytest.mark.parametrize("args, needle", [
     # a subset larger than any dataset: the range, not "a positive number"

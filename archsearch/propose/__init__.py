@@ -52,6 +52,8 @@ from .. import __version__
 from .._io import RunInUse, RunLock, load_state, read_json, torch_save, write_json
 from ..archs import build, build_with
 from ..data import Dataset
+from ..config import DEFAULT_PRESET
+from ..config import resolve as resolve_config
 from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
 from ..spec import ArchSpec
@@ -235,7 +237,7 @@ class Proposal:
         return d
 
 
-def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fast", width: float | None = None,
+def resolve_settings(name: str, *, ratio: float | None = None, preset: str = DEFAULT_PRESET, width: float | None = None,
                      epochs: int | None = None, sparsity: float | None = None, floor: float = 0.0,
                      batch_size: int | None = None, train_subset: int | None = None, variant: str | None = None,
                      stage_ratios: list[float] | None = None, skip: list[str] | None = None,
@@ -245,8 +247,6 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     is used unchanged (s = 1e-4 for VGG), also at reduced scale: scaling s up for short
     runs was tried and collapses every BN scale to 0 (a 12-epoch digits run at the
     "same total L1 push" as the paper's 160 epochs trained to chance level)."""
-    from ..train import get_preset
-
     pn = parse(name)
     if variant is not None:
         if pn.variant is not None and pn.variant != variant:
@@ -256,7 +256,7 @@ def resolve_settings(name: str, *, ratio: float | None = None, preset: str = "fa
     prop = get_proposer(pn.method)
     if not 0.0 <= floor < 1.0:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
-    width = get_preset(preset).width if width is None else width
+    width = resolve_config(preset, width=width).width  # the one resolution of a preset (archsearch.config)
     base = pn.target.base_spec(width)
     prop.check_family(base)
     layer_ratios = None
@@ -327,7 +327,7 @@ def finished(run: Path, settings: Settings) -> dict | None:
 
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
             device: str = "auto", progress: Callable[[EpochStats], None] | None = None,
-            checkpoint_every: int = 5, **kw) -> Proposal:
+            checkpoint_every: int | None = None, **kw) -> Proposal:
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
     Keyword settings: ratio, preset, width, epochs, sparsity, floor, batch_size, train_subset,
@@ -337,6 +337,8 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     from ..data import subset_train
 
     pn, prop, settings, schedule, base = resolve_settings(name, **kw)
+    if checkpoint_every is None:
+        checkpoint_every = resolve_config(settings.preset).checkpoint_every
     if data.name != pn.target.data:
         raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
     data = subset_train(data, settings.train_subset)

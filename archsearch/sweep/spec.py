@@ -23,7 +23,8 @@ from ..compare import parse_budgets
 from ..errors import ArchsearchError
 from ..generate import GENERATORS
 from ..names import parse_target
-from ..train import PRESETS
+from ..config import PRESETS
+from ..config import resolve as resolve_config
 
 
 @dataclass
@@ -118,8 +119,14 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec") 
         for sc, over in scales.items():
             check(SweepFile, _merge(d, over), f"{where} [scales.{sc}]")
     model = check(SweepFile, d, where)
-    # every default filled in from the schema (the one place defaults live): readers index, never guess
-    spec = SweepSpec(**model.model_dump(by_alias=True), scale=scale, path=str(path))
+    # every default filled in from the schema, and [train]'s width and checkpointing from its
+    # preset (archsearch.config, as `archsearch train` resolves them): readers index, never guess
+    fields = model.model_dump(by_alias=True)
+    tr = fields["train"]
+    _want(tr["preset"] in PRESETS, where, f"train.preset must be one of {', '.join(PRESETS)}, got {tr['preset']!r}")
+    cfg = resolve_config(tr["preset"], width=tr["width"], checkpoint_every=tr["checkpoint_every"])
+    tr.update(width=cfg.width, checkpoint_every=cfg.checkpoint_every)
+    spec = SweepSpec(**fields, scale=scale, path=str(path))
     _validate(spec, where)
     return spec
 

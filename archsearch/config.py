@@ -1,0 +1,179 @@
+"""One typed configuration per training run: `TrainConfig`, and the presets as named ones.
+
+A preset is a `TrainConfig` (`PRESETS`); a command's flags and a sweep's `[train]` or
+`[extract]` table are overrides of it (`resolve`), so a preset means the same width, epochs
+and checkpointing wherever it is named: `train`, `extract`, `transfer --train` and sweeps
+all resolve it here, and the defaults live nowhere else. The trainer takes the resolved
+config's optimisation (`train.make_schedule`), and results record it.
+
+The presets (DESIGN.md, "Paper settings"; `paper` is the default):
+- `paper`: the exact CIFAR settings of Liu et al. 2019: SGD lr 0.1, momentum 0.9, weight decay
+  1e-4, batch 64, 160 epochs, lr x0.1 at 50% and 75%; fine-tune 40 epochs at lr 1e-3.
+  Scratch-B budgets use the original code's FLOP count.
+- `fast`: a reduced CPU setting: width 0.25, batch 128, 20 epochs (fine-tune 5); the
+  optimiser and lr steps are the paper's.
+- `tiny`: for tests and the quickstart: width 0.25, batch 64, 12 epochs, lr 0.05.
+- `quick`: the levers of fast CIFAR training (airbench) that leave the paper's networks as they
+  are: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, label smoothing 0.1, wd 5e-4, test-time
+  flip, width 0.25.
+- `imagenet`, `sfp`: the paper's ImageNet settings and soft filter pruning's own CIFAR recipe.
+
+This module imports nothing heavy (no torch), so that sweep specs and the CLI can check preset
+names and ranges without loading the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import ArchsearchError
+from .limits import MAX_EPOCHS, MAX_WIDTH_MULT
+
+# DESIGN.md: the paper's CIFAR settings are the default preset, wherever a preset is not named
+DEFAULT_PRESET = "paper"
+LR_SHAPES = ("step", "every", "onecycle")
+COUNTS = ("macs", "original")  # counting conventions for Scratch-B (counting.CONVENTIONS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run, resolved to numbers. Checked when made: a config that
+    exists is a valid one (`__post_init__`), whether it came from a preset, a flag or a file."""
+
+    name: str                       # the preset it was resolved from
+    epochs: int
+    lr: float
+    batch_size: int
+    width: float                    # width multiplier of the base net
+    finetune_epochs: int
+    finetune_lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    count: str = "macs"             # counting convention for Scratch-B
+    about: str = ""
+    scratch_b_cap: float | None = None  # the cap on Scratch-B's epoch factor when none is given
+    checkpoint_every: int = 5       # epochs between checkpoints (a run resumes from the last one)
+    # the fast-training recipe (airbench, KellerJordan/cifar10-airbench); the defaults are the paper's
+    lr_shape: str = "step"          # "step": x gamma at the milestones; "every": x gamma every int(E x milestones[0])
+                                    # epochs; "onecycle": per-step warm-up, linear decay
+    warmup: float = 0.0             # onecycle: fraction of the steps spent rising from lr x warmup_from to lr;
+                                    # step: fraction of the epochs (at least one) trained at lr x warmup_from
+    warmup_from: float = 0.1
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    tta_flip: bool = False          # test accuracy on the mean logits of the image and its mirror
+    translate: int = 4              # random-crop padding in pixels (the paper's RandomCrop(32, padding=4))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        bad = _why_invalid(self)
+        if bad:
+            raise ArchsearchError(f"training config {self.name!r}: {bad}")
+
+    def override(self, **changes: Any) -> "TrainConfig":
+        """This config with `changes` applied (a None value changes nothing), checked again."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ArchsearchError(f"unknown training setting {unknown[0]!r}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def _why_invalid(c: TrainConfig) -> str | None:
+    def whole(v, lo, hi):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    def real(v, lo, hi, lo_open=False):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > lo if lo_open else v >= lo) and v <= hi)
+
+    checks = [
+        (whole(c.epochs, 1, MAX_EPOCHS), f"epochs must be a whole number in [1, {MAX_EPOCHS}], got {c.epochs!r}"),
+        (whole(c.finetune_epochs, 1, MAX_EPOCHS),
+         f"finetune_epochs must be a whole number in [1, {MAX_EPOCHS}], got {c.finetune_epochs!r}"),
+        (whole(c.checkpoint_every, 1, MAX_EPOCHS),
+         f"checkpoint_every must be a whole number in [1, {MAX_EPOCHS}], got {c.checkpoint_every!r}"),
+        (whole(c.batch_size, 1, 1 << 20), f"batch_size must be a whole number in [1, {1 << 20}], got {c.batch_size!r}"),
+        (real(c.width, 0, MAX_WIDTH_MULT, lo_open=True), f"width must be in (0, {MAX_WIDTH_MULT:g}], got {c.width!r}"),
+        (real(c.lr, 0, 100, lo_open=True), f"lr must be in (0, 100], got {c.lr!r}"),
+        (real(c.finetune_lr, 0, 100, lo_open=True), f"finetune_lr must be in (0, 100], got {c.finetune_lr!r}"),
+        (real(c.momentum, 0, 1), f"momentum must be in [0, 1], got {c.momentum!r}"),
+        (real(c.weight_decay, 0, 1), f"weight_decay must be in [0, 1], got {c.weight_decay!r}"),
+        (real(c.gamma, 0, 1, lo_open=True), f"gamma must be in (0, 1], got {c.gamma!r}"),
+        (all(real(m, 0, 1) for m in c.milestones), f"milestones must lie in [0, 1], got {list(c.milestones)!r}"),
+        (c.count in COUNTS, f"count must be one of {', '.join(COUNTS)}, got {c.count!r}"),
+        (c.scratch_b_cap is None or real(c.scratch_b_cap, 0, 1000, lo_open=True),
+         f"scratch_b_cap must be in (0, 1000], got {c.scratch_b_cap!r}"),
+        (c.lr_shape in LR_SHAPES, f"lr_shape must be one of {', '.join(LR_SHAPES)}, got {c.lr_shape!r}"),
+        (c.lr_shape != "every" or len(c.milestones) == 1, "lr_shape 'every' takes one milestone (the step fraction)"),
+        (real(c.warmup, 0, 1), f"warmup must be in [0, 1], got {c.warmup!r}"),
+        (real(c.warmup_from, 0, 1), f"warmup_from must be in [0, 1], got {c.warmup_from!r}"),
+        (isinstance(c.nesterov, bool) and isinstance(c.tta_flip, bool), "nesterov and tta_flip are true or false"),
+        (real(c.label_smoothing, 0, 1, lo_open=False) and c.label_smoothing < 1,
+         f"label_smoothing must be in [0, 1), got {c.label_smoothing!r}"),
+        (whole(c.translate, 0, 64), f"translate must be a whole number of pixels in [0, 64], got {c.translate!r}"),
+    ]
+    return next((msg for ok, msg in checks if not ok), None)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig("paper", epochs=160, lr=0.1, batch_size=64, width=1.0, finetune_epochs=40, count="original",
+                         about="Liu et al. 2019 CIFAR settings: 160 epochs, batch 64, lr 0.1, full width"),
+    "fast": TrainConfig("fast", epochs=20, lr=0.1, batch_size=128, width=0.25, finetune_epochs=5,
+                        about="reduced CPU setting: 20 epochs, batch 128, width 0.25"),
+    "tiny": TrainConfig("tiny", epochs=12, lr=0.05, batch_size=64, width=0.25, finetune_epochs=4,
+                        about="tests and quickstart: 12 epochs, batch 64, lr 0.05, width 0.25"),
+    # the paper's ImageNet settings (imagenet/*/main_E.py, main_B.py, main_finetune.py of the Rethinking code):
+    # 90 epochs, batch 256, lr 0.1 x0.1 every int(E/3) epochs (30 and 60 at 90; `adjust_learning_rate`), weight
+    # decay 1e-4, fine-tuning 20 epochs at lr 1e-3 (l1-norm-pruning's; network-slimming's is 5, weight-level's 10:
+    # set finetune_epochs per method), Scratch-B capped at 2x (l1-norm-pruning's main_B.py: 180 epochs). An
+    # ImageNet epoch is long, so every one is checkpointed.
+    "imagenet": TrainConfig("imagenet", epochs=90, lr=0.1, batch_size=256, width=1.0, finetune_epochs=20,
+                            milestones=(1 / 3,), lr_shape="every", count="original", scratch_b_cap=2.0,
+                            checkpoint_every=1,
+                            about="Liu et al. 2019 ImageNet settings: 90 epochs, batch 256, lr 0.1 x0.1 every 30 "
+                                  "epochs, wd 1e-4, fine-tune 20 epochs at lr 0.001, Scratch-B capped at 2x"),
+    # soft filter pruning's own CIFAR recipe (cifar/soft-filter-pruning/README.md of the Rethinking code, for the
+    # baseline, SFP itself, Scratch-E and Scratch-B alike): 200 epochs, batch 128, Nesterov momentum 0.9, wd 5e-4,
+    # lr 0.01 for the first epoch, then 0.1, x0.2 at epochs 60, 120 and 160 (`--schedule 1 60 120 160 --gammas 10
+    # 0.2 0.2 0.2 --learning_rate 0.01`)
+    "sfp": TrainConfig("sfp", epochs=200, lr=0.1, batch_size=128, width=1.0, finetune_epochs=40, weight_decay=5e-4,
+                       milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup=0.005, warmup_from=0.1, nesterov=True,
+                       count="original",
+                       about="He et al. 2018's CIFAR recipe (soft filter pruning): 200 epochs, batch 128, lr 0.01 "
+                             "for one epoch then 0.1, x0.2 at 60/120/160, Nesterov, wd 5e-4"),
+    # airbench's levers that suit the paper's BN networks (no whitening layer or lookahead: those
+    # change the network): batch 256, Nesterov momentum, a one-cycle lr per step, label smoothing
+    # 0.1, weight decay 5e-4, test-time flip. Measured against `fast`: benchmarks/time_to_accuracy.py
+    "quick": TrainConfig("quick", epochs=8, lr=0.2, batch_size=256, width=0.25, finetune_epochs=2, weight_decay=5e-4,
+                         lr_shape="onecycle", warmup=0.2, nesterov=True, label_smoothing=0.1, tta_flip=True,
+                         about="fast recipe for reduced scale: 8 epochs, batch 256, one-cycle lr 0.2, Nesterov, "
+                               "label smoothing 0.1, wd 5e-4, test-time flip, width 0.25"),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ArchsearchError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def resolve(preset: str | None = None, **overrides: Any) -> TrainConfig:
+    """The one resolution of a run's training config: the named preset (default
+    `DEFAULT_PRESET`) with the given overrides (None: the preset's). Every entry point calls
+    this, so the same preset and flags give the same config everywhere."""
+    return get_preset(preset or DEFAULT_PRESET).override(**overrides)
+
+
+__all__ = ["TrainConfig", "PRESETS", "DEFAULT_PRESET", "get_preset", "resolve"]
