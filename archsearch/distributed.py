@@ -95,7 +95,7 @@ def current() -> Dist:
         names = [n for n in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if n in os.environ]
         raise ArchsearchError(f"torchrun's variables are set ({', '.join(f'{n}={os.environ[n]}' for n in names)}) "
                               f"but torchrun did not start this process: it would wait for {world - 1} other "
-                              f"process{'es' if world > 2 else ''} that never come. Run `unset {' '.join(names)}` for one process, or "
+                              f"process{'es that never come' if world > 2 else ' that never comes'}. Run `unset {' '.join(names)}` for one process, or "
                               "use --nproc N (or torchrun) for several")
     rank, local = _env_int("RANK"), _env_int("LOCAL_RANK")
     if rank is None or local is None or not 0 <= rank < world:
