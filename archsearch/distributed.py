@@ -29,7 +29,7 @@ from datetime import timedelta
 
 import torch
 
-from .errors import ArchsearchError
+from .errors import ArchsearchError, clip
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _join(dist: Dist) -> torch.distributed.Store:
         store = torch.distributed.TCPStore(addr, port, dist.world, serve, timedelta(seconds=10), wait_for_workers=False)
     except RuntimeError as e:  # DistNetworkError: (serving) the port is taken, or not a store there
         raise ArchsearchError(f"rank {dist.rank} cannot {'serve' if serve else 'reach'} the rendezvous at {where}: "
-                              f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}") from None
+                              f"{clip(e, 160)}") from None
     store.set_timeout(timedelta(seconds=PEER_TIMEOUT_S))
     key = "archsearch/joined/" + os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # a restarted job counts anew
     store.add(key, 1)

@@ -535,8 +535,9 @@ class PlanRow(Model):
 class PlanModel(Model):
     """A study's plan (`sweep.runner.read_plan` reads it; version 1 plans are upgraded there)."""
 
-    version: Literal[2]
+    version: Literal[3]
     spec: dict[str, Any]  # the spec with every default filled in; checked again by sweep.spec.parse_spec
+    filled: list[Literal["train.width", "train.checkpoint_every", "extract.preset"]] = []  # sweep.spec.LEGACY_DEFAULTS
     patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity", "depth"], dict[str, Any]]]
     kinds: Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=0)]  # a table has none
     budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=0)]

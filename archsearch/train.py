@@ -468,8 +468,9 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     """
     if spec.num_classes != data.num_classes:
         raise ArchsearchError(f"spec has {spec.num_classes} classes but {data.name} has {data.num_classes}")
-    if checkpoint_every is None:
-        checkpoint_every = get_preset(schedule.preset).checkpoint_every
+    if checkpoint_every is None:  # the preset's; a schedule made from a config of another name: the config's default
+        named = PRESETS.get(schedule.preset)
+        checkpoint_every = named.checkpoint_every if named else TrainConfig.__dataclass_fields__["checkpoint_every"].default
     if checkpoint_every < 1:
         raise ArchsearchError(f"checkpoint interval must be at least 1 epoch, got {checkpoint_every}")
     check_seed(seed)
@@ -488,7 +489,7 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     except RuntimeError as e:
         if dist.enabled and _lost_peer(e):  # another process died: the machine's failure, not a bug here
             raise ArchsearchError(f"rank {dist.rank}: lost contact with the other training processes "
-                                  f"({str(e).splitlines()[0][-160:]})") from None
+                                  f"({clip(e, 160)})") from None
         raise
 
 

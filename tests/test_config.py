@@ -108,3 +108,18 @@ def test_the_config_module_loads_without_torch():
     code = "import sys, archsearch.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     assert config.get_preset("tiny") is PRESETS["tiny"]
+
+
+def test_a_config_of_its_own_name_trains_and_checkpoints(tmp_path):
+    """A TrainConfig that is no preset (a user's own, made with dataclasses.replace) trains, and
+    checkpoints at the TrainConfig default when no interval is given."""
+    import dataclasses
+
+    from archsearch.data import load_dataset, subset_train
+    from archsearch.names import parse_target
+    from archsearch.train import make_schedule, train
+
+    mine = dataclasses.replace(PRESETS["tiny"], name="mine", epochs=1)
+    data = subset_train(load_dataset("digits"), 128)
+    r = train(parse_target("vgg11-digits").base_spec(0.25), data, make_schedule(mine), out_dir=tmp_path / "run")
+    assert r.epochs == 1 and (tmp_path / "run" / "result.json").is_file()

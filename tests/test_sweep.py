@@ -777,15 +777,15 @@ def test_a_version_1_plan_is_read_and_upgraded_and_a_newer_one_refused(tmp_path)
     import optuna
     import tomllib
 
-    from archsearch.sweep.runner import (PLAN_ATTR, build_plan, create_or_load, default_storage, load_study,
-                                         open_run_storage, read_plan, run_cfg_of)
+    from archsearch.sweep.runner import (PLAN_ATTR, _as_legacy, build_plan, create_or_load, default_storage,
+                                         load_study, open_run_storage, read_plan, run_cfg_of)
     from archsearch.sweep.spec import SweepSpec
 
     path = write_spec(tmp_path)
     spec = load_spec(path)
     wd = tmp_path / "wd"
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
-    assert plan["version"] == 2 and plan["spec"]["train"]["floor"] == 0.0 and plan["spec"]["search"]["low"] == 0.05
+    assert plan["version"] == 3 and plan["spec"]["train"]["floor"] == 0.0 and plan["spec"]["search"]["low"] == 0.05
     old_spec = SweepSpec(**tomllib.loads(path.read_text())).to_dict()  # how version 1 stored it
     for k in ("rows", "arms"):
         old_spec.pop(k)
@@ -796,11 +796,44 @@ def test_a_version_1_plan_is_read_and_upgraded_and_a_newer_one_refused(tmp_path)
     study.set_user_attr(PLAN_ATTR, old)
     create_or_load(st, plan)  # the same sweep: no "another version of this spec"
     _, read = load_study(default_storage(wd), plan["spec"]["name"])
-    assert read["version"] == 2 and read["spec"] == plan["spec"]
-    with pytest.raises(ArchsearchError, match="plan version 3 was written by a newer archsearch"):
-        read_plan({**plan, "version": 3}, "p")
+    # what the file left out means what it meant then: [extract]'s preset was fast
+    assert read["version"] == 3 and read["spec"] == _as_legacy(plan)["spec"] and read["spec"]["extract"]["preset"] == "fast"
+    with pytest.raises(ArchsearchError, match="plan version 4 was written by a newer archsearch"):
+        read_plan({**plan, "version": 4}, "p")
     with pytest.raises(ArchsearchError, match="not a sweep plan"):
         read_plan([1, 2], "p")
+
+
+def test_a_study_begun_before_the_preset_defaults_resumes_with_its_own_plan(tmp_path):
+    """Plan version 3 made [train] width and checkpoint_every the preset's and [extract]'s preset
+    `paper`; a study begun by the release before (plan version 2, width 1.0, checkpoint_every 1,
+    extract preset fast where the file said nothing) is still the same sweep, and goes on with the
+    plan it began with. A setting the file now states differently is still another sweep."""
+    import copy
+
+    import optuna
+
+    from archsearch.sweep.runner import (PLAN_ATTR, build_plan, create_or_load, default_storage, open_run_storage,
+                                         run_cfg_of)
+
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text().replace("width = 0.25\n", "").replace("checkpoint_every = 1\n", ""))
+    spec = load_spec(path)
+    wd = tmp_path / "wd"
+    plan = build_plan(spec, wd, device="cpu", log=lambda m: None)
+    assert (plan["spec"]["train"]["width"], plan["spec"]["train"]["checkpoint_every"]) == (0.25, 5)
+    assert sorted(plan["filled"]) == ["extract.preset", "train.checkpoint_every", "train.width"]
+    old = copy.deepcopy({k: v for k, v in plan.items() if k != "filled"})
+    old["version"] = 2
+    old["spec"]["train"].update(width=1.0, checkpoint_every=1)
+    old["spec"]["extract"]["preset"] = "fast"
+    st = open_run_storage(default_storage(wd), run_cfg_of(spec))
+    optuna.create_study(study_name=plan["spec"]["name"], storage=st).set_user_attr(PLAN_ATTR, old)
+    _, in_force = create_or_load(st, plan)
+    assert (in_force["spec"]["train"]["width"], in_force["spec"]["train"]["checkpoint_every"]) == (1.0, 1)
+    stated = load_spec(path.write_text(path.read_text().replace("[train]\n", "[train]\ncheckpoint_every = 3\n")) and path)
+    with pytest.raises(ArchsearchError, match="another version of this spec"):
+        create_or_load(st, build_plan(stated, wd, device="cpu", log=lambda m: None))
 
 
 def test_a_stop_during_a_storage_write_lands_after_it():

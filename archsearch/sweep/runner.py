@@ -22,6 +22,7 @@ its own run directory) under a heartbeat, and tells the outcome:
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import os
 import shlex
@@ -63,7 +64,10 @@ REQUEUE_HISTORY = "requeue_history"  # system attr: the attempts a stop or a mac
 RETRY_ATTR = "retryable"  # user attr of a failed trial: why it may be retried (ENVIRONMENT or BUG)
 TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
 MACHINE_SIGNS = ("CUDA error", "out of memory", "device-side", "No space left")  # in a message: the machine failed
-PLAN_VERSION = 2  # 2: the spec in the plan holds every default (schemas.Sweep*); 1 is read and upgraded
+# 2: the spec in the plan holds every default (schemas.Sweep*); 3: [train] width and checkpoint_every
+# default to the preset's and [extract] preset to `paper`, and `filled` names what was defaulted
+# (sweep.spec.LEGACY_DEFAULTS). 1 and 2 are read and upgraded.
+PLAN_VERSION = 3
 Log = Callable[[str], None]
 
 
@@ -186,7 +190,8 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
     if spec.mode == "table":
         from .table import build_table_plan
 
-        return {"version": PLAN_VERSION, "spec": spec.to_dict(), "patterns": {"own": {}, "transferred": {}},
+        return {"version": PLAN_VERSION, "spec": spec.to_dict(), "filled": spec.filled,
+                "patterns": {"own": {}, "transferred": {}},
                 "kinds": [], "budgets": [], "full": {},
                 "data_dir": str(Path(data_dir).resolve()) if data_dir and Path(data_dir).exists() else data_dir,
                 "archsearch_version": __version__,
@@ -206,7 +211,7 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
                                       f"target is {spec.target}: put patterns from elsewhere under patterns.transferred")
             patterns[role][pat["kind"]] = pat
     kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=["channels", "sparsity", "depth"].index)
-    plan = {"version": PLAN_VERSION, "spec": spec.to_dict(), "patterns": patterns, "kinds": kinds,
+    plan = {"version": PLAN_VERSION, "spec": spec.to_dict(), "filled": spec.filled, "patterns": patterns, "kinds": kinds,
             "data_dir": str(Path(data_dir).resolve()) if data_dir and Path(data_dir).exists() else data_dir,
             "archsearch_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -248,11 +253,11 @@ def read_plan(plan, where: str) -> dict:
     if isinstance(version, int) and version > PLAN_VERSION:
         raise ArchsearchError(f"{where}: plan version {version} was written by a newer archsearch (this one reads "
                               f"up to {PLAN_VERSION}); upgrade archsearch on this machine")
-    if version == 1:
-        plan = {**plan, "version": PLAN_VERSION}
+    if version in (1, 2):  # (a version 2 spec holds every setting: the old defaults change nothing in it)
+        plan = {**plan, "version": PLAN_VERSION, "filled": []}
     check(PlanModel, plan, where)
     raw = {k: v for k, v in plan["spec"].items() if k != "scale" and v is not None}
-    spec = parse_spec(raw, path=f"{where}: spec")
+    spec = parse_spec(raw, path=f"{where}: spec", legacy=version in (1, 2))
     spec.scale = plan["spec"].get("scale")
     for role, pats in plan["patterns"].items():
         for kind, pat in pats.items():
@@ -261,6 +266,19 @@ def read_plan(plan, where: str) -> dict:
 
 
 DESCRIPTIVE = ("title", "about", "cost")  # a spec's prose: rewording it does not make another sweep
+
+
+def _as_legacy(plan: dict) -> dict:
+    """`plan` as archsearch before plan version 3 would have made it from the same spec file:
+    the settings the file left out take that release's defaults (`LEGACY_DEFAULTS`), so that a
+    study it began is recognised as the same sweep (and goes on with its stored plan)."""
+    from .spec import LEGACY_DEFAULTS
+
+    spec = copy.deepcopy(plan["spec"])
+    for k in plan.get("filled", []):
+        sec, key = k.split(".")
+        spec[sec][key] = LEGACY_DEFAULTS[k]
+    return {**plan, "spec": spec}
 
 
 def _comparable(plan: dict) -> dict:
@@ -306,6 +324,7 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> tuple[optuna.Study, di
     study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner, direction="maximize",
                                 load_if_exists=True)
     old = study.user_attrs.get(PLAN_ATTR)
+    legacy = isinstance(old, dict) and old.get("version") in (1, 2)
     if old is not None:
         old = read_plan(old, f"the plan stored in study {name!r}")
     if old is None:
@@ -320,7 +339,7 @@ def create_or_load(st, plan: dict, log: Log = _stderr) -> tuple[optuna.Study, di
             if plan["spec"]["search"]["uniform_reference"]:
                 study.enqueue_trial({f"stage{k}": 1.0 for k in range(len(plan["search_start"]))},
                                     user_attrs={"reference": "uniform"})
-    elif _comparable(old) != _comparable(plan):
+    elif _comparable(old) != _comparable(_as_legacy(plan) if legacy else plan):
         raise ArchsearchError(f"study {name} in this storage was made from another version of this spec; "
                               "restore the spec, or pass another --workdir/--storage to start a new study")
     else:

@@ -51,6 +51,9 @@ class SweepSpec:
     arms: list[str] | None = None    # table mode: how each row's pruned net is trained
     scale: str | None = None
     path: str = ""
+    # the settings of LEGACY_DEFAULTS that the file left out (filled from today's defaults): a
+    # plan records them, so that a study begun under the old defaults is still recognised
+    filled: list[str] = field(default_factory=list)
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -89,6 +92,13 @@ class SweepSpec:
         return [f * full_cost for f in self.fractions]
 
 
+# What plan versions 1 and 2 (archsearch before 2026-12-06) filled in where a spec left a
+# setting out; since then [train] width and checkpoint_every are the preset's and [extract]'s
+# preset is DEFAULT_PRESET (archsearch.config). Read by `parse_spec(legacy=True)` and by
+# `runner.create_or_load`, and nowhere else.
+LEGACY_DEFAULTS = {"train.width": 1.0, "train.checkpoint_every": 1, "extract.preset": "fast"}
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -96,7 +106,7 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec") -> SweepSpec:
+def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec", legacy: bool = False) -> SweepSpec:
     """Validate a spec's dict (as read from TOML) and apply `scale`'s overrides. Types,
     ranges and unknown keys are the schema's (`schemas.SweepFile`); the rules that tie
     fields together are checked here."""
@@ -118,6 +128,12 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec") 
     else:  # a scale's overrides are checked too, so that --scale never meets a surprise later
         for sc, over in scales.items():
             check(SweepFile, _merge(d, over), f"{where} [scales.{sc}]")
+    filled = [k for k in LEGACY_DEFAULTS if k.split(".")[1] not in (d.get(k.split(".")[0]) or {})]
+    if legacy:  # a plan of version 1 or 2: what was left out meant what it meant then
+        for k in filled:
+            sec, key = k.split(".")
+            d[sec] = {**(d.get(sec) if isinstance(d.get(sec), dict) else {}), key: LEGACY_DEFAULTS[k]}
+        filled = []
     model = check(SweepFile, d, where)
     # every default filled in from the schema, and [train]'s width and checkpointing from its
     # preset (archsearch.config, as `archsearch train` resolves them): readers index, never guess
@@ -126,7 +142,7 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec") 
     _want(tr["preset"] in PRESETS, where, f"train.preset must be one of {', '.join(PRESETS)}, got {tr['preset']!r}")
     cfg = resolve_config(tr["preset"], width=tr["width"], checkpoint_every=tr["checkpoint_every"])
     tr.update(width=cfg.width, checkpoint_every=cfg.checkpoint_every)
-    spec = SweepSpec(**fields, scale=scale, path=str(path))
+    spec = SweepSpec(**fields, scale=scale, path=str(path), filled=filled)
     _validate(spec, where)
     return spec
 
@@ -204,4 +220,4 @@ def find_spec_file(name: str) -> Path:
     raise ArchsearchError(f"no sweep spec {name!r} (not a file, and not a shipped spec: {', '.join(known) or 'none'})")
 
 
-__all__ = ["SweepSpec", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs"]
+__all__ = ["SweepSpec", "LEGACY_DEFAULTS", "parse_spec", "load_spec", "find_spec_file", "sweeps_dirs"]

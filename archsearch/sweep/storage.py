@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .._io import make_dirs, os_error
 from ..errors import ArchsearchError
 from ..redact import redact, url_secrets
-from . import STORAGE_ENV, check_storage  # noqa: F401  (STORAGE_ENV: re-exported for the runner)
+from . import STORAGE_ENV  # noqa: F401  (re-exported for the runner)
 
 _KNOWN_OPS = {int(op) for op in JournalOperation}
 
@@ -215,7 +215,6 @@ def _open(storage: str, heartbeat: int, grace: int, cb, create: bool) -> BaseSto
         except Exception as e:  # noqa: BLE001  SQLAlchemy's connection errors, bad URLs
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArchsearchError(f"cannot open storage {redact(storage)}: {redact(first, url_secrets(storage))}") from None
-    check_storage(storage)  # user:pw@host with no scheme is no file name
     path = storage[len("file://"):] if storage.startswith("file://") else storage
     p = Path(path)
     if p.is_dir():

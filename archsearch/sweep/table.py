@@ -427,7 +427,7 @@ def provenance(study: optuna.Study, plan: dict) -> str:
     devices = sorted({str(t.user_attrs.get("device", "?")) for t in done})
     torch_v = sorted({str(t.user_attrs.get("torch_version", "?")) for t in done})
     return (f"study {study.study_name}" + (f" (scale {s['scale']})" if s.get("scale") else "")
-            + f"; preset {tr.get('preset', 'paper')}, {width}"
+            + f"; preset {tr['preset']}, {width}"
             + (f", {tr['epochs']} epochs" if tr.get("epochs") else "")
             + (f", train subset {tr['train_subset']}" if tr.get("train_subset") else "")
             + f"; seeds 0..{s['seeds'] - 1}; {', '.join(devices) or '-'}, torch {', '.join(torch_v) or '-'}; "
