@@ -624,7 +624,7 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
     from .compare import (generate_all, markdown_table, parse_budgets, parse_fractions, spec_row, train_all,
                           trained_rows, write_tables)
     from .counting import count
-    from .generate import BY
+    from .generate import BASELINES, BY, GENERATORS, KINDS
     from .names import parse_target
 
     tgt = parse_target(target)
@@ -636,14 +636,16 @@ def transfer(target, source, budgets, fractions, by, kind, round_to, floor, base
         raise ArchsearchError("give --budget or --fractions, not both")
     bl = [] if baselines.strip() in ("", "none") else [b.strip() for b in baselines.split(",")]
     for b in bl:
-        if b not in ("uniform", "random", "erk"):
-            raise ArchsearchError(f"unknown baseline {b!r}; use uniform, random, erk or none")
+        if b not in BASELINES:
+            raise ArchsearchError(f"unknown baseline {b!r}; use {', '.join(BASELINES)} or none")
     pattern, ppath = _resolve_pattern(source)
     kind = kind or pattern["kind"]
-    if kind not in ("channels", "sparsity", "depth"):
-        raise ArchsearchError(f"--kind must be channels, sparsity or depth, got {kind!r}")
-    if kind != "sparsity" and "erk" in bl:
-        raise ArchsearchError("erk is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
+    if kind not in KINDS:
+        raise ArchsearchError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    for b in bl:
+        g = GENERATORS[b]
+        if kind not in g.kinds:
+            raise ArchsearchError(f"{b} is a {'/'.join(g.kinds)} baseline ({g.about}); use it with --kind {g.kinds[0]}")
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")

@@ -27,8 +27,6 @@ from .counting import check_mask_memory, count
 from .errors import ArchsearchError
 from .spec import ArchSpec
 
-GENERATORS = ("pruned", "guided", "transferred", "uniform", "random", "erk")
-SPARSE_ONLY = ("erk",)
 BY = ("params", "macs")
 
 
@@ -421,56 +419,113 @@ def random_stage_ratios(n: int, seed: int, concentration: float = 10.0) -> list[
     return list(rng.dirichlet([concentration] * n) * n)
 
 
+# -- the generators: one registry entry each ---------------------------------------------------------
+KINDS = ("channels", "sparsity", "depth")
+
+
+@dataclass(frozen=True)
+class Generator:
+    """One way to build a net at a budget. `values(target, pattern, n, sparse, depth, seed)`
+    gives per-stage (or, with `per_layer`, per-layer) values, keep maps for sparse nets and the
+    meta it records; `generate` scales them to the budget. What callers need is here too: the
+    plot colour (the paper's, where it has one), which pattern it reads (`role`: a sweep's
+    patterns.own, proposed on the target, or patterns.transferred; None: no pattern), the kinds
+    it builds, whether `transfer --baselines` offers it. The registry's order is the order of
+    tables and legends."""
+
+    name: str
+    colour: str
+    about: str
+    values: Callable[..., tuple[list, list | None, bool, dict]]
+    role: str | None = None         # "own" | "transferred": the pattern it builds from
+    kinds: tuple[str, ...] = KINDS
+    baseline: bool = False          # offered by `transfer --baselines` (no pattern of its own)
+    picks_blocks: bool = True       # in a depth pattern's nets: chooses blocks (uniform keeps every block)
+    exact: bool = False             # channel widths solved exactly (one scale, no per-stage rounding drift)
+
+    @property
+    def needs_pattern(self) -> bool:
+        return self.role is not None
+
+
+def _pattern_layers(target, pattern, n, sparse, depth, seed):
+    vals, maps = pattern_layer_values(pattern, target)
+    return vals, maps, True, {"pattern": pattern["name"], "source": f"{pattern['arch']}-{pattern['data']}",
+                              "layer_values": vals}
+
+
+def _pattern_stages(target, pattern, n, sparse, depth, seed):
+    vals, mapping, maps = pattern_stage_values(pattern, target)
+    return vals, maps, False, {"pattern": pattern["name"], "stage_map": mapping,
+                               "source": f"{pattern['arch']}-{pattern['data']}", "stage_values": vals}
+
+
+def _uniform(target, pattern, n, sparse, depth, seed):
+    return [1.0] * n, ([np.ones((3, 3)).tolist()] * n if sparse else None), False, {}
+
+
+def _random(target, pattern, n, sparse, depth, seed):
+    # blocks: a share kept per stage, uniform in [0, 1]; widths and densities: a Dirichlet around uniform
+    vals = list(np.random.default_rng(seed).uniform(0.0, 1.0, n)) if depth else random_stage_ratios(n, seed)
+    return vals, ([np.ones((3, 3)).tolist()] * n if sparse else None), False, {"stage_values": vals}
+
+
+def _erk(target, pattern, n, sparse, depth, seed):
+    vals = erk_scores(target)
+    return vals, [None] * len(vals), True, {}  # every kernel position alike: uniformly random within a layer
+
+
+GENERATORS: dict[str, Generator] = {g.name: g for g in (
+    Generator("pruned", "#1f77b4", "the pruner's own per-layer architecture, scaled to the budget",
+              _pattern_layers, role="own"),
+    Generator("guided", "#2ca02c", "the pattern's per-stage averages, from the target itself (Sec. 5)",
+              _pattern_stages, role="own"),
+    Generator("transferred", "#8c564b", "the pattern's per-stage averages, from another net or data set (Sec. 5)",
+              _pattern_stages, role="transferred"),
+    Generator("uniform", "#d62728", "every stage alike (uniform pruning)", _uniform, baseline=True,
+              picks_blocks=False, exact=True),
+    Generator("random", "#7f7f7f", "per-stage ratios from a Dirichlet around uniform", _random, baseline=True),
+    Generator("erk", "#9467bd", "random masks at Erdos-Renyi-Kernel densities (RigL)", _erk, baseline=True,
+              kinds=("sparsity",)),
+)}
+BASELINES = tuple(n for n, g in GENERATORS.items() if g.baseline)
+
+
+def get_generator(name: str) -> Generator:
+    try:
+        return GENERATORS[name]
+    except (KeyError, TypeError):
+        raise ArchsearchError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}") from None
+
+
 def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None = None, by: str = "params",
              sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0, tol: float = 0.01,
              target_name: str = "", depth: bool = False) -> Solved:
-    """One architecture of generator `kind` at `budget`: pruned (the pattern's per-layer
-    architecture on its own arch, scaled to the budget), guided / transferred (its per-stage
-    averages), uniform or random; for sparse nets also erk (random masks at ERK densities).
-    `depth`: a depth pattern's blocks (per stage share kept, or the pruned net's own blocks),
-    then a uniform width to the budget; its uniform baseline keeps every block."""
-    if kind not in GENERATORS:
-        raise ArchsearchError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
+    """One architecture of generator `kind` (`GENERATORS`) at `budget`. `depth`: a depth
+    pattern's blocks (per stage share kept, or the pruned net's own blocks), then a uniform
+    width to the budget; its uniform baseline keeps every block."""
+    gen = get_generator(kind)
     if not (math.isfinite(budget) and budget > 0):
         raise ArchsearchError(f"budget must be a positive finite number, got {budget}")
     if not 0 <= floor < 1:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
-    if kind in SPARSE_ONLY and not sparse:
-        raise ArchsearchError(f"{kind} is a sparsity baseline (random masks at ERK densities); use it with --kind sparsity")
-    meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed}
-    n = conv_stages(target) if sparse else target.num_stages
-    per_layer = False
-    if kind in ("pruned", "guided", "transferred"):
+    want = "sparsity" if sparse else "depth" if depth else "channels"
+    if want not in gen.kinds:
+        raise ArchsearchError(f"{kind} is a {'/'.join(gen.kinds)} {'baseline' if gen.baseline else 'generator'} "
+                              f"({gen.about}); use it with --kind {gen.kinds[0]}")
+    if gen.needs_pattern:
         if pattern is None:
             raise ArchsearchError(f"the {kind} generator needs a pattern")
-        want = "sparsity" if sparse else "depth" if depth else "channels"
         if pattern["kind"] != want:
             raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; "
                                   f"it cannot be used as {want} (use --kind {pattern['kind']})")
-    if kind == "pruned":
-        vals, maps = pattern_layer_values(pattern, target)
-        per_layer = True
-        meta.update(pattern=pattern["name"], source=f"{pattern['arch']}-{pattern['data']}", layer_values=vals)
-    elif kind in ("guided", "transferred"):
-        vals, mapping, maps = pattern_stage_values(pattern, target)
-        meta.update(pattern=pattern["name"], stage_map=mapping, source=f"{pattern['arch']}-{pattern['data']}",
-                    stage_values=vals)
-    elif kind == "uniform":
-        vals, maps = [1.0] * n, ([np.ones((3, 3)).tolist()] * n if sparse else None)
-    elif kind == "erk":
-        vals, per_layer = erk_scores(target), True
-        maps = [None] * len(vals)  # every kernel position alike: the mask is uniformly random within a layer
-    else:
-        vals = random_stage_ratios(n, seed)
-        maps = [np.ones((3, 3)).tolist()] * n if sparse else None
-        meta.update(stage_values=vals)
-    if depth and kind in ("pruned", "guided", "transferred", "random"):
-        if kind == "random":
-            vals = list(np.random.default_rng(seed).uniform(0.0, 1.0, n))
-            meta.update(stage_values=vals)
+    n = conv_stages(target) if sparse else target.num_stages
+    vals, maps, per_layer, extra = gen.values(target, pattern, n, sparse, depth, seed)
+    meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed, **extra}
+    if depth and gen.picks_blocks:
         return depth_spec(target, vals, budget, by=by, per_block=per_layer, floor=floor, round_to=round_to, tol=tol,
                           meta=meta)
     if sparse:
         return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta, per_layer=per_layer)
     return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta,
-                        per_layer=per_layer, exact=kind == "uniform")
+                        per_layer=per_layer, exact=gen.exact)

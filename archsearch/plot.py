@@ -12,9 +12,9 @@ import os
 import numpy as np
 
 from ._io import write_text
+from .generate import GENERATORS
 
-COLORS = {"uniform": "#d62728", "pruned": "#1f77b4", "guided": "#2ca02c", "transferred": "#8c564b",
-          "random": "#7f7f7f", "erk": "#9467bd"}
+COLORS = {name: g.colour for name, g in GENERATORS.items()}  # one home: the generator registry
 
 
 def _wrap(text: str, width: int = 120) -> list[str]:

@@ -190,3 +190,49 @@ def test_stage_transfer_maps_conv_stages_onto_conv_stages():
     assert pattern_stage_values(p_v16, inv)[1] == [0, 1, 2, 3, 4, 4]  # no classifier stage: the last conv's
     assert pattern_stage_values(p_inv, inv)[1] == [0, 1, 2, 3, 4, 5]
     assert pattern_stage_values(p_v16, v19)[1] == [0, 1, 2, 3, 4]
+
+
+# -- every registered generator (issue 28: tests driven by the registry, not a hand-written list) ----
+def _case(kind: str):
+    """(target, pattern) for a kind: a VGG-16 w0.25 and a pattern extracted on it (so that the
+    pruned generator, which rebuilds the pattern's own net, applies), or a ResNet-56 and a depth pattern."""
+    from helpers import make_pattern
+
+    if kind == "depth":
+        return base_spec("resnet56", 10), {"name": "p", "kind": "depth", "arch": "resnet20", "data": "c10",
+                                           "stage": {"ratio_mean": [1.0, 0.5, 0.25]}}
+    return base_spec("vgg16", 10, width=0.25), make_pattern(kind, "vgg16", "c10")
+
+
+@pytest.mark.parametrize("name", list(__import__("archsearch.generate", fromlist=["GENERATORS"]).GENERATORS))
+def test_every_generator_builds_its_kinds_at_a_budget_and_refuses_the_others(name):
+    from archsearch.generate import GENERATORS, KINDS
+
+    g = GENERATORS[name]
+    assert g.kinds and set(g.kinds) <= set(KINDS) and g.colour.startswith("#") and g.about
+    for kind in KINDS:
+        t, pat = _case(kind)
+        kw = {"sparse": kind == "sparsity", "depth": kind == "depth", "pattern": pat if g.needs_pattern else None,
+              "seed": 1}
+        budget = 0.3 * count(t).params
+        if kind not in g.kinds:
+            with pytest.raises(ArchsearchError, match=f"use it with --kind {g.kinds[0]}"):
+                generate(name, t, budget, **kw)
+            continue
+        if name == "pruned" and kind == "depth":
+            continue  # a depth pattern's own blocks: tested with a real proposal in test_propose
+        s = generate(name, t, budget, **kw)
+        c = count(s.spec)
+        got = c.params_nonzero if kind == "sparsity" else c.params
+        assert abs(got - budget) / budget <= 0.01, (name, kind, got, budget)
+        assert s.spec.meta["origin"] == name
+        if g.needs_pattern:
+            with pytest.raises(ArchsearchError, match="needs a pattern"):
+                generate(name, t, budget, **{**kw, "pattern": None})
+
+
+def test_an_unknown_generator_names_the_registered_ones():
+    from archsearch.generate import GENERATORS
+
+    with pytest.raises(ArchsearchError, match=", ".join(GENERATORS)):
+        generate("cosine", base_spec("vgg16", 10), 1e5)

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compare import budget_tag
+from ..generate import GENERATORS
 from .storage import DUPLICATE_ATTR, WORKER_LOST
 
 
@@ -61,7 +62,7 @@ def summary_rows(study: optuna.Study) -> list[dict]:
                     "best_acc": f"{a.mean():.2f} ± {a.std():.2f}", "final_acc": f"{f.mean():.2f} ± {f.std():.2f}",
                     "stages": first["stages"], "trial": first["trial"],
                     "search_params": first["search_params"]})
-    order = ["pruned", "guided", "transferred", "uniform", "random", "erk", "pattern", "search"]
+    order = [*GENERATORS, "pattern", "search"]  # the registry's order, then search mode's points
     out.sort(key=lambda r: (r["kind"], order.index(r["generator"]) if r["generator"] in order else 99,
                             r["budget_value"], -r["best_acc_mean"]))
     return out

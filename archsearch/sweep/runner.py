@@ -45,7 +45,7 @@ from ..compare import budget_tag, stage_summary
 from ..counting import count
 from ..data.stream import DATA_WORKERS_ENV
 from ..errors import ArchsearchError, EnvironmentFailure, clip
-from ..generate import channel_spec, generate, pattern_stage_values
+from ..generate import channel_spec, generate, get_generator, pattern_stage_values
 from ..names import parse_target
 from ..spec import ArchSpec
 from .spec import SweepSpec
@@ -157,9 +157,9 @@ def grid_point(trial: optuna.Trial, plan: dict) -> tuple[str, str, float, int]:
 def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) -> ArchSpec:
     """The one place a sweep turns a grid point into an architecture."""
     s = plan["spec"]
-    role = "transferred" if generator == "transferred" else "own"
-    pattern = plan["patterns"][role].get(kind) if generator in ("pruned", "guided", "transferred") else None
-    if generator in ("pruned", "guided", "transferred") and pattern is None:
+    role = get_generator(generator).role
+    pattern = plan["patterns"][role].get(kind) if role else None
+    if role and pattern is None:
         raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
     tr = s["train"]
     solved = generate(generator, _target(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",

@@ -179,11 +179,10 @@ def _validate(s: SweepSpec, where: str) -> None:
             _want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
         else:
             _want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
-        needs_own = {"pruned", "guided"} & set(s.generators)
-        _want(not needs_own or s.patterns.get("own"), where,
-              f"generator(s) {', '.join(sorted(needs_own))} need patterns.own (a pattern proposed on {s.target})")
-        _want("transferred" not in s.generators or s.patterns.get("transferred"), where,
-              "the transferred generator needs patterns.transferred")
+        for role, what in (("own", f"a pattern proposed on {s.target}"), ("transferred", "a pattern from elsewhere")):
+            needs = sorted(g for g in s.generators if GENERATORS[g].role == role)
+            _want(not needs or s.patterns.get(role), where,
+                  f"generator(s) {', '.join(needs)} need patterns.{role} ({what})")
         _want(s.kinds is not None or s.patterns.get("own") or s.patterns.get("transferred"), where,
               "with no patterns, say which kinds to generate (kinds = [\"channels\"])")
     else:
