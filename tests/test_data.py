@@ -430,6 +430,55 @@ def gzip_bomb(dest, member, size=2 << 30, extra=()):
     return dest
 
 
+def tar_pieces(entries):
+    """The pieces of a tar of `entries`, (TarInfo or name, chunk, times) each: a member of
+    `chunk` repeated `times` times (a TarInfo's own type: an extended header is a member too)."""
+    pieces = []
+    for info, chunk, times in entries:
+        info = tarfile.TarInfo(info) if isinstance(info, str) else info
+        info.size = len(chunk) * times
+        pieces += [(info.tobuf(format=tarfile.GNU_FORMAT), 1), (chunk, times), (bytes(-info.size % 512), 1)]
+    return pieces + [(bytes(1024), 1)]
+
+
+def write_pieces(dest, pieces, gz=True):
+    """`pieces`, (bytes, times) each, written out (`gz`: as a .gz, each piece deflated once after
+    a full flush and its output repeated, so a GiB of repeats takes about a second)."""
+    import zlib
+
+    with open(dest, "wb") as out:
+        if not gz:
+            for chunk, times in pieces:
+                for _ in range(times):
+                    out.write(chunk)
+            return dest
+        comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        crc, n = 0, 0
+        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03")  # gzip header: deflate, no name, mtime 0
+        for chunk, times in pieces:
+            z = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
+            for _ in range(times):
+                out.write(z)
+                crc = zlib.crc32(chunk, crc)
+            n += len(chunk) * times
+        out.write(comp.flush())
+        out.write(crc.to_bytes(4, "little") + (n % (1 << 32)).to_bytes(4, "little"))
+    return dest
+
+
+def extended_header(kind, size):
+    """An extended tar header (GNU long name b"L" or link b"K", pax b"x", pax global b"g",
+    Solaris b"X") holding `size` bytes of b"a" (at most a MiB, or whole MiBs), as a `tar_pieces` entry."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = kind
+    chunk = min(size, 1 << 20)
+    assert size % chunk == 0
+    if kind in b"xgX" and size == chunk:  # one valid pax record of `size` bytes, where one chunk holds it
+        head = f"{size} comment=".encode()
+        return info, head + b"a" * (size - len(head) - 1) + b"\n", 1
+    return info, b"a" * chunk, size // chunk
+
+
 @pytest.fixture(scope="module")
 def pickle_bomb(tmp_path_factory):
     """torchvision's CIFAR-10 archive whose first pickle inflates to 2 GiB (a 2 MB file)."""
@@ -493,6 +542,142 @@ def test_an_image_declaring_more_pixels_is_refused_before_decoding(tmp_path):
     bomb.write_bytes(png)
     with pytest.raises(ArchsearchError, match=f"CIFAR-10 images must be 32x32, {bomb} is 60000x60000"):
         load_dataset("c10", tmp_path, download=False)
+
+
+_HEADERS = {b"L": "GNU long-name", b"K": "GNU long-link", b"x": "pax", b"g": "pax global", b"X": "Solaris extended"}
+
+
+@pytest.mark.parametrize("kind", list(_HEADERS))
+def test_an_extended_tar_header_past_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, kind):
+    """Python's tarfile reads a long-name, long-link or pax header whole, whatever size it
+    declares: every tar is opened by reading.open_tar, which refuses one past the limit first,
+    in a streaming pass (any compression) and in an uncompressed tar read at random."""
+    from archsearch.data import reading
+    from archsearch.data.stream import check_random_access
+
+    monkeypatch.setattr(reading, "MAX_TAR_HEADER_BYTES", 4096)
+    for size in (3072, 8192):  # with its 512-byte block and the member's: 4,096 bytes, and past them
+        pieces = tar_pieces([extended_header(kind, size), ("set/train/a/0.png", b"x" * 10, 1)])
+        for gz, mode in ((True, "r|*"), (False, "r:")):
+            path = write_pieces(tmp_path / f"{size}.tar{'.gz' if gz else ''}", pieces, gz)
+            if size == 3072:
+                with reading.open_tar(path, mode=mode) as tf:
+                    assert [m.size for m in tf] == [10] and len(tf.members) <= 1  # no member list kept
+                continue
+            with pytest.raises(reading.TarHeaderRefused, match=f"^a {_HEADERS[kind]} header of 8,192 bytes at "
+                                                                "byte 0: more than the 4,096 bytes allowed"):
+                with reading.open_tar(path, mode=mode) as tf:
+                    list(tf)
+    with pytest.raises(ArchsearchError, match=f"^cannot read {path}: a {_HEADERS[kind]} header of 8,192"):
+        check_random_access(path)  # the uncompressed one: not "is compressed"
+
+
+def test_tar_headers_together_past_the_limits_are_refused(tmp_path, monkeypatch):
+    """The limit holds for all the headers in front of one member together (a chain of them,
+    a GNU sparse map), for the pax global headers of an archive together, and for the number
+    of extended headers in a row (each level of which Python's tarfile reads recursively)."""
+    from archsearch.data import reading
+
+    def refused(entries, match):
+        path = write_pieces(tmp_path / "a.tar.gz", tar_pieces(entries))
+        with pytest.raises(reading.TarHeaderRefused, match=match):
+            with reading.open_tar(path) as tf:
+                list(tf)
+
+    member = ("m", b"x", 1)
+    refused([extended_header(b"L", 100)] * 17 + [member], "^more than 16 extended headers in a row at byte 0$")
+    monkeypatch.setattr(reading, "MAX_TAR_HEADER_BYTES", 4096)
+    refused([extended_header(b"x", 1536), extended_header(b"L", 1024), extended_header(b"K", 1024), member],
+            "more than the 4,096 bytes allowed for the headers of one member")
+    refused([extended_header(b"g", 2048), member] * 3, "^pax global headers of more than 4,096 bytes in all")
+    # an old GNU sparse member whose map runs on in extension blocks, 512 bytes each
+    info = tarfile.TarInfo("s")
+    info.type = tarfile.GNUTYPE_SPARSE
+    head = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    head[482] = 1  # isextended
+    head[148:156] = b"        "
+    head[148:156] = b"%06o\0 " % sum(head)
+    block = bytearray(b"00000000001\0" * 42 + bytes(8))  # 21 (offset, length) pairs, then the flag: more
+    block[504] = 1
+    path = write_pieces(tmp_path / "s.tar.gz", [(bytes(head), 1), (bytes(block), 100), (bytes(1024), 1)])
+    with pytest.raises(reading.TarHeaderRefused, match="^the headers of the member at byte 0: more than the 4,096"):
+        with reading.open_tar(path) as tf:
+            list(tf)
+
+
+def test_a_huge_tar_header_in_a_cifar_archive_is_refused_in_bounded_memory(tmp_path):
+    """A 1 MB cifar10.tar.gz opening with a 1 GiB pax header: refused by its declared size,
+    before a byte of it is read (tarfile alone would hold it twice over)."""
+    bomb = write_pieces(tmp_path / "cifar10.tar.gz", tar_pieces([extended_header(tarfile.XHDTYPE, 1 << 30)]))
+    r, peak = run_peak("train", "vgg11-c10", "--data-dir", tmp_path, "--no-download", "--preset", "tiny",
+                       "--out", tmp_path / "r")
+    one_line(r, f"cannot read {bomb}: a pax header of 1,073,741,824 bytes at byte 0: more than the 1,048,576 bytes "
+                "allowed for the headers of one member")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
+def test_other_members_beside_the_cifar_pickles_are_passed_over_unread(tmp_path):
+    """Only the pickles torchvision's format names are read from cifar-10-batches-py/: its
+    readme.html or anything else there is passed over (four 400 MiB members, 1.6 GiB, in a
+    2 MB archive: kept whole, they were)."""
+    xtr, ytr, _, _ = write_cifar10_pickles(tmp_path / "src")
+    d = tmp_path / "src" / "cifar-10-batches-py"
+    pickles = [(f"cifar-10-batches-py/{f.name}", f.read_bytes(), 1) for f in sorted(d.iterdir())]
+    small = tmp_path / "small"
+    small.mkdir()
+    write_pieces(small / "cifar-10-python.tar.gz", tar_pieces(
+        [("cifar-10-batches-py/readme.html", b"<html>", 1), ("cifar-10-batches-py/data_batch_9", b"junk", 1)]
+        + pickles))
+    ds = load_dataset("c10", small, download=False)
+    np.testing.assert_array_equal(ds.x_train, xtr)
+    np.testing.assert_array_equal(ds.y_train, ytr)
+    # the junk first, then the pickles, one of them refused at the end (so nothing trains)
+    (d / "data_batch_3").write_bytes(b"\x80\x02cposix\nsystem\nq\x00.")
+    junk = [(f"cifar-10-batches-py/junk{i}", bytes(1 << 20), 400) for i in range(4)]
+    pickles = [(f"cifar-10-batches-py/{f.name}", f.read_bytes(), 1) for f in sorted(d.iterdir())]
+    big = tmp_path / "big"
+    big.mkdir()
+    write_pieces(big / "cifar-10-python.tar.gz", tar_pieces(junk + pickles))
+    r, peak = run_peak("train", "vgg11-c10", "--data-dir", big, "--no-download", "--preset", "tiny",
+                       "--out", tmp_path / "r")
+    one_line(r, f"cannot read CIFAR pickle cifar-10-batches-py/data_batch_3 in {big}")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
+def test_a_cifar_image_past_its_small_limit_is_refused_before_it_is_read(tmp_path):
+    """A CIFAR image is 32x32 (1 to 4 KB): one of more than MAX_CIFAR_IMAGE_BYTES (1 MiB) is
+    named and refused by its size, before it or the next is read (24 sparse 63 MiB files,
+    1.5 GB, under the general 64 MiB limit: read whole, they were)."""
+    import os
+
+    from archsearch.data import reading
+
+    write_tree(tmp_path / "cifar10", per_class=(1, 1))
+    bigs = [tmp_path / "cifar10" / "train" / "c00" / f"big{i:02d}.png" for i in range(24)]
+    for f in bigs:
+        with open(f, "wb") as fh:
+            fh.truncate(63 << 20)  # all holes: no disk
+    r, peak = run_peak("train", "vgg11-c10", "--data-dir", tmp_path, "--no-download", "--preset", "tiny",
+                       "--out", tmp_path / "r")
+    one_line(r, f"cannot read CIFAR image {bigs[0]}: 66,060,288 bytes, more than the 1,048,576 allowed")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+    # in an archive: refused by the member's header
+    for f in bigs:
+        os.unlink(f)
+    (tmp_path / "arch").mkdir()
+    _tar(tmp_path / "cifar10", "cifar10", tmp_path / "arch" / "cifar10.tar.gz")
+    with tarfile.open(tmp_path / "arch" / "cifar10.tar.gz", "r:gz") as tf:
+        members = [(m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf]
+    entries = [(m, data, 1) for m, data in members if m.isfile()]
+    entries.insert(0, ("cifar10/train/c00/big.png", bytes(1 << 20), 2))
+    path = write_pieces(tmp_path / "arch" / "cifar10.tar.gz", tar_pieces(entries))
+    with pytest.raises(ArchsearchError, match=f"^cannot read CIFAR image cifar10/train/c00/big.png in {path}: "
+                                              "2,097,152 bytes, more than the 1,048,576 allowed$"):
+        load_dataset("c10", tmp_path / "arch", download=False)
+    assert reading.MAX_CIFAR_IMAGE_BYTES == 1 << 20
 
 
 @pytest.mark.timeout(60)  # the FIFOs would block forever: the timeout makes that a failure

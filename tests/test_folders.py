@@ -252,6 +252,22 @@ def test_a_gzip_bomb_image_in_an_archive_is_refused_in_bounded_memory(tmp_path):
     assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
 
 
+def test_a_huge_tar_header_is_refused_before_it_is_read_in_bounded_memory(tmp_path):
+    """A 1 MB .tar.gz opening with a GNU long-name header of 1 GiB (Python's tarfile reads such
+    a header whole, before any size of a member can be checked): refused by its declared size
+    when the archive is registered."""
+    from test_data import PEAK_BOUND, extended_header, one_line, run_peak, tar_pieces, write_pieces
+
+    extra = [(f"set/{s}/{c}/0.png", _png(), 1) for s in ("train", "val") for c in ("a", "b")]
+    bomb = write_pieces(tmp_path / "bomb.tar.gz", tar_pieces([extended_header(tarfile.GNUTYPE_LONGNAME, 1 << 30)]
+                                                             + extra))
+    r, peak = run_peak("data", "add", "bomb", bomb, "--size", 16)
+    one_line(r, f"cannot read {bomb}: a GNU long-name header of 1,073,741,824 bytes at byte 0: more than the "
+                "1,048,576 bytes allowed for the headers of one member")
+    print(f"peak {peak / 2**20:.0f} MiB")  # for the record: pytest -s
+    assert peak < PEAK_BOUND, f"peak {peak / 2**30:.2f} GiB"
+
+
 def test_pillows_bomb_limit_is_ours_and_its_warning_a_refusal(tmp_path, monkeypatch):
     from archsearch.data import load_dataset, reading
     from archsearch.data.folders import add

@@ -8,9 +8,11 @@ Looked for under `data_dir`, in this order:
 4. torchvision's download into `data_dir`, where there is a network.
 Class indices follow sorted class-folder names, which equals torchvision's order.
 
-Every file is read with a size limit (`reading.py`: MAX_IMAGE_BYTES per image,
-MAX_PICKLE_BYTES per pickle, checked before reading, by `stat` or the tar header), and an
-image whose header is not 32x32 is refused, naming it, before anything is decoded.
+Every file is read with a size limit (`reading.py`: MAX_CIFAR_IMAGE_BYTES, 1 MiB, per image,
+MAX_PICKLE_BYTES per pickle, checked before reading, by `stat` or the tar header; an archive's
+own headers under MAX_TAR_HEADER_BYTES), and an image whose header is not 32x32 is refused,
+naming it, as it is read, before anything is decoded. Of an archive's `cifar-10-batches-py/`
+(`cifar-100-python/`), only the pickles the format names are read; other members are passed over.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .._io import is_regular_file, read_bytes
 from ..errors import ArchsearchError
 from . import CIFAR_MEAN, CIFAR_STD, Dataset, reading, register_dataset
 from .cache import cached_arrays
-from .reading import image_pixels, open_image, open_regular, read_member
+from .reading import image_pixels, open_image, open_tar, read_member
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # also the suffixes of folders.py
 
@@ -174,24 +176,23 @@ def _decode_pillow(blobs: list[bytes]) -> np.ndarray:
     return np.stack(out)
 
 
-def _check_sizes(fmt: CifarFormat, records: list[tuple[str, str, str, bytes, str]], where) -> None:
-    """Every image 32x32 by its header, before any is decoded: a file declaring more pixels
-    (a decompression bomb among them) is named and refused without allocating them."""
-    for *_, blob, key in records:
-        try:
-            w, h = image_pixels(blob)
-        except (OSError, ValueError, SyntaxError) as e:  # not an image, or more pixels than reading.MAX_IMAGE_PIXELS
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ArchsearchError(f"cannot decode image {where(key)}: {why}") from None
-        if (w, h) != (32, 32):
-            raise ArchsearchError(f"{fmt.title} images must be 32x32, {where(key)} is {w}x{h}")
+def _check_size(fmt: CifarFormat, blob: bytes, where: str) -> bytes:
+    """An image 32x32 by its header, checked as it is read (before the next is read, and any
+    decoded): a file declaring more pixels (a decompression bomb among them) is named and
+    refused without allocating them."""
+    try:
+        w, h = image_pixels(blob)
+    except (OSError, ValueError, SyntaxError) as e:  # not an image, or more pixels than reading.MAX_IMAGE_PIXELS
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ArchsearchError(f"cannot decode image {where}: {why}") from None
+    if (w, h) != (32, 32):
+        raise ArchsearchError(f"{fmt.title} images must be 32x32, {where} is {w}x{h}")
+    return blob
 
 
-def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes, str]],
-                 where=str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """records: (split, class, file name, bytes, its path or member name); `where(that)`
-    says where it is for messages."""
-    _check_sizes(fmt, records, where)
+def _tree_arrays(fmt: CifarFormat, records: list[tuple[str, str, str, bytes]]
+                 ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """records: (split, class, file name, bytes), each image's checked by `_check_size`."""
     classes = sorted({c for _, c, *_ in records})
     if len(classes) != fmt.num_classes:
         raise ArchsearchError(f"{fmt.title} image tree has {len(classes)} class folders, expected {fmt.num_classes}")
@@ -232,27 +233,29 @@ def _read_tree(fmt: CifarFormat, tree: Path) -> tuple[dict[str, np.ndarray], lis
         for cls_dir in sorted(p for p in (tree / split).iterdir() if p.is_dir()):
             for f in sorted(cls_dir.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f):  # never a FIFO or a device
-                    blob = read_bytes(f, "image", reading.MAX_IMAGE_BYTES)
-                    records.append((split, cls_dir.name, f.name, blob, str(f)))
+                    blob = read_bytes(f, "CIFAR image", reading.MAX_CIFAR_IMAGE_BYTES)
+                    records.append((split, cls_dir.name, f.name, _check_size(fmt, blob, str(f))))
     return _tree_arrays(fmt, records)
 
 
 def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     # one streaming pass: seeking back into a gzip stream would decompress it again
     pickles: dict[str, tuple[bytes, str]] = {}
+    wanted = set(fmt.train_files + fmt.test_files + (fmt.meta_file,))  # torchvision's; its readme.html is not
     records = []
     try:
-        with open_regular(path, "archive") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with open_tar(path, "archive", "r|*") as tf:
             for m in tf:
                 if not m.isfile():
                     continue
                 p = Path(m.name)
                 if p.parent.name == fmt.pickle_dir:  # each checked by its header's size before it is read
-                    blob = read_member(tf, m, "CIFAR pickle", path, reading.MAX_PICKLE_BYTES)
-                    pickles[p.name] = blob, f"{m.name} in {path}"
+                    if p.name in wanted:  # any other member there is passed over unread
+                        blob = read_member(tf, m, "CIFAR pickle", path, reading.MAX_PICKLE_BYTES)
+                        pickles[p.name] = blob, f"{m.name} in {path}"
                 elif sc := split_class(p.parts):
-                    blob = read_member(tf, m, "image", path, reading.MAX_IMAGE_BYTES)
-                    records.append((sc[0], sc[1], p.name, blob, m.name))
+                    blob = read_member(tf, m, "CIFAR image", path, reading.MAX_CIFAR_IMAGE_BYTES)
+                    records.append((sc[0], sc[1], p.name, _check_size(fmt, blob, f"{m.name} in {path}")))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ArchsearchError(f"cannot read {path}: {e}") from None
     if all(n in pickles for n in fmt.train_files + fmt.test_files):  # torchvision's own archive
@@ -261,7 +264,7 @@ def _read_tar(fmt: CifarFormat, path: Path) -> tuple[dict[str, np.ndarray], list
         return _pickle_arrays(fmt, read), (_pickle_classes(fmt, read) if fmt.meta_file in pickles else [])
     if not records:
         raise ArchsearchError(f"{path} holds neither {fmt.pickle_dir}/ nor a train/<class>/ test/<class>/ image tree")
-    return _tree_arrays(fmt, records, lambda name: f"{name} in {path}")
+    return _tree_arrays(fmt, records)
 
 
 # -- the loader ---------------------------------------------------------------------------

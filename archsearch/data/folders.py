@@ -54,7 +54,7 @@ from ..errors import ArchsearchError
 from . import DATASETS, Dataset, reading
 from .cache import cached_arrays, regular_within, source_key
 from .cifar import IMAGE_SUFFIXES, split_class
-from .reading import open_image, open_regular, read_member, too_large
+from .reading import open_image, open_tar, read_member, too_large
 from .stream import Records, StreamingDataset, StreamLoader, check_random_access, records
 
 TEST_SPLITS = ("val", "test")
@@ -205,7 +205,7 @@ def _records(path: Path, read: bool) -> Iterator[tuple[str, str, str, bytes | No
         return
     try:
         # one streaming pass (seeking back into a gzip re-reads it)
-        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+        with open_tar(path, "image archive", "r|*") as tf:
             for m in tf:
                 if m.isfile() and (sc := _split_of(Path(m.name).parts)):
                     if m.size > reading.MAX_IMAGE_BYTES:  # by its header, before a byte of it is inflated
@@ -226,7 +226,7 @@ def _walk_index(path: Path) -> dict[str, list[tuple[str, str, int, int]]]:
         return out
     check_random_access(path)
     try:
-        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
+        with open_tar(path, "image archive", "r:") as tf:
             for m in tf:
                 if m.isfile() and (sc := _split_of(Path(m.name).parts)):
                     if m.size > reading.MAX_IMAGE_BYTES:  # found at registration, not in the middle of training

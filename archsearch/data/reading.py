@@ -19,6 +19,17 @@ The limits, module constants (read at each use: `archsearch.data.reading.MAX_IMA
   `train` is the largest real one, 155 MB).
 - `MAX_IMAGE_PIXELS` = 2**26 (67,108,864 pixels, 192 MiB decoded as RGB): one image. The
   networks here see at most 1024 px a side; an image beyond this is to be downscaled first.
+- `MAX_CIFAR_IMAGE_BYTES` = 1 MiB: one CIFAR image file or tar member (a 32x32 PNG or JPEG is
+  1 to 4 KB; CIFAR's 60,000 are all kept until they are decoded together).
+- `MAX_TAR_HEADER_BYTES` = 1 MiB: the headers in front of one tar member, read before its
+  size can be checked, together: its 512-byte header blocks and any GNU long-name and
+  long-link, pax, pax global or Solaris extended headers (a long path, a link target, a few
+  attributes: a few KB in real archives); and all the pax global headers of one archive,
+  together (they apply to every member after them). At most `MAX_TAR_HEADERS_IN_A_ROW` = 16
+  extended headers in front of one member (real archives: at most 4). Every tar the data
+  layer reads is opened by `open_tar`, which refuses a header past these before reading it
+  (Python's `tarfile` reads an extended header whole, of whatever size it declares) and
+  keeps no list of the members already passed (`TarFile.members` would hold every one).
 A refused file is one `ArchsearchError` line that names it and says which limit it passed.
 """
 
@@ -30,7 +41,8 @@ import stat
 import struct
 import tarfile
 import warnings
-from typing import BinaryIO
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
 
 from .._io import MiB
 from ..errors import ArchsearchError
@@ -38,6 +50,9 @@ from ..errors import ArchsearchError
 MAX_IMAGE_BYTES = 64 * MiB
 MAX_PICKLE_BYTES = 512 * MiB
 MAX_IMAGE_PIXELS = 1 << 26
+MAX_CIFAR_IMAGE_BYTES = 1 * MiB
+MAX_TAR_HEADER_BYTES = 1 * MiB
+MAX_TAR_HEADERS_IN_A_ROW = 16
 
 
 def too_large(what: str, where: str, size: int, limit: int) -> ArchsearchError:
@@ -75,6 +90,101 @@ def read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, what: str, archive: str
     if len(data) > m.size:
         raise ArchsearchError(f"cannot read {what} {m.name} in {archive}: more bytes than its header's {m.size:,}")
     return data
+
+
+class TarHeaderRefused(tarfile.ReadError):
+    """A tar member's headers past MAX_TAR_HEADER_BYTES (or MAX_TAR_HEADERS_IN_A_ROW), refused
+    before they are read."""
+
+
+_EXTENDED = {tarfile.GNUTYPE_LONGNAME: "GNU long-name", tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+             tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global", tarfile.SOLARIS_XHDTYPE: "Solaris extended"}
+_GNU_SPARSE = tarfile.GNUTYPE_SPARSE  # its map may run on in 512-byte extension blocks
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header that checks an extended header's declared size before `tarfile` reads
+    it; `tarfile` calls `_proc_member` for each header it has read, `tf` a `_BoundedTarFile`."""
+
+    def _proc_member(self, tf):
+        kind = _EXTENDED.get(self.type)
+        if kind is None and self.type != _GNU_SPARSE:
+            tf.members.clear()  # the members passed (see _BoundedTarFile)
+            return super()._proc_member(tf)  # a plain member: nothing is read past its 512 bytes
+        if isinstance(tf.fileobj, _HeaderReads):  # a header after another: the first one's budget
+            if kind is not None:
+                tf._extended(self, kind)
+            return super()._proc_member(tf)
+        # the first of a member's extended headers: what `tarfile` reads from here until that
+        # member's own header has been read is counted and capped
+        tf._header_left = MAX_TAR_HEADER_BYTES - tarfile.BLOCKSIZE
+        tf._in_row, tf._member_at = 0, self.offset
+        f = tf.fileobj
+        tf.fileobj = _HeaderReads(f, tf)
+        try:
+            if kind is not None:
+                tf._extended(self, kind)
+            return super()._proc_member(tf)
+        finally:
+            tf.fileobj = f
+
+
+class _HeaderReads:
+    """The archive's file object while `tarfile` reads the extended headers of one member: a
+    read past what is left of MAX_TAR_HEADER_BYTES is refused before it is made (the backstop
+    for what `_extended` does not name: GNU sparse maps in extension blocks or in the data)."""
+
+    def __init__(self, f, tf: "_BoundedTarFile"):
+        self._f, self._tf = f, tf
+
+    def read(self, n: int = -1) -> bytes:
+        tf = self._tf
+        if n is None or n < 0 or n > tf._header_left:
+            raise TarHeaderRefused(f"the headers of the member at byte {tf._member_at:,}: more than the "
+                                   f"{MAX_TAR_HEADER_BYTES:,} bytes allowed for the headers of one member")
+        tf._header_left -= n
+        return self._f.read(n)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+class _BoundedTarFile(tarfile.TarFile):
+    """`TarFile` under MAX_TAR_HEADER_BYTES and MAX_TAR_HEADERS_IN_A_ROW. It keeps no list of
+    the members it has passed (`members` holds the last one at most): iteration and
+    `extractfile(member)` need none of them, and an archive of a million members (or of a
+    million copies of a pax global header) would keep them all."""
+
+    tarinfo = _BoundedTarInfo
+    _globals_left: int | None = None
+
+    def _extended(self, h: tarfile.TarInfo, kind: str) -> None:
+        self._in_row += 1
+        if self._in_row > MAX_TAR_HEADERS_IN_A_ROW:
+            raise TarHeaderRefused(f"more than {MAX_TAR_HEADERS_IN_A_ROW} extended headers in a row at byte "
+                                   f"{self._member_at:,}")
+        need = h._block(h.size)
+        if need > self._header_left:  # with the headers before it, where there are any
+            raise TarHeaderRefused(f"a {kind} header of {h.size:,} bytes at byte {h.offset:,}: more than the "
+                                   f"{MAX_TAR_HEADER_BYTES:,} bytes allowed for the headers of one member")
+        if h.type == tarfile.XGLTYPE:
+            if self._globals_left is None:
+                self._globals_left = MAX_TAR_HEADER_BYTES
+            self._globals_left -= need
+            if self._globals_left < 0:
+                raise TarHeaderRefused(f"pax global headers of more than {MAX_TAR_HEADER_BYTES:,} bytes in all "
+                                       f"(the one at byte {h.offset:,} passes it)")
+
+
+@contextmanager
+def open_tar(path: str | os.PathLike, what: str = "archive", mode: str = "r|*") -> Iterator[tarfile.TarFile]:
+    """A tar archive opened for reading under the header limits above (MAX_TAR_HEADER_BYTES):
+    `mode` "r|*" for one pass front to back (any compression; seeking back into a gzip stream
+    would inflate it again), "r:" for an uncompressed tar read at random. Refusals and damage
+    raise `tarfile.TarError`s (`TarHeaderRefused` for a header refused by its size), which
+    callers turn into one line naming the archive. Its file is a regular one (`open_regular`)."""
+    with open_regular(path, what) as raw, _BoundedTarFile.open(fileobj=raw, mode=mode) as tf:
+        yield tf
 
 
 def header_size(blob: bytes) -> tuple[int, int] | None:
@@ -135,5 +245,6 @@ def image_pixels(blob: bytes) -> tuple[int, int]:
         return im.size
 
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_PICKLE_BYTES", "MAX_IMAGE_PIXELS", "open_regular", "read_member",
+__all__ = ["MAX_IMAGE_BYTES", "MAX_PICKLE_BYTES", "MAX_IMAGE_PIXELS", "MAX_CIFAR_IMAGE_BYTES", "MAX_TAR_HEADER_BYTES",
+           "MAX_TAR_HEADERS_IN_A_ROW", "open_tar", "TarHeaderRefused", "open_regular", "read_member",
            "header_size", "open_image", "image_pixels", "ImageRefused", "too_large"]

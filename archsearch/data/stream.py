@@ -62,7 +62,7 @@ from ..distributed import SINGLE, Dist
 from ..errors import ArchsearchError, EnvironmentFailure, clip
 from . import reading
 from .loader import Batches
-from .reading import open_image, open_regular, too_large
+from .reading import open_image, open_regular, open_tar, too_large
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,8 +170,10 @@ def records(root: str, items: list[tuple[str, int, int, int]]) -> Records:
 def check_random_access(path: Path) -> None:
     """A .tar must be uncompressed to be streamed (a compressed one can only be read front to back)."""
     try:
-        with open_regular(path, "image archive") as raw, tarfile.open(fileobj=raw, mode="r:"):
+        with open_tar(path, "image archive", "r:"):
             pass
+    except reading.TarHeaderRefused as e:  # a ReadError too, but not for being compressed
+        raise ArchsearchError(f"cannot read {path}: {e}") from None
     except tarfile.ReadError:
         raise ArchsearchError(f"{path} is compressed: streaming reads images at random from an uncompressed .tar; "
                               f"unpack it (tar -xf) and register the folder, or repack it with `tar -cf`") from None
