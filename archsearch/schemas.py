@@ -533,7 +533,7 @@ class PlanRow(Model):
 
 
 class PlanModel(Model):
-    """A study's plan (`sweep.runner.read_plan` reads it; version 1 plans are upgraded there)."""
+    """A study's plan (`sweep.plan.read_plan` reads it; version 1 plans are upgraded there)."""
 
     version: Literal[3]
     spec: dict[str, Any]  # the spec with every default filled in; checked again by sweep.spec.parse_spec

@@ -43,22 +43,24 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
 def guided_diverges(monkeypatch):
     """Make every training of a `guided` net diverge (the others train for real)."""
     from archsearch import train as T
+    from archsearch.sweep import runner
 
-    real = T.train
+    real = runner.train
 
     def diverge(spec, *a, **k):
         if spec.meta.get("generator") == "guided":
             raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(T, "train", diverge)
+    monkeypatch.setattr(runner, "train", diverge)
     return real
 
 
 def prepared_study(spec_path, wd, storage=None):
     """(spec, plan, study) of a sweep spec file, its study created in `storage` (default: wd's journal)."""
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+    from archsearch.sweep.plan import build_plan, create_or_load, open_run_storage, run_cfg_of
     from archsearch.sweep.spec import load_spec
+    from archsearch.sweep.storage import default_storage
 
     spec = load_spec(spec_path)
     plan = build_plan(spec, wd, device="cpu", log=lambda m: None)

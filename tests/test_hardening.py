@@ -213,8 +213,7 @@ def test_the_storage_functions_refuse_a_url_without_its_scheme_too(tmp_path, mon
     """The same check below the CLI: `run_sweep` refuses before its work dir. What archsearch
     makes itself is not checked: a work dir whose name holds '@' keeps its journal."""
     from archsearch.sweep.cli import run_sweep
-    from archsearch.sweep.runner import default_storage
-    from archsearch.sweep.storage import open_storage
+    from archsearch.sweep.storage import default_storage, open_storage
 
     monkeypatch.chdir(tmp_path)
     spec = write_spec(tmp_path, generators='["uniform"]', seeds=1, fractions="[0.2]")
@@ -229,7 +228,7 @@ def test_the_storage_functions_refuse_a_url_without_its_scheme_too(tmp_path, mon
 def test_workers_get_the_storage_from_the_environment_not_argv(tmp_path, monkeypatch):
     import subprocess
 
-    from archsearch.sweep import runner
+    from archsearch.sweep import launch
 
     seen = []
 
@@ -244,7 +243,7 @@ def test_workers_get_the_storage_from_the_environment_not_argv(tmp_path, monkeyp
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     url = "postgresql://u:hunter2@db.example/sweeps"
-    runner.spawn_workers(study, plan, url, wd, 2, ["cpu", "cpu"], 1, None, log=lambda m: None, poll=0)
+    launch.spawn_workers(study, plan, url, wd, 2, ["cpu", "cpu"], 1, None, log=lambda m: None, poll=0)
     assert len(seen) == 2
     for cmd, env in seen:
         assert not any("hunter2" in c for c in cmd) and "--storage" not in cmd
@@ -266,7 +265,8 @@ def test_storage_url_from_the_environment(tmp_path):
 def test_old_plan_commands_are_redacted_in_reports(tmp_path):
     """A study recorded before redaction existed: its command is redacted when written out."""
     from archsearch.sweep.cli import provenance
-    from archsearch.sweep.runner import PLAN_ATTR, WorkerContext, work
+    from archsearch.sweep.plan import PLAN_ATTR
+    from archsearch.sweep.runner import WorkerContext, work
 
     spec, wd, plan, study = _prepared(tmp_path, seeds=1, generators='["uniform"]', fractions="[0.2]")
     work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False))
@@ -385,10 +385,10 @@ def test_cache_naming_a_file_is_one_line(tmp_path, monkeypatch):
 
 
 def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
-    from archsearch import train as T
+    from archsearch.sweep import runner
     from archsearch.sweep.runner import WorkerContext, requeue_failed, status, work
 
-    real, calls = T.train, []
+    real, calls = runner.train, []
 
     def disk_full(spec, *a, **k):
         calls.append(1)
@@ -396,7 +396,7 @@ def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
             raise EnvironmentFailure(f"cannot write {tmp_path}/x/result.json: No space left on device")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(T, "train", disk_full)
+    monkeypatch.setattr(runner, "train", disk_full)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)  # 6 grid points
     ctx = WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1)
     with pytest.raises(EnvironmentFailure, match="sweep stopped at trial #1.*No space left"):
@@ -409,7 +409,7 @@ def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
 
 
 def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch):
-    from archsearch import train as T
+    from archsearch.sweep import runner
 
     real = guided_diverges(monkeypatch)
     spec = write_spec(tmp_path, seeds=1, fractions="[0.2]")
@@ -420,19 +420,19 @@ def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch)
     assert (wd / "report.md").exists()
     r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
     assert r.exit_code == 2 and "requeued" not in r.stderr and "1 failed" in r.stderr  # a plain rerun leaves it
-    monkeypatch.setattr(T, "train", real)
+    monkeypatch.setattr(runner, "train", real)
     r = run("sweep", "run", spec, "--workdir", wd, "--retry-failed", "--workers", "1")
     assert r.exit_code == 0 and "requeued 1 failed trial(s)" in r.stderr and "3/3 done" in r.stderr, r.output
 
 
 def test_a_bug_in_a_trial_stops_the_worker_loudly(tmp_path, monkeypatch):
-    from archsearch import train as T
+    from archsearch.sweep import runner
     from archsearch.sweep.runner import WorkerContext, status, work
 
     def bug(*a, **k):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(T, "train", bug)
+    monkeypatch.setattr(runner, "train", bug)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     with pytest.raises(ZeroDivisionError):
         work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False))
@@ -583,7 +583,7 @@ def test_invalid_utf8_toml(tmp_path):
 
 
 def test_a_tampered_plan_in_the_study_is_one_line(tmp_path):
-    from archsearch.sweep.runner import PLAN_ATTR
+    from archsearch.sweep.plan import PLAN_ATTR
 
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     study.set_user_attr(PLAN_ATTR, {**plan, "budgets": ["lots"]})

@@ -65,7 +65,7 @@ def grid_points(study):
 
 
 def open_study(storage, name):
-    from archsearch.sweep.runner import load_study
+    from archsearch.sweep.plan import load_study
 
     return load_study(str(storage), name)
 
@@ -157,7 +157,7 @@ def test_unmeetable_budget_fails_before_any_training(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_missing_data_stops_the_run_before_any_trial(tmp_path, monkeypatch, workers):
-    from archsearch.sweep.runner import load_study
+    from archsearch.sweep.plan import load_study
 
     monkeypatch.chdir(tmp_path)
     spec = tmp_path / "c10.toml"
@@ -169,42 +169,32 @@ def test_missing_data_stops_the_run_before_any_trial(tmp_path, monkeypatch, work
     assert study.trials == []  # no trial was failed for it: the rerun with the data runs them all
 
 
-def test_workers_auto_is_one_single_thread_worker_per_core_on_cpu(monkeypatch):
-    from archsearch.sweep import runner
+def test_workers_auto_is_one_single_thread_worker_per_core_on_cpu():
+    from archsearch.sweep.launch import AUTO_CPU_WORKERS, auto_workers, resolve_workers
 
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
-    assert runner.resolve_workers("auto", None, "cpu") == (2, None)
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 64)
-    assert runner.resolve_workers("auto", None, "cpu") == (runner.AUTO_CPU_WORKERS, None)
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: None)
-    assert runner.resolve_workers("auto", None, "cpu") == (1, None)
-    assert runner.resolve_workers(3, None, "cpu") == (3, None)           # a number is taken as it is
-    assert runner.resolve_workers("auto", "0,1,2", "cpu") == (3, "0,1,2")  # one per listed GPU
+    assert auto_workers(2, 0) == (2, None)
+    assert auto_workers(64, 0) == (AUTO_CPU_WORKERS, None)
+    assert auto_workers(1, 0) == (1, None)  # (os.cpu_count() None: resolve_workers counts 1 core)
+    assert resolve_workers(3, None, "cpu") == (3, None)           # a number is taken as it is
+    assert resolve_workers("auto", "0,1,2", "cpu") == (3, "0,1,2")  # one per listed GPU
+    # `auto` reads this machine's cores (and no GPU on the CPU) and asks the policy
+    assert resolve_workers("auto", None, "cpu") == auto_workers(os.cpu_count() or 1, 0)
 
 
-def test_workers_auto_on_cuda_shares_each_gpu_for_small_images(monkeypatch):
+def test_workers_auto_on_cuda_shares_each_gpu_for_small_images():
     """Measured on one H200 (benchmarks/results/sweep_throughput.jsonl): the quickstart grid
     with 4 workers on the GPU ran 1.13x the trials per hour of one worker."""
-    import torch
+    from archsearch.sweep.launch import auto_workers, resolve_workers
 
-    from archsearch.sweep import runner
-
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
-    monkeypatch.setattr("archsearch.train.resolve_device", lambda d: torch.device("cuda", 0))
     for gpus, want in ((1, (4, None)), (2, (8, "0,1")), (4, (8, "0,1,2,3"))):  # 16 cores: >= 2 a worker
-        monkeypatch.setattr(torch.cuda, "device_count", lambda g=gpus: g)
-        assert runner.resolve_workers("auto", None, "auto") == want
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert runner.resolve_workers("auto", None, "auto", input_size=224) == (2, "0,1")  # ImageNet: one per GPU
-    assert runner.resolve_workers("auto", None, "auto", nproc=2) == (1, None)  # a trial takes both GPUs
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    assert runner.resolve_workers("auto", None, "auto", nproc=2) == (4, "0,2,4,6")  # one worker per pair
-    assert runner.resolve_workers("auto", None, "auto", nproc=3) == (2, "0,3")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert runner.resolve_workers("auto", None, "cuda:1") == (4, None)  # the one GPU named, shared
-    assert runner.resolve_workers("auto", "0,1", "auto") == (2, "0,1")  # listed devices: one each
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
-    assert runner.resolve_workers("auto", None, "cuda:0") == (1, None)  # 2 cores: too few to share
+        assert auto_workers(16, gpus) == want
+    assert auto_workers(16, 2, input_size=224) == (2, "0,1")  # ImageNet: one per GPU
+    assert auto_workers(16, 2, nproc=2) == (1, None)  # a trial takes both GPUs
+    assert auto_workers(16, 8, nproc=2) == (4, "0,2,4,6")  # one worker per pair
+    assert auto_workers(16, 8, nproc=3) == (2, "0,3")
+    assert auto_workers(16, 2, device_named=True) == (4, None)  # the one GPU named, shared
+    assert resolve_workers("auto", "0,1", "auto") == (2, "0,1")  # listed devices: one each
+    assert auto_workers(2, 2, device_named=True) == (1, None)  # 2 cores: too few to share
 
 
 def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_path):
@@ -243,7 +233,7 @@ def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_pa
 def test_spawned_workers_share_the_decoder_processes(monkeypatch, tmp_path):
     """Each sweep worker gets its share of the cores for a streamed dataset's decoders, not
     one decoder per core each."""
-    from archsearch.sweep import runner
+    from archsearch.sweep import launch
 
     envs = []
 
@@ -257,19 +247,19 @@ def test_spawned_workers_share_the_decoder_processes(monkeypatch, tmp_path):
             return 0
 
     monkeypatch.delenv("ARCHSEARCH_DATA_WORKERS", raising=False)
-    monkeypatch.setattr(runner.subprocess, "Popen", P)
-    monkeypatch.setattr(runner, "status", lambda *a: SimpleNamespace(line=lambda n=None: ""))
+    monkeypatch.setattr(launch.subprocess, "Popen", P)
+    monkeypatch.setattr(launch, "status", lambda *a: SimpleNamespace(line=lambda n=None: ""))
     study = SimpleNamespace(study_name="s")
-    runner.spawn_workers(study, {}, "journal.log", tmp_path, 4, ["cuda:0"] * 4, 4, None, lambda m: None, poll=0)
+    launch.spawn_workers(study, {}, "journal.log", tmp_path, 4, ["cuda:0"] * 4, 4, None, lambda m: None, poll=0)
     assert [e["ARCHSEARCH_DATA_WORKERS"] for e in envs] == ["3"] * 4
     monkeypatch.setenv("ARCHSEARCH_DATA_WORKERS", "6")  # the user's choice stands
     envs.clear()
-    runner.spawn_workers(study, {}, "journal.log", tmp_path, 2, ["cpu"] * 2, 1, None, lambda m: None, poll=0)
+    launch.spawn_workers(study, {}, "journal.log", tmp_path, 2, ["cpu"] * 2, 1, None, lambda m: None, poll=0)
     assert [e["ARCHSEARCH_DATA_WORKERS"] for e in envs] == ["6"] * 2
 
 
 def test_spec_input_size_reads_targets_and_table_rows():
-    from archsearch.sweep.runner import spec_input_size
+    from archsearch.sweep.launch import spec_input_size
     from archsearch.sweep.spec import SweepSpec
 
     assert spec_input_size(SweepSpec(name="a", target="vgg16-c10")) == 32
@@ -333,7 +323,7 @@ def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_p
     """Failed trials (here: diverged): the other trials run to the end, the report is written,
     and the run ends in an error naming each trial and its cause (a broken sweep never looks
     finished)."""
-    from archsearch import train as T
+    from archsearch.sweep import runner
     from archsearch.sweep.cli import run_sweep
 
     real = guided_diverges(monkeypatch)
@@ -341,15 +331,15 @@ def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_p
     with pytest.raises(ArchsearchError, match=r"2 trial\(s\) failed: #\d+: Diverged: training diverged.*--retry-failed"):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
     assert (tmp_path / "wd" / "report.md").exists()
-    monkeypatch.setattr(T, "train", real)
+    monkeypatch.setattr(runner, "train", real)
     run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu", retry_failed=True)  # fixed: exit 0
 
 
 def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_path, monkeypatch):
-    from archsearch import train as T
+    from archsearch.sweep import runner
     from archsearch.sweep.runner import WorkerContext, _Interrupted, status, work
 
-    real, calls = T.train, []
+    real, calls = runner.train, []
 
     def interrupted_once(spec, *a, **k):
         calls.append(spec.meta.get("generator"))
@@ -357,7 +347,7 @@ def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_pat
             raise KeyboardInterrupt
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(T, "train", interrupted_once)
+    monkeypatch.setattr(runner, "train", interrupted_once)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     ctx = WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1)
     with pytest.raises(_Interrupted):
@@ -373,7 +363,7 @@ def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_pat
 
 def test_worker_devices_and_threads():
     from archsearch.sweep.cli import _threads
-    from archsearch.sweep.runner import _worker_devices
+    from archsearch.sweep.launch import _worker_devices
 
     assert _worker_devices("0,1", 3, "auto") == ["cuda:0", "cuda:1", "cuda:0"]
     assert _worker_devices(None, 2, "cpu") == ["cpu", "cpu"]
@@ -384,7 +374,8 @@ def test_worker_devices_and_threads():
 
 
 def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+    from archsearch.sweep.plan import build_plan, create_or_load, open_run_storage, run_cfg_of
+    from archsearch.sweep.storage import default_storage
 
     spec, wd, plan, study = _prepared(tmp_path)
     spec2 = load_spec(write_spec(tmp_path, seeds=3))
@@ -397,7 +388,7 @@ def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
 
 
 def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):
-    from archsearch.sweep.runner import arch_for, build_plan
+    from archsearch.sweep.plan import arch_for, build_plan
 
     ch = make_pattern("channels", "vgg11", "digits", name="slimming-vgg11-digits")
     sp = make_pattern("sparsity", "vgg11", "digits", name="magnitude-vgg11-digits")
@@ -734,7 +725,7 @@ def test_depth_and_erk_generators_in_a_sweep_plan(tmp_path, small_digits):
     from archsearch import patterns as P
     from archsearch.counting import count
     from archsearch.propose import propose
-    from archsearch.sweep.runner import arch_for, build_plan
+    from archsearch.sweep.plan import arch_for, build_plan
 
     kw = dict(preset="tiny", width=0.5, epochs=1, workdir=tmp_path / "p", device="cpu", batch_size=64,
               train_subset=128)
@@ -777,9 +768,10 @@ def test_a_version_1_plan_is_read_and_upgraded_and_a_newer_one_refused(tmp_path)
     import optuna
     import tomllib
 
-    from archsearch.sweep.runner import (PLAN_ATTR, _as_legacy, build_plan, create_or_load, default_storage,
-                                         load_study, open_run_storage, read_plan, run_cfg_of)
+    from archsearch.sweep.plan import (PLAN_ATTR, _as_legacy, build_plan, create_or_load, load_study,
+                                       open_run_storage, read_plan, run_cfg_of)
     from archsearch.sweep.spec import SweepSpec
+    from archsearch.sweep.storage import default_storage
 
     path = write_spec(tmp_path)
     spec = load_spec(path)
@@ -813,8 +805,8 @@ def test_a_study_begun_before_the_preset_defaults_resumes_with_its_own_plan(tmp_
 
     import optuna
 
-    from archsearch.sweep.runner import (PLAN_ATTR, build_plan, create_or_load, default_storage, open_run_storage,
-                                         run_cfg_of)
+    from archsearch.sweep.plan import PLAN_ATTR, build_plan, create_or_load, open_run_storage, run_cfg_of
+    from archsearch.sweep.storage import default_storage
 
     path = write_spec(tmp_path)
     path.write_text(path.read_text().replace("width = 0.25\n", "").replace("checkpoint_every = 1\n", ""))
@@ -863,7 +855,7 @@ def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_pa
     import optuna
 
     from archsearch.sweep.cli import Sweep
-    from archsearch.sweep.runner import open_storage
+    from archsearch.sweep.storage import open_storage
 
     journal = str(tmp_path / "j.log")
     optuna.create_study(study_name="other", storage=open_storage(journal))
@@ -879,7 +871,7 @@ def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_pa
 
 # -- requeues, heartbeats and duplicates (no training) -----------------------------------------------
 def _ask_point(study, plan):
-    from archsearch.sweep.runner import grid_point
+    from archsearch.sweep.plan import grid_point
 
     t = study.ask()
     grid_point(t, plan)
@@ -921,7 +913,8 @@ def test_a_duplicate_marker_does_not_hide_the_real_failure(tmp_path):
     first then fails, status and the trial table tell the first's reason, and a machine's
     failure is still requeued."""
     from archsearch.sweep.results import trial_rows
-    from archsearch.sweep.runner import DUPLICATE_ATTR, ENVIRONMENT, RETRY_ATTR, requeue_failed, status
+    from archsearch.sweep.runner import ENVIRONMENT, RETRY_ATTR, requeue_failed, status
+    from archsearch.sweep.storage import DUPLICATE_ATTR
     from optuna.trial import TrialState
 
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
@@ -944,7 +937,8 @@ def test_a_duplicate_marker_does_not_hide_the_real_failure(tmp_path):
 def test_a_resume_keeps_the_plan_it_began_with(tmp_path):
     """A pattern changed in the library after a study began: the resume says so and goes on
     with the stored plan (the one its spawned workers read), not a fresh one."""
-    from archsearch.sweep.runner import build_plan, create_or_load, default_storage, open_run_storage, run_cfg_of
+    from archsearch.sweep.plan import build_plan, create_or_load, open_run_storage, run_cfg_of
+    from archsearch.sweep.storage import default_storage
 
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     own = tmp_path / "own.json"
@@ -966,6 +960,7 @@ def test_a_search_goes_past_a_diverged_point_and_retries_the_machines_failure_in
     params, in the same run directory."""
     from archsearch import train as T
     from archsearch.errors import EnvironmentFailure
+    from archsearch.sweep import runner
     from archsearch.sweep.cli import run_sweep
 
     extra = """mode = "search"
@@ -977,7 +972,7 @@ pruner = "none"
 uniform_reference = false
 """
     path = write_spec(tmp_path, extra=extra, epochs=1, subset=200)
-    real, calls = T.train, []
+    real, calls = runner.train, []
 
     def flaky(spec, *a, **k):
         calls.append(str(k["out_dir"]))
@@ -987,7 +982,7 @@ uniform_reference = false
             raise EnvironmentFailure("no space left on the scratch disk")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(T, "train", flaky)
+    monkeypatch.setattr(runner, "train", flaky)
     wd = tmp_path / "wd"
     with pytest.raises(ArchsearchError, match=r"sweep stopped at trial #2: EnvironmentFailure") as e:
         run_sweep(str(path), workdir=str(wd), workers=1, device="cpu")

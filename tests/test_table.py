@@ -147,7 +147,8 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
 def test_a_second_machine_trains_the_arms_from_the_artifact_store_alone(tmp_path):
     """Worker A (its own work dir) runs the proposals; worker B, on a fresh work dir with the
     same storage and artifact location and nothing else, trains every arm."""
-    from archsearch.sweep.runner import load_study, status, work
+    from archsearch.sweep.plan import load_study
+    from archsearch.sweep.runner import status, work
 
     spec, wd, plan, study = _prepared(tmp_path)
     storage = str(wd / "optuna-journal.log")
@@ -210,7 +211,8 @@ def test_failed_proposal_blocks_its_arms_and_the_run_exits_non_zero(tmp_path, mo
     path = write_table(tmp_path, arms='["finetune", "scratch-e"]')
     with pytest.raises(ArchsearchError, match=r"1 trial\(s\) failed: #\d+: ArchsearchError: the base net diverged"):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu", epoch_progress=False)
-    from archsearch.sweep.runner import load_study, status
+    from archsearch.sweep.plan import load_study
+    from archsearch.sweep.runner import status
 
     study, plan = load_study(str(tmp_path / "wd" / "optuna-journal.log"), "tbl")
     st = status(study, plan)
@@ -261,7 +263,7 @@ def test_the_ticket_arm_starts_from_the_winning_ticket(tmp_path, monkeypatch):
 def test_a_stored_table_plan_is_typed_and_a_tampered_row_is_refused(tmp_path):
     """A worker passes a row's settings to `propose` as keywords: the plan reader accepts only
     the known keys, each of its type, and a table plan without rows, arms or store."""
-    from archsearch.sweep.runner import read_plan
+    from archsearch.sweep.plan import read_plan
 
     _, _, plan, _ = _prepared(tmp_path)
     assert read_plan(plan, "p")["rows"] == plan["rows"]  # the plan as built reads back unchanged

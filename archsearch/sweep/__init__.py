@@ -1,8 +1,10 @@
 """Optuna-managed sweeps: specs (`spec.py`), storages with heartbeats (`storage.py`), the
-plan and the worker loop (`runner.py`), the numbers (`results.py`) and the commands
+plan and its study (`plan.py`), the worker loop (`runner.py`), launching workers
+(`launch.py`), the table mode (`table.py`), the numbers (`results.py`) and the commands
 (`cli.py`).
 
 Import direction: sweep sits above compare/generate/train/patterns and below cli.
+Inside it: cli -> launch -> runner -> plan -> spec, table, storage (and results -> storage).
 Nothing heavy is imported here, so `archsearch --help` stays fast.
 """
 

@@ -52,8 +52,9 @@ class Sweep:
     """A sweep found from a spec file (or shipped spec name) or a study name."""
 
     def __init__(self, target: str, storage: str | None, workdir: str | None, scale: str | None):
-        from .runner import default_storage, default_workdir, load_study
+        from .plan import default_workdir, load_study
         from .spec import find_spec_file, load_spec
+        from .storage import default_storage
 
         self.spec = None
         looks_like_spec = target.endswith(".toml") or Path(target).is_file()
@@ -122,11 +123,12 @@ def write_outputs(study, plan: dict, out_dir: Path, x: str = "params", png: bool
     if plan["spec"]["mode"] == "table":
         from optuna.trial import TrialState
 
+        from .runner import status
         from .table import write_outputs as table_outputs
 
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise ArchsearchError(f"study {study.study_name} has no completed trials yet")
-        return table_outputs(study, plan, out_dir, png=png)
+        return table_outputs(study, plan, status(study, plan), out_dir, png=png)
     from ..compare import write_tables
     from ..plot import efficiency_figure, render_png, write_html
     from .results import NUMERIC_COLS, SUMMARY_COLS, trial_rows
@@ -188,9 +190,9 @@ def run_sweep(spec_path: str, *, scale: str | None = None, storage: str | None =
               data_dir: str | None = None, png: bool = False, epoch_progress: bool = True,
               command: str | None = None, retry_failed: bool = False, artifacts: str | None = None
               ) -> tuple[Path, Path]:
-    from .runner import (ENVIRONMENT, RETRY_ATTR, WorkerContext, _Interrupted, build_plan, create_or_load,
-                         default_workdir, open_run_storage, requeue_failed, resolve_workers, run_cfg_of, set_threads,
-                         spawn_workers, spec_input_size, status, work, _worker_devices)
+    from .launch import _worker_devices, resolve_workers, set_threads, spawn_workers, spec_input_size
+    from .plan import build_plan, create_or_load, default_workdir, open_run_storage, run_cfg_of
+    from .runner import ENVIRONMENT, RETRY_ATTR, WorkerContext, _Interrupted, requeue_failed, status, work
     from .spec import find_spec_file, load_spec
     from .storage import default_storage, describe
     from .._io import make_dirs
@@ -343,7 +345,9 @@ def register(cli: click.Group) -> None:
           ARCHSEARCH_STORAGE=postgresql://me@host/db archsearch sweep worker --study fig5-vgg19-c100 \\
               --device cuda:0 --data-dir /data
         """
-        from .runner import WorkerContext, _Interrupted, load_study, set_threads, work
+        from .launch import set_threads
+        from .plan import load_study
+        from .runner import WorkerContext, _Interrupted, work
         from ..train import resolve_device
 
         check_name(name, "study name")

@@ -25,6 +25,7 @@ from ..generate import GENERATORS
 from ..names import parse_target
 from ..config import PRESETS
 from ..config import resolve as resolve_config
+from .table import validate_table
 
 
 @dataclass
@@ -95,7 +96,7 @@ class SweepSpec:
 # What plan versions 1 and 2 (archsearch before 2026-12-06) filled in where a spec left a
 # setting out; since then [train] width and checkpoint_every are the preset's and [extract]'s
 # preset is DEFAULT_PRESET (archsearch.config). Read by `parse_spec(legacy=True)` and by
-# `runner.create_or_load`, and nowhere else.
+# `plan.create_or_load`, and nowhere else.
 LEGACY_DEFAULTS = {"train.width": 1.0, "train.checkpoint_every": 1, "extract.preset": "fast"}
 
 
@@ -154,8 +155,6 @@ def _want(cond: bool, where: str, msg: str) -> None:
 
 def _validate(s: SweepSpec, where: str) -> None:
     if s.mode == "table":
-        from .table import validate_table
-
         validate_table(s, where)
         return
     _want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .._io import make_dirs, os_error
 from ..errors import ArchsearchError
 from ..redact import redact, url_secrets
-from . import STORAGE_ENV  # noqa: F401  (re-exported for the runner)
+from . import STORAGE_ENV  # noqa: F401  (re-exported for launch)
 
 _KNOWN_OPS = {int(op) for op in JournalOperation}
 

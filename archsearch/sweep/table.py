@@ -435,15 +435,13 @@ def provenance(study: optuna.Study, plan: dict) -> str:
             + (f"; command: {redact(plan['command'])}" if plan.get("command") else ""))
 
 
-def write_outputs(study: optuna.Study, plan: dict, out_dir: Path, png: bool = False) -> tuple[Path, Path]:
+def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool = False) -> tuple[Path, Path]:
     """report.md/.csv/.json in the paper's layout and table.html (+ .png): bars per arm with
-    error bars, one group per row."""
+    error bars, one group per row. `st`: the study's `runner.status` (its trials line and failures)."""
     from ..compare import write_tables
     from ..plot import render_png, table_figure, write_html
-    from .runner import status
 
     rows = summary(study, plan)
-    st = status(study, plan)
     s = plan["spec"]
     prov = provenance(study, plan)
     arms = plan["arms"]
