@@ -27,7 +27,7 @@ import tempfile
 import tomllib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from .errors import ArchsearchError, EnvironmentFailure, clip
 
@@ -203,30 +203,45 @@ def load_state(path: str | os.PathLike, what: str = "weights", *, hint: str = ""
 
 
 # -- reading ------------------------------------------------------------------------------------
-def read_bytes(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes, or one ArchsearchError line."""
-    p = Path(path)
+def too_large(what: str, where: str | os.PathLike, size: int, limit: int) -> ArchsearchError:
+    """The line for a file (or an archive member) refused for its size."""
+    return ArchsearchError(f"cannot read {what} {where}: {size:,} bytes, more than the {limit:,} allowed")
+
+
+def open_regular(path: str | os.PathLike, what: str = "file", limit: int | None = None) -> BinaryIO:
+    """An open binary file, or one ArchsearchError line when `path` is not a regular file (a
+    FIFO would block the open and every read, a device never end) or, with `limit`, is larger."""
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO cannot hang the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO cannot hang the open
     except OSError as e:
-        raise ArchsearchError(f"cannot read {what} {p}: {e.strerror or e}") from None
+        raise ArchsearchError(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ArchsearchError(f"cannot read {what} {p}: not a regular file")
-        if st.st_size > limit:
-            raise ArchsearchError(f"cannot read {what} {p}: {st.st_size:,} bytes, more than the {limit:,} allowed")
-        chunks, n = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            n += len(chunk)
-            if n > limit:  # the file grew while we read it
-                raise ArchsearchError(f"cannot read {what} {p}: more than the {limit:,} bytes allowed")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as e:
-        raise ArchsearchError(f"cannot read {what} {p}: {e.strerror or e}") from None
-    finally:
+            raise ArchsearchError(f"cannot read {what} {path}: not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise too_large(what, path, st.st_size, limit)
+    except BaseException:
         os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")  # O_NONBLOCK changes nothing for a regular file
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or one ArchsearchError line."""
+    p = Path(path)
+    with open_regular(p, what, limit) as f:
+        chunks, n = [], 0
+        try:
+            # in chunks: a read of `limit` bytes at once would allocate all of them (8 GiB for weights)
+            while chunk := f.read(1 << 20):
+                n += len(chunk)
+                if n > limit:  # the file grew while we read it
+                    raise ArchsearchError(f"cannot read {what} {p}: more than the {limit:,} bytes allowed")
+                chunks.append(chunk)
+        except OSError as e:
+            raise ArchsearchError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    return b"".join(chunks)
 
 
 def read_text(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_LIMIT) -> str:
@@ -265,12 +280,14 @@ def read_toml(path: str | os.PathLike, what: str = "file", limit: int = DEFAULT_
         raise ArchsearchError(f"{path} is not valid TOML: {clip(e, 200)}") from None
 
 
-def is_regular_file(path: str | os.PathLike) -> bool:
-    """True for a regular file (following links): what a library or folder scan may read."""
+def is_regular_file(path: str | os.PathLike, limit: int | None = None) -> bool:
+    """True for a regular file (following links), with `limit` of at most that many bytes: what
+    a library or folder scan may read, or a cache may memory-map."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        st = os.stat(path)
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and (limit is None or st.st_size <= limit)
 
 
 # -- names -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from . import limits as L
-from ._io import check_name, make_dirs
+from ._io import check_name, load_state, make_dirs
 from .config import DEFAULT_PRESET, PRESETS
 from .config import resolve as resolve_config
 from .errors import ArchsearchError
@@ -208,7 +208,7 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
     if kind == "finetune":
         if not weights:
             raise ArchsearchError("--schedule finetune needs --weights FILE (a model.pt to start from)")
-        init_state = _read_state(weights)
+        init_state = load_state(weights, "weights")
     schedule = make_schedule(cfg, kind, spec=spec, base=base, cap=cap, count_convention=count_convention)
     if launch:
         _check_nproc(nproc, device, schedule.batch_size, sync_bn)
@@ -231,14 +231,6 @@ def train(target, spec_file, preset, epochs, width, seed, kind, base_file, cap, 
                        progress=EpochProgress(f"{spec.name}-{tgt.data} s{seed}"))
     if main_rank:
         click.echo(result.summary() + f" | {out}/result.json")
-
-
-def _read_state(path: str) -> dict:
-    """A state dict from a file a user hands us (`_io.load_state`: a regular file within the
-    size limit, loaded as data, a dict of named tensors; a checkpoint's "model" entry)."""
-    from ._io import load_state
-
-    return load_state(path, "weights")
 
 
 def _check_nproc(nproc: int, device: str, batch_size: int, sync_bn: bool) -> None:
@@ -754,7 +746,7 @@ def export_cmd(run_dir, spec_file, weights, out_dir, formats, atol):
         if not found:
             raise ArchsearchError(f"no model.pt in {rd}: the run has not finished (or pass --weights FILE)")
         weights = str(found[0])
-    state = _read_state(weights) if weights else None
+    state = load_state(weights, "weights") if weights else None
     about: dict = {"source": {"run_dir": str(rd) if rd else None, "spec": str(spec_path), "weights": weights},
                    "command": "archsearch export " + " ".join(sys.argv[2:])}
     if rd is not None and (rd / "result.json").is_file():

@@ -17,13 +17,12 @@ import hashlib
 import os
 import shutil
 import socket
-import stat
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .._io import MiB, atomic_path, make_dirs, read_json, write_json
+from .._io import MiB, atomic_path, is_regular_file, make_dirs, read_json, write_json
 from ..errors import ArchsearchError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -36,16 +35,6 @@ MAX_META_BYTES = 64 * MiB  # classes.json (100,000 names of 255 characters: 26 M
 def cache_dir() -> Path:
     # an empty value means the default, not the current folder
     return Path(os.environ.get("ARCHSEARCH_CACHE") or Path.home() / ".cache" / "archsearch" / "arrays")
-
-
-def regular_within(path: Path, limit: int) -> bool:
-    """A regular file of at most `limit` bytes: what may be memory-mapped or np.load-ed (a FIFO
-    would block the open; an absurd size is not an entry we wrote)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size <= limit
 
 
 def source_key(kind: str, path: Path) -> str:
@@ -104,7 +93,7 @@ def problem(arrays: dict[str, np.ndarray], num_classes: int) -> str | None:
 def _read_entry(d: Path, num_classes: int) -> Decoded | None:
     """A complete, consistent cache entry, or None (absent, truncated, empty or disagreeing
     files: the caller decodes the source again)."""
-    if not (d / "classes.json").exists() or not all(regular_within(d / f"{k}.npy", MAX_ARRAY_BYTES) for k in KEYS):
+    if not (d / "classes.json").exists() or not all(is_regular_file(d / f"{k}.npy", MAX_ARRAY_BYTES) for k in KEYS):
         return None
     try:
         classes = read_json(d / "classes.json", "cache entry", MAX_META_BYTES)  # not a regular file: refused

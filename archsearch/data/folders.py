@@ -49,12 +49,12 @@ from typing import Annotated, Iterator
 import numpy as np
 from pydantic import Field
 
-from .._io import is_regular_file, make_dirs, os_error, read_bytes, read_json, write_json
+from .._io import is_regular_file, make_dirs, os_error, read_bytes, read_json, too_large, write_json
 from ..errors import ArchsearchError
 from . import DATASETS, Dataset, reading
-from .cache import cached_arrays, regular_within, source_key
+from .cache import cached_arrays, source_key
 from .cifar import IMAGE_SUFFIXES, split_class
-from .reading import open_image, open_tar, read_member, too_large
+from .reading import open_image, open_tar, read_member
 from .stream import Records, StreamingDataset, StreamLoader, check_random_access, records
 
 TEST_SPLITS = ("val", "test")
@@ -246,7 +246,7 @@ def index(path: Path, classes: list[str], test_split: str) -> tuple[Records, Rec
     f = cache_dir() / f"{source_key('index', path)}.npz"
     want = {"train": "train", "test": test_split}
     try:
-        if not regular_within(f, MAX_INDEX_BYTES):  # a FIFO would block np.load; absent: index it
+        if not is_regular_file(f, MAX_INDEX_BYTES):  # a FIFO would block np.load; absent: index it
             raise FileNotFoundError(f)
         with np.load(f, allow_pickle=False) as z:
             recs = tuple(Records(root, z[f"{k}_keys"], z[f"{k}_offsets"], z[f"{k}_sizes"], z[f"{k}_labels"])

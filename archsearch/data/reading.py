@@ -5,7 +5,7 @@ or broken: a FIFO named like an image, a sparse 3 GB `big.jpg`, a 2 MB `.tar.gz`
 member inflates to 2 GB, a PNG that declares 60,000 x 60,000 pixels. The data layer reads
 every such file through here, so each costs bounded memory and none blocks:
 - regular files only (a FIFO would block the read forever, a device never end):
-  `archsearch._io.read_bytes` for whole files, `open_regular` for archives read in place;
+  `archsearch._io.read_bytes` for whole files, `_io.open_regular` for archives read in place;
 - sizes checked before reading: a file's `stat`, a tar member's header size (and then the
   bytes actually read, so a header that lies cannot pass either);
 - images decoded only when their header declares at most `MAX_IMAGE_PIXELS` (PIL's own
@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import tarfile
 import warnings
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
-from .._io import MiB
+from .._io import MiB, open_regular, too_large
 from ..errors import ArchsearchError
 
 MAX_IMAGE_BYTES = 64 * MiB
@@ -53,27 +52,6 @@ MAX_IMAGE_PIXELS = 1 << 26
 MAX_CIFAR_IMAGE_BYTES = 1 * MiB
 MAX_TAR_HEADER_BYTES = 1 * MiB
 MAX_TAR_HEADERS_IN_A_ROW = 16
-
-
-def too_large(what: str, where: str, size: int, limit: int) -> ArchsearchError:
-    """The line for a file refused for its size (the words of `_io.read_bytes`)."""
-    return ArchsearchError(f"cannot read {what} {where}: {size:,} bytes, more than the {limit:,} allowed")
-
-
-def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
-    """An open binary file, or one ArchsearchError line when `path` is not a regular file
-    (an archive read in place: a FIFO would block the open and every read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO cannot block the open
-    except OSError as e:
-        raise ArchsearchError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ArchsearchError(f"cannot read {what} {path}: not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")  # O_NONBLOCK changes nothing for a regular file
 
 
 def read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, what: str, archive: str | os.PathLike, limit: int) -> bytes:
@@ -246,5 +224,5 @@ def image_pixels(blob: bytes) -> tuple[int, int]:
 
 
 __all__ = ["MAX_IMAGE_BYTES", "MAX_PICKLE_BYTES", "MAX_IMAGE_PIXELS", "MAX_CIFAR_IMAGE_BYTES", "MAX_TAR_HEADER_BYTES",
-           "MAX_TAR_HEADERS_IN_A_ROW", "open_tar", "TarHeaderRefused", "open_regular", "read_member",
-           "header_size", "open_image", "image_pixels", "ImageRefused", "too_large"]
+           "MAX_TAR_HEADERS_IN_A_ROW", "open_tar", "TarHeaderRefused", "read_member",
+           "header_size", "open_image", "image_pixels", "ImageRefused"]

@@ -57,12 +57,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .._io import read_bytes
+from .._io import open_regular, read_bytes, too_large
 from ..distributed import SINGLE, Dist
 from ..errors import ArchsearchError, EnvironmentFailure, clip
 from . import reading
 from .loader import Batches
-from .reading import open_image, open_regular, open_tar, too_large
+from .reading import open_image, open_tar
 
 # torchvision's ImageNet normalisation, as the paper's ImageNet code
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
