@@ -38,26 +38,52 @@ class _Group(click.Group):
         import threading
 
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+        previous = (signal.signal(signal.SIGTERM, _terminated), signal.getsignal(signal.SIGINT)) if main_thread else None
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except ArchsearchError as e:
-            _fail(str(e))
-        except OSError as e:  # a full or read-only disk, a path that is a file: the machine's, not a bug
-            from ._io import os_error
-
-            _fail(str(os_error(e, action="cannot use")))
-        except MemoryError:
-            _fail("out of memory: use a smaller width, batch or dataset, or a machine with more memory")
-        except click.ClickException as e:  # usage errors: bad option values, unknown commands
-            _fail(e.format_message() + _help_hint(e))
-        except (KeyboardInterrupt, click.Abort):
-            click.echo("\ninterrupted; run the same command again to resume from the last checkpoint", err=True)
-            sys.exit(130)
-        finally:
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except ArchsearchError as e:
+                _fail(str(e))
+            except OSError as e:  # a full or read-only disk, a path that is a file: the machine's, not a bug
+                _fail(_os_message(e))
+            except MemoryError:
+                _fail("out of memory: use a smaller width, batch or dataset, or a machine with more memory")
+            except click.ClickException as e:  # usage errors: bad option values, unknown commands
+                _fail(e.format_message() + _help_hint(e))
+            except (KeyboardInterrupt, click.Abort):
+                _interrupted()
+        except KeyboardInterrupt:
+            # a SIGTERM or Ctrl-C that lands while an error is being reported (torchrun stops the
+            # other ranks of a failed run so): the process ends either way, and ends quietly
+            _interrupted()
+        finally:  # for callers in the same process (tests, notebooks): their handlers back
             if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, previous[0])
+                signal.signal(signal.SIGINT, previous[1])
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _on_the_way_out() -> None:
+    """Ignore further SIGTERM and Ctrl-C: the process is already ending, and a signal now
+    would only turn its one-line message into a traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupted() -> None:
+    _on_the_way_out()
+    click.echo("\ninterrupted; run the same command again to resume from the last checkpoint", err=True)
+    sys.exit(130)
+
+
+def _os_message(e: OSError) -> str:
+    from ._io import os_error
+
+    return str(os_error(e, action="cannot use"))
 
 
 def _help_hint(e: click.ClickException) -> str:
@@ -66,6 +92,7 @@ def _help_hint(e: click.ClickException) -> str:
 
 
 def _fail(msg: str) -> None:
+    _on_the_way_out()
     from .redact import redact
 
     # one line, whatever the message holds (a multi-line library error), and never a password

@@ -96,6 +96,39 @@ def test_console_script_error_path_has_no_traceback(tmp_path):
     assert p.stderr.startswith("error: ") and "Traceback" not in p.stderr
 
 
+_SIGTERM_WHILE_FAILING = """
+import os, signal, sys
+import archsearch.cli as C
+import archsearch.redact as R
+
+where, sent = sys.argv[1], []
+
+def kill_once():
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(10000))  # bytecode boundaries, where Python runs the handler
+
+if where == "before":  # the signal lands as the error path begins
+    quiet = C._on_the_way_out
+    C._on_the_way_out = lambda: (kill_once(), quiet())
+else:  # it lands while the message is being written
+    real = R.redact
+    R.redact = lambda msg: (kill_once(), real(msg))[1]
+sys.argv = ["archsearch", "train", "no-such-net"]
+C.main()
+"""
+
+
+@pytest.mark.parametrize("where, code, line", [("before", 130, "interrupted"), ("during", 2, "error: ")])
+def test_sigterm_while_reporting_an_error_is_not_a_traceback(where, code, line):
+    """torchrun stops the other ranks of a failed run with SIGTERM, often while they are reporting
+    their own error (CI, 2026-12-06): that ends with one line and no traceback."""
+    p = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_FAILING, where], capture_output=True, text=True, timeout=60)
+    assert p.returncode == code, p.stderr
+    assert line in p.stderr and "Traceback" not in p.stderr
+
+
 def test_extract_then_list_and_show(tmp_path, monkeypatch):
     lib = tmp_path / "lib"
     monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(lib))
