@@ -1,0 +1,5 @@
+"""`python -m archsearch.cli`: the same as the `archsearch` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,82 @@
+"""What the commands share: the number and list types every option value passes through,
+with their finite ranges (bounds: limits.py), and help texts that come from the registries.
+
+A registry's help is computed only when that command's help is shown: the proposer and
+generator registries import torch, which `archsearch --help` must not wait for.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import click
+
+from .. import limits as L
+from ..config import PRESETS
+
+PRESET_NAMES = " | ".join(PRESETS)  # for --help (archsearch.config imports no torch)
+
+
+class Number(click.FloatRange):
+    """A finite number in a range: click's FloatRange lets NaN through every bound."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list: of numbers in a range (`item` a Number), or of plain names."""
+
+    name = "list"
+
+    def __init__(self, item: click.ParamType | None = None):
+        self.item = item
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r} has an empty entry; give a comma-separated list", param, ctx)
+        return [self.item.convert(p, param, ctx) for p in parts] if self.item is not None else parts
+
+
+# every number that enters on the command line, with its finite range (bounds: limits.py)
+WIDTH = Number(0, L.MAX_WIDTH_MULT, min_open=True)
+FRACTION = Number(0, 1, max_open=True)            # --floor: [0, 1)
+RATIO = Number(0, 1, min_open=True, max_open=True)  # prune ratio: (0, 1)
+SEED = click.IntRange(0, L.MAX_SEED)
+SEEDS = click.IntRange(1, L.MAX_SEEDS)
+EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
+
+
+class RegistryOption(click.Option):
+    """An option whose help is `help_from()`, called when the help is first shown."""
+
+    def __init__(self, *args, help_from: Callable[[], str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_from = help_from
+
+    def get_help_record(self, ctx):
+        if self.help_from is not None:
+            self.help, self.help_from = self.help_from(), None
+        return super().get_help_record(ctx)
+
+
+class RegistryCommand(click.Command):
+    """A command whose help ends with `epilog_from()`, called when the help is first shown."""
+
+    def __init__(self, *args, epilog_from: Callable[[], str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_from = epilog_from
+
+    def format_epilog(self, ctx, formatter):
+        if self.epilog_from is not None:
+            self.epilog, self.epilog_from = self.epilog_from(), None
+        super().format_epilog(ctx, formatter)
