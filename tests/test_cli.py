@@ -30,6 +30,43 @@ def test_every_command_has_help_with_example(command):
     assert "Example" in r.output and f"archsearch {command}" in r.output
 
 
+
+def _words(text: str) -> str:
+    """Help text with click's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_extract_help_lists_every_registered_method_with_its_default_ratio():
+    from archsearch.propose import PROPOSERS
+
+    r = run("extract", "--help")
+    assert r.exit_code == 0 and PROPOSERS
+    methods = _words(r.output.split("--from TEXT")[1].split("--ratio NUMBER")[0])
+    ratios = _words(r.output.split("--ratio NUMBER")[1].split("--seeds")[0])
+    table = _words(r.output.split("Methods (")[1])
+    for p in PROPOSERS.values():
+        assert p.name in methods
+        assert f"{p.name} {p.default_ratio:g}" in ratios
+        assert _words(f"{p.name} {p.default_ratio:g} {p.kind} {p.about}") in table
+
+
+def test_transfer_help_lists_the_generator_registry():
+    from archsearch.generate import BASELINES, BY, KINDS
+
+    out = _words(run("transfer", "--help").output)
+    assert all(b in out.split("--baselines TEXT")[1].split("--width")[0] for b in BASELINES)
+    assert " | ".join(KINDS) in out and " | ".join(BY) in out
+
+
+def test_top_level_help_stays_free_of_torch():
+    """`archsearch --help` is quick: the registries' help is computed only for the command asked about."""
+    code = ("import sys; from click.testing import CliRunner; from archsearch.cli import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'optuna', 'plotly') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
 def test_train_tiny_writes_result_and_spec(tmp_path):
     out = tmp_path / "run"
     r = run("train", "vgg11-digits", "--preset", "tiny", "--epochs", "1", "--width", "0.125", "--out", str(out))
