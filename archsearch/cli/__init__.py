@@ -23,7 +23,6 @@ from .._io import os_error
 from ..errors import ArchsearchError
 from ..sweep.cli import register as register_sweeps
 from . import data, export, extract, patterns, plot, train, transfer
-from .options import EPOCHS, FRACTION, PRESET_NAMES, RATIO, SEED, SEEDS, WIDTH, CommaList, Number
 
 
 def _terminated(signum, frame):
@@ -113,5 +112,4 @@ def main() -> None:
     cli(prog_name="archsearch")
 
 
-__all__ = ["cli", "main", "Number", "CommaList", "WIDTH", "FRACTION", "RATIO", "SEED", "SEEDS", "EPOCHS",
-           "PRESET_NAMES"]
+__all__ = ["cli", "main"]

@@ -14,25 +14,28 @@ from ..config import resolve as resolve_config
 from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, RegistryOption
 
 
+def _generators():
+    """The generator registry's module (its GENERATORS, BASELINES, KINDS, BY)."""
+    from .. import generate  # torch: kept out of `archsearch --help`
+
+    return generate
+
+
 def _baselines_help() -> str:
-    from ..generate import BASELINES, GENERATORS, KINDS  # torch: kept out of `archsearch --help`
+    g = _generators()
 
-    def one(g) -> str:
-        return g.name if g.kinds == KINDS else f"{g.name} ({'/'.join(g.kinds)} only: {g.about})"
+    def one(gen) -> str:
+        return gen.name if gen.kinds == g.KINDS else f"{gen.name} ({'/'.join(gen.kinds)} only: {gen.about})"
 
-    return f"Comma list of {', '.join(one(GENERATORS[b]) for b in BASELINES)}, or 'none'."
+    return f"Comma list of {', '.join(one(g.GENERATORS[b]) for b in g.BASELINES)}, or 'none'."
 
 
 def _kinds_help() -> str:
-    from ..generate import KINDS  # torch: kept out of `archsearch --help`
-
-    return " | ".join(KINDS) + " (default: the pattern's kind)."
+    return " | ".join(_generators().KINDS) + " (default: the pattern's kind)."
 
 
 def _by_help() -> str:
-    from ..generate import BY  # torch: kept out of `archsearch --help`
-
-    return " | ".join(BY) + "."
+    return " | ".join(_generators().BY) + "."
 
 
 @click.command()
