@@ -57,7 +57,8 @@ def data_add(name, path, size, stream, nets, replace):
 @data.command("list")
 def data_list():
     """The built-in datasets and the registered folders."""
-    from ..data import DATASETS  # torch: kept out of `archsearch --help`
+    # torch (archsearch.data): kept out of `archsearch --help`
+    from ..data import DATASETS
     from ..data.folders import read_registry, registry_path
 
     for name, info in DATASETS.items():

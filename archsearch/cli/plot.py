@@ -74,7 +74,8 @@ def plot_pattern(name, out_file):
     Example:
       archsearch plot pattern magnitude-vgg16-c10 -o magnitude.html
     """
-    from .. import patterns as P  # torch (archs): kept out of `archsearch --help`
+    # torch (archs, and the generator registry in archsearch.plot): kept out of `archsearch --help`
+    from .. import patterns as P
     from ..plot import pattern_figure, write_html
 
     e = P.find(name)

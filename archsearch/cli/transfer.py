@@ -73,7 +73,8 @@ def transfer(target, source, width, preset, epochs, floor, round_to, seed, do_tr
       archsearch transfer --from magnitude-vgg16-c10 --to vgg19-c100 --kind sparsity
       archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --width 0.25 --train --preset fast
     """
-    from ..compare import markdown_table  # torch: kept out of `archsearch --help`
+    # torch: kept out of `archsearch --help`
+    from ..compare import markdown_table
     from ..workflows.transfer import TRAINED_COLS, generate_specs, plan, train_specs
 
     config = resolve_config(preset, width=width, epochs=epochs)  # the target's width and, with --train, how to train
