@@ -1,6 +1,7 @@
 """The command line: help, version, a real tiny run, and every error path as one line + exit 2."""
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -348,3 +349,19 @@ def test_long_lines_are_cut_between_sentences_or_clauses_never_inside_one():
     words = "a " * 30 + "b" * 30
     assert clip(words, 50).endswith("a ...") and len(clip(words, 50)) <= 50
     assert all(len(clip(s, n)) <= n for s in (long, clauses, words, "x" * 500) for n in (20, 50, 100))
+
+
+def test_nproc_relaunches_the_command_as_given_less_nproc(tmp_path, monkeypatch):
+    """Each torchrun rank runs this very command: the options given (negated flags too), not
+    the defaults, and without --nproc."""
+    import archsearch.workflows.train as W
+
+    for k in [k for k in os.environ if k.startswith("TORCHELASTIC_")]:
+        monkeypatch.delenv(k)
+    seen = []
+    monkeypatch.setattr(W, "run_under_torchrun", lambda nproc, args: seen.append((nproc, args)))
+    out = str(tmp_path / "r")
+    r = run("train", "vgg11-digits", "--preset", "tiny", "--nproc", "2", "--device", "cpu", "--no-download",
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    assert seen == [(2, ["train", "vgg11-digits", "--preset", "tiny", "--no-download", "--device", "cpu", "--out", out])]
