@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from typing import Any
 
 from .errors import ArchsearchError
@@ -88,6 +88,22 @@ class TrainConfig:
         d["milestones"] = list(self.milestones)
         return d
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "TrainConfig":
+        """A recorded config read back (`to_dict`'s, in result.json and checkpoints), checked as a
+        made one is; keys a newer archsearch may add are ignored, as every file format here does."""
+        if not isinstance(d, dict):
+            raise ArchsearchError("a training config must be a table")
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ArchsearchError(f"training config: {missing[0]} is missing")
+        ms = d.get("milestones", [])
+        if not (isinstance(ms, (list, tuple)) and all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                                                      for m in ms)):
+            raise ArchsearchError(f"training config: milestones must be a list of numbers, got {ms!r}")
+        return cls(**{f.name: d[f.name] for f in fields if f.name in d})
+
 
 def _why_invalid(c: TrainConfig) -> str | None:
     def whole(v, lo, hi):
@@ -98,6 +114,7 @@ def _why_invalid(c: TrainConfig) -> str | None:
                 and (v > lo if lo_open else v >= lo) and v <= hi)
 
     checks = [
+        (isinstance(c.name, str) and isinstance(c.about, str), "name and about are strings"),
         (whole(c.epochs, 1, MAX_EPOCHS), f"epochs must be a whole number in [1, {MAX_EPOCHS}], got {c.epochs!r}"),
         (whole(c.finetune_epochs, 1, MAX_EPOCHS),
          f"finetune_epochs must be a whole number in [1, {MAX_EPOCHS}], got {c.finetune_epochs!r}"),
@@ -105,8 +122,9 @@ def _why_invalid(c: TrainConfig) -> str | None:
          f"checkpoint_every must be a whole number in [1, {MAX_EPOCHS}], got {c.checkpoint_every!r}"),
         (whole(c.batch_size, 1, 1 << 20), f"batch_size must be a whole number in [1, {1 << 20}], got {c.batch_size!r}"),
         (real(c.width, 0, MAX_WIDTH_MULT, lo_open=True), f"width must be in (0, {MAX_WIDTH_MULT:g}], got {c.width!r}"),
-        (real(c.lr, 0, 100, lo_open=True), f"lr must be in (0, 100], got {c.lr!r}"),
-        (real(c.finetune_lr, 0, 100, lo_open=True), f"finetune_lr must be in (0, 100], got {c.finetune_lr!r}"),
+        # an lr too large to train on is the trainer's to report (`train.Diverged`: "try a lower lr")
+        (real(c.lr, 0, math.inf, lo_open=True), f"lr must be a positive number, got {c.lr!r}"),
+        (real(c.finetune_lr, 0, math.inf, lo_open=True), f"finetune_lr must be a positive number, got {c.finetune_lr!r}"),
         (real(c.momentum, 0, 1), f"momentum must be in [0, 1], got {c.momentum!r}"),
         (real(c.weight_decay, 0, 1), f"weight_decay must be in [0, 1], got {c.weight_decay!r}"),
         (real(c.gamma, 0, 1, lo_open=True), f"gamma must be in (0, 1], got {c.gamma!r}"),

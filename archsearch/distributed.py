@@ -24,6 +24,9 @@ process reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) through `cur
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -139,10 +142,6 @@ def _join(dist: Dist) -> torch.distributed.Store:
     what it waits for and gives up after PEER_TIMEOUT_S. torch's own env:// rendezvous blocks
     in C++ for up to its timeout, deaf to both. All processes are there when this returns, so
     `init_process_group` then connects at once."""
-    import socket
-    import sys
-    import time
-
     addr, port = os.environ.get("MASTER_ADDR"), _env_int("MASTER_PORT")
     if not addr or port is None or not 0 < port < 65536:
         raise ArchsearchError(f"MASTER_ADDR={addr} MASTER_PORT={port}: a host and a port in [1, 65535] are needed "
@@ -191,8 +190,6 @@ def check_batch(dist: Dist, batch_size: int) -> None:
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """The command that runs `archsearch ARGS` as `nproc` processes on this machine."""
-    import sys
-
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "archsearch", *args]
 

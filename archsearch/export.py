@@ -23,8 +23,11 @@ folder it points at is replaced under the same rule. Every check of DIR comes be
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.util
+import io
+import logging
 import os
 import shutil
 import tempfile
@@ -105,10 +108,6 @@ def _run_torchscript(path: Path, xs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _save_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
-    import contextlib
-    import io
-    import logging
-
     quiet = io.StringIO()
     level = logging.getLogger("torch.onnx").level
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -122,7 +121,7 @@ def _save_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
 
 
 def _run_onnx(path: Path, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional dependency: the `onnx` extra
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -270,47 +269,10 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
     made = _first_missing(real.parent)  # removed again if the export fails
     tmp = None
     try:
-        try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
-            tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's folder is private; the export is an ordinary folder
-        except OSError as e:
-            raise os_error(e, out, "cannot write --out") from None
-        manifest: dict = {
-            "archsearch_export": 1, "arch": spec.name, "family": spec.family, "num_classes": spec.num_classes,
-            "input": {"shape": ["batch", *shape], "dtype": "float32"},
-            "formats": {}, "spec": "spec.json", "weights": "model.pt" if state is not None else None,
-            "trained": state is not None,
-            "check": {"batches": [int(x.shape[0]) for x in xs], "atol": atol, "rtol": rtol, "seed": seed,
-                      "inputs": "standard normal"},
-            "torch_version": torch.__version__, "archsearch_version": __version__,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **(about or {}),
-        }
+        tmp = _fresh_folder(real, out)
+        manifest = _manifest(spec, state is not None, shape, xs, atol=atol, rtol=rtol, seed=seed, about=about)
         for f in formats:
-            save, run = _EXPORTERS[f]
-            path = tmp / FILES[f]
-            try:
-                save(model, xs[0], path)
-                with torch.no_grad():
-                    got = run(path, xs)
-            except ArchsearchError:
-                raise
-            except Exception as e:  # noqa: BLE001  an exporter's failure is one line naming the format
-                msg = clip(e, 240) or type(e).__name__
-                raise ArchsearchError(f"{f} export of {spec.name} failed: {type(e).__name__}: {msg}") from None
-            shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(refs, got) if a.shape != b.shape]
-            if shapes or len(got) != len(refs):  # broadcasting would let a wrong shape pass the comparison
-                raise ArchsearchError(f"{f} export of {spec.name}: its outputs have other shapes than the original "
-                                      f"module's ({shapes[0][1] if shapes else len(got)} for "
-                                      f"{shapes[0][0] if shapes else len(refs)}); nothing was written")
-            diff = max(float((a - b.to(a.dtype)).abs().max()) for a, b in zip(refs, got))
-            ok = all(torch.allclose(a, b.to(a.dtype), atol=atol, rtol=rtol) for a, b in zip(refs, got))
-            if not ok:
-                raise ArchsearchError(f"{f} export of {spec.name}: its outputs differ from the original module's by "
-                                      f"up to {diff:.3g} (atol {atol:g}, rtol {rtol:g}); nothing was written")
-            manifest["formats"][f] = {"file": FILES[f], "how": _HOW[f], "max_abs_diff": diff, "ok": True,
-                                      "bytes": path.stat().st_size}
+            manifest["formats"][f] = _export_one(f, spec.name, model, xs, refs, tmp / FILES[f], atol=atol, rtol=rtol)
         spec.save(tmp / "spec.json")
         if state is not None:
             torch_save(state, tmp / "model.pt")
@@ -325,6 +287,63 @@ def export(spec: ArchSpec, state: dict[str, torch.Tensor] | None, out: str | Pat
             shutil.rmtree(tmp, ignore_errors=True)
         if made is not None:
             _remove_empty(real.parent, made)
+
+
+def _fresh_folder(real: Path, out: Path) -> Path:
+    """A new folder beside DIR to write the export into (it replaces DIR at the end)."""
+    tmp = None
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's folder is private; the export is an ordinary folder
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(e, out, "cannot write --out") from None
+    return tmp
+
+
+def _manifest(spec: ArchSpec, trained: bool, shape: tuple[int, ...], xs: list[torch.Tensor], *, atol: float,
+              rtol: float, seed: int, about: dict | None) -> dict:
+    """export.json before its formats are filled in: the network, its input and the check."""
+    return {
+        "archsearch_export": 1, "arch": spec.name, "family": spec.family, "num_classes": spec.num_classes,
+        "input": {"shape": ["batch", *shape], "dtype": "float32"},
+        "formats": {}, "spec": "spec.json", "weights": "model.pt" if trained else None,
+        "trained": trained,
+        "check": {"batches": [int(x.shape[0]) for x in xs], "atol": atol, "rtol": rtol, "seed": seed,
+                  "inputs": "standard normal"},
+        "torch_version": torch.__version__, "archsearch_version": __version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(about or {}),
+    }
+
+
+def _export_one(f: str, name: str, model: nn.Module, xs: list[torch.Tensor], refs: list[torch.Tensor], path: Path,
+                *, atol: float, rtol: float) -> dict:
+    """Write `model` in format `f` to `path`, load it back and check its outputs on `xs`
+    against `refs` (the original module's); its manifest entry, or one line saying what failed."""
+    save, run = _EXPORTERS[f]
+    try:
+        save(model, xs[0], path)
+        with torch.no_grad():
+            got = run(path, xs)
+    except ArchsearchError:
+        raise
+    except Exception as e:  # noqa: BLE001  an exporter's failure is one line naming the format
+        msg = clip(e, 240) or type(e).__name__
+        raise ArchsearchError(f"{f} export of {name} failed: {type(e).__name__}: {msg}") from None
+    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(refs, got) if a.shape != b.shape]
+    if shapes or len(got) != len(refs):  # broadcasting would let a wrong shape pass the comparison
+        raise ArchsearchError(f"{f} export of {name}: its outputs have other shapes than the original "
+                              f"module's ({shapes[0][1] if shapes else len(got)} for "
+                              f"{shapes[0][0] if shapes else len(refs)}); nothing was written")
+    diff = max(float((a - b.to(a.dtype)).abs().max()) for a, b in zip(refs, got))
+    ok = all(torch.allclose(a, b.to(a.dtype), atol=atol, rtol=rtol) for a, b in zip(refs, got))
+    if not ok:
+        raise ArchsearchError(f"{f} export of {name}: its outputs differ from the original module's by "
+                              f"up to {diff:.3g} (atol {atol:g}, rtol {rtol:g}); nothing was written")
+    return {"file": FILES[f], "how": _HOW[f], "max_abs_diff": diff, "ok": True, "bytes": path.stat().st_size}
 
 
 __all__ = ["export", "destination", "deployable", "FORMATS", "FILES", "MANIFEST", "parse_formats", "default_formats",

@@ -1,6 +1,6 @@
 """Finite ranges for every number that enters archsearch (command-line options, file
 fields): the one home of the bounds, read by the CLI's option types and by the file
-schemas (`schemas.py`). They refuse nonsense (a width of 10^6 channels, a seed of 2^64,
+schemas (`archsearch/schemas/`). They refuse nonsense (a width of 10^6 channels, a seed of 2^64,
 10^20 epochs) before any work; whether a valid network fits in memory is checked
 separately, before training (`train.check_memory`)."""
 

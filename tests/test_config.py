@@ -123,3 +123,67 @@ def test_a_config_of_its_own_name_trains_and_checkpoints(tmp_path):
     data = subset_train(load_dataset("digits"), 128)
     r = train(parse_target("vgg11-digits").base_spec(0.25), data, make_schedule(mine), out_dir=tmp_path / "run")
     assert r.epochs == 1 and (tmp_path / "run" / "result.json").is_file()
+
+
+# -- the resolved config is recorded with every result (issue 28, item 1) ----------------------------
+def test_a_schedule_carries_the_config_it_was_made_from():
+    """make_schedule's own overrides are the config's fields for its kind, folded into the
+    config the schedule carries; the config takes no part in the schedule's record or equality
+    (the run's fingerprint stays what it was)."""
+    from archsearch.train import make_schedule
+
+    ft = make_schedule("tiny", "finetune", epochs=2, lr=0.01, batch_size=32)
+    assert ft.config == resolve("tiny", finetune_epochs=2, finetune_lr=0.01, batch_size=32)
+    mine = resolve("fast", width=0.5, checkpoint_every=2)
+    e = make_schedule(mine, epochs=3)
+    assert e.config == mine.override(epochs=3) and e.epochs == 3
+    assert "config" not in e.to_dict() and e == make_schedule("fast", epochs=3)
+    assert make_schedule("tiny", count_convention="original").config.count == "original"
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_a_recorded_config_reads_back_as_the_same_config(name):
+    c = PRESETS[name]
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    assert TrainConfig.from_dict({**c.to_dict(), "added_later": 1}) == c  # a newer release's key is ignored
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"epochs": "5"}, "epochs must be"), ({"milestones": ["0.5"]}, "milestones must be"),
+    ({"name": 3}, "name and about"), ({"lr": None}, "lr must be"),
+])
+def test_a_bad_recorded_config_is_one_line(change, words):
+    with pytest.raises(ArchsearchError, match=words):
+        TrainConfig.from_dict({**PRESETS["tiny"].to_dict(), **change})
+    d = PRESETS["tiny"].to_dict()
+    del d["epochs"]
+    with pytest.raises(ArchsearchError, match="epochs is missing"):
+        TrainConfig.from_dict(d)
+
+
+def test_train_records_the_resolved_config_in_its_result_and_checkpoint(tmp_path):
+    """`archsearch train vgg11-digits --preset tiny` (with a few flags) writes result.json and a
+    checkpoint whose config is config.resolve("tiny", ...) with the command's overrides; a
+    result.json of today's release, which has no config, still loads; a bad one is one line."""
+    import json
+
+    import torch
+
+    from archsearch.train import load_checkpoint, load_result
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "vgg11-digits", "--preset", "tiny", "--epochs", "1", "--width", "0.125",
+                                 "--checkpoint-every", "1", "--train-subset", "128", "--device", "cpu",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    want = resolve("tiny", epochs=1, width=0.125, checkpoint_every=1).to_dict()
+    d = json.loads((out / "result.json").read_text())
+    assert d["config"] == want and load_result(out / "result.json").config == want
+    assert load_checkpoint(out / "checkpoint.pt", torch.device("cpu"))["config"] == want
+
+    old = {k: v for k, v in d.items() if k != "config"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_result(tmp_path / "old.json").config is None
+    (tmp_path / "bad.json").write_text(json.dumps({**d, "config": {**want, "epochs": 0}}))
+    with pytest.raises(ArchsearchError, match="config.*epochs must be"):
+        load_result(tmp_path / "bad.json")

@@ -43,10 +43,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
+import torch_pruning as tp
+import torchvision
 from torch import nn
+from torchvision.ops.misc import SqueezeExcitation
 
 from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
@@ -75,20 +79,12 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d
 _FREE = (nn.Dropout, nn.Identity, nn.Flatten)  # layers with no parameters and no counted work
 
 
-def _tp():
-    try:
-        import torch_pruning as tp
-    except ImportError:  # pragma: no cover - a dependency
-        raise ArchsearchError("torchvision families need Torch-Pruning: pip install torch-pruning") from None
-    return tp
-
-
 def _graph(model: nn.Module, size: int, name: str = "the model"):
     """Torch-Pruning's dependency graph of `model` (traced through autograd: on even where the
     caller runs under `torch.no_grad()`)."""
     try:
         with torch.enable_grad():
-            return _tp().DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
+            return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, size, size))
     except (ArithmeticError, LookupError, ValueError, TypeError, AssertionError) as e:
         # a construct the graph cannot follow (as ShuffleNet's shuffle was before REFUSED named it):
         # a limit of the model, not of the user's input; the known ones are refused by name first
@@ -98,8 +94,6 @@ def _graph(model: nn.Module, size: int, name: str = "the model"):
 
 @functools.lru_cache(maxsize=None)
 def _classification_models() -> tuple[str, ...]:
-    import torchvision
-
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
@@ -109,8 +103,6 @@ def classification_models() -> list[str]:
 
 def _module_of(model: str) -> str:
     """The torchvision module that builds `model` ('resnet' for resnet18)."""
-    import torchvision
-
     return torchvision.models.get_model_builder(model).__module__.rpartition(".")[2]
 
 
@@ -132,8 +124,6 @@ def _check_known(model: str) -> None:
 
 def make_model(model: str, num_classes: int) -> nn.Module:
     """torchvision's `model` as archsearch builds it (no weights, no auxiliary classifiers)."""
-    import torchvision
-
     _check_known(model)
     try:
         return torchvision.models.get_model(model, weights=None, num_classes=num_classes,
@@ -184,43 +174,8 @@ def _smallest_side(model_name: str, limit: int = 1024) -> int | None:
     return hi
 
 
-def _trace(model: nn.Module, size: int, model_name: str) -> tuple[list[_Layer], dict[str, int]]:
-    """The layers of `model` (torchvision's `model_name`) as the counters see them (one forward
-    at `size`), and each conv's stage."""
-    name = PREFIX + model_name
-    layers: list[_Layer] = []
-    se_stage: dict[str, int] = {}
-    out_hw: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules()}
-    se_types = _se_types()
-
-    def stage_of(hw: int) -> int:
-        return max(0, int(round(math.log2(size / max(1, hw)))))
-
-    def hook(m, inp, out):
-        name = names[m]
-        x = inp[0]
-        if isinstance(m, se_types):
-            se_stage[name] = stage_of(x.shape[-1])
-            return
-        if isinstance(m, nn.Conv2d):
-            hw = out.shape[-1]
-            out_hw[name] = hw
-            cin = m.in_channels // m.groups
-            op = Op("conv", cin, m.out_channels, hw, m.kernel_size[0], bias=m.bias is not None)
-            layers.append(_Layer(name, op, Conv(name, m.out_channels, cin, m.kernel_size[0], stage_of(hw), hw)))
-        elif isinstance(m, nn.BatchNorm2d):
-            layers.append(_Layer(name, Op("bn", m.num_features, m.num_features, out.shape[-1])))
-        elif isinstance(m, nn.Linear):
-            layers.append(_Layer(name, Op("linear", m.in_features, m.out_features, 1)))
-        elif isinstance(m, _ACTS):
-            n = out[0].numel()
-            layers.append(_Layer(name, Op("relu", n, n, 1)))
-        elif isinstance(m, _POOLS):
-            k = max(1, x.shape[-1] // max(1, out.shape[-1]))
-            layers.append(_Layer(name, Op("maxpool" if "Max" in type(m).__name__ else "avgpool",
-                                          out.shape[1], out.shape[1], out.shape[-1], k)))
-
+def _check_countable(model: nn.Module, name: str) -> None:
+    """Refuse, by name, a model with layers the counters cannot count or narrow."""
     unknown = sorted({type(m).__name__ for m in model.modules() if not list(m.children())
                       and not isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear) + _ACTS + _POOLS + _FREE)
                       and any(True for _ in m.parameters(recurse=False))})
@@ -230,8 +185,32 @@ def _trace(model: nn.Module, size: int, model_name: str) -> tuple[list[_Layer], 
                      if isinstance(m, nn.Conv2d) and m.kernel_size[0] != m.kernel_size[1]})
     if oblong:
         raise ArchsearchError(f"{name} has convs with non-square kernels ({', '.join(oblong)}); {_SQUARE}")
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if not list(m.children()) or isinstance(m, se_types)]
+
+
+def _layer(name: str, m: nn.Module, x: torch.Tensor, out: torch.Tensor,
+           stage_of: Callable[[int], int]) -> _Layer | None:
+    """The counted layer that leaf module `m` is, seen in a forward (None: a layer of no work)."""
+    if isinstance(m, nn.Conv2d):
+        hw = out.shape[-1]
+        cin = m.in_channels // m.groups
+        op = Op("conv", cin, m.out_channels, hw, m.kernel_size[0], bias=m.bias is not None)
+        return _Layer(name, op, Conv(name, m.out_channels, cin, m.kernel_size[0], stage_of(hw), hw))
+    if isinstance(m, nn.BatchNorm2d):
+        return _Layer(name, Op("bn", m.num_features, m.num_features, out.shape[-1]))
+    if isinstance(m, nn.Linear):
+        return _Layer(name, Op("linear", m.in_features, m.out_features, 1))
+    if isinstance(m, _ACTS):
+        n = out[0].numel()
+        return _Layer(name, Op("relu", n, n, 1))
+    if isinstance(m, _POOLS):
+        k = max(1, x.shape[-1] // max(1, out.shape[-1]))
+        return _Layer(name, Op("maxpool" if "Max" in type(m).__name__ else "avgpool",
+                               out.shape[1], out.shape[1], out.shape[-1], k))
+    return None
+
+
+def _forward_once(model: nn.Module, size: int, model_name: str) -> None:
+    """One eval-mode forward at `size`, or one line saying which input side the model needs."""
     was = model.training
     model.eval()
     try:
@@ -240,23 +219,43 @@ def _trace(model: nn.Module, size: int, model_name: str) -> tuple[list[_Layer], 
     except RuntimeError as e:
         side = _smallest_side(model_name)
         needs = f" (it runs on {side}x{side}: use a dataset of larger images)" if side else ""
-        raise ArchsearchError(f"{name} does not run on {size}x{size} images{needs}: {clip(e, 160)}") from None
+        raise ArchsearchError(f"{PREFIX}{model_name} does not run on {size}x{size} images{needs}: "
+                              f"{clip(e, 160)}") from None
+    finally:
+        model.train(was)
+
+
+def _trace(model: nn.Module, size: int, model_name: str) -> tuple[list[_Layer], dict[str, int]]:
+    """The layers of `model` (torchvision's `model_name`) as the counters see them (one forward
+    at `size`), and each conv's stage: a conv inside a squeeze-excitation block takes the
+    stage of the block's input."""
+    _check_countable(model, PREFIX + model_name)
+    layers: list[_Layer] = []
+    se_stage: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def stage_of(hw: int) -> int:
+        return max(0, int(round(math.log2(size / max(1, hw)))))
+
+    def hook(m, inp, out):
+        if isinstance(m, SqueezeExcitation):
+            se_stage[names[m]] = stage_of(inp[0].shape[-1])
+        elif (layer := _layer(names[m], m, inp[0], out, stage_of)) is not None:
+            layers.append(layer)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if not list(m.children()) or isinstance(m, SqueezeExcitation)]
+    try:
+        _forward_once(model, size, model_name)
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
     stages = {}
     for layer in layers:
         if layer.conv is not None:
             owner = next((se for se in se_stage if layer.name.startswith(se + ".")), None)
             stages[layer.name] = se_stage[owner] if owner else layer.conv.stage
     return layers, stages
-
-
-def _se_types() -> tuple[type, ...]:
-    from torchvision.ops.misc import SqueezeExcitation
-
-    return (SqueezeExcitation,)
 
 
 @dataclass(frozen=True)
@@ -389,7 +388,6 @@ class TorchvisionFamily(Family):
             raise ArchsearchError(f"{self.name} has {len(gs)} channel groups; spec has {len(widths)} widths")
         if all(w == g.base for w, g in zip(widths, gs)):
             return model
-        tp = _tp()
         dg = _graph(model, size, self.name)
         for g, w in zip(gs, widths):
             if not 1 <= w <= g.base:
