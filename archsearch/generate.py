@@ -24,6 +24,7 @@ from .archs import get_family
 from .budget import (BY, Solved, channel_spec, conv_stages, depth_spec, kept_blocks_from,  # noqa: F401
                      position_probs, sample_masks, solve, sparse_spec, tie_classes)
 from .errors import ArchsearchError
+from .names import parse_target
 from .spec import ArchSpec
 
 
@@ -59,8 +60,6 @@ def pattern_stage_values(pattern: dict, target: ArchSpec) -> tuple[list[float], 
 def _pattern_conv_stages(pattern: dict, n: int) -> int:
     """How many of a channel pattern's `n` stages are its net's conv stages (the rest: classifier
     groups). Its arch and data name the net; a net this machine cannot name has no classifier stage."""
-    from .names import parse_target
-
     try:
         return min(n, conv_stages(parse_target(f"{pattern['arch']}-{pattern['data']}").base_spec(0.25)))
     except (ArchsearchError, KeyError):
