@@ -22,7 +22,10 @@ From a spec the family gives:
   alone (`archsearch.counting`);
 - `module(spec)`: the `nn.Module`.
 
-Add a family by subclassing `Family` and decorating it with `@register_family`.
+Add a family in a module of its own: subclass `Family` (archs/base.py, with the records
+above) and decorate it with `@register_family`, which puts it in the registry
+(`archsearch.families`, below `archsearch.spec`, so that a spec can name its groups); then
+import the module on the line below that imports the others.
 
 Arch names: a dataset says which networks its names mean (`DatasetInfo.nets`: "cifar", the
 paper's CIFAR networks, or "imagenet", its ImageNet ones). A family of the ImageNet networks
@@ -47,7 +50,7 @@ from .base import (GROUP_KINDS, NETS, Block, Conv, Family, Group, Op, Select, fi
                    scale_widths, spread)
 
 # each module registers its families; the order of this line is the order names are listed in
-from . import vgg, resnet, preresnet, densenet, imagenet  # noqa: E402,F401,I001  isort:skip
+from . import vgg, resnet, preresnet, densenet, imagenet  # noqa: F401,I001  (isort: skip)
 
 _ARCH_RE = re.compile(r"^([a-z]+?)([1-9]\d*)$")  # no leading zero: vgg016 would be a second name for vgg16
 
