@@ -5,7 +5,7 @@ pruner finds is an architecture. archsearch proposes architectures with pruners,
 extracts their per-layer and per-stage patterns, generates new networks from them at
 matched budgets, trains them from scratch and compares them.
 
-Import direction (bottom to top): errors/_io -> spec -> archs -> counting -> names ->
+Import direction (bottom to top): errors/_io -> families -> spec -> archs -> counting -> names ->
 data -> train -> cli.
 """
 

@@ -25,6 +25,7 @@ import re
 import stat
 import tempfile
 import tomllib
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -117,7 +118,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    import torch
+    import torch  # start-up cost: `archsearch --help` imports this module; torch takes 2-3 s
 
     with atomic_path(path) as tmp:
         try:
@@ -154,9 +155,7 @@ def load_torch(path: str | os.PathLike, what: str = "checkpoint", *, map_locatio
     strings and containers and nothing else, so a crafted file cannot run code. Anything
     else is one line naming the file and saying what it is not (`hint` says what to do);
     never torch's advice to load it unsafely."""
-    import warnings
-
-    import torch
+    import torch  # start-up cost: `archsearch --help` imports this module; torch takes 2-3 s
 
     data = read_bytes(path, what, torch_limit() if limit is None else limit)
     try:
@@ -190,7 +189,7 @@ def _not_torch(data: bytes, text: str) -> str:
 def load_state(path: str | os.PathLike, what: str = "weights", *, hint: str = "") -> dict:
     """A state dict (a non-empty dict of named tensors) from a torch file, by `load_torch`;
     of a checkpoint, its "model" entry."""
-    import torch
+    import torch  # start-up cost: `archsearch --help` imports this module; torch takes 2-3 s
 
     state = load_torch(path, what, hint=hint)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
@@ -322,7 +321,7 @@ class RunLock:
         self.folder, self.what, self.fd, self.wait = Path(folder), what, None, wait
 
     def __enter__(self) -> "RunLock":
-        import fcntl
+        import fcntl  # Unix only: elsewhere locking fails, not every command that reads a file
 
         make_dirs(self.folder)
         path = self.folder / ".lock"

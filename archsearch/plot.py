@@ -8,10 +8,19 @@ not have, purple).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
+# plotly at the top: this module is imported only to plot (never on `archsearch --help`'s path),
+# and plotly (0.1-0.2 s) is small beside the torch that `generate` brings (2.6-3.2 s, measured)
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ._io import write_text
+from .errors import ArchsearchError, clip
 from .generate import GENERATORS
 
 COLORS = {name: g.colour for name, g in GENERATORS.items()}  # one home: the generator registry
@@ -36,9 +45,6 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     (hover text) and kind: rows of two kinds (channels, sparsity) get one panel each, as
     in the paper's Figure 3.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     if x not in ("params", "macs"):
         raise ValueError(f"x must be params or macs, got {x!r}")
     order = ["channels", "sparsity", "depth"]
@@ -84,8 +90,6 @@ def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: st
     """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
     arm with its mean accuracy and std over seeds; the paper's number, where cited, as a
     black tick on its arm's bar. `rows` are `sweep.table.summary` rows."""
-    import plotly.graph_objects as go
-
     fig = go.Figure()
     labels = [r["row"] for r in rows]
     for arm in arms:
@@ -123,9 +127,6 @@ def pattern_figure(pattern: dict):
     """Per-layer kept widths against the original (channels), per-layer density plus the
     per-stage 3x3 keep-probability heatmaps of the paper's Figure 4 (sparsity), or which
     removable blocks each seed kept (depth)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     pv = pattern["provenance"]
     title = (f"{pattern['name']}: {pattern['kind']} pattern of {pv['method']} on {pattern['arch']}-{pattern['data']}, "
              f"ratio {pattern['ratio']:g}<br><sup>{len(pv['seeds'])} seeds, {pv.get('scale', '')}; "
@@ -170,10 +171,6 @@ def pattern_figure(pattern: dict):
 def write_html(fig, path: str | os.PathLike) -> None:
     """Self-contained HTML (plotly.js embedded), written atomically. The name must end in
     .html: a browser (and `--png`, which writes NAME.png beside it) goes by it."""
-    from pathlib import Path
-
-    from .errors import ArchsearchError
-
     if Path(path).suffix.lower() not in (".html", ".htm"):
         raise ArchsearchError(f"{path}: the figure is HTML, so its file name must end in .html "
                               "(--png also writes NAME.png beside it)")
@@ -182,8 +179,6 @@ def write_html(fig, path: str | os.PathLike) -> None:
 
 def find_browser() -> str | None:
     """A headless-capable Chromium: $ARCHSEARCH_CHROMIUM, else chromium / chromium-browser / google-chrome."""
-    import shutil
-
     env = os.environ.get("ARCHSEARCH_CHROMIUM")
     if env:
         return env
@@ -195,11 +190,6 @@ def find_browser() -> str | None:
 
 
 def _chromium(args: list[str], timeout: float):
-    import subprocess
-    import tempfile
-
-    from .errors import ArchsearchError
-
     exe = find_browser()
     if exe is None:
         raise ArchsearchError("no Chromium found for rendering (apt install chromium, or set ARCHSEARCH_CHROMIUM)")
@@ -216,10 +206,6 @@ def _chromium(args: list[str], timeout: float):
 def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 1100, height: int = 700,
                timeout: float = 90) -> None:
     """Screenshot an HTML file in headless Chromium (after its scripts ran)."""
-    from pathlib import Path
-
-    from .errors import ArchsearchError, clip
-
     src, out = Path(html).resolve(), Path(png).resolve()
     tmp = out.with_name(f".{out.name}.tmp.png")
     tmp.unlink(missing_ok=True)  # a leftover of a render that timed out is no screenshot of this one
@@ -236,7 +222,5 @@ def render_png(html: str | os.PathLike, png: str | os.PathLike, width: int = 110
 
 def rendered_dom(html: str | os.PathLike, timeout: float = 90) -> str:
     """The DOM of an HTML file after headless Chromium ran its scripts (to check what drew)."""
-    from pathlib import Path
-
     r = _chromium(["--virtual-time-budget=8000", "--dump-dom", Path(html).resolve().as_uri()], timeout)
     return r.stdout

@@ -7,6 +7,8 @@ a ResNet block's inner conv; in PreResNet and DenseNet the channels that a chann
 layer lets through from a stream whose own width stays fixed), and the spec stores one width
 per group, its base width and its stage (the feature-map size it lives at). Coupling is the
 family's data (`archsearch.archs`), never re-derived by callers.
+A spec's JSON names its groups, so it asks its family for their names through the registry
+(`archsearch.families`), which sits below this module; the families themselves build on it.
 
 Beside the widths a spec may carry:
 - `masks`: one boolean mask per conv for sparse networks, keyed by the conv's module name,
@@ -36,6 +38,8 @@ import numpy as np
 
 from ._io import parse_json, read_json, write_json
 from .errors import ArchsearchError
+from .families import get_family
+from .schemas import ArchSpecModel, check
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -165,8 +169,6 @@ class ArchSpec:
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        from .archs import get_family
-
         try:
             groups = [g.name for g in get_family(self.family).groups(self)]
         except ArchsearchError:
@@ -194,8 +196,6 @@ class ArchSpec:
     @classmethod
     def from_dict(cls, d: Any, where: str = "spec") -> "ArchSpec":
         """A spec from JSON data, checked completely (`schemas.ArchSpecModel`) before use."""
-        from .schemas import ArchSpecModel, check
-
         if isinstance(d, dict) and d.get("schema", 1) not in READABLE_SCHEMAS:
             raise ArchsearchError(f"{where}: spec schema {d.get('schema')!r} is not supported "
                                   f"(this archsearch reads {', '.join(map(str, READABLE_SCHEMAS))})")
@@ -211,8 +211,6 @@ class ArchSpec:
                        in_channels=m.in_channels, input_size=m.input_size, base_widths=m.base_widths, masks=masks,
                        meta=dict(m.meta), width=width, selected=m.selected, blocks=m.blocks)
             if m.groups is not None:
-                from .archs import get_family
-
                 names = [g.name for g in get_family(spec.family).groups(spec)]
                 if names != list(m.groups):
                     raise ArchsearchError(f"its groups do not match {spec.name}'s channel groups "
@@ -227,7 +225,6 @@ class ArchSpec:
         before schema 2 keep their fingerprints and resume."""
         if self.family != "vgg" or self.selected is not None or self.blocks is not None:
             return self.to_dict()
-        from .archs import get_family
 
         names = get_family(self.family).conv_names(self.depth)
         masks = None if self.masks is None else [self.masks[n] for n in names]
@@ -266,8 +263,6 @@ def _schema1_width(meta: dict) -> float:
 
 def _masks_by_name(family: str, depth: int, masks: list[np.ndarray], where: str) -> dict[str, np.ndarray]:
     """Schema 1's mask list (VGG, one per conv layer in order) keyed by the convs' module names."""
-    from .archs import get_family
-
     fam = get_family(family)
     names = fam.conv_names(depth)
     if len(masks) != len(names):

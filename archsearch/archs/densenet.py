@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..families import register_family
 from ..spec import ArchSpec
-from . import Conv, Family, Group, Op, Select, final_hw, he_init_, register_family, scale_width
+from .base import Conv, Family, Group, Op, Select, final_hw, he_init_, scale_width
 
 GROWTH = 12
 

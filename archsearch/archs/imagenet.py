@@ -56,8 +56,9 @@ import math
 
 from torch import nn
 
+from ..families import register_family
 from ..spec import ArchSpec
-from . import Block, Conv, Family, Group, Op, final_hw, he_init_, register_family, scale_width
+from .base import Block, Conv, Family, Group, Op, final_hw, he_init_, scale_width
 from .vgg import STAGE_CFGS, _layer_index
 
 # -- torchvision's ResNets ---------------------------------------------------------------------

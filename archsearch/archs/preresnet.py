@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..families import register_family
 from ..spec import ArchSpec
-from . import Block, Conv, Family, Group, Op, Select, final_hw, he_init_, register_family, scale_width
+from .base import Block, Conv, Family, Group, Op, Select, final_hw, he_init_, scale_width
 
 PLANES = (16, 32, 64)
 EXPANSION = 4

@@ -12,8 +12,9 @@ import math
 
 from torch import nn
 
+from ..families import register_family
 from ..spec import ArchSpec
-from . import Conv, Family, Group, Op, final_hw, register_family, scale_width
+from .base import Conv, Family, Group, Op, final_hw, scale_width
 
 # widths per stage; a stage = the layers between two max-pools (same feature-map size)
 STAGE_CFGS: dict[int, list[list[int]]] = {

@@ -8,107 +8,26 @@ device and augments there, with no per-image Python work.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import ArchsearchError
+from .base import CIFAR_MEAN, CIFAR_STD, DATASETS, Dataset, DatasetInfo, default_data_dir, register_dataset
+from .loader import DeviceLoader
 
-# Paper's normalisation for CIFAR (DESIGN.md "Paper settings"); the same for CIFAR-100
-# in the Rethinking code.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
+# each module registers its datasets; the order of this line is the order they are listed in
+from . import cifar, digits, imagenet  # noqa: F401,I001  (isort: skip)
+from .folders import load_folder, read_registry
+from .stream import StreamingDataset
 
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: np.ndarray  # uint8 (N, H, W, 3)
-    y_train: np.ndarray  # int64 (N,)
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    flip: bool  # horizontal flip is a valid augmentation for this data
-    source: str = ""
-    classes: list[str] = field(default_factory=list)
-
-    streaming = False  # the whole set is in memory (`stream.StreamingDataset` reads it from disk)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.x_test)
-
-    @property
-    def size(self) -> int:
-        return int(self.x_train.shape[1])
-
-    def loader(self, split: str, batch_size: int, *, train: bool, device="cpu", seed: int = 0, pad: int = 4,
-               channels_last: bool = False, indices: np.ndarray | None = None, dist=None,
-               drop_last: bool = False) -> "DeviceLoader":
-        """Batches of `split` ('train' or 'test') on `device`; `train` augments and shuffles;
-        `dist` (distributed.Dist): this process's slice of every global batch."""
-        from ..distributed import SINGLE
-
-        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        if indices is not None:
-            x, y = x[indices], y[indices]
-        return DeviceLoader(x, y, batch_size, self.mean, self.std, train=train, device=device,
-                            flip=self.flip, pad=pad, seed=seed, channels_last=channels_last,
-                            dist=dist or SINGLE, drop_last=drop_last)
-
-    def subset(self, idx: np.ndarray, note: str) -> "Dataset":
-        """The same set with only the training images `idx`."""
-        return Dataset(name=self.name, x_train=np.ascontiguousarray(self.x_train[idx]), y_train=self.y_train[idx],
-                       x_test=self.x_test, y_test=self.y_test, num_classes=self.num_classes, mean=self.mean,
-                       std=self.std, flip=self.flip, source=f"{self.source} ({note})", classes=self.classes)
-
-    def problem(self) -> str | None:
-        from .cache import problem
-
-        return problem({"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test,
-                        "y_test": self.y_test}, self.num_classes)
-
-    def describe(self) -> str:
-        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test, "
-                f"{self.num_classes} classes, from {self.source}")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    title: str
-    num_classes: int
-    load: Callable[..., Dataset]
-    input_size: int = 32  # the side of the images the networks see
-    # which networks its arch names mean: "cifar" (the paper's CIFAR VGG/ResNet: 3x3 stem, one
-    # linear layer) or "imagenet" (the paper's ImageNet VGG and torchvision's ResNets)
-    nets: str = "cifar"
-
-
-DATASETS: dict[str, DatasetInfo] = {}
-
-
-def register_dataset(name: str, title: str, num_classes: int, *, input_size: int = 32, nets: str = "cifar"):
-    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        DATASETS[name] = DatasetInfo(name, title, num_classes, fn, input_size=input_size, nets=nets)
-        return fn
-    return deco
+AnyDataset = Dataset | StreamingDataset  # what load_dataset returns: in memory, or streamed from disk
 
 
 def get_info(name: str) -> DatasetInfo:
     """A built-in dataset, or a folder registered with `archsearch data add` (folders.py)."""
     if name in DATASETS:
         return DATASETS[name]
-    from .folders import load_folder, read_registry
-
     entries = read_registry()
     if name in entries:
         e = entries[name]
@@ -121,17 +40,10 @@ def get_info(name: str) -> DatasetInfo:
 
 
 def known_names() -> list[str]:
-    from .folders import read_registry
-
     try:
         return list(DATASETS) + sorted(read_registry())
     except ArchsearchError:
         return list(DATASETS)
-
-
-def default_data_dir() -> Path:
-    # an empty value means the default, not the current folder
-    return Path(os.environ.get("ARCHSEARCH_DATA") or Path.home() / ".cache" / "archsearch" / "data")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> "AnyDataset":
@@ -142,13 +54,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     if ds.num_classes != info.num_classes or bad:  # checked here, before any training, not at the first batch
         raise ArchsearchError(f"{name} from {ds.source} is not a valid {info.num_classes}-class dataset: {bad}")
     return ds
-
-
-from . import cifar, digits, imagenet  # noqa: E402,F401  (register the datasets)
-from .loader import DeviceLoader  # noqa: E402,F401
-from .stream import StreamingDataset  # noqa: E402
-
-AnyDataset = Dataset | StreamingDataset  # what load_dataset returns: in memory, or streamed from disk
 
 
 def subset_train(ds: "AnyDataset", n: int | None, seed: int = 0) -> "AnyDataset":
@@ -165,3 +70,8 @@ def subset_train(ds: "AnyDataset", n: int | None, seed: int = 0) -> "AnyDataset"
     quota[: n - quota.sum()] += 1
     idx = np.sort(np.concatenate([per_class[c][: quota[c]] for c in range(ds.num_classes)]))
     return ds.subset(idx, f"train subset {len(idx)}, seed {seed}")
+
+
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "DATASETS", "AnyDataset", "Dataset", "DatasetInfo", "DeviceLoader",
+           "StreamingDataset", "default_data_dir", "get_info", "known_names", "load_dataset", "register_dataset",
+           "subset_train"]

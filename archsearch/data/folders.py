@@ -36,6 +36,7 @@ ImageNet VGGs); by default ImageNet's from 128 px up.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import os
 import re
@@ -47,12 +48,16 @@ from pathlib import Path
 from typing import Annotated, Iterator
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from .._io import is_regular_file, make_dirs, os_error, read_bytes, read_json, too_large, write_json
+from .._io import atomic_path, is_regular_file, make_dirs, os_error, read_bytes, read_json, too_large, write_json
 from ..errors import ArchsearchError
-from . import DATASETS, Dataset, reading
-from .cache import cached_arrays, source_key
+from .. import __version__
+from ..schemas import Closed, check
+from . import reading
+from .base import DATASETS, Dataset
+from .cache import cache_dir, cached_arrays, source_key
 from .cifar import IMAGE_SUFFIXES, split_class
 from .reading import open_image, open_tar, read_member
 from .stream import Records, StreamingDataset, StreamLoader, check_random_access, records
@@ -77,8 +82,6 @@ def registry_path() -> Path:
 
 
 def _schema():
-    from ..schemas import Closed
-
     class FolderEntry(Closed):
         name: Annotated[str, Field(pattern=_NAME.pattern)]
         path: Annotated[str, Field(min_length=1, max_length=4096)]
@@ -109,10 +112,6 @@ def read_registry() -> dict[str, dict]:
     """The registered folders by name ({} when there is no registry yet). Parsed and checked
     once per version of the file (its modification time, size and inode), as names are looked up
     often; callers get their own copy."""
-    import copy
-
-    from ..schemas import check
-
     path = registry_path()
     try:
         st = path.stat()
@@ -138,7 +137,7 @@ def _registry_lock() -> Iterator[None]:
     that each read the registry and write it back whole would otherwise drop each other's entry.
     A lock file of its own, not the folder's `.lock`: $ARCHSEARCH_REGISTRY may sit in a run
     folder that a training holds for hours. The kernel drops the lock when its holder dies."""
-    import fcntl
+    import fcntl  # Unix only: elsewhere registering a folder fails, not reading the registry
 
     path = registry_path()
     lock = path.with_name(path.name + ".lock")
@@ -240,8 +239,6 @@ def _walk_index(path: Path) -> dict[str, list[tuple[str, str, int, int]]]:
 def index(path: Path, classes: list[str], test_split: str) -> tuple[Records, Records]:
     """The (train, test) records of a folder or uncompressed tar, cached under the array cache
     by the source's path and mtimes (an ImageNet-sized tree takes a while to walk)."""
-    from .cache import cache_dir
-
     root = str(_find_root(path)) if path.is_dir() else str(path)
     f = cache_dir() / f"{source_key('index', path)}.npz"
     want = {"train": "train", "test": test_split}
@@ -265,8 +262,6 @@ def index(path: Path, classes: list[str], test_split: str) -> tuple[Records, Rec
         if unknown:
             raise ArchsearchError(f"{path}: class folder {unknown[0]!r} in {split}/ is not one of the set's classes")
         recs.append(records(root, [(key, off, size, at[c]) for c, key, off, size in items]))
-    from .._io import atomic_path, make_dirs
-
     make_dirs(f.parent)
     with atomic_path(f) as tmp:
         with open(tmp, "wb") as fh:
@@ -306,8 +301,6 @@ def scan(path: str | os.PathLike) -> dict:
 
 
 def _decode_resized(blob: bytes, size: int, where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with open_image(blob) as im:  # refuses more than reading.MAX_IMAGE_PIXELS before decoding
             im = im.convert("RGB")
@@ -384,8 +377,6 @@ def add(name: str, path: str | os.PathLike, size: int, *, replace: bool = False,
         nets: str | None = None) -> dict:
     """Register a folder. `stream` None: in memory if its arrays fit under MAX_BYTES, else
     streamed. `nets` None: ImageNet's networks from 128 px up, else CIFAR's."""
-    from .. import __version__
-
     check_new_name(name)
     if not 8 <= int(size) <= 1024:
         raise ArchsearchError(f"--size must be in [8, 1024] pixels, got {size}")

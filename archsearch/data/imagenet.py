@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ArchsearchError
-from . import register_dataset
+from .base import register_dataset
+from .folders import index, scan
 from .stream import IMAGENET_MEAN, IMAGENET_STD, StreamingDataset
 
 NUM_CLASSES = 1000
@@ -50,8 +51,6 @@ def locate(root: Path) -> Path | None:
 @register_dataset("in", "ImageNet (ILSVRC2012), 1000 classes, streamed at 224px", NUM_CLASSES, input_size=SIZE,
                   nets="imagenet")
 def load_in(data_dir: Path, download: bool = True) -> StreamingDataset:
-    from .folders import index, scan
-
     root = Path(data_dir)
     found = locate(root) if root.exists() else None
     if found is None:

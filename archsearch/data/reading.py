@@ -43,6 +43,8 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
+from PIL import Image
+
 from .._io import MiB, open_regular, too_large
 from ..errors import ArchsearchError
 
@@ -197,8 +199,6 @@ def open_image(blob: bytes):
     """`PIL.Image.open` of encoded bytes (the header only; pixels are decoded later) under
     our pixel limit: a decompression bomb raises `ImageRefused`, never a warning or an
     allocation. Other failures raise what Pillow raises (OSError, ValueError, ...)."""
-    from PIL import Image
-
     # Pillow's limit, deliberately ours for this open (its default: a warning above 89.5M
     # pixels, an error above twice that); put back after, for other users of Pillow
     pillows = Image.MAX_IMAGE_PIXELS
