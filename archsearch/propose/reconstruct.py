@@ -21,6 +21,8 @@ little): the proposal is the architecture, which is what these runs propose.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -197,8 +199,7 @@ def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4
     (log scale) until at most n_keep betas are non-zero; the n_keep largest |beta| are kept
     (scikit-learn's Lasso). `y`: the (sample, output) targets, by default the full sum of
     the contributions (S, out)."""
-    import warnings
-
+    # start-up cost: scikit-learn's linear models take seconds to import, and only regression needs them
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
