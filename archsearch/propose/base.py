@@ -22,6 +22,8 @@ The registry API, for the CLI's help, sweep files and table rows (nothing here t
   `ArchsearchError` line refusing an option the method does not take, naming the methods that
   do and the method's own options. A sweep's `[propose]` table or a table row can be checked
   with it before anything trains; `resolve_settings` calls it.
+The registry is filled by importing `archsearch.propose` (its method modules import torch);
+the options models alone (`options.py`) import nothing heavy.
 """
 
 from __future__ import annotations
