@@ -25,10 +25,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from . import __version__
 from ._io import check_name, is_regular_file, read_json, write_json
 from ._shipped import installed_dir, repo_dir
 from .archs import get_family
 from .errors import ArchsearchError
+from .names import split_proposer
+from .propose import PROPOSERS, parse
+from .schemas import LastPattern, Pattern, check
+from .spec import ArchSpec
 
 PATTERN_SCHEMA = 2  # 2 names its layers (channel groups or convs) and kernel sizes; 1 (VGG) is still read
 
@@ -70,115 +75,135 @@ def _overall_ratio(settings: dict) -> float:
     return r if settings.get("rounds") is None else round(1 - (1 - r) ** settings["rounds"], 6)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a pattern has one entry per: channel groups, removable blocks or convs."""
+
+    names: list[str]
+    stages: list[int]
+    base_widths: list[int]
+    kernels: list[int] | None = None
+
+
+def _layout(kind: str, base: ArchSpec) -> _Layout:
+    fam = get_family(base.family)
+    if kind == "channels":
+        return _Layout([g.name for g in fam.groups(base)], base.stages, base.widths)
+    if kind == "depth":
+        blocks = [b for b in fam.block_layout(base.depth) if b.removable]
+        return _Layout([b.name for b in blocks], [b.stage for b in blocks], [1] * len(blocks))
+    convs = fam.convs(base)
+    return _Layout([c.name for c in convs], [c.stage for c in convs], [c.cout for c in convs], [c.k for c in convs])
+
+
+def _depth_facts(p, lay: _Layout) -> dict[str, Any]:
+    fam = get_family(p.base_spec.family)
+    kept = dict(zip((b.name for b in fam.block_layout(p.base_spec.depth)), fam.kept_blocks(p.spec)))
+    ratio = [1.0 if kept[n] else 0.0 for n in lay.names]
+    stage = [float(np.mean([r for r, st in zip(ratio, lay.stages) if st == k])) for k in range(max(lay.stages) + 1)]
+    return {"layer_ratio": ratio, "stage_ratio": stage, "threshold": p.info.get("threshold"),
+            "scales": p.info.get("scales")}
+
+
+def _channel_facts(p, lay: _Layout) -> dict[str, Any]:
+    return {"widths": p.spec.widths, "layer_ratio": [w / b for w, b in zip(p.spec.widths, lay.base_widths)],
+            "stage_ratio": stage_channel_ratios(p.spec.widths, lay.base_widths, lay.stages),
+            "threshold": p.info.get("threshold"), "clamped": p.info.get("clamped", [])}
+
+
+def _sparsity_facts(p, lay: _Layout) -> dict[str, Any]:
+    masks = [p.spec.masks[n] for n in lay.names]
+    density, kernel_keep = stage_sparsity(masks, lay.stages)
+    return {"layer_density": [float(m.mean()) for m in masks], "stage_density": density,
+            "stage_kernel_keep": kernel_keep, "layer_kernel_keep": p.info.get("kernel_keep"),
+            "threshold": p.info.get("threshold")}
+
+
+_FACTS = {"depth": _depth_facts, "channels": _channel_facts, "sparsity": _sparsity_facts}
+
+
+def _seed_record(p, kind: str, lay: _Layout) -> dict[str, Any]:
+    """One proposal's entry in the pattern: its accuracies and what it kept."""
+    return {"seed": p.seed, "base_acc": p.base_acc, "base_final_acc": p.base_final_acc, "pruned_acc": p.pruned_acc,
+            "run": p.run_dir, **_FACTS[kind](p, lay)}
+
+
+def _kernel_keep_summary(per_seed: list[dict]) -> tuple[list, list]:
+    """Mean and std over seeds of each stage's 3x3 keep map (None for a stage of 1x1 convs)."""
+    mean, std = [], []
+    for k, first in enumerate(per_seed[0]["stage_kernel_keep"]):
+        if first is None:
+            mean.append(None), std.append(None)
+            continue
+        maps = np.asarray([r["stage_kernel_keep"][k] for r in per_seed], dtype=float)  # seeds x 3 x 3
+        mean.append(np.round(maps.mean(0), 6).tolist()), std.append(np.round(maps.std(0), 6).tolist())
+    return mean, std
+
+
+def _summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
+    """The pattern's per-layer and per-stage means and stds over seeds."""
+    if kind in ("channels", "depth"):
+        return {"layers": dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["layer_ratio"] for r in per_seed))),
+                "stage": dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["stage_ratio"] for r in per_seed)))}
+    stage = dict(zip(("density_mean", "density_std"), _mean_std(r["stage_density"] for r in per_seed)))
+    stage["kernel_keep_mean"], stage["kernel_keep_std"] = _kernel_keep_summary(per_seed)
+    return {"layers": dict(zip(("density_mean", "density_std"), _mean_std(r["layer_density"] for r in per_seed))),
+            "stage": stage}
+
+
+def _accuracy(per_seed: list[dict]) -> dict[str, dict[str, float]]:
+    return {k: dict(zip(("mean", "std"), (round(float(np.mean(v)), 6), round(float(np.std(v)), 6))))
+            for k, v in (("base", [r["base_acc"] for r in per_seed]),
+                         ("base_final", [r["base_final_acc"] for r in per_seed]),
+                         ("pruned", [r["pruned_acc"] for r in per_seed]))}
+
+
+def _scale(s: dict) -> str:
+    """Paper scale, or what made it a reduced one."""
+    if s["preset"] == "paper" and s["width"] == 1.0 and not s.get("train_subset"):
+        return "paper scale"
+    return (f"reduced scale: width {s['width']:g}, {s['schedule']['epochs']} epochs ({s['preset']} preset)"
+            + (f", {s['train_subset']} training images" if s.get("train_subset") else ""))
+
+
+def _provenance(proposals: list, pat: dict, command: str) -> dict[str, Any]:
+    first, s = proposals[0], proposals[0].settings
+    sched = s["schedule"]
+    prov = {"proposer": first.proposer, "method": first.method, "arch": pat["arch"], "data": pat["data"],
+            "ratio": _overall_ratio(s), "seeds": [p.seed for p in proposals], "preset": s["preset"],
+            "width": s["width"], "epochs": sched["epochs"], "batch_size": sched["batch_size"], "lr": sched["lr"],
+            "sparsity_s": s["sparsity"], "floor": s["floor"], "base_accuracy": pat["accuracy"]["base"]["mean"],
+            "devices": sorted({p.device for p in proposals}), "torch_version": first.torch_version,
+            "archsearch_version": __version__, "command": command, "date": max(p.date for p in proposals),
+            "scale": _scale(s)}
+    optional = {"train_subset": s.get("train_subset") or None, "variant": split_proposer(first.proposer)[2] or None,
+                "layer_ratios": s.get("layer_ratios"), "rounds": s.get("rounds"),
+                "ratio_per_round": s["ratio"] if s.get("rounds") is not None else None,
+                "rewind_epoch": s.get("rewind_epoch")}
+    return {**prov, **{k: v for k, v in optional.items() if v is not None}}
+
+
 def extract(proposals: list, *, name: str | None = None, command: str = "") -> dict:
     """Summarise the proposals (one per seed) of one proposer spec into a pattern dict."""
-    from . import __version__
-    from .names import split_proposer
-
     if not proposals:
         raise ArchsearchError("no proposals to extract a pattern from")
     first = proposals[0]
     if len({p.proposer for p in proposals}) != 1 or len({json.dumps(p.settings, sort_keys=True) for p in proposals}) != 1:
         raise ArchsearchError("proposals of different specs or settings cannot form one pattern")
-    base = first.base_spec
-    kind = first.kind
-    fam = get_family(base.family)
-    if kind == "channels":  # one entry per channel group
-        names = [g.name for g in fam.groups(base)]
-        stages, base_widths, kernels = base.stages, base.widths, None
-    elif kind == "depth":  # one entry per removable block
-        blocks = [b for b in fam.block_layout(base.depth) if b.removable]
-        names, stages, base_widths, kernels = [b.name for b in blocks], [b.stage for b in blocks], [1] * len(blocks), None
-    else:  # one entry per conv
-        convs = fam.convs(base)
-        names = [c.name for c in convs]
-        stages, base_widths, kernels = [c.stage for c in convs], [c.cout for c in convs], [c.k for c in convs]
-    per_seed: list[dict[str, Any]] = []
-    for p in proposals:
-        rec: dict[str, Any] = {"seed": p.seed, "base_acc": p.base_acc, "base_final_acc": p.base_final_acc,
-                               "pruned_acc": p.pruned_acc, "run": p.run_dir}
-        if kind == "depth":
-            kept = dict(zip((b.name for b in fam.block_layout(base.depth)), fam.kept_blocks(p.spec)))
-            rec["layer_ratio"] = [1.0 if kept[n] else 0.0 for n in names]
-            rec["stage_ratio"] = [float(np.mean([r for r, st in zip(rec["layer_ratio"], stages) if st == k]))
-                                  for k in range(max(stages) + 1)]
-            rec["threshold"] = p.info.get("threshold")
-            rec["scales"] = p.info.get("scales")
-        elif kind == "channels":
-            rec["widths"] = p.spec.widths
-            rec["layer_ratio"] = [w / b for w, b in zip(p.spec.widths, base_widths)]
-            rec["stage_ratio"] = stage_channel_ratios(p.spec.widths, base_widths, stages)
-            rec["threshold"] = p.info.get("threshold")
-            rec["clamped"] = p.info.get("clamped", [])
-        else:
-            masks = [p.spec.masks[n] for n in names]
-            rec["layer_density"] = [float(m.mean()) for m in masks]
-            rec["stage_density"], rec["stage_kernel_keep"] = stage_sparsity(masks, stages)
-            rec["layer_kernel_keep"] = p.info.get("kernel_keep")
-            rec["threshold"] = p.info.get("threshold")
-        per_seed.append(rec)
-    s = first.settings
+    base, kind = first.base_spec, first.kind
+    lay = _layout(kind, base)
+    per_seed = [_seed_record(p, kind, lay) for p in proposals]
     pat: dict[str, Any] = {
-        "schema": PATTERN_SCHEMA,
-        "name": name or first.proposer,
-        "kind": kind,
-        "method": first.method,
-        "arch": base.name,
-        "family": base.family,
-        "depth": base.depth,
-        "data": split_proposer(first.proposer)[1].data,
-        "ratio": _overall_ratio(s),
-        "width": base.width,
-        "layer_names": names,
-        "stages": stages,
-        "base_widths": base_widths,
+        "schema": PATTERN_SCHEMA, "name": name or first.proposer, "kind": kind, "method": first.method,
+        "arch": base.name, "family": base.family, "depth": base.depth, "data": split_proposer(first.proposer)[1].data,
+        "ratio": _overall_ratio(first.settings), "width": base.width, "layer_names": lay.names, "stages": lay.stages,
+        "base_widths": lay.base_widths,
     }
-    if kernels is not None:
-        pat["kernels"] = kernels
-    if kind in ("channels", "depth"):
-        pat["layers"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["layer_ratio"] for r in per_seed)))
-        pat["stage"] = dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["stage_ratio"] for r in per_seed)))
-    else:
-        pat["layers"] = dict(zip(("density_mean", "density_std"), _mean_std(r["layer_density"] for r in per_seed)))
-        pat["stage"] = dict(zip(("density_mean", "density_std"), _mean_std(r["stage_density"] for r in per_seed)))
-        mean, std = [], []
-        for k in range(len(per_seed[0]["stage_kernel_keep"])):
-            if per_seed[0]["stage_kernel_keep"][k] is None:
-                mean.append(None), std.append(None)
-                continue
-            maps = np.asarray([r["stage_kernel_keep"][k] for r in per_seed], dtype=float)  # seeds x 3 x 3
-            mean.append(np.round(maps.mean(0), 6).tolist()), std.append(np.round(maps.std(0), 6).tolist())
-        pat["stage"]["kernel_keep_mean"], pat["stage"]["kernel_keep_std"] = mean, std
-    pat["accuracy"] = {
-        k: dict(zip(("mean", "std"), (round(float(np.mean(v)), 6), round(float(np.std(v)), 6))))
-        for k, v in (("base", [r["base_acc"] for r in per_seed]), ("base_final", [r["base_final_acc"] for r in per_seed]),
-                     ("pruned", [r["pruned_acc"] for r in per_seed]))
-    }
-    sched = s["schedule"]
-    pat["provenance"] = {
-        "proposer": first.proposer, "method": first.method, "arch": base.name, "data": pat["data"],
-        "ratio": _overall_ratio(s), "seeds": [p.seed for p in proposals], "preset": s["preset"], "width": s["width"],
-        "epochs": sched["epochs"], "batch_size": sched["batch_size"], "lr": sched["lr"],
-        "sparsity_s": s["sparsity"], "floor": s["floor"],
-        "base_accuracy": pat["accuracy"]["base"]["mean"],
-        "devices": sorted({p.device for p in proposals}), "torch_version": first.torch_version,
-        "archsearch_version": __version__, "command": command,
-        "date": max(p.date for p in proposals),
-        "scale": ("paper scale" if (s["preset"] == "paper" and s["width"] == 1.0 and not s.get("train_subset"))
-                  else f"reduced scale: width {s['width']:g}, {sched['epochs']} epochs ({s['preset']} preset)"
-                  + (f", {s['train_subset']} training images" if s.get("train_subset") else "")),
-    }
-    if s.get("train_subset"):
-        pat["provenance"]["train_subset"] = s["train_subset"]
-    if split_proposer(first.proposer)[2]:
-        pat["provenance"]["variant"] = split_proposer(first.proposer)[2]
-    if s.get("layer_ratios") is not None:
-        pat["provenance"]["layer_ratios"] = s["layer_ratios"]
-    if s.get("rounds") is not None:
-        pat["provenance"]["rounds"] = s["rounds"]
-        pat["provenance"]["ratio_per_round"] = s["ratio"]
-    if s.get("rewind_epoch") is not None:
-        pat["provenance"]["rewind_epoch"] = s["rewind_epoch"]
+    if lay.kernels is not None:
+        pat["kernels"] = lay.kernels
+    pat.update(_summaries(kind, per_seed))
+    pat["accuracy"] = _accuracy(per_seed)
+    pat["provenance"] = _provenance(proposals, pat, command)
     pat["proposals"] = per_seed
     validate(pat)
     return pat
@@ -190,8 +215,6 @@ PATTERN_LIMIT = 16 << 20  # bytes; the shipped patterns are a few KB
 
 def validate(d: Any, where: str = "pattern") -> dict:
     """Check a pattern dict against its schema (`schemas.Pattern`); return it, or raise one line."""
-    from .schemas import Pattern, check
-
     check(Pattern, d, where)
     return d
 
@@ -280,8 +303,6 @@ def find(name: str) -> Entry:
     for e in entries():
         if e.name == name:
             return e
-    from .propose import PROPOSERS, parse
-
     known = ", ".join(e.name for e in entries()) or "none"
     try:
         parse(name)
@@ -303,8 +324,6 @@ def record_last(path: Path) -> None:
 
 def last_pattern() -> Path | None:
     """The pattern file `extract` wrote last, if that note is readable and the file is still there."""
-    from .schemas import LastPattern, check
-
     note = last_pattern_file()
     if not note.exists():
         return None

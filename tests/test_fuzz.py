@@ -62,7 +62,7 @@ def sandbox(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "build_with", _stop)
-    monkeypatch.setattr(propose, "build", _stop)
+    monkeypatch.setattr(propose.base, "build", _stop)  # where proposers build nets (the lottery's initialisation)
     monkeypatch.setattr(plot, "render_png", _stop)
     monkeypatch.setattr(launch, "spawn_workers", _stop)  # worker processes would train for real
     # a small machine: every memory check refuses big networks and masks at once (a width-16

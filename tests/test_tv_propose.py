@@ -101,14 +101,13 @@ def test_slimming_keeps_the_channels_torch_pruning_s_global_pruner_keeps(arch, w
 
 @pytest.mark.parametrize("arch", ["tv.resnet18", pytest.param("tv.mobilenet_v2", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", ["slimming", "magnitude", "l1norm", "lamp"])
-def test_data_free_proposers_run_on_torchvision_models(method, arch, small_digits, tmp_path):
+def test_data_free_proposers_run_on_torchvision_models(method, arch, small_digits, base_nets):
     """One epoch on 128 digits: the proposal builds at its widths or masks, its inherited
     weights load, and its pattern validates (a 7x7 stem's kernel map included)."""
     from archsearch import patterns as P
     from archsearch.propose import propose
 
-    p = propose(f"{method}-{arch}-digits", small_digits, seed=0, preset="tiny", width=0.25, epochs=1,
-                workdir=tmp_path, device="cpu", batch_size=64, train_subset=128)
+    p = propose(f"{method}-{arch}-digits", small_digits, seed=0, **base_nets.kw)  # a plain base net: shared
     pat = P.extract([p], command="test")
     assert pat["arch"] == arch and pat["family"] == arch and pat["depth"] == 0
     small = build(p.spec)
@@ -160,14 +159,13 @@ def test_shipped_patterns_transfer_onto_a_torchvision_model_at_the_budget(patter
 
 @pytest.mark.parametrize("method", ["thinet", pytest.param("regression", marks=pytest.mark.slow),
                                     pytest.param("lottery", marks=pytest.mark.slow)])
-def test_reconstruction_and_lottery_on_a_torchvision_model(method, small_digits, tmp_path):
+def test_reconstruction_and_lottery_on_a_torchvision_model(method, small_digits, base_nets):
     """ThiNet and regression select the groups with a single reader (each block's inner conv)
     and leave the residual streams whole; lottery tickets mask every conv."""
     from archsearch.propose import propose
     from archsearch.propose.reconstruct import readable
 
-    kw = dict(seed=0, preset="tiny", width=0.25, epochs=1, workdir=tmp_path, device="cpu", batch_size=64,
-              train_subset=128)
+    kw = dict(seed=0, **base_nets.kw)  # the plain base net of the data-free proposers above
     if method == "lottery":
         kw["rounds"] = 1
     p = propose(f"{method}-tv.resnet18-digits", small_digits, **kw)

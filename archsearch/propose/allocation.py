@@ -6,16 +6,27 @@
 - `per_layer`: a predefined ratio per layer (Li et al.'s per-stage ratios with skip lists):
   each layer keeps its int(n x (1 - ratio)) highest-scoring items, as the original code does.
 - `floor_channels` / `keep_one`: the guards that stop a global threshold from emptying a layer.
-Block removal (SSS) allocates blocks, not channels, and lives with its method.
+
+A method is *given* its allocation: an `Allocation` object (`Proposer.allocation`) that
+`resolve_settings` asks which settings it decides (`resolve`: the ratio, per-layer ratios,
+rounds) and that `prune` asks for keep masks (`keep`), instead of branching on the method:
+`GlobalThreshold` (slimming, magnitude, LAMP), `PredefinedRatios` (l1norm, ThiNet,
+regression; with the method's named variants and the groups it can prune), `OneRatio`
+(SFP: every conv at one ratio), `Rounds` (the lottery: a global threshold over rounds) and
+`BlockRemoval` (SSS: one threshold over the removable blocks). Each says what it does in a
+few words (`about`), which a method's refusal of a foreign option quotes.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..archs import get_family
 from ..errors import ArchsearchError
+from ..spec import ArchSpec
 
 
 def global_threshold(scores: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
@@ -89,22 +100,18 @@ def allocated_ratio(base, layer_ratios: list[float]) -> float:
     return round(1 - kept / total, 6)
 
 
-def predefined_ratios(base, method: str, default: float, ratio: float | None, stage_ratios: list[float] | None,
-                      skip: list[str] | None) -> list[float]:
-    """One prune ratio per channel group of `base`: `ratio` for all (the method's default if
-    unset), or one per stage (`stage_ratios`); the groups named in `skip` keep every channel."""
-    from ..archs import get_family
-
+def predefined_ratios(base: ArchSpec, method: str, ratio: float, stage_ratios: tuple[float, ...] | None,
+                      skip: tuple[str, ...] | None) -> list[float]:
+    """One prune ratio per channel group of `base`: `ratio` for all, or one per stage
+    (`stage_ratios`); the groups named in `skip` keep every channel."""
     groups = get_family(base.family).groups(base)
-    if ratio is not None and stage_ratios is not None:
-        raise ArchsearchError("give either --ratio or --stage-ratios, not both")
     if stage_ratios is not None:
         if len(stage_ratios) != base.num_stages:
             raise ArchsearchError(f"{base.name} has {base.num_stages} stages; --stage-ratios gave {len(stage_ratios)} "
                                   f"ratios ({', '.join(f'{r:g}' for r in stage_ratios)})")
         ratios = [float(stage_ratios[g.stage]) for g in groups]
     else:
-        ratios = [default if ratio is None else float(ratio)] * len(groups)
+        ratios = [float(ratio)] * len(groups)
     for r in ratios:
         if not 0 <= r < 1:
             raise ArchsearchError(f"{method} prune ratios must be in [0, 1), got {r:g}")
@@ -117,3 +124,99 @@ def predefined_ratios(base, method: str, default: float, ratio: float | None, st
     if not any(out):
         raise ArchsearchError("these ratios prune nothing: give a ratio above 0 for at least one group")
     return out
+
+
+# -- the allocation objects a method is given ------------------------------------------------
+class Allocation:
+    """How a method's scores become what it removes, and which settings that takes."""
+
+    about: ClassVar[str] = ""  # what the method does, as a refusal of a foreign option says it
+
+    def resolve(self, method: str, base: ArchSpec, opts: Any, given: set[str], epochs: int) -> dict[str, Any]:
+        """The settings this allocation decides (`Settings` fields), from the method's options;
+        `given` names the options set explicitly, `epochs` is the base schedule's."""
+        return {"ratio": opts.ratio}
+
+
+class GlobalThreshold(Allocation):
+    """One threshold over every score of every layer, at `ratio` (the method picks the widths)."""
+
+    about = "prunes once by one global threshold"
+
+    def keep(self, scores: list[torch.Tensor], settings: Any) -> tuple[list[torch.Tensor], float]:
+        return self.at(scores, settings.ratio)
+
+    def at(self, scores: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
+        """Keep masks and the threshold at `ratio` (`global_threshold`)."""
+        return global_threshold(scores, ratio)
+
+
+class OneRatio(Allocation):
+    """Every layer at the same ratio, `count(n, ratio)` of its n items removed (SFP)."""
+
+    about = "prunes once, every conv at one ratio"
+
+    def __init__(self, count: Callable[[int, float], int]):
+        self.count = count
+
+    def keep(self, scores: list[torch.Tensor], settings: Any) -> tuple[list[torch.Tensor], None]:
+        return [top_k(s, len(s) - self.count(len(s), settings.ratio)) for s in scores], None
+
+
+class BlockRemoval(GlobalThreshold):
+    """One threshold over the removable blocks' scores (SSS): the `ratio` share goes."""
+
+    about = "removes blocks once by one global threshold"
+
+
+class PredefinedRatios(Allocation):
+    """A ratio fixed in advance per channel group: `ratio` for all, `stage_ratios` per stage,
+    `skip` lists, or a method's named configuration (`variants(base, name)`); `restrict`
+    zeroes the ratios of groups the method cannot prune (and refuses when none is left)."""
+
+    about = "prunes once, at predefined per-layer ratios"
+
+    def __init__(self, variants: Callable[[ArchSpec, str], list[float]] | None = None,
+                 restrict: Callable[[str, ArchSpec, list[float]], list[float]] | None = None):
+        self.variants, self.restrict = variants, restrict
+
+    def layer_ratios(self, method: str, base: ArchSpec, opts: Any, given: set[str]) -> list[float]:
+        if opts.variant is not None:
+            if self.variants is None:
+                raise ArchsearchError(f"{method} has no named variants (got {opts.variant!r})")
+            if given & {"ratio", "stage_ratios", "skip"}:
+                raise ArchsearchError(f"variant {opts.variant} fixes the ratios and the skip list; "
+                                      "drop --ratio, --stage-ratios and --skip")
+            return self.variants(base, opts.variant)
+        if "ratio" in given and opts.stage_ratios is not None:
+            raise ArchsearchError("give either --ratio or --stage-ratios, not both")
+        ratios = predefined_ratios(base, method, opts.ratio, opts.stage_ratios, opts.skip)
+        return ratios if self.restrict is None else self.restrict(method, base, ratios)
+
+    def resolve(self, method, base, opts, given, epochs):
+        ratios = self.layer_ratios(method, base, opts, given)
+        return {"ratio": allocated_ratio(base, ratios), "layer_ratios": ratios}
+
+    def keep(self, scores: list[torch.Tensor], settings: Any) -> tuple[list[torch.Tensor], None]:
+        return per_layer(scores, settings.layer_ratios), None
+
+
+class Rounds(Allocation):
+    """A global threshold over the weights still alive, `ratio` of them per round, for
+    `rounds` rounds, rewound to the initialisation or to epoch `rewind_epoch`."""
+
+    about = "prunes over rounds by one global threshold"
+
+    def resolve(self, method, base, opts, given, epochs):
+        rounds, k = opts.rounds, opts.rewind_epoch
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
+            raise ArchsearchError(f"{method} needs 1 to 100 rounds of pruning, got {rounds!r}")
+        if k is not None and epochs < 2:
+            # late resetting rewinds to the weights after an epoch before a round's last (Frankle et al. 2019)
+            raise ArchsearchError(f"--rewind-epoch {k}: rounds of {epochs} epoch are too short for late resetting, "
+                                  "which rewinds to an epoch before a round's last; train at least 2 epochs "
+                                  "(--epochs) or leave --rewind-epoch out")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < epochs):
+            raise ArchsearchError(f"--rewind-epoch must be an epoch from 1 to {epochs - 1}, before the last of a "
+                                  f"round's {epochs} epochs, got {k!r}")
+        return {"ratio": opts.ratio, "rounds": rounds, "rewind_epoch": k}

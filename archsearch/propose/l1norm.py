@@ -28,14 +28,17 @@ conv widths as the paper's and fewer classifier parameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from ..archs import get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import per_layer
+from .allocation import PredefinedRatios
+from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import filter_norm
+from .options import PerLayerOptions
 
 _ORIGINAL_SKIP = {  # layer ids of the original scripts (1 = the stem conv; block b's first conv = 2 + 2b)
     ("resnet56", "A"): [16, 20, 38, 54], ("resnet56", "B"): [16, 18, 20, 34, 38, 54],
@@ -70,13 +73,18 @@ def variant_ratios(base: ArchSpec, variant: str) -> list[float]:
     return [0.0 if g.block in skip_blocks else stage[g.stage] for g in get_family(base.family).groups(base)]
 
 
+@dataclass(frozen=True)
+class L1NormOptions(PerLayerOptions):
+    pass  # the predefined-ratio options at their defaults (ratio 0.5 per group)
+
+
 @register_proposer
 class L1Norm(Proposer):
     name = "l1norm"
     kind = "channels"
-    default_ratio = 0.5
     about = "L1-norm filter pruning: predefined per-layer ratios, filters ranked by L1 norm (Li et al. 2017)"
-    allocation = "per-layer"
+    options = L1NormOptions
+    allocation = PredefinedRatios(variants=variant_ratios)
 
     def check_family(self, base: ArchSpec) -> None:
         sel = [g.name for g in get_family(base.family).groups(base) if g.kind != "conv"]
@@ -84,15 +92,6 @@ class L1Norm(Proposer):
             raise ArchsearchError(f"{self.name} does not apply to the {base.family} family: it ranks filters, and "
                                   f"its channel selections ({sel[0]}, ...) have none (try slimming)")
 
-    def layer_ratios(self, base: ArchSpec, variant: str | None, ratio: float | None,
-                     stage_ratios: list[float] | None, skip: list[str] | None) -> list[float]:
-        if variant is not None:
-            if ratio is not None or stage_ratios is not None or skip is not None:
-                raise ArchsearchError(f"variant {variant} fixes the ratios and the skip list; "
-                                      "drop --ratio, --stage-ratios and --skip")
-            return variant_ratios(base, variant)
-        return super().layer_ratios(base, None, ratio, stage_ratios, skip)
-
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
-        keep = [k.numpy() for k in per_layer(filter_norm(model, base, p=1), settings.layer_ratios)]
+        keep = [k.numpy() for k in self.allocation.keep(filter_norm(model, base, p=1), settings)[0]]
         return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios)

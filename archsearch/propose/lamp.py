@@ -9,20 +9,29 @@ gets its own sparsity. The proposal is a sparsity pattern like magnitude pruning
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, register_proposer
+from .base import Pruned, Proposer, Settings, register_proposer
 from .importance import lamp
 from .magnitude import masked_proposal, score_masks
+from .options import Options, default
+
+
+@dataclass(frozen=True)
+class LampOptions(Options):
+    # magnitude's, so that the two are compared at one sparsity by default
+    ratio: float = default("ratio", 0.8, help="Prune ratio: the share of conv weights removed.")
 
 
 @register_proposer
 class Lamp(Proposer):
     name = "lamp"
     kind = "sparsity"
-    default_ratio = 0.8  # magnitude's, so that the two are compared at one sparsity by default
     about = "LAMP: layer-adaptive magnitude scores, one global threshold over all conv weights (Lee et al. 2021)"
+    options = LampOptions
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         return masked_proposal(model, base, *score_masks(lamp(model, base), settings.ratio))

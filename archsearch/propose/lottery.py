@@ -28,6 +28,7 @@ filters from their initial weights) needs no method of its own: every channel pr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,10 @@ from .._io import load_state, torch_save
 from ..archs import build_with, get_family
 from ..errors import ArchsearchError
 from ..train import TrainHook, train
-from . import Pruned, Proposer, initial_state, register_proposer
+from .allocation import Rounds
+from .base import Pruned, Proposer, initial_state, register_proposer
 from .magnitude import masked_proposal, score_masks
+from .options import RoundsOptions, default
 
 
 def prune_alive(weights: list[torch.Tensor], masks: list[np.ndarray] | None, ratio: float
@@ -80,14 +83,20 @@ class Snapshot(TrainHook):
             torch_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, self.path)
 
 
+@dataclass(frozen=True)
+class LotteryOptions(RoundsOptions):
+    # per round, Frankle & Carbin's conv rate range; 5 rounds -> 67% sparse
+    ratio: float = default("ratio", 0.2, help="Prune ratio per round: the share of the surviving conv weights "
+                                              "removed.")
+
+
 @register_proposer
 class Lottery(Proposer):
     name = "lottery"
     kind = "sparsity"
-    default_ratio = 0.2  # per round, Frankle & Carbin's conv rate range; 5 rounds -> 67% sparse
     about = "lottery tickets: iterative magnitude pruning with rewinding to the initial weights (Frankle & Carbin 2019)"
-    iterative = True
-    default_rounds = 5
+    options = LotteryOptions
+    allocation = Rounds()
 
     def run(self, base, data, settings, schedule, run: Path, *, seed, device, progress, checkpoint_every, base_dir):
         names = [c.name for c in get_family(base.family).convs(base)]

@@ -8,15 +8,18 @@ fraction of weights kept (the paper's Figure 4), which guided sparsification reu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..archs import get_family
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, register_proposer
 from .allocation import global_threshold, keep_one
+from .base import Pruned, Proposer, Settings, register_proposer
 from .importance import magnitude
+from .options import Options, default
 
 
 def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
@@ -59,15 +62,20 @@ def kernel_keep(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask, dtype=bool).reshape(-1, *mask.shape[-2:]).mean(axis=0)
 
 
+@dataclass(frozen=True)
+class MagnitudeOptions(Options):
+    # 80%: inside the paper's unstructured range for VGG-16 on CIFAR-10 (30%-95%, Table 7
+    # / Fig. 3) and past the point where accuracy starts to depend on which weights stay,
+    # so the kept pattern is informative; at 95% the first layers set the pattern alone.
+    ratio: float = default("ratio", 0.8, help="Prune ratio: the share of conv weights removed.")
+
+
 @register_proposer
 class Magnitude(Proposer):
     name = "magnitude"
     kind = "sparsity"
-    # 80%: inside the paper's unstructured range for VGG-16 on CIFAR-10 (30%-95%, Table 7
-    # / Fig. 3) and past the point where accuracy starts to depend on which weights stay,
-    # so the kept pattern is informative; at 95% the first layers set the pattern alone.
-    default_ratio = 0.8
     about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
+    options = MagnitudeOptions
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         return masked_proposal(model, base, *score_masks(magnitude(model, base), settings.ratio))

@@ -21,16 +21,18 @@ little): the proposal is the architecture, which is what these runs propose.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..archs import get_family
+from ..archs import build, get_family
 from ..data import AnyDataset as Dataset
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
-from .allocation import kept_count
+from .allocation import PredefinedRatios, kept_count
 
 
 def consumers(base: ArchSpec) -> list[str | None]:
@@ -51,8 +53,6 @@ def readable(base: ArchSpec) -> list[bool]:
     reads one input per channel (a plain conv or a linear layer on the pooled vector). The
     others (residual streams, a flattened map) keep their width, as ThiNet and channel
     pruning leave a ResNet's residual stream alone."""
-    from ..archs import build
-
     with torch.device("meta"):  # shapes only: no weights are allocated or initialised
         modules = dict(build(base).named_modules())
     ok = []
@@ -63,23 +63,27 @@ def readable(base: ArchSpec) -> list[bool]:
     return ok
 
 
+def readable_only(method: str, base: ArchSpec, ratios: list[float]) -> list[float]:
+    """The per-layer ratios of a reconstruction method: they apply to the groups with a single
+    reader (`readable`); the rest keep every channel."""
+    out = [r if ok else 0.0 for r, ok in zip(ratios, readable(base))]
+    if not any(out):
+        raise ArchsearchError(f"{method}: the groups these ratios prune have no single reader in {base.name}; "
+                              "nothing would be pruned")
+    return out
+
+
 class ReaderAllocation:
-    """Mixin of the reconstruction methods (ThiNet, regression): the per-layer ratios apply to
-    the groups with a single reader (`readable`); the rest keep every channel."""
+    """Mixin of the reconstruction methods (ThiNet, regression): predefined ratios on the
+    groups with a single reader, and no family without one."""
+
+    allocation = PredefinedRatios(restrict=readable_only)
 
     def check_family(self, base: ArchSpec) -> None:
         super().check_family(base)  # type: ignore[misc]
         if not any(readable(base)):
             raise ArchsearchError(f"{self.name} does not apply to {base.name}: none of its channel groups has a "  # type: ignore[attr-defined]
                                   "single reader whose outputs could be reconstructed")
-
-    def layer_ratios(self, base: ArchSpec, variant, ratio, stage_ratios, skip) -> list[float]:
-        ratios = super().layer_ratios(base, variant, ratio, stage_ratios, skip)  # type: ignore[misc]
-        out = [r if ok else 0.0 for r, ok in zip(ratios, readable(base))]
-        if not any(out):
-            raise ArchsearchError(f"{self.name}: the groups these ratios prune have no single reader in {base.name}; "  # type: ignore[attr-defined]
-                                  "nothing would be pruned")
-        return out
 
 
 def check_reader(base: ArchSpec, group: str, reader: str, layer: nn.Module, width: int) -> None:
@@ -195,8 +199,7 @@ def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4
     (log scale) until at most n_keep betas are non-zero; the n_keep largest |beta| are kept
     (scikit-learn's Lasso). `y`: the (sample, output) targets, by default the full sum of
     the contributions (S, out)."""
-    import warnings
-
+    # start-up cost: scikit-learn's linear models take seconds to import, and only regression needs them
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 

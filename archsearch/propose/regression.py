@@ -15,24 +15,31 @@ architecture is predefined (the paper's VGG-16 schedule prunes each layer to a s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from ..data import Dataset
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .options import PerLayerOptions
 from .reconstruct import (ReaderAllocation, full_contributions, lasso_select, least_squares_weights, outputs,
                           prune_by_readers, relative_error)
 
 IMAGES, PER_IMAGE = 256, 4
 
 
+@dataclass(frozen=True)
+class RegressionOptions(PerLayerOptions):
+    pass  # the predefined-ratio options at their defaults (ratio 0.5 per group; no named variants)
+
+
 @register_proposer
 class Regression(ReaderAllocation, Proposer):
     name = "regression"
     kind = "channels"
-    default_ratio = 0.5
     about = "channel pruning: LASSO channel selection, least-squares reconstruction (He et al. 2017)"
-    allocation = "per-layer"
+    options = RegressionOptions
     data_aware = True
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:

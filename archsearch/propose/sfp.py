@@ -20,15 +20,18 @@ Nesterov, weight decay 5e-4); here the preset's recipe is used, as for every oth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..archs import get_family
 from ..spec import ArchSpec
 from ..train import TrainHook
-from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
-from .allocation import top_k
+from .allocation import OneRatio
+from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import filter_norm
+from .options import Options, default
 
 
 def pruned_count(n: int, ratio: float) -> int:
@@ -64,13 +67,20 @@ class SoftFilterZeroing(TrainHook):
         self.zero(model)
 
 
+@dataclass(frozen=True)
+class SFPOptions(Options):
+    ratio: float = default("ratio", 0.3, help="Prune ratio of every conv: the share of its filters zeroed "
+                                              "each epoch, then removed.")  # the README's --rate 0.7
+
+
 @register_proposer
 class SFP(Proposer):
     name = "sfp"
     kind = "channels"
-    default_ratio = 0.3  # the README's --rate 0.7
     about = "Soft Filter Pruning: lowest-L2 filters zeroed after every epoch, then removed (He et al. 2018)"
     families = ("vgg", "resnet")
+    options = SFPOptions
+    allocation = OneRatio(pruned_count)
 
     def hooks(self, base: ArchSpec, settings: Settings) -> list[TrainHook]:
         convs = [c.name for c in get_family(base.family).convs(base)]
@@ -79,7 +89,7 @@ class SFP(Proposer):
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         fam = get_family(base.family)
         norms = filter_norm(model, base, p=2)
-        keep = [top_k(s, len(s) - pruned_count(len(s), settings.ratio)).numpy() for s in norms]
+        keep = [k.numpy() for k in self.allocation.keep(norms, settings)[0]]
         in_groups = {g.name for g in fam.groups(base)}
         modules = dict(model.named_modules())
         outside = {c.name: int((modules[c.name].weight.detach().flatten(1).abs().sum(1) == 0).sum())

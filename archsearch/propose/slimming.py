@@ -10,14 +10,17 @@ least max(1, ceil(floor * width)) channels, and every clamped layer is recorded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .allocation import floor_channels, global_threshold
+from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import bn_scale
+from .options import Options, default
 
 
 def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) -> tuple[list[np.ndarray], float, list[dict]]:
@@ -33,14 +36,22 @@ def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) 
     return [k.numpy() for k in keeps], threshold, clamped
 
 
+@dataclass(frozen=True)
+class SlimmingOptions(Options):
+    ratio: float = default("ratio", 0.6, help="Prune ratio: the share of channels removed by one global "
+                                              "|gamma| threshold.")  # VGG-16 on CIFAR-10, the paper's Table 11
+    sparsity: float | None = default("sparsity", None, help="L1 strength s on the BN scales while the base net "
+                                                            "trains (default: 1e-4 for VGG, 1e-5 otherwise).")
+
+
 @register_proposer
 class Slimming(Proposer):
     name = "slimming"
     kind = "channels"
-    default_ratio = 0.6  # VGG-16 on CIFAR-10, the paper's Table 11 setting
     about = "Network Slimming: L1 on BN scales, one global |gamma| threshold (Liu et al. 2017)"
+    options = SlimmingOptions
 
-    def sparsity(self, family: str) -> float:
+    def default_sparsity(self, family: str) -> float:
         return 1e-4 if family == "vgg" else 1e-5
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:

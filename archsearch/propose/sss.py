@@ -19,15 +19,19 @@ so this default is a choice, not a citation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..archs import get_family
+from .._io import load_state
+from ..archs import build, get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from ..train import TrainHook, train
-from . import Pruned, Proposer, Settings, register_proposer
-from .allocation import global_threshold
+from .allocation import BlockRemoval
+from .base import Pruned, Proposer, Settings, register_proposer
+from .options import Options, default
 
 SCALE = "sss_scale"  # the parameter name on each branch module
 
@@ -76,16 +80,21 @@ def fold_scales(state: dict[str, torch.Tensor], branches: list[str]) -> tuple[di
     return out, lams
 
 
+@dataclass(frozen=True)
+class SSSOptions(Options):
+    ratio: float = default("ratio", 0.3, help="Prune ratio: the share of the removable blocks removed.")
+    sparsity: float | None = default("sparsity", 1e-3, help="gamma: the L1 strength on the blocks' scale factors "
+                                                            "while the base net trains.")
+
+
 @register_proposer
 class SSS(Proposer):
     name = "sss"
     kind = "depth"
-    default_ratio = 0.3
     about = "Sparse Structure Selection: L1-penalised scale factors on residual blocks, smallest blocks removed (Huang & Wang 2018)"
     families = ("resnet", "preresnet")
-
-    def sparsity(self, family: str) -> float:
-        return 1e-3
+    options = SSSOptions
+    allocation = BlockRemoval()
 
     def check_family(self, base: ArchSpec) -> None:
         super().check_family(base)
@@ -100,12 +109,8 @@ class SSS(Proposer):
         return [BlockScales([b.branch for b in layout], settings.sparsity)]
 
     def run(self, base, data, settings, schedule, run, *, seed, device, progress, checkpoint_every, base_dir):
-        from ..archs import build
-
         result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
-        from .._io import load_state
-
         trained = load_state(base_dir / "model.pt", "model")
         layout = get_family(base.family).block_layout(base.depth)
         state, lams = fold_scales(trained, [b.branch for b in layout])
@@ -117,7 +122,7 @@ class SSS(Proposer):
         """Remove the `ratio` share of removable blocks with the smallest |lambda|."""
         layout = get_family(base.family).block_layout(base.depth)
         rem = [i for i, b in enumerate(layout) if b.removable]
-        keep_rem, threshold = global_threshold([torch.tensor([abs(lams[i]) for i in rem])], ratio)
+        keep_rem, threshold = self.allocation.at([torch.tensor([abs(lams[i]) for i in rem])], ratio)
         keep = [True] * len(layout)
         for i, k in zip(rem, keep_rem[0].tolist()):
             keep[i] = bool(k)

@@ -14,24 +14,31 @@ as the paper does; the paper also fine-tunes a little between layers, which is n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..data import Dataset
 from ..spec import ArchSpec
-from . import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
+from .options import PerLayerOptions
 from .reconstruct import ReaderAllocation, prune_by_readers, sampled_contributions, thinet_select, weight_matrix
 
 IMAGES, PER_IMAGE = 256, 10
+
+
+@dataclass(frozen=True)
+class ThiNetOptions(PerLayerOptions):
+    pass  # the predefined-ratio options at their defaults (ratio 0.5 per group; no named variants)
 
 
 @register_proposer
 class ThiNet(ReaderAllocation, Proposer):
     name = "thinet"
     kind = "channels"
-    default_ratio = 0.5
     about = "ThiNet: channels chosen by the next layer's reconstruction error, kept weights rescaled (Luo et al. 2017)"
-    allocation = "per-layer"
+    options = ThiNetOptions
     data_aware = True
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings, data: Dataset) -> Pruned:
