@@ -54,7 +54,7 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
-from . import Conv, Family, Group, Op, scale_width
+from .base import Conv, Family, Group, Op, scale_width
 
 PREFIX = "tv."
 # Architectures archsearch cannot narrow or count correctly, by the torchvision module that
