@@ -35,10 +35,13 @@ class Point:
     start_epoch: int = 0            # a ticket rewound to this epoch
 
 
-def point_schedule(config: TrainConfig, kind: str, spec: ArchSpec, base: ArchSpec) -> Schedule:
+def point_schedule(config: TrainConfig, kind: str, spec: ArchSpec, base: ArchSpec,
+                   cap: float | None = None) -> Schedule:
     """A from-scratch point's schedule: `kind` (scratch-e, scratch-b) of the resolved config;
-    scratch-b's epochs from the compute of `base` against `spec`."""
-    return make_schedule(config, kind, spec=spec, base=base)
+    scratch-b's epochs from the compute of `base` against `spec`, its factor capped at `cap`
+    (None: the config's). A sweep passes its [train] cap to every kind, as it always has: the
+    schedule records it, and a run's fingerprint (so its resume) holds the schedule."""
+    return make_schedule(config, kind, spec=spec, base=base, cap=cap)
 
 
 def train_point(p: Point, data: Dataset, *, device: str, checkpoint_every: int,

@@ -1041,3 +1041,51 @@ def test_a_run_that_leaves_trials_undone_is_no_success(tmp_path, monkeypatch):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
     monkeypatch.setattr(app, "work", real)
     run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
+
+
+@pytest.mark.parametrize("preset", __import__("archsearch.config", fromlist=["PRESETS"]).PRESETS)
+@pytest.mark.parametrize("kind", ["scratch-e", "scratch-b"])
+def test_a_sweep_points_schedule_comes_from_its_resolved_config_unchanged(preset, kind):
+    """The experiment driver builds a point's schedule from the resolved `TrainConfig`; it must
+    be the schedule the preset name and the [train] overrides gave before (a run's fingerprint,
+    and so its resume, depends on it)."""
+    from archsearch.archs import base_spec
+    from archsearch.experiment import point_schedule
+    from archsearch.sweep.points import train_config
+    from archsearch.train import make_schedule
+
+    base, spec = base_spec("vgg11", 10, width=0.5), base_spec("vgg11", 10, width=0.25)
+    for over in ({}, {"epochs": 7, "cap": 1.5, "count": "macs"}, {"epochs": 3, "count": "original"}):
+        tr = {"preset": preset, "epochs": None, "cap": None, "count": None, "width": 0.25, "checkpoint_every": 1,
+              **over}
+        old = make_schedule(preset, kind, epochs=tr["epochs"], spec=spec, base=base, cap=tr["cap"],
+                            count_convention=tr["count"])
+        assert point_schedule(train_config(tr), kind, spec, base, cap=tr["cap"]).to_dict() == old.to_dict()
+
+
+def test_one_aggregation_over_seeds():
+    """`experiment.accuracy_cells`: the population std, rounded to 2 places, in the reports' order."""
+    import numpy as np
+
+    from archsearch.experiment import Spread, accuracy_cells
+
+    best, final = [91.234, 92.5, 90.0], [90.0, 91.0, 89.5]
+    cells = accuracy_cells(best, final)
+    assert list(cells) == ["seeds", "best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std", "best_acc",
+                           "final_acc"]
+    a = np.asarray(best)
+    assert cells["best_acc_std"] == round(float(a.std()), 2) and cells["best_acc"] == f"{a.mean():.2f} ± {a.std():.2f}"
+    assert cells["seeds"] == 3 and Spread.of([]) is None
+
+
+def test_every_sweep_mode_is_a_whole_strategy():
+    """Driven by the registry (`modes.MODES`): each mode names itself and gives the operations
+    the plan, the worker loop and the commands ask for."""
+    from archsearch.sweep.modes import MODES, Mode
+    from archsearch.schemas import SweepFile
+
+    assert set(MODES) == set(SweepFile.model_fields["mode"].annotation.__args__)
+    for name, mode in MODES.items():
+        assert mode.name == name
+        for op in ("validate", "build", "total", "train"):
+            assert getattr(type(mode), op) is not getattr(Mode, op), (name, op)

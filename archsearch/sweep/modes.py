@@ -164,7 +164,7 @@ class _FromScratch(Mode):
         s, tr = plan["spec"], plan["spec"]["train"]
         kind, gen, budget, seed, arch, run = self.point(study, trial, plan, ctx)
         cfg = train_config(tr)
-        sched = point_schedule(cfg, s["schedule"], arch, target_net(plan))
+        sched = point_schedule(cfg, s["schedule"], arch, target_net(plan), cap=tr.get("cap"))
         nums = net_numbers(arch)
         for k, v in (("generator", gen), ("kind", kind), ("budget", float(budget)), ("seed", int(seed)),
                      *nums.items(), ("run_dir", str(run)), ("epochs", sched.epochs)):
