@@ -106,4 +106,5 @@ def accuracy_cells(best: Sequence[float], final: Sequence[float]) -> dict[str, A
             "final_acc": f.text()}
 
 
-__all__ = ["Point", "stage_summary", "point_schedule", "train_point", "net_numbers", "result_numbers", "Spread", "accuracy_cells"]
+__all__ = ["Point", "stage_summary", "point_schedule", "train_point", "net_numbers", "result_numbers", "Spread",
+           "accuracy_cells"]

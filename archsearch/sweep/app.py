@@ -205,7 +205,7 @@ def status_lines(ref: str, scale: str | None, storage: str | None, workdir: str 
     return out
 
 
-def report(ref: str, scale: str | None, storage: str | None, workdir: str | None, out_dir: str | None) -> str:
+def write_report(ref: str, scale: str | None, storage: str | None, workdir: str | None, out_dir: str | None) -> str:
     """`archsearch report`: the sweep's report files; returns what to print."""
     sw = Sweep(ref, storage, workdir, scale)
     rep, _ = write_outputs(sw.study, sw.plan, Path(out_dir) if out_dir else sw.workdir, x=sw.plan["spec"]["by"])
@@ -230,4 +230,4 @@ def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, sc
 
 
 __all__ = ["Sweep", "run_sweep", "write_outputs", "summary_table", "recorded_command", "provenance", "join",
-           "status_lines", "report", "demo", "efficiency_from_sweep"]
+           "status_lines", "write_report", "demo", "efficiency_from_sweep"]

@@ -175,7 +175,7 @@ def _report_command(cli: click.Group) -> None:
           archsearch report sweeps/fig3-vgg16-c10.toml --scale reduced -o results/
           archsearch report fig5-vgg19-c100 --storage postgresql://user:pw@host/db
         """
-        click.echo(_app().report(sweep_ref, scale, storage, workdir, out_dir))
+        click.echo(_app().write_report(sweep_ref, scale, storage, workdir, out_dir))
 
 
 def _demo_command(cli: click.Group) -> None:

@@ -9,6 +9,7 @@ mode; none of them branches on its name. A new mode is one class here plus its t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import optuna
@@ -35,7 +36,7 @@ def _want(cond: bool, where: str, msg: str) -> None:
         raise ArchsearchError(f"{where}: {msg}")
 
 
-class Mode:
+class Mode(ABC):
     """The operations a sweep mode gives the plan, the worker loop and the commands."""
 
     name = ""
@@ -46,13 +47,14 @@ class Mode:
     columns: list[str] = []    # the report's columns besides results.SUMMARY_COLS
 
     # -- the spec and the plan --------------------------------------------------------------------
+    @abstractmethod
     def validate(self, spec, where: str) -> None:
-        raise NotImplementedError
+        """Check the rules of the mode (one line, ArchsearchError); nothing is trained."""
 
+    @abstractmethod
     def build(self, spec, plan: dict, workdir: Path, *, device: str, data_dir: str | None, log,
               artifacts: str | None) -> dict:
-        """The mode's part of a study's plan, given the common part `plan`."""
-        raise NotImplementedError
+        """The study's plan: the common part `plan` and the mode's own."""
 
     def sampler_pruner(self, plan: dict):
         return optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
@@ -61,8 +63,9 @@ class Mode:
         """Queue the points a new study starts with."""
 
     # -- progress ---------------------------------------------------------------------------------
+    @abstractmethod
     def total(self, plan: dict) -> int:
-        raise NotImplementedError
+        """How many points the sweep has."""
 
     def identity(self, t: FrozenTrial):
         """The point a trial is an attempt at (None: no point; status ignores it)."""
@@ -94,8 +97,9 @@ class Mode:
         return True
 
     # -- a trial and the report -------------------------------------------------------------------
+    @abstractmethod
     def train(self, study: optuna.Study, trial: optuna.Trial, plan: dict, ctx, label: str) -> float:
-        raise NotImplementedError
+        """Train the trial's point and return its best test accuracy (%)."""
 
     def write_outputs(self, study, plan: dict, st, out_dir: Path, x: str, png: bool) -> tuple[Path, Path]:
         return results.write_outputs(study, plan, st, out_dir, x=x, png=png, columns=self.columns)
@@ -148,14 +152,14 @@ class _FromScratch(Mode):
                            spec.budget_values(full.params if spec.by == "params" else full.macs)]
         return self.check_points(spec, plan)
 
+    @abstractmethod
     def check_points(self, spec, plan: dict) -> dict:
         """Build every point of the plan once (a budget a generator cannot meet fails here, before
         any training), and add what the mode's points need."""
-        raise NotImplementedError
 
+    @abstractmethod
     def point(self, study: optuna.Study, trial: optuna.Trial, plan: dict, ctx):
         """(kind, generator, budget, seed, net, run dir) of the trial's point."""
-        raise NotImplementedError
 
     def report(self, trial: optuna.Trial, epoch: int, acc: float, prunable: bool) -> None:
         """An epoch's accuracy as the trial's intermediate value (search: the pruner's input)."""
@@ -242,7 +246,8 @@ class GridMode(_FromScratch):
     def point(self, study, trial, plan, ctx):
         kind, gen, budget, seed = grid_point(trial, plan)
         arch = arch_for(plan, kind, gen, float(budget), int(seed))
-        return kind, gen, budget, seed, arch, ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
+        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
+        return kind, gen, budget, seed, arch, run
 
 
 class _GridSampler(optuna.samplers.GridSampler):

@@ -123,4 +123,5 @@ def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
 
 
 
-__all__ = ["train_config", "target_net", "arch_for", "grid_point", "grid_space", "search_arch", "resolve_pattern", "extract_in_sweep"]
+__all__ = ["train_config", "target_net", "arch_for", "grid_point", "grid_space", "search_arch", "resolve_pattern",
+           "extract_in_sweep"]
