@@ -1,6 +1,7 @@
 """Generate a family of architectures and train them from scratch: the comparison
-behind `archsearch transfer --train` (and, later, the sweeps). Generation and training
-stay separate functions, so a sweep can call either alone.
+behind `archsearch transfer --train`. Generation and training stay separate functions; the
+training of each point and the mean ± std over seeds are the experiment driver's
+(`archsearch.experiment`), which the sweeps use too.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ._io import write_json, write_text
-from .archs import get_family
 from .config import TrainConfig
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
 from .limits import MAX_BUDGET
-from .generate import conv_stages, generate, generator_label
+from .experiment import Point, accuracy_cells, point_schedule, stage_summary, train_point
+from .generate import generate, generator_label
 from .spec import ArchSpec
-from .train import EpochStats, make_schedule, train
+from .train import EpochStats
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -96,17 +95,6 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pa
     return out
 
 
-def stage_summary(spec: ArchSpec) -> list:
-    """Per stage: the width (or its distinct widths, in order, if they differ); for a sparse net the
-    mean density of the stage's layers."""
-    if spec.masks is not None:
-        convs = get_family(spec.family).convs(spec)
-        return [round(float(np.mean([spec.masks[c.name].mean() for c in convs if c.stage == k])), 3)
-                for k in range(conv_stages(spec))]
-    # the distinct widths of each stage, in order (a residual stage repeats a few widths many times)
-    return [ws[0] if len(set(ws)) == 1 else list(dict.fromkeys(ws)) for ws in spec.stage_widths()]
-
-
 def spec_row(g: Generated, by: str) -> dict:
     if g.spec is None:
         return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": "", "macs": "",
@@ -169,15 +157,15 @@ def train_all(gens: list[Generated], data: Dataset, *, config: TrainConfig, sche
     total = len(gens) * seeds
     done = 0
     for g in gens:
-        sched = make_schedule(config, schedule_kind, spec=g.spec, base=base)
+        sched = point_schedule(config, schedule_kind, g.spec, base)
         c = count(g.spec)
         t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs,
                     stages=stage_summary(g.spec))
         for seed in range(seeds):
             label = f"[{done + 1}/{total}] {g.generator} {budget_tag(g.budget)} seed {seed}"
-            r = train(g.spec, data, sched, seed=seed, device=device, checkpoint_every=config.checkpoint_every,
-                      out_dir=Path(out_dir) / f"{g.generator}-{budget_tag(g.budget)}" / f"seed{seed}",
-                      progress=progress(label) if progress else None)
+            run = Path(out_dir) / f"{g.generator}-{budget_tag(g.budget)}" / f"seed{seed}"
+            r = train_point(Point(g.spec, sched, seed, run), data, device=device,
+                            checkpoint_every=config.checkpoint_every, progress=progress(label) if progress else None)
             t.accs.append(r.best_acc)
             t.finals.append(r.final_acc)
             done += 1
@@ -188,13 +176,7 @@ def train_all(gens: list[Generated], data: Dataset, *, config: TrainConfig, sche
 
 
 def trained_rows(results: list[Trained]) -> list[dict]:
-    rows = []
-    for t in results:
-        a, f = np.asarray(t.accs) * 100, np.asarray(t.finals) * 100
-        rows.append({"generator": t.generator, "budget": budget_tag(t.budget), "params": t.params, "macs": t.macs,
-                     "epochs": t.epochs, "seeds": len(t.accs), "best_acc_mean": round(float(a.mean()), 2),
-                     "best_acc_std": round(float(a.std()), 2), "final_acc_mean": round(float(f.mean()), 2),
-                     "final_acc_std": round(float(f.std()), 2),
-                     "best_acc": f"{a.mean():.2f} ± {a.std():.2f}", "final_acc": f"{f.mean():.2f} ± {f.std():.2f}",
-                     "stages": t.stages})
-    return rows
+    """One row per (generator, budget): its net and its accuracy over seeds (`experiment.accuracy_cells`)."""
+    return [{"generator": t.generator, "budget": budget_tag(t.budget), "params": t.params, "macs": t.macs,
+             "epochs": t.epochs, **accuracy_cells([a * 100 for a in t.accs], [f * 100 for f in t.finals]),
+             "stages": t.stages} for t in results]

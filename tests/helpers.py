@@ -43,16 +43,15 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
 def guided_diverges(monkeypatch):
     """Make every training of a `guided` net diverge (the others train for real)."""
     from archsearch import train as T
-    from archsearch.sweep import runner
 
-    real = runner.train
+    real = T.train
 
     def diverge(spec, *a, **k):
         if spec.meta.get("generator") == "guided":
             raise T.Diverged("training diverged at epoch 1 (loss nan); try a lower lr")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(runner, "train", diverge)
+    monkeypatch.setattr(T, "train", diverge)
     return real
 
 

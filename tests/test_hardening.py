@@ -385,10 +385,10 @@ def test_cache_naming_a_file_is_one_line(tmp_path, monkeypatch):
 
 
 def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
     from archsearch.sweep.runner import WorkerContext, requeue_failed, status, work
 
-    real, calls = runner.train, []
+    real, calls = trainer.train, []
 
     def disk_full(spec, *a, **k):
         calls.append(1)
@@ -396,7 +396,7 @@ def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
             raise EnvironmentFailure(f"cannot write {tmp_path}/x/result.json: No space left on device")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(runner, "train", disk_full)
+    monkeypatch.setattr(trainer, "train", disk_full)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)  # 6 grid points
     ctx = WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1)
     with pytest.raises(EnvironmentFailure, match="sweep stopped at trial #1.*No space left"):
@@ -409,7 +409,7 @@ def test_full_disk_stops_the_sweep_and_the_rerun_retries(tmp_path, monkeypatch):
 
 
 def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch):
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
 
     real = guided_diverges(monkeypatch)
     spec = write_spec(tmp_path, seeds=1, fractions="[0.2]")
@@ -420,19 +420,19 @@ def test_retry_failed_retries_the_trials_own_failures_too(tmp_path, monkeypatch)
     assert (wd / "report.md").exists()
     r = run("sweep", "run", spec, "--workdir", wd, "--workers", "1")
     assert r.exit_code == 2 and "requeued" not in r.stderr and "1 failed" in r.stderr  # a plain rerun leaves it
-    monkeypatch.setattr(runner, "train", real)
+    monkeypatch.setattr(trainer, "train", real)
     r = run("sweep", "run", spec, "--workdir", wd, "--retry-failed", "--workers", "1")
     assert r.exit_code == 0 and "requeued 1 failed trial(s)" in r.stderr and "3/3 done" in r.stderr, r.output
 
 
 def test_a_bug_in_a_trial_stops_the_worker_loudly(tmp_path, monkeypatch):
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
     from archsearch.sweep.runner import WorkerContext, status, work
 
     def bug(*a, **k):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(runner, "train", bug)
+    monkeypatch.setattr(trainer, "train", bug)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     with pytest.raises(ZeroDivisionError):
         work(study, plan, WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False))

@@ -203,7 +203,7 @@ def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_pa
     import torch
 
     from archsearch.archs import base_spec
-    from archsearch.sweep import runner
+    from archsearch.sweep import processes, runner
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
@@ -218,7 +218,7 @@ def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_pa
         seen.update(cmd=cmd, env=env)
         return subprocess.CompletedProcess(cmd, 3, None, "error: stop here")
 
-    monkeypatch.setattr(runner, "run_as_group", fake)
+    monkeypatch.setattr(processes, "run_as_group", fake)
     plan = {"spec": {"target": "vgg11-digits", "train": {"preset": "tiny", "checkpoint_every": 1, "nproc": 2,
                                                            "download": False}}}
     arch = base_spec("vgg11", 10, width=0.25)
@@ -323,7 +323,7 @@ def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_p
     """Failed trials (here: diverged): the other trials run to the end, the report is written,
     and the run ends in an error naming each trial and its cause (a broken sweep never looks
     finished)."""
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
     from archsearch.sweep.cli import run_sweep
 
     real = guided_diverges(monkeypatch)
@@ -331,15 +331,15 @@ def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_p
     with pytest.raises(ArchsearchError, match=r"2 trial\(s\) failed: #\d+: Diverged: training diverged.*--retry-failed"):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
     assert (tmp_path / "wd" / "report.md").exists()
-    monkeypatch.setattr(runner, "train", real)
+    monkeypatch.setattr(trainer, "train", real)
     run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu", retry_failed=True)  # fixed: exit 0
 
 
 def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_path, monkeypatch):
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
     from archsearch.sweep.runner import WorkerContext, _Interrupted, status, work
 
-    real, calls = runner.train, []
+    real, calls = trainer.train, []
 
     def interrupted_once(spec, *a, **k):
         calls.append(spec.meta.get("generator"))
@@ -347,7 +347,7 @@ def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_pat
             raise KeyboardInterrupt
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(runner, "train", interrupted_once)
+    monkeypatch.setattr(trainer, "train", interrupted_once)
     spec, wd, plan, study = _prepared(tmp_path, seeds=1)
     ctx = WorkerContext(wd, "cpu", log=lambda m: None, epoch_progress=False, poll=0.1)
     with pytest.raises(_Interrupted):
@@ -960,7 +960,7 @@ def test_a_search_goes_past_a_diverged_point_and_retries_the_machines_failure_in
     params, in the same run directory."""
     from archsearch import train as T
     from archsearch.errors import EnvironmentFailure
-    from archsearch.sweep import runner
+    from archsearch import train as trainer
     from archsearch.sweep.cli import run_sweep
 
     extra = """mode = "search"
@@ -972,7 +972,7 @@ pruner = "none"
 uniform_reference = false
 """
     path = write_spec(tmp_path, extra=extra, epochs=1, subset=200)
-    real, calls = runner.train, []
+    real, calls = trainer.train, []
 
     def flaky(spec, *a, **k):
         calls.append(str(k["out_dir"]))
@@ -982,7 +982,7 @@ uniform_reference = false
             raise EnvironmentFailure("no space left on the scratch disk")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(runner, "train", flaky)
+    monkeypatch.setattr(trainer, "train", flaky)
     wd = tmp_path / "wd"
     with pytest.raises(ArchsearchError, match=r"sweep stopped at trial #2: EnvironmentFailure") as e:
         run_sweep(str(path), workdir=str(wd), workers=1, device="cpu")
@@ -1031,13 +1031,61 @@ def test_a_reason_with_a_bar_or_a_line_break_keeps_its_table_row():
 
 
 def test_a_run_that_leaves_trials_undone_is_no_success(tmp_path, monkeypatch):
-    from archsearch.sweep import runner
+    from archsearch.sweep import app
     from archsearch.sweep.cli import run_sweep
 
     path = write_spec(tmp_path, generators='["uniform"]', seeds=2, fractions="[0.2]")
-    real = runner.work
-    monkeypatch.setattr(runner, "work", lambda study, plan, ctx, **k: real(study, plan, ctx, max_trials=1))
+    real = app.work
+    monkeypatch.setattr(app, "work", lambda study, plan, ctx, **k: real(study, plan, ctx, max_trials=1))
     with pytest.raises(ArchsearchError, match=r"not finished \(1/2 done.*run the same command again"):
         run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
-    monkeypatch.setattr(runner, "work", real)
+    monkeypatch.setattr(app, "work", real)
     run_sweep(str(path), workdir=str(tmp_path / "wd"), workers=1, device="cpu")
+
+
+@pytest.mark.parametrize("preset", __import__("archsearch.config", fromlist=["PRESETS"]).PRESETS)
+@pytest.mark.parametrize("kind", ["scratch-e", "scratch-b"])
+def test_a_sweep_points_schedule_comes_from_its_resolved_config_unchanged(preset, kind):
+    """The experiment driver builds a point's schedule from the resolved `TrainConfig`; it must
+    be the schedule the preset name and the [train] overrides gave before (a run's fingerprint,
+    and so its resume, depends on it)."""
+    from archsearch.archs import base_spec
+    from archsearch.experiment import point_schedule
+    from archsearch.sweep.points import train_config
+    from archsearch.train import make_schedule
+
+    base, spec = base_spec("vgg11", 10, width=0.5), base_spec("vgg11", 10, width=0.25)
+    for over in ({}, {"epochs": 7, "cap": 1.5, "count": "macs"}, {"epochs": 3, "count": "original"}):
+        tr = {"preset": preset, "epochs": None, "cap": None, "count": None, "width": 0.25, "checkpoint_every": 1,
+              **over}
+        old = make_schedule(preset, kind, epochs=tr["epochs"], spec=spec, base=base, cap=tr["cap"],
+                            count_convention=tr["count"])
+        assert point_schedule(train_config(tr), kind, spec, base, cap=tr["cap"]).to_dict() == old.to_dict()
+
+
+def test_one_aggregation_over_seeds():
+    """`experiment.accuracy_cells`: the population std, rounded to 2 places, in the reports' order."""
+    import numpy as np
+
+    from archsearch.experiment import Spread, accuracy_cells
+
+    best, final = [91.234, 92.5, 90.0], [90.0, 91.0, 89.5]
+    cells = accuracy_cells(best, final)
+    assert list(cells) == ["seeds", "best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std", "best_acc",
+                           "final_acc"]
+    a = np.asarray(best)
+    assert cells["best_acc_std"] == round(float(a.std()), 2) and cells["best_acc"] == f"{a.mean():.2f} ± {a.std():.2f}"
+    assert cells["seeds"] == 3 and Spread.of([]) is None
+
+
+def test_every_sweep_mode_is_a_whole_strategy():
+    """Driven by the registry (`modes.MODES`): each mode names itself and gives the operations
+    the plan, the worker loop and the commands ask for."""
+    from archsearch.sweep.modes import MODES, Mode
+    from archsearch.schemas import SweepFile
+
+    assert set(MODES) == set(SweepFile.model_fields["mode"].annotation.__args__)
+    for name, mode in MODES.items():
+        assert mode.name == name
+        for op in ("validate", "build", "total", "train"):
+            assert getattr(type(mode), op) is not getattr(Mode, op), (name, op)

@@ -294,3 +294,30 @@ def test_table_figure_bars_start_at_zero_and_carry_each_cell():
     assert bars[0].hovertext == ("unpruned: 61.54 ± 0.56 (2 seeds, epochs [8])",)
     assert bars[1].hovertext == ("finetune: not run (0 seeds, epochs -)",)
     assert [t.y for t in fig.data if t.type == "scatter"] == [(93.5,)]  # the paper's tick
+
+
+@pytest.mark.parametrize("name", __import__("archsearch.sweep.table", fromlist=["ARMS"]).ARMS)
+def test_every_arm_of_the_registry_is_complete(name, tmp_path):
+    """Driven by the registry (`table.ARMS`): each arm has a legend and a colour, starts from an
+    artifact a proposal keeps, builds its schedule from a proposal's record, and is accepted by
+    a table spec, in the registry's order with the proposal first."""
+    from types import SimpleNamespace
+
+    from archsearch.archs import base_spec
+    from archsearch.sweep.table import ARMS, ARTIFACTS, PROPOSAL, plan_arms
+
+    arm = ARMS[name]
+    assert arm.about and arm.color.startswith("#")
+    assert [a for a in ARMS.values() if a.is_proposal] == [ARMS[PROPOSAL]] and next(iter(ARMS)) == PROPOSAL
+    assert arm.init is None or arm.init in ARTIFACTS
+    if not arm.is_proposal:
+        base = base_spec("vgg11", 10, width=0.25)
+        spec = base_spec("vgg11", 10, width=0.125)
+        prop = SimpleNamespace(user_attrs={"epochs": 3, "rewind_epoch": 1})
+        sched = arm.schedule({"preset": "tiny", "finetune_epochs": 2}, prop, spec, base)
+        assert sched.epochs >= 1 and sched.preset == "tiny"
+    rows = '\n[[rows]]\nfrom = "lottery-vgg11-digits"\n'
+    from archsearch.sweep.spec import load_spec
+
+    spec = load_spec(write_table(tmp_path, arms=f'["{name}"]', rows=rows))
+    assert plan_arms(spec.arms) == [PROPOSAL] + ([] if arm.is_proposal else [name])

@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -34,35 +32,21 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from ..compare import budget_tag, stage_summary
-from ..counting import count
 from ..data import load_dataset, subset_train
 from ..errors import ArchsearchError, EnvironmentFailure, clip
 from ..names import parse_target
-from ..progress import EpochProgress, fmt_seconds
-from ..spec import ArchSpec
-from ..train import load_result, make_schedule, train
-from .plan import Log, _stderr, _target, arch_for, grid_point, search_arch
-from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, WORKER_LOST, beating, fail_stale, frozen, trial_system_attrs
-from .table import blocked, enqueue_ready, run_trial
-from .table import total as table_total
-from .table import trial_label as table_label
+from ..progress import fmt_seconds
+from .modes import Mode, get_mode
+from .plan import Log, _stderr
+from .processes import MACHINE_SIGNS, gpu_group, run_as_group, train_processes  # noqa: F401  (their old home)
+from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, WORKER_LOST, beating, fail_stale, frozen
 
 REQUEUE_HISTORY = "requeue_history"  # system attr: the attempts a stop or a machine's failure requeued
 RETRY_ATTR = "retryable"  # user attr of a failed trial: why it may be retried (ENVIRONMENT or BUG)
 TRIAL_FAULT, ENVIRONMENT, BUG = "trial", "environment", "bug"
-MACHINE_SIGNS = ("CUDA error", "out of memory", "device-side", "No space left")  # in a message: the machine failed
 
 
 # -- progress accounting ----------------------------------------------------------------------------
-def _identity(t: FrozenTrial, mode: str):
-    if mode == "grid":
-        return t.system_attrs.get("grid_id")
-    if mode == "table":
-        return t.user_attrs.get("point")  # None: a trial asked for when nothing was queued (ignored)
-    return t.system_attrs.get("failed_trial", t.number)
-
-
 @dataclass
 class Status:
     total: int
@@ -105,19 +89,14 @@ class Status:
 
 
 def status(study: optuna.Study, plan: dict) -> Status:
-    mode = plan["spec"]["mode"]
-    trials = study.get_trials(deepcopy=False)
-    if mode == "table":
-        total = table_total(plan)
-    else:
-        total = (len(plan["kinds"]) * len(plan["spec"]["generators"]) * len(plan["budgets"]) * plan["spec"]["seeds"]
-                 if mode == "grid" else int(plan["spec"]["search"]["trials"]))
+    mode = get_mode(plan["spec"]["mode"])
     by_id: dict = {}
-    for t in trials:
-        ident = _identity(t, mode)
-        if (ident is None and mode == "table") or DUPLICATE_ATTR in t.user_attrs:
+    for t in study.get_trials(deepcopy=False):
+        ident = mode.identity(t)
+        if (ident is None and mode.ignores_unidentified) or DUPLICATE_ATTR in t.user_attrs:
             continue
         by_id.setdefault(ident, []).append(t)
+    total = mode.total(plan)
     st = Status(total=total)
     durations = []
     for ident, ts in by_id.items():
@@ -129,7 +108,7 @@ def status(study: optuna.Study, plan: dict) -> Status:
         elif TrialState.RUNNING in states:
             st.running += 1
             t = next(t for t in ts if t.state == TrialState.RUNNING)
-            st.running_trials.append((t.number, trial_label(t.params, mode)))
+            st.running_trials.append((t.number, mode.label(t.params)))
         elif TrialState.WAITING in states:
             st.waiting += 1
         else:
@@ -144,20 +123,13 @@ def status(study: optuna.Study, plan: dict) -> Status:
             if t.state == TrialState.COMPLETE and t.datetime_complete and t.datetime_start:
                 durations.append((t.datetime_complete - t.datetime_start).total_seconds())
     st.remaining = max(0, total - len([i for i in by_id if i is not None]))
-    if mode == "table":
-        failed = {t.user_attrs.get("point") for t in st.failed_trials}
-        st.blocked = blocked(plan, failed, set(by_id))
+    st.blocked = mode.blocked(plan, st.failed_trials, set(by_id))
     st.mean_seconds = sum(durations) / len(durations) if durations else None
     return st
 
 
 def trial_label(params: dict, mode: str) -> str:
-    if mode == "table" and params:
-        return table_label(params)
-    if mode == "grid" and params:
-        return (f"{params.get('generator')} {params.get('kind')} {budget_tag(float(params.get('budget', 0)))} "
-                f"seed {params.get('seed')}")
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return get_mode(mode).label(params)
 
 
 # -- failures --------------------------------------------------------------------------------------
@@ -219,7 +191,7 @@ class WorkerContext:
 
     def all_data(self, plan: dict) -> None:
         """Load every dataset the sweep needs (a missing one stops the worker before any trial)."""
-        for name in sorted({r["data"] for r in plan["rows"]}) if plan["spec"]["mode"] == "table" else [None]:
+        for name in get_mode(plan["spec"]["mode"]).datasets(plan):
             self.data(plan, name)
 
 
@@ -228,25 +200,21 @@ class _Interrupted(Exception):
 
 
 def _next_action(study: optuna.Study, plan: dict) -> str:
-    if plan["spec"]["mode"] == "table":
-        enqueue_ready(study, plan)
+    mode = get_mode(plan["spec"]["mode"])
+    mode.refill(study, plan)
     st = status(study, plan)
-    if st.waiting or (st.remaining and plan["spec"]["mode"] != "table"):
+    if st.waiting or (st.remaining and mode.asks_ahead):
         return "ask"
     if st.running:
         return "wait"
     return "done"
 
 
-def _is_duplicate(study: optuna.Study, trial: optuna.Trial, mode: str) -> int | None:
-    if mode == "table":
-        key, gid = "point", trial.user_attrs.get("point")
-        ident = lambda t: t.user_attrs.get(key)  # noqa: E731
-    else:
-        gid = trial_system_attrs(study, trial).get("grid_id")
-        ident = lambda t: t.system_attrs.get("grid_id")  # noqa: E731
+def _is_duplicate(study: optuna.Study, trial: optuna.Trial, mode: Mode) -> int | None:
+    """The number of an earlier attempt at the trial's point (two workers handed it at once)."""
+    gid = mode.identity(frozen(study, trial))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        if t.number != trial.number and ident(t) == gid and (
+        if t.number != trial.number and mode.identity(t) == gid and (
                 t.state == TrialState.COMPLETE or t.number < trial.number):
             return t.number
     return None
@@ -264,137 +232,6 @@ def _requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
                                         user_attrs={k: v for k, v in trial.user_attrs.items()
                                                     if k not in ("fail_reason", RETRY_ATTR)},
                                         system_attrs=sa))
-
-
-def _train_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: WorkerContext, label: str) -> float:
-    s, tr = plan["spec"], plan["spec"]["train"]
-    mode = s["mode"]
-    if mode == "table":
-        return run_trial(study, trial, plan, ctx, label)
-    if mode == "grid":
-        kind, gen, budget, seed = grid_point(trial, plan)
-        arch = arch_for(plan, kind, gen, float(budget), int(seed))
-        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
-    else:
-        se = s["search"]
-        lo, hi = float(se["low"]), float(se["high"])
-        ratios = [trial.suggest_float(f"stage{k}", lo, hi) for k in range(len(plan["search_start"]))]
-        kind, gen, budget, seed = "channels", "search", plan["budgets"][0], int(se["seed"])
-        arch = search_arch(plan, ratios)
-        # a retry resumes in its first attempt's directory: the point's identity, as status counts it
-        run = ctx.workdir / "trials" / "search" / f"trial{_identity(frozen(study, trial), mode):04d}"
-    c = count(arch)
-    trial.set_user_attr("generator", gen)
-    trial.set_user_attr("kind", kind)
-    trial.set_user_attr("budget", float(budget))
-    trial.set_user_attr("seed", int(seed))
-    trial.set_user_attr("params", c.params_nonzero)
-    trial.set_user_attr("macs", c.macs_nonzero)
-    trial.set_user_attr("widths", list(arch.widths))
-    trial.set_user_attr("stages", stage_summary(arch))
-    trial.set_user_attr("run_dir", str(run))
-    sched = make_schedule(tr["preset"], s["schedule"], epochs=tr["epochs"], spec=arch,
-                          base=_target(plan), cap=tr.get("cap"), count_convention=tr.get("count"))
-    trial.set_user_attr("epochs", sched.epochs)
-    bar = EpochProgress(f"{label} {trial_label(trial.params, mode)}") if ctx.epoch_progress else None
-    is_reference = "reference" in trial.user_attrs
-
-    def hook(st) -> None:
-        if bar is not None:
-            bar(st)
-        if mode == "search":
-            trial.report(100 * st.test_acc, st.epoch - 1)
-            # the pattern and uniform reference trials always run to the end: they are the comparison
-            if not is_reference and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {st.epoch} ({100 * st.test_acc:.2f}%)")
-
-    if int(tr.get("nproc", 1)) > 1:  # one network over several processes: the train command under torchrun
-        r = train_processes(plan, arch, kind=s["schedule"], seed=int(seed), run=run, ctx=ctx)
-        if mode == "search":  # reported after the fact: a multi-process trial is not pruned early
-            for h in r.history:
-                trial.report(100 * h["test_acc"], h["epoch"] - 1)
-    else:
-        data = ctx.data(plan)
-        r = train(arch, data, sched, seed=int(seed), device=ctx.device, out_dir=run,
-                  checkpoint_every=int(tr["checkpoint_every"]), progress=hook)
-    for k, v in (("best_acc", 100 * r.best_acc), ("final_acc", 100 * r.final_acc), ("best_epoch", r.best_epoch),
-                 ("train_seconds", r.train_seconds), ("device", r.device_name), ("torch_version", r.torch_version),
-                 ("archsearch_version", r.archsearch_version)):
-        trial.set_user_attr(k, v)
-    return 100 * r.best_acc
-
-
-def train_processes(plan: dict, arch: ArchSpec, *, kind: str, seed: int, run: Path, ctx: WorkerContext):
-    """Train one trial's network over `train.nproc` processes: `archsearch train --spec ...
-    --nproc N` in a subprocess (torchrun, DistributedDataParallel). A worker on `cuda:K` gives it
-    the N GPUs from its K-th visible one on (CUDA_VISIBLE_DEVICES); any other worker, the GPUs
-    it sees. Its result is read back; its first error line becomes the trial's."""
-    tr = plan["spec"]["train"]
-    device, env = ctx.device, None
-    if device.startswith("cuda:"):
-        device, env = "cuda", {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpu_group(ctx.device, int(tr["nproc"])))}
-    run.mkdir(parents=True, exist_ok=True)
-    arch.save(run / "trial-spec.json")
-    cmd = [sys.executable, "-m", "archsearch", "train", plan["spec"]["target"], "--spec", str(run / "trial-spec.json"),
-           "--schedule", kind, "--preset", tr["preset"], "--seed", str(seed), "--out", str(run),
-           "--checkpoint-every", str(tr["checkpoint_every"]), "--nproc", str(tr["nproc"]), "--device", device]
-    if kind == "scratch-b":
-        _target(plan).save(run / "trial-base.json")
-        cmd += ["--base", str(run / "trial-base.json")]
-    for opt, key in (("--epochs", "epochs"), ("--cap", "cap"), ("--count", "count"), ("--train-subset", "train_subset")):
-        if tr.get(key) is not None:
-            cmd += [opt, str(tr[key])]
-    data_dir = ctx.data_dir or plan.get("data_dir")
-    if data_dir:
-        cmd += ["--data-dir", str(data_dir)]
-    if not tr["download"]:
-        cmd.append("--no-download")
-    proc = run_as_group(cmd, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        why = lines[0][len("error:"):].strip() if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        msg = f"the {tr['nproc']}-process training of {run} failed: {clip(why, 300)}"
-        # killed (a signal: the OOM killer, a lost peer's teardown), or a failure of the machine
-        # that the child told in its error line: not the trial's fault, so it is retried
-        if proc.returncode < 0 or proc.returncode >= 128 or any(k in why for k in MACHINE_SIGNS):
-            raise EnvironmentFailure(msg)
-        raise ArchsearchError(msg)
-    return load_result(run / "result.json")
-
-
-def gpu_group(device: str, n: int) -> list[str]:
-    """The CUDA_VISIBLE_DEVICES entries of the `n` GPUs from `cuda:K` on, counted among the GPUs
-    this process sees (its own CUDA_VISIBLE_DEVICES, or all of them)."""
-    k = int(device.split(":", 1)[1])
-    seen = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    seen = seen or [str(i) for i in range(torch.cuda.device_count())]
-    if k + n > len(seen):
-        raise ArchsearchError(f"a {n}-process trial on {device} needs GPUs {k}..{k + n - 1}, and this worker sees "
-                              f"{len(seen)}; give the workers devices {n} apart (--devices 0,{n},...)")
-    return seen[k:k + n]
-
-
-def run_as_group(cmd: list[str], grace: float = 30.0, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `cmd` (stderr captured) in its own process group. If this process is stopped meanwhile
-    (Ctrl-C, SIGTERM), the whole group is stopped: SIGTERM, then SIGKILL after `grace` seconds,
-    so that no training process it started (a rank) runs on holding its run folder."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
-    try:
-        _, err = proc.communicate()
-    except BaseException:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, None, err)
 
 
 def work(study: optuna.Study, plan: dict, ctx: WorkerContext, *, max_trials: int | None = None,
@@ -439,15 +276,14 @@ def _fail_interrupted(study: optuna.Study, trial: optuna.Trial, plan: dict, reas
     A grid trial stopped before all its params were drawn gets them first, so that reports
     can name its point."""
     with _signals_deferred():
-        if plan["spec"]["mode"] == "grid":
-            grid_point(trial, plan)
+        get_mode(plan["spec"]["mode"]).before_fail(trial, plan)
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
         _requeue(study, frozen(study, trial), "interrupted")
 
 
 def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int | None, wait: bool) -> int:
-    mode = plan["spec"]["mode"]
+    mode = get_mode(plan["spec"]["mode"])
     ran = 0
     if _next_action(study, plan) != "done":
         # before taking any trial: missing data is the worker's error (one line, exit 2),
@@ -463,67 +299,86 @@ def _work(study: optuna.Study, plan: dict, ctx: WorkerContext, max_trials: int |
                 break
             time.sleep(ctx.poll)
             continue
-        trial = None
-        try:  # a stop between the ask and the training must not leave the trial RUNNING
-            with _signals_deferred():  # a stop inside the ask: raised once the trial is known
-                trial = study.ask()
-            if mode == "table" and "point" not in trial.user_attrs:
-                # the queue emptied between the look and the ask (another worker took it): not a point
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            if mode in ("grid", "table"):
-                dup = _is_duplicate(study, trial, mode)
-                if dup is not None:
-                    trial.set_user_attr(DUPLICATE_ATTR, dup)  # not an attempt: status and reports skip it
-                    trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
-                    study.tell(trial, state=TrialState.FAIL)
-                    continue
-            st = status(study, plan)
-            label = f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
-        except KeyboardInterrupt:
-            if trial is None:
-                raise _Interrupted("interrupted") from None
-            _fail_interrupted(study, trial, plan, "interrupted (Ctrl-C) before it started; requeued")
-            raise _Interrupted(f"trial #{trial.number} interrupted before it started, and requeued") from None
-        state, value, reason = TrialState.COMPLETE, None, None
-        stop: BaseException | None = None
-        with beating(study, trial):
-            try:
-                value = _train_trial(study, trial, plan, ctx, label)
-            except optuna.TrialPruned as e:
-                state, reason = TrialState.PRUNED, str(e)
-            except KeyboardInterrupt:
-                state, reason = TrialState.FAIL, "interrupted (Ctrl-C); requeued"
-            except Exception as e:  # noqa: BLE001  sorted into the trial's fault, the machine's, or a bug
-                state, (cause, reason) = TrialState.FAIL, classify_failure(e)
-                if cause != TRIAL_FAULT:
-                    # the machine's fault or a bug: every later trial would fail the same way, so
-                    # stop here; the trial stays retryable (a rerun, or `sweep run --retry-failed`)
-                    trial.set_user_attr(RETRY_ATTR, cause)
-                    stop = e
-                    if cause == BUG:
-                        ctx.log(traceback.format_exc())
-        if reason and reason.startswith("interrupted"):
-            _fail_interrupted(study, trial, plan, reason)
-            raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
-        with _signals_deferred():  # the outcome is written whole (a stop comes after)
-            if reason is not None:
-                trial.set_user_attr("fail_reason", reason)
-            if state == TrialState.PRUNED:
-                study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
-            else:
-                study.tell(trial, value, state=state)
-        ran += 1
-        done = frozen(study, trial)
-        if stop is not None:
-            ctx.log(f"{label} {trial_label(done.params, mode)} -> failed: {reason}")
-            if cause == ENVIRONMENT:
-                raise EnvironmentFailure(f"sweep stopped at trial #{trial.number}: {reason}; it is kept for a "
-                                         "retry: fix the cause and run the same command again") from None
-            raise stop
-        tail = (f"best {value:.2f}%" if state == TrialState.COMPLETE else f"{state.name.lower()}: {reason}")
-        ctx.log(f"{label} {trial_label(done.params, mode)} -> {tail}; {status(study, plan).line()}")
+        taken = _take(study, plan, mode)
+        if taken is not None:
+            _run_trial(study, *taken, plan, ctx, mode)
+            ran += 1
     return ran
+
+
+def _take(study: optuna.Study, plan: dict, mode: Mode) -> tuple[optuna.Trial, str] | None:
+    """Ask for the next trial and its progress label; None when what was handed out is no
+    attempt to run (told failed at once: not a point, or a point another worker has)."""
+    trial = None
+    try:  # a stop between the ask and the training must not leave the trial RUNNING
+        with _signals_deferred():  # a stop inside the ask: raised once the trial is known
+            trial = study.ask()
+        if not mode.is_point(trial):
+            # the queue emptied between the look and the ask (another worker took it): not a point
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        dup = _is_duplicate(study, trial, mode) if mode.dedups else None
+        if dup is not None:
+            trial.set_user_attr(DUPLICATE_ATTR, dup)  # not an attempt: status and reports skip it
+            trial.set_user_attr("fail_reason", f"duplicate of trial {dup} (two workers asked at once)")
+            study.tell(trial, state=TrialState.FAIL)
+            return None
+        st = status(study, plan)
+        return trial, f"[{st.done + st.pruned + st.failed + 1}/{st.total}] #{trial.number}"
+    except KeyboardInterrupt:
+        if trial is None:
+            raise _Interrupted("interrupted") from None
+        _fail_interrupted(study, trial, plan, "interrupted (Ctrl-C) before it started; requeued")
+        raise _Interrupted(f"trial #{trial.number} interrupted before it started, and requeued") from None
+
+
+def _train(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx: WorkerContext, mode: Mode, label: str):
+    """Train the trial under its heartbeat: (state, value, reason, cause, the error that stops the worker)."""
+    state, value, reason, cause = TrialState.COMPLETE, None, None, None
+    stop: BaseException | None = None
+    with beating(study, trial):
+        try:
+            value = mode.train(study, trial, plan, ctx, label)
+        except optuna.TrialPruned as e:
+            state, reason = TrialState.PRUNED, str(e)
+        except KeyboardInterrupt:
+            state, reason = TrialState.FAIL, "interrupted (Ctrl-C); requeued"
+        except Exception as e:  # noqa: BLE001  sorted into the trial's fault, the machine's, or a bug
+            state, (cause, reason) = TrialState.FAIL, classify_failure(e)
+            if cause != TRIAL_FAULT:
+                # the machine's fault or a bug: every later trial would fail the same way, so
+                # stop here; the trial stays retryable (a rerun, or `sweep run --retry-failed`)
+                trial.set_user_attr(RETRY_ATTR, cause)
+                stop = e
+                if cause == BUG:
+                    ctx.log(traceback.format_exc())
+    return state, value, reason, cause, stop
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, label: str, plan: dict, ctx: WorkerContext,
+               mode: Mode) -> None:
+    """Train a taken trial and tell its outcome; a stop or a failure that is not the trial's
+    own ends the worker (`_Interrupted`, `EnvironmentFailure`, or the bug's error)."""
+    state, value, reason, cause, stop = _train(study, trial, plan, ctx, mode, label)
+    if reason and reason.startswith("interrupted"):
+        _fail_interrupted(study, trial, plan, reason)
+        raise _Interrupted(f"trial #{trial.number} interrupted and requeued")
+    with _signals_deferred():  # the outcome is written whole (a stop comes after)
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        if state == TrialState.PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)  # Optuna records the last reported accuracy
+        else:
+            study.tell(trial, value, state=state)
+    done = frozen(study, trial)
+    if stop is not None:
+        ctx.log(f"{label} {mode.label(done.params)} -> failed: {reason}")
+        if cause == ENVIRONMENT:
+            raise EnvironmentFailure(f"sweep stopped at trial #{trial.number}: {reason}; it is kept for a "
+                                     "retry: fix the cause and run the same command again") from None
+        raise stop
+    tail = (f"best {value:.2f}%" if state == TrialState.COMPLETE else f"{state.name.lower()}: {reason}")
+    ctx.log(f"{label} {mode.label(done.params)} -> {tail}; {status(study, plan).line()}")
 
 
 __all__ = ["status", "Status", "trial_label", "classify_failure", "requeue_failed", "WorkerContext", "work",

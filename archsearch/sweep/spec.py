@@ -21,11 +21,10 @@ from .._io import read_toml
 from .._shipped import installed_dir, repo_dir
 from ..compare import parse_budgets
 from ..errors import ArchsearchError
-from ..generate import GENERATORS
-from ..names import parse_target
+from ..schemas import SweepFile, check
 from ..config import PRESETS
 from ..config import resolve as resolve_config
-from .table import validate_table
+from .modes import get_mode
 
 
 @dataclass
@@ -111,8 +110,6 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec", 
     """Validate a spec's dict (as read from TOML) and apply `scale`'s overrides. Types,
     ranges and unknown keys are the schema's (`schemas.SweepFile`); the rules that tie
     fields together are checked here."""
-    from ..schemas import SweepFile, check
-
     where = str(path)
     if not isinstance(raw, dict):
         raise ArchsearchError(f"{where} must be a table")
@@ -154,46 +151,8 @@ def _want(cond: bool, where: str, msg: str) -> None:
 
 
 def _validate(s: SweepSpec, where: str) -> None:
-    if s.mode == "table":
-        validate_table(s, where)
-        return
-    _want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")
-    _want(s.rows is None and s.arms is None, where, "rows and arms belong to table mode (mode = \"table\")")
-    parse_target(s.target)
-    _want(all(g in GENERATORS for g in s.generators), where,
-          f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")
-    _want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
-    _want(s.kinds is None or len(set(s.kinds)) == len(s.kinds), where, "kinds are listed twice")
-    for sec in ("train", "extract"):
-        preset = getattr(s, sec)["preset"]
-        _want(preset in PRESETS, where, f"{sec}.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    _want(s.grace > s.heartbeat, where, f"run.grace ({s.grace}s) must exceed run.heartbeat ({s.heartbeat}s)")
-    if s.mode == "grid":
-        _want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
-        if s.budgets is not None:
-            from ..compare import budget_tag
-
-            # one run directory per budget, named by its tag: two budgets with one tag would share it
-            tags = [budget_tag(b) for b in parse_budgets(",".join(str(b) for b in s.budgets))]
-            _want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
-        else:
-            _want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
-        for role, what in (("own", f"a pattern proposed on {s.target}"), ("transferred", "a pattern from elsewhere")):
-            needs = sorted(g for g in s.generators if GENERATORS[g].role == role)
-            _want(not needs or s.patterns.get(role), where,
-                  f"generator(s) {', '.join(needs)} need patterns.{role} ({what})")
-        _want(s.kinds is not None or s.patterns.get("own") or s.patterns.get("transferred"), where,
-              "with no patterns, say which kinds to generate (kinds = [\"channels\"])")
-    else:
-        se = s.search
-        _want(s.patterns.get("own") or s.patterns.get("transferred"), where,
-              "search mode starts from a pattern: set patterns.own (or patterns.transferred)")
-        _want((se["budget"] is None) != (se["fraction"] is None), where,
-              "search needs exactly one of search.budget or search.fraction")
-        if se["budget"] is not None:
-            parse_budgets(str(se["budget"]))
-        lo, hi = se["low"], se["high"]
-        _want(lo < hi, where, "search.low and search.high must satisfy 0 < low < high")
+    """The rules of the spec's mode (`modes.Mode.validate`)."""
+    get_mode(s.mode).validate(s, where)
 
 
 def load_spec(path: str | os.PathLike, scale: str | None = None) -> SweepSpec:

@@ -28,24 +28,77 @@ location, nothing else.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import optuna
+from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from .. import propose as proposing  # looked up when called: tests stand in their own proposer
+from .._io import atomic_path, check_name, load_state, make_dirs, os_error
+from ..compare import markdown_table, write_tables
 from ..counting import count
 from ..errors import ArchsearchError, clip
+from ..experiment import Point, Spread, result_numbers, train_point
+from ..plot import render_png, table_figure, write_html
+from ..progress import EpochProgress
+from ..redact import redact
 from ..spec import ArchSpec
+from ..train import Schedule, make_schedule
 
-ARMS = {
-    "unpruned": "the large net as the method trained it, before pruning",
-    "finetune": "the pruned net fine-tuned from the large net's weights",
-    "scratch-e": "the pruned architecture trained from scratch for the large net's epochs",
-    "scratch-b": "the pruned architecture trained from scratch for the large net's compute",
-    "ticket": "the pruned net trained from the winning-ticket initialisation",
-}
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of training a table row's pruned net: a registry entry (`ARMS`) carrying what
+    the study, the trainer and the report need. The proposal arm (`unpruned`) trains the large
+    net itself and has no schedule of its own; every other arm starts from its row's proposal."""
+
+    name: str
+    about: str   # the report's legend
+    color: str   # its bars in table.html
+    # (the sweep's [train] table, the proposal's trial, the pruned spec, the base spec) -> the arm's
+    # schedule; None for the proposal arm
+    schedule: Callable[[dict, FrozenTrial, ArchSpec, ArchSpec], Schedule] | None = None
+    init: str | None = None  # the proposal's artifact holding its initial weights (None: random)
+    rewinds: bool = False    # starts at the proposal's rewind epoch (a lottery ticket rewound)
+
+    @property
+    def is_proposal(self) -> bool:
+        return self.schedule is None
+
+
+def _finetune(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
+    return make_schedule(tr["preset"], "finetune", epochs=tr.get("finetune_epochs"))
+
+
+def _large_net_epochs(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
+    return make_schedule(tr["preset"], "scratch-e", epochs=prop.user_attrs["epochs"])
+
+
+def _large_net_compute(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
+    return make_schedule(tr["preset"], "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
+                         cap=tr.get("cap"), count_convention=tr.get("count"))
+
+
+# the arms in table order (the proposal first): a new arm is one entry here (and its colour and
+# legend come with it)
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("unpruned", "the large net as the method trained it, before pruning", "#7f7f7f"),
+    Arm("finetune", "the pruned net fine-tuned from the large net's weights", "#1f77b4", _finetune,
+        init="pruned_model.pt"),
+    Arm("scratch-e", "the pruned architecture trained from scratch for the large net's epochs", "#ff7f0e",
+        _large_net_epochs),
+    Arm("scratch-b", "the pruned architecture trained from scratch for the large net's compute", "#2ca02c",
+        _large_net_compute),
+    Arm("ticket", "the pruned net trained from the winning-ticket initialisation", "#9467bd", _large_net_epochs,
+        init="ticket_init.pt", rewinds=True),
+)}
+PROPOSAL = next(a.name for a in ARMS.values() if a.is_proposal)
+TICKET = "ticket_init.pt"  # the artifact only some proposers keep (the lottery's, channel pruning's)
 ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
 ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch")
 
@@ -53,7 +106,7 @@ ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip",
 # -- the spec -------------------------------------------------------------------------------------
 def plan_arms(arms: list[str]) -> list[str]:
     """The arms in table order; the proposal (`unpruned`) is always one of them."""
-    return [a for a in ARMS if a == "unpruned" or a in arms]
+    return [a for a in ARMS if ARMS[a].is_proposal or a in arms]
 
 
 def row_settings(row: dict, train: dict) -> dict[str, Any]:
@@ -79,8 +132,6 @@ def row_label(row: dict) -> str:
 def validate_table(spec, where: str) -> None:
     """Every row names a proposer that applies to its network, with valid settings; each arm
     can be trained for each row. Nothing is trained here."""
-    from ..propose import resolve_settings
-
     def want(cond: bool, msg: str) -> None:
         if not cond:
             raise ArchsearchError(f"{where}: {msg}")
@@ -94,12 +145,12 @@ def validate_table(spec, where: str) -> None:
     for i, row in enumerate(spec.rows):
         src = row["from"]
         try:
-            prop = resolve_settings(src, **row_settings(row, spec.train))[1]
+            prop = proposing.resolve_settings(src, **row_settings(row, spec.train))[1]
         except ArchsearchError as e:
             raise ArchsearchError(f"{where}: row {i + 1} ({src}): {e}") from None
-        if "ticket" in spec.arms:
+        for arm in (ARMS[a] for a in spec.arms if ARMS[a].init == TICKET):
             want(prop.kind == "channels" or prop.name == "lottery",
-                 f"row {i + 1} ({src}): the ticket arm needs a winning-ticket initialisation, which {prop.name} "
+                 f"row {i + 1} ({src}): the {arm.name} arm needs a winning-ticket initialisation, which {prop.name} "
                  "proposals do not keep (the lottery and channel-pruning methods do)")
     labels = [row_label(r) for r in spec.rows]
     want(len(set(labels)) == len(labels), f"two rows have the same label; give them distinct `label`s: {labels}")
@@ -107,12 +158,10 @@ def validate_table(spec, where: str) -> None:
 
 def build_table_plan(spec, workdir: Path, data_dir: str | None, artifacts: str | None) -> dict:
     """The table part of a study's plan: its resolved rows and arms, and the artifact store."""
-    from ..propose import resolve_settings
-
     rows = []
     for row in spec.rows:
         src = row["from"]
-        pn, prop, settings, schedule, base = resolve_settings(src, **row_settings(row, spec.train))
+        pn, prop, settings, schedule, base = proposing.resolve_settings(src, **row_settings(row, spec.train))
         rows.append({"from": src, "label": row_label(row), "method": prop.name, "kind": prop.kind,
                      "arch": pn.target.arch, "data": pn.target.data, "settings": row_settings(row, spec.train),
                      "record": settings.record(), "epochs": schedule.epochs,
@@ -128,8 +177,6 @@ def check_artifact_id(artifact_id) -> str:
     store and in a worker's cache, and a key under the S3 prefix. The ids a worker reads come
     from the storage, so they are data; one holding '/' or '..' is refused before anything is
     made (Optuna's own check of a local store comes after the download's folders exist)."""
-    from .._io import check_name
-
     return check_name(artifact_id, "artifact id")
 
 
@@ -154,10 +201,6 @@ def artifact_store(location: str):
     """Optuna's artifact store at `location`: a folder (made if missing), or `s3://bucket[/prefix]`
     for an S3-compatible store through boto3 (credentials and endpoint from boto3's usual
     environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL; never written down)."""
-    from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
-
-    from .._io import make_dirs
-
     if location.startswith("s3://"):
         bucket, _, prefix = location[5:].partition("/")
         if not bucket:
@@ -165,7 +208,7 @@ def artifact_store(location: str):
         if any(part in (".", "..") for part in prefix.split("/")):  # a key prefix is no path to walk up
             raise ArchsearchError(f"artifact store {location!r}: the prefix may not hold '.' or '..'")
         try:
-            import boto3
+            import boto3  # an optional dependency, for s3:// stores only
         except ImportError:
             raise ArchsearchError("an s3:// artifact store needs boto3: pip install boto3") from None
         return _Checked(Boto3ArtifactStore(bucket, client=boto3.client("s3")), prefix)
@@ -175,23 +218,15 @@ def artifact_store(location: str):
 
 
 def upload(store, trial, path: Path) -> str:
-    from optuna.artifacts import upload_artifact
-
     try:
         return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
     except OSError as e:
-        from .._io import os_error
-
         raise os_error(e, path) from None
 
 
 def download(store, artifact_id: str, cache: Path, name: str) -> Path:
     """The artifact `artifact_id` (a proposal's file `name`) in the folder `cache`, kept there: a
     retry on this machine reads it again without a download."""
-    from optuna.artifacts import download_artifact
-
-    from .._io import atomic_path
-
     dest = cache / f"{check_artifact_id(artifact_id)}-{name}"  # checked before any folder is made
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -213,8 +248,6 @@ def point(row: int, arm: str, seed: int) -> str:
 
 
 def _distributions(plan: dict) -> dict:
-    from optuna.distributions import CategoricalDistribution
-
     return {"row": CategoricalDistribution(list(range(len(plan["rows"])))),
             "arm": CategoricalDistribution(plan["arms"]),
             "seed": CategoricalDistribution(list(range(plan["spec"]["seeds"])))}
@@ -228,7 +261,7 @@ def _enqueue(study: optuna.Study, plan: dict, row: int, arm: str, seed: int) -> 
 def enqueue_proposals(study: optuna.Study, plan: dict) -> None:
     for seed in range(plan["spec"]["seeds"]):
         for row in range(len(plan["rows"])):
-            _enqueue(study, plan, row, "unpruned", seed)
+            _enqueue(study, plan, row, PROPOSAL, seed)
 
 
 def enqueue_ready(study: optuna.Study, plan: dict) -> int:
@@ -237,7 +270,7 @@ def enqueue_ready(study: optuna.Study, plan: dict) -> int:
     seen = {t.user_attrs.get("point") for t in trials}
     n = 0
     for t in trials:
-        if t.state == TrialState.COMPLETE and t.params.get("arm") == "unpruned":
+        if t.state == TrialState.COMPLETE and t.params.get("arm") == PROPOSAL:
             for arm in plan["arms"][1:]:
                 if point(t.params["row"], arm, t.params["seed"]) not in seen:
                     _enqueue(study, plan, t.params["row"], arm, t.params["seed"])
@@ -251,12 +284,12 @@ def total(plan: dict) -> int:
 
 def blocked(plan: dict, failed_points: set[str], seen: set[str]) -> int:
     """Arms that cannot run because their row's proposal failed for good."""
-    return sum(point(r, a, s) not in seen and point(r, "unpruned", s) in failed_points
+    return sum(point(r, a, s) not in seen and point(r, PROPOSAL, s) in failed_points
                for r in range(len(plan["rows"])) for a in plan["arms"][1:] for s in range(plan["spec"]["seeds"]))
 
 
 def proposal_trial(study: optuna.Study, row: int, seed: int) -> FrozenTrial:
-    want = point(row, "unpruned", seed)
+    want = point(row, PROPOSAL, seed)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("point") == want:
             return t
@@ -272,8 +305,6 @@ def trial_label(params: dict, plan: dict | None = None) -> str:
 # -- one trial ------------------------------------------------------------------------------------
 def run_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx, label: str) -> float:
     """Train one (row, arm, seed) and return its best test accuracy (%)."""
-    from ..progress import EpochProgress
-
     dist = _distributions(plan)
     row = trial.suggest_categorical("row", dist["row"].choices)
     arm = trial.suggest_categorical("arm", dist["arm"].choices)
@@ -283,17 +314,15 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx, label: 
         trial.set_user_attr(k, v)
     bar = EpochProgress(f"{label} {trial_label(trial.params, plan)}") if ctx.epoch_progress else None
     data = ctx.data(plan, r["data"])
-    if arm == "unpruned":
+    if ARMS[arm].is_proposal:
         return _propose(study, trial, plan, ctx, row, seed, data, bar)
     return _train_arm(study, trial, plan, ctx, row, arm, seed, data, bar)
 
 
 def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
-    from ..propose import propose
-
     r, tr = plan["rows"][row], plan["spec"]["train"]
-    prop = propose(r["from"], data, seed=seed, workdir=ctx.workdir / "proposals", device=ctx.device, progress=bar,
-                   checkpoint_every=int(tr["checkpoint_every"]), **r["settings"])
+    prop = proposing.propose(r["from"], data, seed=seed, workdir=ctx.workdir / "proposals", device=ctx.device,
+                             progress=bar, checkpoint_every=int(tr["checkpoint_every"]), **r["settings"])
     store = artifact_store(ctx.artifacts or plan["artifacts"])
     run = Path(prop.run_dir)
     ids = {name: upload(store, trial, run / name) for name in ARTIFACTS if (run / name).is_file()}
@@ -310,10 +339,8 @@ def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
 
 
 def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar) -> float:
-    from .._io import load_state
-    from ..train import make_schedule, train
-
-    tr = plan["spec"]["train"]
+    """Train one arm of a row from its proposal's artifacts, as its registry entry says."""
+    tr, a = plan["spec"]["train"], ARMS[arm]
     prop = proposal_trial(study, row, seed)
     ids = prop.user_attrs.get("artifacts")
     if not isinstance(ids, dict):  # the storage is data: a tampered record is bad input, not a crash
@@ -328,31 +355,20 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
 
     spec = ArchSpec.load(fetch("spec.json"))
     base = ArchSpec.from_dict(prop.user_attrs["base_spec"], "the proposal's base spec")
-    init, start = None, 0
-    preset = tr["preset"]
-    if arm == "finetune":
-        sched = make_schedule(preset, "finetune", epochs=tr.get("finetune_epochs"))
-        init = load_state(fetch("pruned_model.pt"), "artifact")
-    elif arm == "scratch-b":
-        sched = make_schedule(preset, "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
-                              cap=tr.get("cap"), count_convention=tr.get("count"))
-    else:  # scratch-e, ticket: the large net's epochs
-        sched = make_schedule(preset, "scratch-e", epochs=prop.user_attrs["epochs"])
-        if arm == "ticket":
-            init = load_state(fetch("ticket_init.pt"), "artifact")
-            start = int(prop.user_attrs.get("rewind_epoch") or 0)
+    sched = a.schedule(tr, prop, spec, base)
+    init = load_state(fetch(a.init), "artifact") if a.init else None
+    start = int(prop.user_attrs.get("rewind_epoch") or 0) if a.rewinds else 0
     c = count(spec)
     for k, v in (("params", c.params_nonzero), ("macs", c.macs_nonzero), ("epochs", sched.epochs),
                  ("proposal_trial", prop.number)):
         trial.set_user_attr(k, v)
     run = ctx.workdir / "trials" / f"row{row}-{arm}-s{seed}"
     trial.set_user_attr("run_dir", str(run))
-    res = train(spec, data, sched, seed=seed, device=ctx.device, out_dir=run, init_state=init, start_epoch=start,
-                checkpoint_every=int(tr["checkpoint_every"]), progress=bar)
-    for k, v in (("best_acc", 100 * res.best_acc), ("final_acc", 100 * res.final_acc),
-                 ("train_seconds", res.train_seconds), ("device", res.device_name),
-                 ("torch_version", res.torch_version), ("archsearch_version", res.archsearch_version)):
-        trial.set_user_attr(k, v)
+    res = train_point(Point(spec, sched, seed, run, init_state=init, start_epoch=start), data, device=ctx.device,
+                      checkpoint_every=int(tr["checkpoint_every"]), progress=bar)
+    for k, v in result_numbers(res).items():
+        if k != "best_epoch":  # (an arm's trial records what it always has)
+            trial.set_user_attr(k, v)
     return 100 * res.best_acc
 
 
@@ -363,6 +379,15 @@ def _points(study: optuna.Study) -> dict[str, FrozenTrial]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         out.setdefault(t.user_attrs.get("point"), t)
     return out
+
+
+def completed(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def summary_markdown(study: optuna.Study, plan: dict) -> str:
+    """The summary as the Markdown table `sweep run` and `report` print."""
+    return markdown_table(summary(study, plan), ["row", "pruned_params"] + plan["arms"])
 
 
 def summary(study: optuna.Study, plan: dict) -> list[dict]:
@@ -377,13 +402,12 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
                                "paper_source": r.get("paper_source") or ""}
         for arm in plan["arms"]:
             ts = [done[p] for p in (point(i, arm, s) for s in range(plan["spec"]["seeds"])) if p in done]
-            a = np.asarray([t.user_attrs["best_acc"] for t in ts], dtype=float)
-            row[f"{arm}_mean"] = round(float(a.mean()), 2) if len(a) else None
-            row[f"{arm}_std"] = round(float(a.std()), 2) if len(a) else None
-            row[arm] = f"{a.mean():.2f} ± {a.std():.2f}" if len(a) else ""
-            row[f"{arm}_seeds"] = len(a)
+            acc = Spread.of([t.user_attrs["best_acc"] for t in ts])  # the reports' one convention
+            row.update(acc.cells(arm) if acc else {f"{arm}_mean": None, f"{arm}_std": None})
+            row[arm] = acc.text() if acc else ""
+            row[f"{arm}_seeds"] = len(ts)
             row[f"{arm}_epochs"] = sorted({int(t.user_attrs["epochs"]) for t in ts}) if ts else []
-            if arm == "unpruned" and ts:
+            if ARMS[arm].is_proposal and ts:
                 row["params"] = int(np.mean([t.user_attrs["params"] for t in ts]))
                 row["pruned_params"] = int(np.mean([t.user_attrs["pruned_params"] for t in ts]))
                 row["pruned_macs"] = int(np.mean([t.user_attrs["pruned_macs"] for t in ts]))
@@ -417,8 +441,6 @@ def verdicts(rows: list[dict], plan: dict) -> list[str]:
 
 
 def provenance(study: optuna.Study, plan: dict) -> str:
-    from ..redact import redact
-
     s, tr = plan["spec"], plan["spec"]["train"]
     widths = sorted({float(r["settings"].get("width", 1.0)) for r in plan["rows"]})
     width = (f"width {widths[0]:g}" if len(widths) == 1
@@ -438,9 +460,6 @@ def provenance(study: optuna.Study, plan: dict) -> str:
 def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool = False) -> tuple[Path, Path]:
     """report.md/.csv/.json in the paper's layout and table.html (+ .png): bars per arm with
     error bars, one group per row. `st`: the study's `runner.status` (its trials line and failures)."""
-    from ..compare import write_tables
-    from ..plot import render_png, table_figure, write_html
-
     rows = summary(study, plan)
     s = plan["spec"]
     prov = provenance(study, plan)
@@ -450,7 +469,7 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
               + f"- trials: {st.line()}\n"
               + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
               + "\nTest accuracy (%) at the best epoch, mean ± std over seeds. Arms: "
-              + "; ".join(f"**{a}**: {ARMS[a]}" for a in arms)
+              + "; ".join(f"**{a}**: {ARMS[a].about}" for a in arms)
               + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
               " was opened (paper_source); empty otherwise, and left out of this file when no row cites"
               " one. report.csv and report.json also hold each arm's mean, std and seed count as numbers.\n"

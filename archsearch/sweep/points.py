@@ -1,0 +1,127 @@
+"""The points of grid and search sweeps: patterns resolved (or extracted in the sweep), the
+target, and the one place a grid point or a searched width vector becomes an architecture.
+Read by the plan (`plan.py`, which checks every point builds) and by the modes (`modes.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from .. import patterns as P
+from ..config import TrainConfig
+from ..config import resolve as resolve_config
+from ..data import load_dataset
+from ..errors import ArchsearchError
+from ..generate import channel_spec, generate, get_generator
+from ..names import parse_target
+from ..progress import EpochProgress
+from ..propose import get_proposer, parse, propose
+from ..spec import ArchSpec
+
+Log = Callable[[str], None]
+
+
+def train_config(train: dict) -> TrainConfig:
+    """A sweep's `[train]` table as the resolved config its points train under (the preset
+    with the table's overrides; `sweep.spec` has already filled width and checkpointing)."""
+    return resolve_config(train["preset"], epochs=train.get("epochs"), width=train["width"],
+                          checkpoint_every=train["checkpoint_every"], scratch_b_cap=train.get("cap"),
+                          count=train.get("count"))
+
+
+def _proposer_kind(source: str) -> str | None:
+    try:
+        return get_proposer(parse(source).method).kind
+    except ArchsearchError:
+        return None
+
+
+def resolve_pattern(source: str, role: str, spec, workdir: Path, device: str, data_dir: str | None,
+                     log: Log) -> dict:
+    """A library name or file, or a proposer spec extracted in the sweep (per [extract]);
+    `extract.in_sweep` makes the sweep extract its own patterns even when the library has one."""
+    ex = spec.extract
+    if not (ex["in_sweep"] and role == "own"):
+        p = Path(source)
+        if p.suffix == ".json" and p.is_file():
+            return P.load_pattern(p)
+        try:
+            return P.load_pattern(P.find(source).path)
+        except ArchsearchError:
+            if _proposer_kind(source) is None:
+                raise
+    if _proposer_kind(source) is None:
+        raise ArchsearchError(f"pattern {source!r} is not a proposer spec (METHOD-ARCH-DATA) that the sweep can extract")
+    return extract_in_sweep(source, spec, workdir, device, data_dir, log)
+
+
+def extract_in_sweep(source: str, spec, workdir: Path, device: str, data_dir: str | None,
+                     log: Log) -> dict:
+    ex = spec.extract
+    path = workdir / "patterns" / f"{source}.json"
+    kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor", "train_subset", "stage_ratios",
+                             "skip", "rounds", "rewind_epoch") if ex.get(k) is not None}
+    seeds = int(ex["seeds"])
+    data = load_dataset(parse(source).target.data, data_dir)
+    log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")
+    props = [propose(source, data, seed=s, workdir=workdir / "proposals", device=device,
+                     progress=EpochProgress(f"propose {source} seed {s + 1}/{seeds}"), **kw) for s in range(seeds)]
+    command = f"archsearch sweep run {spec.path}" + (f" --scale {spec.scale}" if spec.scale else "")
+    pat = P.extract(props, name=source, command=command)
+    P.save_pattern(pat, path)
+    st = pat["stage"]
+    log(f"extract {source}: base {100 * pat['accuracy']['base']['mean']:.2f}%, per-stage "
+        f"{'ratio' if pat['kind'] == 'channels' else 'density'} "
+        f"{[round(v, 3) for v in st.get('ratio_mean', st.get('density_mean', []))]}")
+    return pat
+
+
+def target_net(plan: dict) -> ArchSpec:
+    t = parse_target(plan["spec"]["target"])
+    return t.base_spec(float(plan["spec"]["train"]["width"]))
+
+
+def grid_space(plan: dict) -> dict[str, list]:
+    s = plan["spec"]
+    return {"kind": plan["kinds"], "generator": s["generators"], "budget": plan["budgets"],
+            "seed": list(range(s["seeds"]))}
+
+
+def grid_point(trial: optuna.Trial, plan: dict) -> tuple[str, str, float, int]:
+    """The grid point (kind, generator, budget, seed) the sampler gave `trial`."""
+    sp = grid_space(plan)
+    return (trial.suggest_categorical("kind", sp["kind"]), trial.suggest_categorical("generator", sp["generator"]),
+            trial.suggest_categorical("budget", sp["budget"]), trial.suggest_categorical("seed", sp["seed"]))
+
+
+def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) -> ArchSpec:
+    """The one place a sweep turns a grid point into an architecture."""
+    s = plan["spec"]
+    role = get_generator(generator).role
+    pattern = plan["patterns"][role].get(kind) if role else None
+    if role and pattern is None:
+        raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
+    tr = s["train"]
+    solved = generate(generator, target_net(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",
+                      depth=kind == "depth",
+                      floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
+                      target_name=s["target"])
+    solved.spec.meta["generator"] = generator
+    return solved.spec
+
+
+def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
+    s, tr = plan["spec"], plan["spec"]["train"]
+    solved = channel_spec(target_net(plan), ratios, plan["budgets"][0], by=s["by"], floor=float(tr["floor"]),
+                          round_to=int(tr["round"]),
+                          meta={"origin": "search", "stage_values": [round(r, 4) for r in ratios],
+                                "target": s["target"], "budget": plan["budgets"][0], "by": s["by"]})
+    return solved.spec
+
+
+
+__all__ = ["train_config", "target_net", "arch_for", "grid_point", "grid_space", "search_arch", "resolve_pattern",
+           "extract_in_sweep"]
