@@ -21,7 +21,7 @@ class Captured(Exception):
 def capture(monkeypatch):
     """Replace the trainer wherever an entry point calls it; record (base width, epochs,
     checkpoint_every) of the first call, then stop."""
-    import archsearch.propose
+    import archsearch.propose.base
     import archsearch.train
 
     seen: list[tuple] = []
@@ -31,7 +31,7 @@ def capture(monkeypatch):
         raise Captured
 
     # (`transfer --train` trains through the experiment driver, which calls archsearch.train's)
-    for mod in (archsearch.train, archsearch.propose):
+    for mod in (archsearch.train, archsearch.propose.base):
         monkeypatch.setattr(mod, "train", stub)
     return seen
 
