@@ -75,7 +75,10 @@ class SweepRun(Closed):
     artifacts: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
 
 
-TableArm = Literal["unpruned", "finetune", "scratch-e", "scratch-b", "ticket"]
+# a registry name (a table arm, a sweep mode): which names exist is the registry's to say
+# (`sweep.table.ARMS`, `sweep.modes.MODES`), checked where the spec is validated
+RegistryName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9-]*$")]
+TableArm = RegistryName
 
 
 class RowSettings(Closed):
@@ -118,7 +121,7 @@ class SweepFile(Closed):
 
     name: str
     target: Optional[str] = None  # grid and search modes; a table's rows name their own
-    mode: Literal["grid", "search", "table"] = "grid"
+    mode: RegistryName = "grid"  # sweep.modes.MODES
     title: str = ""
     about: str = ""
     cost: str = ""
