@@ -100,7 +100,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 PROPOSAL = next(a.name for a in ARMS.values() if a.is_proposal)
 TICKET = "ticket_init.pt"  # the artifact only some proposers keep (the lottery's, channel pruning's)
 ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
-ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch")
+ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch", "options")
 
 
 # -- the spec -------------------------------------------------------------------------------------
