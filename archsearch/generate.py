@@ -4,7 +4,9 @@
 - guided / transferred sparsity: density_i = density(stage of i) x scale, masks sampled
   from the stage's 3x3 kernel-position keep map,
 - uniform: the same ratio (or density) everywhere (the paper's red curves),
-- random: per-stage ratios drawn from a Dirichlet around uniform, with a seed.
+- random: per-stage ratios drawn from a Dirichlet around uniform, with a seed,
+- shuffled: the pruned net's own per-layer densities, weights placed at random in each layer
+  (a sanity check), erk: Erdos-Renyi-Kernel densities.
 "Guided" is the transfer generator with source = target, labelled as such.
 
 One budget solver (`archsearch.budget`) finds the scale so that params (or MACs) match the
@@ -166,6 +168,12 @@ def _random(target, pattern, n, sparse, depth, seed):
     return vals, ([np.ones((3, 3)).tolist()] * n if sparse else None), False, {"stage_values": vals}
 
 
+def _shuffled(target, pattern, n, sparse, depth, seed):
+    vals, _ = pattern_layer_values(pattern, target)  # the pruned net's densities; its positions dropped
+    return vals, [None] * len(vals), True, {"pattern": pattern["name"], "source": f"{pattern['arch']}-{pattern['data']}",
+                                            "layer_values": vals}
+
+
 def _erk(target, pattern, n, sparse, depth, seed):
     vals = erk_scores(target)
     return vals, [None] * len(vals), True, {}  # every kernel position alike: uniformly random within a layer
@@ -181,6 +189,9 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in (
     Generator("uniform", "#d62728", "every stage alike (uniform pruning)", _uniform, baseline=True,
               picks_blocks=False, exact=True),
     Generator("random", "#7f7f7f", "per-stage ratios from a Dirichlet around uniform", _random, baseline=True),
+    Generator("shuffled", "#bcbd22", "the pruned net's own per-layer densities, each layer's weights placed at "
+              "random (the layer-wise shuffle sanity check: Su et al. 2020, Frankle et al. 2021)", _shuffled,
+              role="own", kinds=("sparsity",)),
     Generator("erk", "#9467bd", "random masks at Erdos-Renyi-Kernel densities (RigL)", _erk, baseline=True,
               kinds=("sparsity",)),
 )}

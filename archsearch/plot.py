@@ -82,11 +82,8 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     return fig
 
 
-ARM_COLORS = {"unpruned": "#7f7f7f", "finetune": "#1f77b4", "scratch-e": "#ff7f0e", "scratch-b": "#2ca02c",
-              "ticket": "#9467bd"}
-
-
-def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: str = ""):
+def table_figure(rows: list[dict], arms: list[str], colours: dict[str, str] | None = None, title: str = "",
+                 caption: str = ""):
     """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
     arm with its mean accuracy and std over seeds; the paper's number, where cited, as a
     black tick on its arm's bar. `rows` are `sweep.table.summary` rows."""
@@ -95,7 +92,7 @@ def table_figure(rows: list[dict], arms: list[str], title: str = "", caption: st
     for arm in arms:
         ys = [r.get(f"{arm}_mean") for r in rows]
         fig.add_trace(go.Bar(
-            x=labels, y=ys, name=arm, marker_color=ARM_COLORS.get(arm, "black"), offsetgroup=arm,
+            x=labels, y=ys, name=arm, marker_color=(colours or {}).get(arm, "black"), offsetgroup=arm,
             error_y={"type": "data", "array": [r.get(f"{arm}_std") or 0 for r in rows], "visible": True},
             # the mean above each bar; the whole cell (± std, seeds, epochs) on hover
             texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,

@@ -236,3 +236,32 @@ def test_an_unknown_generator_names_the_registered_ones():
 
     with pytest.raises(ArchsearchError, match=", ".join(GENERATORS)):
         generate("cosine", base_spec("vgg16", 10), 1e5)
+
+
+def test_shuffled_keeps_each_layers_density_and_places_its_weights_at_random():
+    """`shuffled` (the layer-wise shuffle of Su et al. 2020 and Frankle et al. 2021): the same
+    nonzero count in every layer as the `pruned` generator's net at the same budget, exactly,
+    but with the weights spread over every kernel position, where `pruned` follows the
+    pattern's keep maps (here: the middle row of each 3x3 kernel kept ten times as often)."""
+    from helpers import make_pattern
+
+    target = base_spec("vgg16", 10, width=0.25)
+    pattern = make_pattern("sparsity", "vgg16", "c10")
+    row_heavy = [[0.1, 0.1, 0.1], [1.0, 1.0, 1.0], [0.1, 0.1, 0.1]]
+    for p in pattern["proposals"]:
+        p["layer_kernel_keep"] = [row_heavy] * len(p["layer_kernel_keep"])
+    sizes = [m.size for m in generate("pruned", target, 1e5, sparse=True, pattern=pattern).spec.masks.values()]
+    dens = pattern["layers"]["density_mean"]
+    budget = count(target).params - sum((1 - d) * n for d, n in zip(dens, sizes))  # the pattern's own net
+    nets = {g: generate(g, target, budget, sparse=True, pattern=pattern, seed=3).spec for g in ("pruned", "shuffled")}
+    kept = {g: [int(m.sum()) for m in s.masks.values()] for g, s in nets.items()}
+    assert kept["shuffled"] == kept["pruned"]
+    density = [k / m.size for k, m in zip(kept["shuffled"], nets["shuffled"].masks.values())]
+    assert density == pytest.approx(dens, abs=0.01)
+    rows = {g: np.sum([m.reshape(-1, 3, 3).sum(axis=(0, 2)) for m in s.masks.values()], axis=0)
+            for g, s in nets.items()}
+    assert rows["pruned"][1] > 3 * rows["pruned"][0]       # the pattern's positions
+    assert rows["shuffled"][1] < 1.1 * rows["shuffled"][0]  # every position alike
+    assert nets["shuffled"].meta["origin"] == "shuffled"
+    with pytest.raises(ArchsearchError, match="use it with --kind sparsity"):
+        generate("shuffled", target, budget, pattern=make_pattern("channels", "vgg16", "c10"))

@@ -161,6 +161,51 @@ def test_a_new_method_s_own_option_is_described_validated_and_keys_its_runs():
     assert "options" not in resolve_settings("slimming-vgg11-digits")[2].record()  # the others keep their keys
 
 
+def test_a_new_method_s_own_option_reaches_it_from_the_cli_and_sweep_files(tmp_path, monkeypatch):
+    """With nothing but the method's file: `extract --option stride=3`, a table row's and an
+    [extract] table's `options = {stride = 3}` reach its options model; a bad value, a foreign
+    option and a named setting given as an own option are one line each."""
+    from click.testing import CliRunner
+
+    import archsearch.workflows.extract as wx
+    from archsearch.cli import cli
+    from archsearch.sweep.spec import parse_spec
+    from archsearch.sweep.table import row_settings
+
+    seen = []
+
+    def stop(source, **kw):
+        seen.append(resolve_settings(source, **kw)[2])
+        raise ArchsearchError("stopped before training")
+
+    monkeypatch.setattr(wx, "prepare", lambda source, **kw: stop(source, **{k: v for k, v in kw.items() if k in (
+        "options", "ratio", "preset")}))
+    r = CliRunner().invoke(cli, ["extract", "--from", "strided-vgg11-digits", "-o", "stride=3", "--preset", "tiny"])
+    assert "stopped before training" in r.output and seen[-1].options == {"stride": 3}
+    for args, needle in ((["-o", "stride=0"], "stride must be a whole number from 1 to 8, got 0"),
+                         (["-o", "stride"], "is not NAME=VALUE"),
+                         (["-o", "stride=2", "-o", "stride=3"], "stride given twice"),
+                         (["-o", "ratio=0.3"], "ratio has a setting of its own (--ratio")):
+        r = CliRunner().invoke(cli, ["extract", "--from", "strided-vgg11-digits", "--preset", "tiny", *args])
+        assert r.exit_code == 2 and needle in r.output, r.output
+    r = CliRunner().invoke(cli, ["extract", "--from", "slimming-vgg11-digits", "-o", "stride=2"])
+    assert r.exit_code == 2 and "--stride belongs to strided" in r.output
+    help_text = CliRunner().invoke(cli, ["extract", "--help"]).output
+    assert "strided: stride (default 2)" in help_text
+
+    row = {"from": "strided-vgg11-digits", "options": {"stride": 3}}
+    assert resolve_settings("strided-vgg11-digits", **row_settings(row, {"preset": "tiny"}))[2].options == {"stride": 3}
+    table = {"name": "t", "mode": "table", "arms": ["finetune"], "train": {"preset": "tiny"},
+             "rows": [{"from": "strided-vgg11-digits", "options": {"stride": 9}}]}
+    with pytest.raises(ArchsearchError, match=r"row 1 \(strided-vgg11-digits\): stride must be a whole number"):
+        parse_spec(table, path="t.toml")
+    with pytest.raises(ArchsearchError, match="options.stride"):
+        parse_spec({**table, "rows": [{"from": "strided-vgg11-digits", "options": {"stride": {"a": 1}}}]}, path="t.toml")
+    sweep = parse_spec({"name": "g", "target": "vgg11-digits", "generators": ["guided"], "fractions": [0.5],
+                        "patterns": {"own": ["strided-vgg11-digits"]}, "extract": {"options": {"stride": 3}}}, path="g.toml")
+    assert sweep.extract["options"] == {"stride": 3}
+
+
 # -- a tiny proposal per method and family, on the session's trained base nets -----------------------
 _PAIRS = [(m, SMALL[f]) for m in METHODS for f in CIFAR_FAMILIES]
 # run by default (the rest with -m slow): these, and every other method on its first family (so that a

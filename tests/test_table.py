@@ -73,6 +73,10 @@ def _ctx(wd, **kw):
     ('mode = "table"\narms = ["ticket"]\n[[rows]]\nfrom = "magnitude-vgg11-digits"', "ticket arm needs"),
     ('mode = "table"\narms = ["finetune", "finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', "listed twice"),
     ('mode = "table"\narms = ["fine-tune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', "arms"),
+    ('mode = "table"\narms = ["fine-tune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', r"unknown arm 'fine-tune'; the arms are unpruned, finetune"),
+    ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\npaper = {fintune = 90.0}\n'
+     'paper_source = "Table 1"', "unknown arm 'fintune'"),
+    ('mode = "tabel"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"', r"unknown sweep mode 'tabel'; known: grid, search, table"),
     ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\nratio = 1.5', "ratio"),
     ('mode = "table"\narms = ["finetune"]\n[[rows]]\nfrom = "slimming-vgg11-digits"\npaper = {finetune = 90.0}',
      "paper_source"),
@@ -321,3 +325,29 @@ def test_every_arm_of_the_registry_is_complete(name, tmp_path):
 
     spec = load_spec(write_table(tmp_path, arms=f'["{name}"]', rows=rows))
     assert plan_arms(spec.arms) == [PROPOSAL] + ([] if arm.is_proposal else [name])
+
+
+def test_a_new_arm_is_one_registry_entry(tmp_path, monkeypatch):
+    """The extension claim for arms: an entry added to `table.ARMS` (here, half the large net's
+    epochs from scratch) is accepted by a table spec and the schema, planned in the registry's
+    order, and drawn in its own colour; nothing else names it."""
+    from archsearch.archs import base_spec
+    from archsearch.plot import table_figure
+    from archsearch.sweep.spec import load_spec
+    from archsearch.sweep.table import ARMS, Arm, plan_arms
+    from archsearch.train import make_schedule
+
+    def half(tr, prop, spec, base):
+        return make_schedule(tr["preset"], "scratch-e", epochs=max(1, prop.user_attrs["epochs"] // 2))
+
+    monkeypatch.setitem(ARMS, "scratch-half", Arm("scratch-half", "half the large net's epochs", "#123456", half))
+    rows = '\n[[rows]]\nfrom = "slimming-vgg11-digits"\n'
+    spec = load_spec(write_table(tmp_path, arms='["scratch-half", "finetune"]', rows=rows))
+    assert plan_arms(spec.arms) == ["unpruned", "finetune", "scratch-half"]
+    from types import SimpleNamespace
+
+    sched = ARMS["scratch-half"].schedule({"preset": "tiny"}, SimpleNamespace(user_attrs={"epochs": 4}),
+                                          base_spec("vgg11", 10, width=0.125), base_spec("vgg11", 10, width=0.25))
+    assert sched.epochs == 2
+    fig = table_figure([{"row": "r", "scratch-half": "50.00 ± 1.00", "scratch-half_mean": 50.0}], ["scratch-half"], {"scratch-half": "#123456"})
+    assert fig.data[0].marker.color == "#123456"

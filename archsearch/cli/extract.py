@@ -11,8 +11,8 @@ import sys
 import click
 
 from ..config import DEFAULT_PRESET
-from .options import (EPOCHS, FRACTION, PRESET_NAMES, RATIO, SEEDS, WIDTH, CommaList, Number, RegistryCommand,
-                      RegistryOption)
+from .options import (EPOCHS, FRACTION, PRESET_NAMES, RATIO, SEEDS, WIDTH, CommaList, NameValue, Number,
+                      RegistryCommand, RegistryOption)
 from .patterns import stage_table
 
 
@@ -33,10 +33,23 @@ def _ratio_help() -> str:
 
 
 def _methods_epilog() -> str:
+    from ..propose import NAMED, catalogue  # torch: kept out of `archsearch --help`
+
     props = _proposers()
     w = max(len(p.name) for p in props)
-    return "\b\nMethods (default ratio, kind):\n" + "\n".join(
+    text = "\b\nMethods (default ratio, kind):\n" + "\n".join(
         f"  {p.name:<{w}}  {p.default_ratio:<4g} {p.kind:<9} {p.about}" for p in props)
+    own = [f"  {m.name}: {o.name} (default {o.default!r}): {o.help}"
+           for m in catalogue() for o in m.options if not o.common and o.name not in NAMED]
+    return text + ("\n\n\b\nThe methods' own options (--option NAME=VALUE):\n" + "\n".join(own) if own else "")
+
+
+def _own(pairs: tuple) -> dict | None:
+    names = [n for n, _ in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} given twice", param_hint="'--option'")
+    return dict(pairs) or None
 
 
 @click.command(cls=RegistryCommand, epilog_from=_methods_epilog)
@@ -53,6 +66,7 @@ def _methods_epilog() -> str:
 @click.option("--skip", type=CommaList(), help="l1norm, thinet, regression: channel groups left unpruned, by module name (e.g. layer1.7.conv1).")
 @click.option("--rounds", type=click.IntRange(1, 100), help="Iterative methods (lottery): prune-and-rewind rounds, --ratio of the surviving weights each (default 5).")
 @click.option("--rewind-epoch", type=click.IntRange(1), help="lottery: rewind to the weights after this epoch of the first round instead of the initialisation (late resetting).")
+@click.option("--option", "-o", "own", type=NameValue(), multiple=True, help="A method's own option, NAME=VALUE (a number, a list like [1, 2], true / false, or a word); repeatable. The methods' own options are listed below.")
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31), help="Train the base nets on this many training images (a fixed class-stratified subset; the test set stays whole; a number at or above the training set's size uses all of it): reduced scale.")
 @click.option("--data-dir", type=click.Path(), help="Where CIFAR lives (see `archsearch train --help`).")
 @click.option("--download/--no-download", default=True, show_default=True)
@@ -73,7 +87,7 @@ def extract(source, **options):
     """
     from ..workflows.extract import prepare, propose_seeds, save  # torch: kept out of `archsearch --help`
 
-    x = prepare(source, **options)
+    x = prepare(source, options=_own(options.pop("own")), **options)
     for line in x.header:
         click.echo(line, err=True)
     props = propose_seeds(x, log=lambda line: click.echo(line, err=True))

@@ -8,6 +8,7 @@ generator registries import torch, which `archsearch --help` must not wait for.
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Callable
 
 import click
@@ -45,6 +46,25 @@ class CommaList(click.ParamType):
         if not all(parts):
             self.fail(f"{value!r} has an empty entry; give a comma-separated list", param, ctx)
         return [self.item.convert(p, param, ctx) for p in parts] if self.item is not None else parts
+
+
+class NameValue(click.ParamType):
+    """NAME=VALUE, the value read as a TOML value (a number, true / false, a list like [1, 2],
+    a quoted string) or else taken as a word: a method's own option (`extract --option`)."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, eq, text = str(value).partition("=")
+        if not eq or not name.strip() or not text.strip():
+            self.fail(f"{value!r} is not NAME=VALUE (e.g. batches=2)", param, ctx)
+        try:
+            parsed = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = text.strip()
+        return name.strip().replace("-", "_"), parsed
 
 
 # every number that enters on the command line, with its finite range (bounds: limits.py)

@@ -62,9 +62,9 @@ from ..train import EpochStats, Schedule, TrainHook, evaluate, make_schedule
 from . import l1norm, lamp, lottery, magnitude, regression, sfp, slimming, sss, thinet  # noqa: F401  (register them)
 from .base import (PROPOSERS, MethodInfo, OptionInfo, Proposer, Pruned, Settings, catalogue, channel_proposal,
                    describe, get_proposer, initial_state, parse, register_proposer, save_ticket)
-from .options import Options
+from .options import NAMED, Options, with_own
 
-__all__ = ["PROPOSERS", "MethodInfo", "OptionInfo", "Options", "Proposal", "Proposer", "Pruned", "Settings",
+__all__ = ["NAMED", "PROPOSERS", "MethodInfo", "OptionInfo", "Options", "Proposal", "Proposer", "Pruned", "Settings",
            "base_run_dir", "catalogue", "channel_proposal", "describe", "finished", "get_proposer", "initial_state",
            "parse", "propose", "register_proposer", "resolve_settings", "run_dir", "save_ticket"]
 
@@ -112,6 +112,7 @@ def resolve_settings(name: str, **kw: Any) -> tuple[ProposerName, Proposer, Sett
     also at reduced scale: scaling s up for short runs was tried and collapses every BN scale
     to 0 (a 12-epoch digits run at the "same total L1 push" as the paper's 160 epochs trained
     to chance level)."""
+    kw = with_own(kw, kw.pop("options", None))  # `options`: a method's own, by name (`--option`)
     pn = _with_variant(name, kw.get("variant"))
     prop = get_proposer(pn.method)
     given = {k for k, v in {**kw, "variant": pn.variant}.items() if v is not None}

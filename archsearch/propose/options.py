@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -143,3 +144,21 @@ def owner(model: type[Options], name: str) -> type[Options]:
         if name in cls.__dict__.get("__annotations__", {}) and dataclasses.is_dataclass(cls):
             return cls
     return model
+
+
+NAMED = tuple(f.name for cls in (PerLayerOptions, RoundsOptions) for f in dataclasses.fields(cls))
+OPTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+
+
+def with_own(settings: dict[str, Any], own: dict[str, Any] | None) -> dict[str, Any]:
+    """`settings` plus a method's own options (`--option NAME=VALUE`, or `options = {...}` in a
+    sweep's [extract] table or a table row): the keywords `propose` takes. A setting that has a
+    name of its own (ratio, rounds, ...) is given there, once; which own options a method takes
+    is its options model's to say (`Proposer.make_options`)."""
+    for k in own or {}:
+        if not isinstance(k, str) or not re.match(OPTION_NAME, k):
+            raise ArchsearchError(f"option names are lower-case words like batches or rewind_epoch, got {k!r}")
+        if k in NAMED or k in settings:
+            raise ArchsearchError(f"{k} has a setting of its own ({flag(k)}, or {k} = ... in a sweep file); "
+                                  "give it there, not among a method's own options")
+    return {**settings, **(own or {})}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -19,6 +19,13 @@ class SweepPatterns(Closed):
     transferred: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
+# a method's own options by name (`options = {batches = 2}`): which names and values a method
+# takes is its options model's to say (`propose.Proposer.make_options`), checked before training
+OptionValue = Union[bool, int, float, Annotated[str, Field(max_length=200)],
+                    Annotated[list[Union[int, float, Annotated[str, Field(max_length=200)]]], Field(max_length=1000)]]
+OwnOptions = Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")], OptionValue], Field(max_length=64)]
+
+
 class SweepExtract(Closed):
     preset: Preset = DEFAULT_PRESET
     seeds: Annotated[int, Field(ge=1, le=100)] = 1
@@ -32,6 +39,7 @@ class SweepExtract(Closed):
     skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    options: Optional[OwnOptions] = None
     in_sweep: bool = False
 
 
@@ -75,7 +83,10 @@ class SweepRun(Closed):
     artifacts: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
 
 
-TableArm = Literal["unpruned", "finetune", "scratch-e", "scratch-b", "ticket"]
+# a registry name (a table arm, a sweep mode): which names exist is the registry's to say
+# (`sweep.table.ARMS`, `sweep.modes.MODES`), checked where the spec is validated
+RegistryName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9-]*$")]
+TableArm = RegistryName
 
 
 class RowSettings(Closed):
@@ -92,6 +103,7 @@ class RowSettings(Closed):
     skip: Optional[Annotated[list[str], Field(max_length=100000)]] = None
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    options: Optional[OwnOptions] = None  # the method's own (propose.options.with_own)
 
 
 class SweepRow(RowSettings):
@@ -118,7 +130,7 @@ class SweepFile(Closed):
 
     name: str
     target: Optional[str] = None  # grid and search modes; a table's rows name their own
-    mode: Literal["grid", "search", "table"] = "grid"
+    mode: RegistryName = "grid"  # sweep.modes.MODES
     title: str = ""
     about: str = ""
     cost: str = ""

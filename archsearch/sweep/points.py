@@ -63,7 +63,7 @@ def extract_in_sweep(source: str, spec, workdir: Path, device: str, data_dir: st
     ex = spec.extract
     path = workdir / "patterns" / f"{source}.json"
     kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor", "train_subset", "stage_ratios",
-                             "skip", "rounds", "rewind_epoch") if ex.get(k) is not None}
+                             "skip", "rounds", "rewind_epoch", "options") if ex.get(k) is not None}
     seeds = int(ex["seeds"])
     data = load_dataset(parse(source).target.data, data_dir)
     log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")

@@ -152,7 +152,11 @@ def _want(cond: bool, where: str, msg: str) -> None:
 
 def _validate(s: SweepSpec, where: str) -> None:
     """The rules of the spec's mode (`modes.Mode.validate`)."""
-    get_mode(s.mode).validate(s, where)
+    try:
+        mode = get_mode(s.mode)
+    except ArchsearchError as e:
+        raise ArchsearchError(f"{where}: {e}") from None
+    mode.validate(s, where)
 
 
 def load_spec(path: str | os.PathLike, scale: str | None = None) -> SweepSpec:

@@ -100,7 +100,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 PROPOSAL = next(a.name for a in ARMS.values() if a.is_proposal)
 TICKET = "ticket_init.pt"  # the artifact only some proposers keep (the lottery's, channel pruning's)
 ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
-ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch")
+ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch", "options")
 
 
 # -- the spec -------------------------------------------------------------------------------------
@@ -139,6 +139,8 @@ def validate_table(spec, where: str) -> None:
     want(spec.target is None, "a table's rows name their own networks: remove target")
     want(bool(spec.rows) and bool(spec.arms), "table mode needs rows ([[rows]] with from = \"METHOD-ARCH-DATA\") "
                                               "and arms (e.g. [\"unpruned\", \"finetune\", \"scratch-e\", \"scratch-b\"])")
+    unknown = [a for a in spec.arms + [k for r in spec.rows for k in r.get("paper") or {}] if a not in ARMS]
+    want(not unknown, f"unknown arm {unknown[0] if unknown else ''!r}; the arms are {', '.join(ARMS)}")
     want(len(set(spec.arms)) == len(spec.arms), "arms are listed twice")
     want(int(spec.train.get("nproc", 1)) == 1, "train.nproc > 1 is for grid and search sweeps; a table's arms "
                                               "(inherited weights, rewound tickets) train in one process each")
@@ -483,7 +485,8 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(rows, cols + numeric, out_dir / "report", header, md_cols=md_cols)
     html = out_dir / "table.html"
-    write_html(table_figure(rows, arms, title=s.get("title") or s["name"], caption=prov), html)
+    colours = {a: ARMS[a].color for a in arms}
+    write_html(table_figure(rows, arms, colours, title=s.get("title") or s["name"], caption=prov), html)
     if png:
         render_png(html, html.with_suffix(".png"))
     return out_dir / "report.md", html
