@@ -17,7 +17,7 @@ from .archs import get_family
 from .config import TrainConfig
 from .counting import count
 from .data import AnyDataset as Dataset
-from .generate import conv_stages
+from .budget import conv_stages
 from .spec import ArchSpec
 from .train import EpochStats, Result, Schedule, make_schedule
 

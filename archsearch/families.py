@@ -3,15 +3,16 @@
 It sits below `archsearch.spec` so that a spec can ask its family for what its JSON holds
 (the channel groups' names, and for schema 1 the VGG's conv names) without `spec` importing
 `archsearch.archs`, which builds on `spec`: the families themselves (`archs.base.Family` and
-its subclasses) register here when `archsearch.archs` is imported, and every module that
-makes a spec imports `archsearch.archs` first (a spec is made by a family's `base`).
+its subclasses) register here when `archsearch.archs` is imported (which the first lookup
+does, if nothing has yet: a spec loaded on its own).
 
 What `spec` needs of a family is `SpecLayout`; `archs.base.Family` gives more.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, TypeVar
+import importlib
+from typing import Protocol, Sequence, TypeVar
 
 from .errors import ArchsearchError
 
@@ -30,8 +31,12 @@ class SpecLayout(Protocol):
 
 
 FAMILIES: dict[str, SpecLayout] = {}
-# families made on first use from a name with a prefix (`tv.resnet18`: archs/tv.py)
-PREFIXES: dict[str, Callable[[str], SpecLayout]] = {}
+# families made on first use from a name with a prefix (`tv.resnet18`: archs/tv.py), by a
+# function named "module:function", imported only then: torchvision and torch_pruning, which
+# archs/tv.py needs, take 1.3 s to import (of 2.6 s for `import archsearch.train`, measured),
+# and most runs never name a torchvision model
+PREFIXES: dict[str, str] = {}
+BUILT_IN = "archsearch.archs"  # the module whose import registers the built-in families
 
 T = TypeVar("T", bound=type)
 
@@ -42,17 +47,19 @@ def register_family(cls: T) -> T:
     return cls
 
 
-def register_prefix(prefix: str, make: Callable[[str], SpecLayout]) -> None:
-    """Families named `prefix` + something, made by `make(something)` when first asked for."""
+def register_prefix(prefix: str, make: str) -> None:
+    """Families named `prefix` + something, made by the function `make` ("module:function")
+    from the something when first asked for."""
     PREFIXES[prefix] = make
 
 
 def get_family(name: str):
     for prefix, make in PREFIXES.items():
         if name.startswith(prefix):
-            return make(name[len(prefix):])
-    if not FAMILIES:  # a programming error, not bad input: nothing imported archsearch.archs
-        raise RuntimeError("no architecture family is registered: import archsearch.archs first")
+            module, _, function = make.partition(":")
+            return getattr(importlib.import_module(module), function)(name[len(prefix):])
+    if not FAMILIES:  # a spec used before anything imported the families (`ArchSpec.load` alone)
+        importlib.import_module(BUILT_IN)
     try:
         return FAMILIES[name]
     except KeyError:

@@ -22,9 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .archs import get_family
-# the budget solver and the spec builders lived here; their old import path stays
-from .budget import (BY, Solved, channel_spec, conv_stages, depth_spec, kept_blocks_from,  # noqa: F401
-                     position_probs, sample_masks, solve, sparse_spec, tie_classes)
+from .budget import Solved, channel_spec, conv_stages, depth_spec, sparse_spec
 from .errors import ArchsearchError
 from .names import parse_target
 from .spec import ArchSpec
@@ -238,7 +236,5 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
                         per_layer=per_layer, exact=gen.exact)
 
 
-__all__ = ["BASELINES", "BY", "GENERATORS", "KINDS", "Generator", "Solved", "channel_spec", "conv_stages",
-           "depth_spec", "erk_scores", "generate", "generator_label", "get_generator", "kept_blocks_from",
-           "pattern_layer_values", "pattern_stage_values", "position_probs", "random_stage_ratios", "sample_masks",
-           "solve", "sparse_spec", "stage_map", "tie_classes"]
+__all__ = ["BASELINES", "GENERATORS", "KINDS", "Generator", "erk_scores", "generate", "generator_label",
+           "get_generator", "pattern_layer_values", "pattern_stage_values", "random_stage_ratios", "stage_map"]

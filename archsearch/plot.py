@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from ._io import write_text
 from .errors import ArchsearchError, clip
-from .generate import GENERATORS
+from .generate import GENERATORS, KINDS
 
 COLORS = {name: g.colour for name, g in GENERATORS.items()}  # one home: the generator registry
 
@@ -47,8 +47,7 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     """
     if x not in ("params", "macs"):
         raise ValueError(f"x must be params or macs, got {x!r}")
-    order = ["channels", "sparsity", "depth"]
-    kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: order.index(k) if k in order else 9)
+    kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: KINDS.index(k) if k in KINDS else 9)
     titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)",
               "depth": "block pruning (fewer blocks, then width)"}
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles.get(k, k) for k in kinds]
@@ -82,7 +81,7 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     return fig
 
 
-def table_figure(rows: list[dict], arms: list[str], colours: dict[str, str] | None = None, title: str = "",
+def table_figure(rows: list[dict], arms: list[str], *, colours: dict[str, str] | None = None, title: str = "",
                  caption: str = ""):
     """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
     arm with its mean accuracy and std over seeds; the paper's number, where cited, as a

@@ -252,8 +252,10 @@ def train(spec: ArchSpec, data: Dataset, schedule: Schedule, *, seed: int = 0, d
     if spec.num_classes != data.num_classes:
         raise ArchsearchError(f"spec has {spec.num_classes} classes but {data.name} has {data.num_classes}")
     checkpoint_every = _checkpoint_every(schedule, checkpoint_every)
-    # the resolved config the run takes, recorded with its result and checkpoints
-    config = schedule.config.override(checkpoint_every=checkpoint_every) if schedule.config else None
+    # the resolved config the run takes, recorded with its result and checkpoints; its width is
+    # the net's own (a proposal's base net, a row's, a spec file's), whatever the preset says
+    config = (schedule.config.override(checkpoint_every=checkpoint_every, width=spec.width)
+              if schedule.config else None)
     check_seed(seed)
     if not (isinstance(start_epoch, int) and 0 <= start_epoch < schedule.epochs):
         raise ArchsearchError(f"start epoch must be in [0, {schedule.epochs}), got {start_epoch!r}")

@@ -52,7 +52,8 @@ def test_extract_help_lists_every_registered_method_with_its_default_ratio():
 
 
 def test_transfer_help_lists_the_generator_registry():
-    from archsearch.generate import BASELINES, BY, KINDS
+    from archsearch.budget import BY
+    from archsearch.generate import BASELINES, KINDS
 
     out = _words(run("transfer", "--help").output)
     assert all(b in out.split("--baselines TEXT")[1].split("--width")[0] for b in BASELINES)

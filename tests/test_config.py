@@ -187,3 +187,16 @@ def test_train_records_the_resolved_config_in_its_result_and_checkpoint(tmp_path
     (tmp_path / "bad.json").write_text(json.dumps({**d, "config": {**want, "epochs": 0}}))
     with pytest.raises(ArchsearchError, match="config.*epochs must be"):
         load_result(tmp_path / "bad.json")
+
+
+def test_the_recorded_width_is_the_trained_nets_own(tmp_path, small_digits):
+    """A run whose schedule comes from a preset by name (a proposal's base net, a table arm, a
+    spec file) records the width of the net it trained, not the preset's (review, 2026-12-07)."""
+    from archsearch.archs import base_spec
+    from archsearch.train import load_result, make_schedule, train
+
+    assert PRESETS["tiny"].width == 0.25
+    spec = base_spec("vgg11", 10, width=0.125)
+    train(spec, small_digits, make_schedule("tiny", epochs=1), seed=0, device="cpu", out_dir=tmp_path / "r")
+    rec = load_result(tmp_path / "r" / "result.json").config
+    assert rec["width"] == 0.125 and rec == {**PRESETS["tiny"].override(epochs=1).to_dict(), "width": 0.125}

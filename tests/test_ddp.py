@@ -172,7 +172,7 @@ def test_a_table_refuses_several_processes_per_trial(tmp_path):
 def test_a_stopped_worker_stops_its_trials_processes(tmp_path):
     """A worker stopped while a multi-process trial runs takes the trial's processes (the
     launcher and what it started) down with it: none runs on holding the run folder."""
-    from archsearch.sweep.runner import run_as_group
+    from archsearch.sweep.processes import run_as_group
 
     pidfile = tmp_path / "child.pid"
     launcher = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "

@@ -58,13 +58,14 @@ def sandbox(tmp_path, monkeypatch):
     """A working directory and libraries in tmp, no training, no network, no browser."""
     from archsearch import counting, plot, propose, train
     from archsearch.data import cifar
-    from archsearch.sweep import launch
+    from archsearch.sweep import app, results, table
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "build_with", _stop)
     monkeypatch.setattr(propose.base, "build", _stop)  # where proposers build nets (the lottery's initialisation)
-    monkeypatch.setattr(plot, "render_png", _stop)
-    monkeypatch.setattr(launch, "spawn_workers", _stop)  # worker processes would train for real
+    for module in (plot, results, table):  # every module that calls it, by its own name for it
+        monkeypatch.setattr(module, "render_png", _stop)
+    monkeypatch.setattr(app, "spawn_workers", _stop)  # worker processes would train for real
     # a small machine: every memory check refuses big networks and masks at once (a width-16
     # VGG-19 would otherwise be generated, slowly, for real)
     monkeypatch.setattr(counting, "memory_available", lambda dev: 256 << 20)

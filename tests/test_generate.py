@@ -7,7 +7,8 @@ import pytest
 from archsearch.counting import count
 from archsearch.errors import ArchsearchError
 from archsearch.archs import base_spec
-from archsearch.generate import generate, generator_label, random_stage_ratios, sample_masks, stage_map
+from archsearch.budget import sample_masks
+from archsearch.generate import generate, generator_label, random_stage_ratios, stage_map
 
 CHAN = {"name": "c", "kind": "channels", "arch": "vgg16", "data": "c10",
         "stage": {"ratio_mean": [0.95, 0.8, 0.55, 0.2, 0.25]}}
@@ -138,7 +139,8 @@ def test_errors(kwargs, msg):
 def test_depth_patterns_keep_each_stages_share_of_blocks_then_fit_the_budget_by_width():
     from archsearch.archs import base_spec, get_family
     from archsearch.counting import count
-    from archsearch.generate import generate, kept_blocks_from
+    from archsearch.budget import kept_blocks_from
+    from archsearch.generate import generate
 
     target = base_spec("resnet56", 10)
     layout = get_family("resnet").block_layout(56)

@@ -212,7 +212,7 @@ def test_a_storage_without_its_scheme_is_refused_before_anything_is_created(tmp_
 def test_the_storage_functions_refuse_a_url_without_its_scheme_too(tmp_path, monkeypatch):
     """The same check below the CLI: `run_sweep` refuses before its work dir. What archsearch
     makes itself is not checked: a work dir whose name holds '@' keeps its journal."""
-    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.app import run_sweep
     from archsearch.sweep.storage import default_storage, open_storage
 
     monkeypatch.chdir(tmp_path)
@@ -264,7 +264,7 @@ def test_storage_url_from_the_environment(tmp_path):
 
 def test_old_plan_commands_are_redacted_in_reports(tmp_path):
     """A study recorded before redaction existed: its command is redacted when written out."""
-    from archsearch.sweep.cli import provenance
+    from archsearch.sweep.app import provenance
     from archsearch.sweep.plan import PLAN_ATTR
     from archsearch.sweep.runner import WorkerContext, work
 
@@ -745,7 +745,7 @@ def test_the_recorded_command_hides_a_password_with_a_quote(monkeypatch):
     each argument is redacted before it is quoted."""
     import sys
 
-    from archsearch.sweep.cli import recorded_command
+    from archsearch.sweep.app import recorded_command
 
     store = "postgresql://u:it's S3cret@h/db"
     monkeypatch.setattr(sys, "argv", ["archsearch", "sweep", "run", "x", "--storage", store])

@@ -204,7 +204,7 @@ def test_sparse_values_spread_over_conv_stages():
     density per conv stage) maps onto its 5 conv stages one to one, not onto 6."""
     from helpers import make_pattern
 
-    from archsearch.compare import stage_summary
+    from archsearch.experiment import stage_summary
     from archsearch.generate import generate, pattern_stage_values
 
     t = base_spec("invgg11", 10, width=0.125)

@@ -283,3 +283,18 @@ def test_spec_sits_below_the_families():
     `archsearch.archs` (which builds on it): no import circle."""
     code = "import sys, archsearch.spec; sys.exit('archsearch.archs' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_spec_used_on_its_own_loads_the_families_it_needs(tmp_path):
+    """`ArchSpec.load` and `==` with nothing else imported (a notebook, a script) find the
+    built-in families on first lookup, and a torchvision family loads torchvision only when
+    named (review, 2026-12-07: it was a RuntimeError, and torchvision loaded with every run)."""
+    base_spec("resnet20", 10, width=0.25).save(tmp_path / "s.json")
+    code = ("import sys\nfrom archsearch.spec import ArchSpec\n"
+            f"a = ArchSpec.load({str(tmp_path / 's.json')!r})\n"
+            f"assert a == ArchSpec.load({str(tmp_path / 's.json')!r}) and a.family == 'resnet'\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision loaded without a tv family'\n"
+            "from archsearch.archs import get_family\n"
+            "assert get_family('tv.resnet18').title == 'torchvision resnet18' and 'torchvision' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -207,11 +207,11 @@ def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_pa
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    assert runner.gpu_group("cuda:4", 2) == ["4", "5"]
+    assert processes.gpu_group("cuda:4", 2) == ["4", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")  # counted among the GPUs the worker sees
-    assert runner.gpu_group("cuda:2", 2) == ["6", "7"]
+    assert processes.gpu_group("cuda:2", 2) == ["6", "7"]
     with pytest.raises(ArchsearchError, match="needs GPUs 3..4, and this worker sees 4"):
-        runner.gpu_group("cuda:3", 2)
+        processes.gpu_group("cuda:3", 2)
     seen = {}
 
     def fake(cmd, env=None):
@@ -225,7 +225,7 @@ def test_a_multi_gpu_trial_runs_on_its_workers_group_of_gpus(monkeypatch, tmp_pa
     for device, visible, dev_arg in (("cuda:2", "6,7", "cuda"), ("auto", None, "auto")):
         ctx = runner.WorkerContext(tmp_path, device, None, lambda m: None)
         with pytest.raises(ArchsearchError, match="stop here"):
-            runner.train_processes(plan, arch, kind="scratch-e", seed=0, run=tmp_path / device, ctx=ctx)
+            processes.train_processes(plan, arch, kind="scratch-e", seed=0, run=tmp_path / device, ctx=ctx)
         assert seen["cmd"][seen["cmd"].index("--device") + 1] == dev_arg
         assert (seen["env"] or {}).get("CUDA_VISIBLE_DEVICES") == visible
 
@@ -324,7 +324,7 @@ def test_sweep_run_with_a_failed_trial_exits_non_zero_and_keeps_the_report(tmp_p
     and the run ends in an error naming each trial and its cause (a broken sweep never looks
     finished)."""
     from archsearch import train as trainer
-    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.app import run_sweep
 
     real = guided_diverges(monkeypatch)
     path = write_spec(tmp_path, seeds=1)
@@ -362,7 +362,7 @@ def test_ctrl_c_requeues_the_trial_and_a_rerun_completes_without_repeats(tmp_pat
 
 
 def test_worker_devices_and_threads():
-    from archsearch.sweep.cli import _threads
+    from archsearch.sweep.app import _threads
     from archsearch.sweep.launch import _worker_devices
 
     assert _worker_devices("0,1", 3, "auto") == ["cuda:0", "cuda:1", "cuda:0"]
@@ -388,7 +388,8 @@ def test_a_changed_spec_does_not_silently_reuse_the_study(tmp_path):
 
 
 def test_sparsity_kind_and_two_kinds_in_one_grid(tmp_path):
-    from archsearch.sweep.plan import arch_for, build_plan
+    from archsearch.sweep.plan import build_plan
+    from archsearch.sweep.points import arch_for
 
     ch = make_pattern("channels", "vgg11", "digits", name="slimming-vgg11-digits")
     sp = make_pattern("sparsity", "vgg11", "digits", name="magnitude-vgg11-digits")
@@ -725,7 +726,8 @@ def test_depth_and_erk_generators_in_a_sweep_plan(tmp_path, small_digits):
     from archsearch import patterns as P
     from archsearch.counting import count
     from archsearch.propose import propose
-    from archsearch.sweep.plan import arch_for, build_plan
+    from archsearch.sweep.plan import build_plan
+    from archsearch.sweep.points import arch_for
 
     kw = dict(preset="tiny", width=0.5, epochs=1, workdir=tmp_path / "p", device="cpu", batch_size=64,
               train_subset=128)
@@ -854,7 +856,7 @@ def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_pa
     name that is no spec is refused in one line."""
     import optuna
 
-    from archsearch.sweep.cli import Sweep
+    from archsearch.sweep.app import Sweep
     from archsearch.sweep.storage import open_storage
 
     journal = str(tmp_path / "j.log")
@@ -871,7 +873,7 @@ def test_a_shipped_spec_with_a_scale_and_a_storage_names_the_scaled_study(tmp_pa
 
 # -- requeues, heartbeats and duplicates (no training) -----------------------------------------------
 def _ask_point(study, plan):
-    from archsearch.sweep.plan import grid_point
+    from archsearch.sweep.points import grid_point
 
     t = study.ask()
     grid_point(t, plan)
@@ -961,7 +963,7 @@ def test_a_search_goes_past_a_diverged_point_and_retries_the_machines_failure_in
     from archsearch import train as T
     from archsearch.errors import EnvironmentFailure
     from archsearch import train as trainer
-    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.app import run_sweep
 
     extra = """mode = "search"
 [search]
@@ -998,7 +1000,7 @@ def test_the_caption_tells_what_the_trials_ran_with():
     trials ran: not what the spec asked for."""
     from types import SimpleNamespace
 
-    from archsearch.sweep.cli import provenance
+    from archsearch.sweep.app import provenance
 
     def trial(seed, epochs, version):
         return SimpleNamespace(state=SimpleNamespace(name="COMPLETE"), user_attrs={
@@ -1032,7 +1034,7 @@ def test_a_reason_with_a_bar_or_a_line_break_keeps_its_table_row():
 
 def test_a_run_that_leaves_trials_undone_is_no_success(tmp_path, monkeypatch):
     from archsearch.sweep import app
-    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.app import run_sweep
 
     path = write_spec(tmp_path, generators='["uniform"]', seeds=2, fractions="[0.2]")
     real = app.work

@@ -94,7 +94,7 @@ def test_bad_table_specs_are_one_line_errors(text, match):
 
 
 def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
-    from archsearch.sweep.cli import write_outputs
+    from archsearch.sweep.app import write_outputs
     from archsearch.sweep.runner import status, work
     from archsearch.sweep.table import summary
 
@@ -141,7 +141,7 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     text = write_outputs(study, uncited, tmp_path / "out2")[0].read_text()
     assert "| paper_" not in text and "| scratch-e |" in text
     assert html.name == "table.html" and html.stat().st_size > 100_000  # plotly.js embedded: opens offline
-    from archsearch.sweep.cli import efficiency_from_sweep
+    from archsearch.sweep.app import efficiency_from_sweep
 
     with pytest.raises(ArchsearchError, match="is a table sweep: its figure is table.html"):
         efficiency_from_sweep("tbl", str(wd / "optuna-journal.log"), str(wd), None, str(tmp_path / "e.html"),
@@ -202,7 +202,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 def test_failed_proposal_blocks_its_arms_and_the_run_exits_non_zero(tmp_path, monkeypatch):
     from archsearch import propose as P
-    from archsearch.sweep.cli import run_sweep
+    from archsearch.sweep.app import run_sweep
 
     real = P.propose
 
@@ -349,5 +349,5 @@ def test_a_new_arm_is_one_registry_entry(tmp_path, monkeypatch):
     sched = ARMS["scratch-half"].schedule({"preset": "tiny"}, SimpleNamespace(user_attrs={"epochs": 4}),
                                           base_spec("vgg11", 10, width=0.125), base_spec("vgg11", 10, width=0.25))
     assert sched.epochs == 2
-    fig = table_figure([{"row": "r", "scratch-half": "50.00 ± 1.00", "scratch-half_mean": 50.0}], ["scratch-half"], {"scratch-half": "#123456"})
+    fig = table_figure([{"row": "r", "scratch-half": "50.00 ± 1.00", "scratch-half_mean": 50.0}], ["scratch-half"], colours={"scratch-half": "#123456"})
     assert fig.data[0].marker.color == "#123456"

@@ -50,7 +50,7 @@ from .base import (GROUP_KINDS, NETS, Block, Conv, Family, Group, Op, Select, fi
                    scale_widths, spread)
 
 # each module registers its families; the order of this line is the order names are listed in
-from . import vgg, resnet, preresnet, densenet, imagenet, tv  # noqa: F401,I001  (isort: skip)
+from . import vgg, resnet, preresnet, densenet, imagenet  # noqa: F401,I001  (isort: skip)
 
 _ARCH_RE = re.compile(r"^([a-z]+?)([1-9]\d*)$")  # no leading zero: vgg016 would be a second name for vgg16
 
@@ -157,8 +157,9 @@ def apply_masks_(model: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]
         torch._foreach_mul_([w for w, _ in pairs], [m for _, m in pairs])
 
 
-# torchvision's models (`tv.resnet18`) are families made on first use
-register_prefix(tv.PREFIX, tv.tv_family)
+# torchvision's models (`tv.resnet18`) are families made on first use, and archs/tv.py is
+# imported only then (families.PREFIXES says why)
+register_prefix("tv.", "archsearch.archs.tv:tv_family")
 
 __all__ = ["FAMILIES", "GROUP_KINDS", "NETS", "Block", "Conv", "Family", "Group", "Op", "Select", "all_archs",
            "apply_masks_", "arch_names", "base_spec", "build", "build_with", "family_base", "final_hw", "get_family",

@@ -35,10 +35,11 @@ def _ratio_help() -> str:
 def _methods_epilog() -> str:
     from ..propose import NAMED, catalogue  # torch: kept out of `archsearch --help`
 
-    props = _proposers()
-    w = max(len(p.name) for p in props)
-    text = "\b\nMethods (default ratio, kind):\n" + "\n".join(
-        f"  {p.name:<{w}}  {p.default_ratio:<4g} {p.kind:<9} {p.about}" for p in props)
+    methods = catalogue()
+    w = max(len(m.name) for m in methods)
+    text = "\b\nMethods (default ratio, kind; how the ratio applies):\n" + "\n".join(
+        f"  {m.name:<{w}}  {m.default_ratio:<4g} {m.kind:<9} {m.about}\n  {'':<{w}}  {'':<14} it {m.allocation}"
+        for m in methods)
     own = [f"  {m.name}: {o.name} (default {o.default!r}): {o.help}"
            for m in catalogue() for o in m.options if not o.common and o.name not in NAMED]
     return text + ("\n\n\b\nThe methods' own options (--option NAME=VALUE):\n" + "\n".join(own) if own else "")

@@ -8,7 +8,6 @@ import click
 
 from ..errors import ArchsearchError
 from ..sweep import STORAGE_ENV, storage_option
-from ..sweep.cli import efficiency_from_sweep
 
 
 @click.group()
@@ -59,6 +58,8 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
         if png:
             figures.render_png(out_file, Path(out_file).with_suffix(".png"))
     else:
+        from ..sweep.app import efficiency_from_sweep  # optuna, torch: kept out of `archsearch --help`
+
         efficiency_from_sweep(source, storage, workdir, scale, out_file, x, png, title)
     click.echo(f"wrote {out_file}" + (f" and {Path(out_file).with_suffix('.png')}" if png else ""))
 

@@ -1,7 +1,7 @@
 """Proposers: pruning methods run as architecture proposers.
 
-One module per method, one class per method, one registry by name (`base.PROPOSERS`:
-`slimming`, `magnitude`, `lamp`, `l1norm`, `thinet`, `regression`, `sfp`, `lottery`, `sss`);
+One module per method, one class per method, one registry by name (`base.PROPOSERS`, in the
+order of the import line below, which help texts follow);
 `base.describe` / `base.catalogue` give each method's kind, about text, default ratio and
 options (with defaults and help texts) to the CLI and sweeps. A method is four parts
 (Torch-Pruning's split):

@@ -20,7 +20,7 @@ The registry API, for the CLI's help, sweep files and table rows (nothing here t
   is every method's `MethodInfo`, in registry order;
 - `Proposer.make_options(**kw)`: the method's options from keywords (None: the default), or one
   `ArchsearchError` line refusing an option the method does not take, naming the methods that
-  do and the method's own options. A sweep's `[propose]` table or a table row can be checked
+  do and the method's own options. A sweep's `[extract]` table or a table row can be checked
   with it before anything trains; `resolve_settings` calls it.
 The registry is filled by importing `archsearch.propose` (its method modules import torch);
 the options models alone (`options.py`) import nothing heavy.
@@ -166,14 +166,15 @@ class Proposer:
         return self.options(**kw)
 
     def refusal(self, option: str) -> ArchsearchError:
-        owners = [m for m, p in PROPOSERS.items() if option in option_names(p.options)]
+        owners = [m for m, p in PROPOSERS.items() if option in option_names(p.options)
+                  and (option != "variant" or getattr(p.allocation, "variants", None))]  # those with named ones
         mine = f"{self.name}'s options: {', '.join(option_names(self.options))}"
         if not owners:
             return ArchsearchError(f"{self.name} has no option {option!r}; {mine}")
         group = owner(PROPOSERS[owners[0]].options, option).group
         what = "variants" if option == "variant" else flag(option)
         whose = f"{group} ({', '.join(owners)})" if group else ", ".join(owners)
-        verb = "belong" if what.endswith("s") else "belongs"
+        verb = "belong" if what == "variants" else "belongs"
         return ArchsearchError(f"{self.name} {self.allocation.about}; {what} {verb} to {whose}; {mine}")
 
     def hooks(self, base: ArchSpec, settings: Settings) -> list[TrainHook]:

@@ -12,7 +12,7 @@ Two shared groups of options are mixins with a name for the methods that take th
 when another method refuses them): `PerLayerOptions` (variant, stage_ratios, skip:
 predefined-ratio methods) and `RoundsOptions` (rounds, rewind_epoch: iterative methods).
 Each field carries its help text in `metadata["help"]`, so the CLI's help, a sweep's
-`[propose]` table and a table row can be described and checked from the model
+`[extract]` table and a table row can be described and checked from the model
 (`archsearch.propose.base.describe`). A model checks its values when made, like
 `config.TrainConfig`: an `Options` that exists is a valid one. Checks that need the base
 net or the schedule (stage counts, skip names, rewind epochs) are the allocation's
@@ -159,6 +159,6 @@ def with_own(settings: dict[str, Any], own: dict[str, Any] | None) -> dict[str, 
         if not isinstance(k, str) or not re.match(OPTION_NAME, k):
             raise ArchsearchError(f"option names are lower-case words like batches or rewind_epoch, got {k!r}")
         if k in NAMED or k in settings:
-            raise ArchsearchError(f"{k} has a setting of its own ({flag(k)}, or {k} = ... in a sweep file); "
-                                  "give it there, not among a method's own options")
+            raise ArchsearchError(f"{k} is a shared setting, not a method's own option: give it by its own name "
+                                  f"({flag(k)} on the command line, {k} = ... in a sweep file) where it is taken")
     return {**settings, **(own or {})}

@@ -1,5 +1,5 @@
-"""`archsearch sweep run|worker|status`, `archsearch report`, `archsearch demo`, and the
-sweep side of `archsearch plot efficiency`. Registered on the main group by `cli.py`.
+"""`archsearch sweep run|worker|status`, `archsearch report`, `archsearch demo`.
+Registered on the main group by `archsearch/cli/`.
 
 Only the options live here; what each command does is `app.py`'s, imported when a command
 runs, so that `archsearch --help` (which imports this module) never loads optuna or torch.
@@ -37,15 +37,6 @@ def _app():
     from . import app  # optuna and torch: loaded when a sweep command runs, never for `archsearch --help`
 
     return app
-
-
-def __getattr__(name: str):
-    """The names this module had before the commands' work moved to `app.py` (run_sweep,
-    write_outputs, Sweep, provenance, ...), found there when first asked for."""
-    if name in ("run_sweep", "write_outputs", "Sweep", "provenance", "recorded_command",
-                "_threads", "summary_table"):
-        return getattr(_app(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(cli: click.Group) -> None:
@@ -197,10 +188,4 @@ def _demo_command(cli: click.Group) -> None:
         click.echo(_app().demo(workdir, workers))
 
 
-def efficiency_from_sweep(ref: str, storage: str | None, workdir: str | None, scale: str | None, out_file: str,
-                          x: str, png: bool, title: str | None = None) -> None:
-    """`archsearch plot efficiency` of a sweep (`app.efficiency_from_sweep`)."""
-    _app().efficiency_from_sweep(ref, storage, workdir, scale, out_file, x, png, title)
-
-
-__all__ = ["register", "efficiency_from_sweep", "WORKERS", "WORKERS_HELP"]
+__all__ = ["register", "WORKERS", "WORKERS_HELP"]

@@ -20,7 +20,7 @@ from ..config import PRESETS
 from ..counting import count
 from ..errors import ArchsearchError
 from ..experiment import Point, net_numbers, point_schedule, result_numbers, train_point
-from ..generate import GENERATORS, pattern_stage_values
+from ..generate import GENERATORS, KINDS, pattern_stage_values
 from ..names import parse_target
 from ..progress import EpochProgress
 from . import results, table
@@ -28,10 +28,9 @@ from .points import arch_for, grid_point, grid_space, resolve_pattern, search_ar
 from .processes import train_processes
 from .storage import frozen
 
-KIND_ORDER = ["channels", "sparsity", "depth"]
 
-
-def _want(cond: bool, where: str, msg: str) -> None:
+def want(cond: bool, where: str, msg: str) -> None:
+    """A spec's rule: one line naming the spec, unless `cond` holds."""
     if not cond:
         raise ArchsearchError(f"{where}: {msg}")
 
@@ -116,17 +115,17 @@ class _FromScratch(Mode):
 
     def validate(self, spec, where: str) -> None:
         s = spec
-        _want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")
-        _want(s.rows is None and s.arms is None, where, "rows and arms belong to table mode (mode = \"table\")")
+        want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")
+        want(s.rows is None and s.arms is None, where, "rows and arms belong to table mode (mode = \"table\")")
         parse_target(s.target)
-        _want(all(g in GENERATORS for g in s.generators), where,
+        want(all(g in GENERATORS for g in s.generators), where,
               f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")
-        _want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
-        _want(s.kinds is None or len(set(s.kinds)) == len(s.kinds), where, "kinds are listed twice")
+        want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
+        want(s.kinds is None or len(set(s.kinds)) == len(s.kinds), where, "kinds are listed twice")
         for sec in ("train", "extract"):
             preset = getattr(s, sec)["preset"]
-            _want(preset in PRESETS, where, f"{sec}.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-        _want(s.grace > s.heartbeat, where, f"run.grace ({s.grace}s) must exceed run.heartbeat ({s.heartbeat}s)")
+            want(preset in PRESETS, where, f"{sec}.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        want(s.grace > s.heartbeat, where, f"run.grace ({s.grace}s) must exceed run.heartbeat ({s.heartbeat}s)")
 
     def build(self, spec, plan: dict, workdir: Path, *, device: str, data_dir: str | None, log,
               artifacts: str | None) -> dict:
@@ -144,7 +143,7 @@ class _FromScratch(Mode):
                                           f"target is {spec.target}: put patterns from elsewhere under "
                                           "patterns.transferred")
                 patterns[role][pat["kind"]] = pat
-        kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=KIND_ORDER.index)
+        kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=KINDS.index)
         plan = {**plan, "patterns": patterns, "kinds": kinds}
         full = count(target_net(plan))
         plan["full"] = {"params": full.params, "macs": full.macs}
@@ -201,18 +200,18 @@ class GridMode(_FromScratch):
     def validate(self, spec, where: str) -> None:
         super().validate(spec, where)
         s = spec
-        _want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
+        want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
         if s.budgets is not None:
             # one run directory per budget, named by its tag: two budgets with one tag would share it
             tags = [budget_tag(b) for b in parse_budgets(",".join(str(b) for b in s.budgets))]
-            _want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
+            want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
         else:
-            _want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
+            want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
         for role, what in (("own", f"a pattern proposed on {s.target}"), ("transferred", "a pattern from elsewhere")):
             needs = sorted(g for g in s.generators if GENERATORS[g].role == role)
-            _want(not needs or s.patterns.get(role), where,
+            want(not needs or s.patterns.get(role), where,
                   f"generator(s) {', '.join(needs)} need patterns.{role} ({what})")
-        _want(s.kinds is not None or s.patterns.get("own") or s.patterns.get("transferred"), where,
+        want(s.kinds is not None or s.patterns.get("own") or s.patterns.get("transferred"), where,
               "with no patterns, say which kinds to generate (kinds = [\"channels\"])")
 
     def check_points(self, spec, plan: dict) -> dict:
@@ -269,13 +268,13 @@ class SearchMode(_FromScratch):
     def validate(self, spec, where: str) -> None:
         super().validate(spec, where)
         s, se = spec, spec.search
-        _want(s.patterns.get("own") or s.patterns.get("transferred"), where,
+        want(s.patterns.get("own") or s.patterns.get("transferred"), where,
               "search mode starts from a pattern: set patterns.own (or patterns.transferred)")
-        _want((se["budget"] is None) != (se["fraction"] is None), where,
+        want((se["budget"] is None) != (se["fraction"] is None), where,
               "search needs exactly one of search.budget or search.fraction")
         if se["budget"] is not None:
             parse_budgets(str(se["budget"]))
-        _want(se["low"] < se["high"], where, "search.low and search.high must satisfy 0 < low < high")
+        want(se["low"] < se["high"], where, "search.low and search.high must satisfy 0 < low < high")
 
     def check_points(self, spec, plan: dict) -> dict:
         pats = plan["patterns"]

@@ -22,7 +22,7 @@ from .. import patterns as P
 from ..errors import ArchsearchError
 from ..schemas import PlanModel, check
 from .modes import get_mode
-from .points import Log, arch_for, grid_point  # noqa: F401  (their old home)
+from .points import Log
 from .spec import LEGACY_DEFAULTS, SweepSpec, parse_spec
 from .storage import describe, open_storage
 
@@ -180,5 +180,5 @@ def run_cfg_of(spec: SweepSpec) -> dict:
     return {"heartbeat": spec.heartbeat, "grace": spec.grace, "max_retry": spec.max_retry}
 
 
-__all__ = ["build_plan", "read_plan", "arch_for", "grid_point", "open_run_storage", "create_or_load", "load_study",
+__all__ = ["build_plan", "read_plan", "open_run_storage", "create_or_load", "load_study",
            "default_workdir", "run_cfg_of", "study_name", "PLAN_ATTR", "PLAN_VERSION"]

@@ -1,6 +1,6 @@
 """The points of grid and search sweeps: patterns resolved (or extracted in the sweep), the
 target, and the one place a grid point or a searched width vector becomes an architecture.
-Read by the plan (`plan.py`, which checks every point builds) and by the modes (`modes.py`).
+Read by the modes (`modes.py`: each mode's `check_points` builds every point before the plan is written).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from ..config import TrainConfig
 from ..config import resolve as resolve_config
 from ..data import load_dataset
 from ..errors import ArchsearchError
-from ..generate import channel_spec, generate, get_generator
+from ..budget import channel_spec
+from ..generate import generate, get_generator
 from ..names import parse_target
 from ..progress import EpochProgress
 from ..propose import get_proposer, parse, propose

@@ -38,7 +38,7 @@ from ..names import parse_target
 from ..progress import fmt_seconds
 from .modes import Mode, get_mode
 from .plan import Log, _stderr
-from .processes import MACHINE_SIGNS, gpu_group, run_as_group, train_processes  # noqa: F401  (their old home)
+from .processes import MACHINE_SIGNS
 from .storage import DUPLICATE_ATTR, HEARTBEAT_ATTR, WORKER_LOST, beating, fail_stale, frozen
 
 REQUEUE_HISTORY = "requeue_history"  # system attr: the attempts a stop or a machine's failure requeued
@@ -126,10 +126,6 @@ def status(study: optuna.Study, plan: dict) -> Status:
     st.blocked = mode.blocked(plan, st.failed_trials, set(by_id))
     st.mean_seconds = sum(durations) / len(durations) if durations else None
     return st
-
-
-def trial_label(params: dict, mode: str) -> str:
-    return get_mode(mode).label(params)
 
 
 # -- failures --------------------------------------------------------------------------------------
@@ -381,5 +377,5 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, label: str, plan: dict,
     ctx.log(f"{label} {mode.label(done.params)} -> {tail}; {status(study, plan).line()}")
 
 
-__all__ = ["status", "Status", "trial_label", "classify_failure", "requeue_failed", "WorkerContext", "work",
-           "train_processes", "gpu_group", "run_as_group", "RETRY_ATTR", "ENVIRONMENT", "BUG", "TRIAL_FAULT"]
+__all__ = ["status", "Status", "classify_failure", "requeue_failed", "WorkerContext", "work", "RETRY_ATTR",
+           "ENVIRONMENT", "BUG", "TRIAL_FAULT"]

@@ -24,7 +24,7 @@ from ..errors import ArchsearchError
 from ..schemas import SweepFile, check
 from ..config import PRESETS
 from ..config import resolve as resolve_config
-from .modes import get_mode
+from .modes import get_mode, want
 
 
 @dataclass
@@ -137,17 +137,12 @@ def parse_spec(raw: Any, *, scale: str | None = None, path: str = "sweep spec", 
     # preset (archsearch.config, as `archsearch train` resolves them): readers index, never guess
     fields = model.model_dump(by_alias=True)
     tr = fields["train"]
-    _want(tr["preset"] in PRESETS, where, f"train.preset must be one of {', '.join(PRESETS)}, got {tr['preset']!r}")
+    want(tr["preset"] in PRESETS, where, f"train.preset must be one of {', '.join(PRESETS)}, got {tr['preset']!r}")
     cfg = resolve_config(tr["preset"], width=tr["width"], checkpoint_every=tr["checkpoint_every"])
     tr.update(width=cfg.width, checkpoint_every=cfg.checkpoint_every)
     spec = SweepSpec(**fields, scale=scale, path=str(path), filled=filled)
     _validate(spec, where)
     return spec
-
-
-def _want(cond: bool, where: str, msg: str) -> None:
-    if not cond:
-        raise ArchsearchError(f"{where}: {msg}")
 
 
 def _validate(s: SweepSpec, where: str) -> None:

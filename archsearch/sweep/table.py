@@ -486,7 +486,7 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
     write_tables(rows, cols + numeric, out_dir / "report", header, md_cols=md_cols)
     html = out_dir / "table.html"
     colours = {a: ARMS[a].color for a in arms}
-    write_html(table_figure(rows, arms, colours, title=s.get("title") or s["name"], caption=prov), html)
+    write_html(table_figure(rows, arms, colours=colours, title=s.get("title") or s["name"], caption=prov), html)
     if png:
         render_png(html, html.with_suffix(".png"))
     return out_dir / "report.md", html

@@ -21,7 +21,8 @@ from ..config import TrainConfig
 from ..counting import count
 from ..data import load_dataset, subset_train
 from ..errors import ArchsearchError
-from ..generate import BASELINES, BY, GENERATORS, KINDS
+from ..budget import BY
+from ..generate import BASELINES, GENERATORS, KINDS
 from ..names import parse_target
 from ..plot import efficiency_figure, write_html
 from ..progress import EpochProgress
