@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 import tomllib
 import warnings
 from contextlib import contextmanager
@@ -311,37 +312,54 @@ class RunInUse(EnvironmentFailure):
         self.folder = folder
 
 
+@contextmanager
+def file_lock(path: Path, *, wait: float | None, busy) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing): at once (`wait` 0), polled for
+    up to `wait` seconds (interruptible, and it gives up), or for as long as it takes (None).
+    While another process holds it past the wait, `busy()` is raised. The kernel drops the
+    lock when its holder dies, so a killed process never leaves a stale one behind."""
+    import fcntl  # Unix only: elsewhere locking fails, not every command that reads a file
+
+    make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise os_error(e, path) from None
+    try:
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise os_error(e, path, "cannot lock") from None
+                if time.monotonic() >= deadline:
+                    raise busy() from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
 class RunLock:
-    """An exclusive lock on a run folder (`DIR/.lock`, flock): a second process that tries
-    to use the same folder gets one clear line instead of silently replacing the first
-    one's results. The kernel drops the lock when the holder dies, so a killed run never
-    leaves a stale lock behind."""
+    """An exclusive lock on a run folder (`DIR/.lock`): a second process that tries to use the
+    same folder gets one clear line instead of silently replacing the first one's results
+    (`wait`: it waits for the folder instead)."""
 
     def __init__(self, folder: str | os.PathLike, what: str = "run folder", wait: bool = False):
-        self.folder, self.what, self.fd, self.wait = Path(folder), what, None, wait
+        self.folder, self.what, self.wait, self._held = Path(folder), what, wait, None
 
     def __enter__(self) -> "RunLock":
-        import fcntl  # Unix only: elsewhere locking fails, not every command that reads a file
+        def busy() -> RunInUse:  # not the input's fault: a sweep keeps such a trial for a retry
+            return RunInUse(f"{self.what} {self.folder} is in use by another archsearch process; wait for it, "
+                            "or pass another --out", self.folder)
 
-        make_dirs(self.folder)
-        path = self.folder / ".lock"
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise os_error(e, path) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except OSError as e:
-            os.close(self.fd)
-            self.fd = None
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                # not the input's fault: a sweep keeps such a trial for a retry
-                raise RunInUse(f"{self.what} {self.folder} is in use by another archsearch process; "
-                               "wait for it, or pass another --out", self.folder) from None
-            raise os_error(e, path, "cannot lock") from None
+        self._held = file_lock(self.folder / ".lock", wait=None if self.wait else 0.0, busy=busy)
+        self._held.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)

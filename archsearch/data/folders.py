@@ -42,8 +42,6 @@ import os
 import re
 import stat
 import tarfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator
 
@@ -51,7 +49,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from .._io import atomic_path, is_regular_file, make_dirs, os_error, read_bytes, read_json, too_large, write_json
+from .._io import atomic_path, file_lock, is_regular_file, make_dirs, read_bytes, read_json, too_large, write_json
 from ..errors import ArchsearchError
 from .. import __version__
 from ..schemas import Closed, check
@@ -131,37 +129,16 @@ def _write_registry(entries: dict[str, dict]) -> None:
     write_json(registry_path(), {"version": 1, "datasets": dict(sorted(entries.items()))})
 
 
-@contextmanager
-def _registry_lock() -> Iterator[None]:
-    """One registry change at a time (flock on `datasets.json.lock` beside it): two `data add`s
+def _registry_lock():
+    """One registry change at a time (a lock on `datasets.json.lock` beside it): two `data add`s
     that each read the registry and write it back whole would otherwise drop each other's entry.
     A lock file of its own, not the folder's `.lock`: $ARCHSEARCH_REGISTRY may sit in a run
-    folder that a training holds for hours. The kernel drops the lock when its holder dies."""
-    import fcntl  # Unix only: elsewhere registering a folder fails, not reading the registry
-
+    folder that a training holds for hours."""
     path = registry_path()
     lock = path.with_name(path.name + ".lock")
-    make_dirs(lock.parent)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise os_error(e, lock) from None
-    try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:  # polled, not a blocking flock: stays interruptible, and gives up after LOCK_TIMEOUT
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ArchsearchError(f"the dataset registry {path} stayed locked by another process for "
-                                          f"{LOCK_TIMEOUT:.0f} s (lock file {lock}); try again") from None
-                time.sleep(0.02)
-            except OSError as e:
-                raise os_error(e, lock, "cannot lock") from None
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock
+    return file_lock(lock, wait=LOCK_TIMEOUT, busy=lambda: ArchsearchError(
+        f"the dataset registry {path} stayed locked by another process for {LOCK_TIMEOUT:.0f} s (lock file {lock}); "
+        "try again"))
 
 
 # -- reading a tree or a tar ------------------------------------------------------------------

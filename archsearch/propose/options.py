@@ -146,7 +146,8 @@ def owner(model: type[Options], name: str) -> type[Options]:
     return model
 
 
-NAMED = tuple(f.name for cls in (PerLayerOptions, RoundsOptions) for f in dataclasses.fields(cls))
+# the options with a name of their own (a flag, a sweep file's key): the common ones and the shared groups'
+NAMED = tuple(dict.fromkeys(f.name for cls in (PerLayerOptions, RoundsOptions) for f in dataclasses.fields(cls)))
 OPTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 
 

@@ -19,7 +19,7 @@ from ..budget import channel_spec
 from ..generate import generate, get_generator
 from ..names import parse_target
 from ..progress import EpochProgress
-from ..propose import get_proposer, parse, propose
+from ..propose import NAMED, get_proposer, parse, propose
 from ..spec import ArchSpec
 
 Log = Callable[[str], None]
@@ -63,8 +63,7 @@ def extract_in_sweep(source: str, spec, workdir: Path, device: str, data_dir: st
                      log: Log) -> dict:
     ex = spec.extract
     path = workdir / "patterns" / f"{source}.json"
-    kw = {k: ex[k] for k in ("ratio", "preset", "width", "epochs", "sparsity", "floor", "train_subset", "stage_ratios",
-                             "skip", "rounds", "rewind_epoch", "options") if ex.get(k) is not None}
+    kw = {k: ex[k] for k in (*NAMED, "options") if ex.get(k) is not None}  # the options models' names
     seeds = int(ex["seeds"])
     data = load_dataset(parse(source).target.data, data_dir)
     log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")

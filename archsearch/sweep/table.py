@@ -100,7 +100,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
 PROPOSAL = next(a.name for a in ARMS.values() if a.is_proposal)
 TICKET = "ticket_init.pt"  # the artifact only some proposers keep (the lottery's, channel pruning's)
 ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
-ROW_SETTINGS = ("ratio", "variant", "sparsity", "floor", "stage_ratios", "skip", "rounds", "rewind_epoch", "options")
+TRAIN_SETTINGS = ("preset", "width", "epochs", "train_subset", "batch_size")  # a row's come from [train]
+# a row's own: every named option of the proposers' models but the training ones, and a method's own
+ROW_SETTINGS = tuple(k for k in proposing.NAMED if k not in TRAIN_SETTINGS) + ("options",)
 
 
 # -- the spec -------------------------------------------------------------------------------------
