@@ -147,9 +147,15 @@ class _FromScratch(Mode):
         plan = {**plan, "patterns": patterns, "kinds": kinds}
         full = count(target_net(plan))
         plan["full"] = {"params": full.params, "macs": full.macs}
-        plan["budgets"] = [float(round(b)) for b in
-                           spec.budget_values(full.params if spec.by == "params" else full.macs)]
+        full_cost = full.params if spec.by == "params" else full.macs
+        plan["budgets"] = [float(round(b)) for b in self.budgets(spec, full_cost)]
         return self.check_points(spec, plan)
+
+    def budgets(self, spec, full_cost: int) -> list[float]:
+        """Absolute budgets: the listed ones, or fractions of the full target's cost."""
+        if spec.budgets:
+            return parse_budgets(",".join(str(b) for b in spec.budgets))
+        return [f * full_cost for f in spec.fractions]
 
     @abstractmethod
     def check_points(self, spec, plan: dict) -> dict:
@@ -264,6 +270,12 @@ class SearchMode(_FromScratch):
     name = "search"
     dedups = False
     columns = ["search_params"]
+
+    def budgets(self, spec, full_cost: int) -> list[float]:
+        """The one budget searched at: search.budget, or search.fraction of the full target's cost."""
+        if spec.search.get("budget") is not None:
+            return parse_budgets(str(spec.search["budget"]))[:1]
+        return [float(spec.search["fraction"]) * full_cost]
 
     def validate(self, spec, where: str) -> None:
         super().validate(spec, where)

@@ -19,7 +19,6 @@ from typing import Any
 
 from .._io import read_toml
 from .._shipped import installed_dir, repo_dir
-from ..compare import parse_budgets
 from ..errors import ArchsearchError
 from ..schemas import SweepFile, check
 from ..config import PRESETS
@@ -81,15 +80,6 @@ class SweepSpec:
     def max_retry(self) -> int:
         return int(self.run["max_retry"])
 
-    def budget_values(self, full_cost: int) -> list[float]:
-        """Absolute budgets: the listed ones, or fractions of the full target's cost."""
-        if self.mode == "search":
-            if self.search.get("budget") is not None:
-                return parse_budgets(str(self.search["budget"]))[:1]
-            return [float(self.search["fraction"]) * full_cost]
-        if self.budgets:
-            return parse_budgets(",".join(str(b) for b in self.budgets))
-        return [f * full_cost for f in self.fractions]
 
 
 # What plan versions 1 and 2 (archsearch before 2026-12-06) filled in where a spec left a
