@@ -93,3 +93,30 @@ def narrowed_at_random(spec, seed=0):
     small = build(small_spec).eval()
     small.load_state_dict(state)
     return fam, model, keep, small_spec, state, small
+
+
+def check_generator_at_budget(name, target, kind, budget, pattern, where=()):
+    """Generator `name` builds a `kind` net of `target` at `budget` (non-zero params for sparse
+    nets) within 1%, recording its origin, or refuses a kind it does not build in one line.
+    Returns the built spec, or None where nothing is built."""
+    import pytest
+
+    from archsearch.counting import count
+    from archsearch.errors import ArchsearchError
+    from archsearch.generate import GENERATORS, generate
+
+    g = GENERATORS[name]
+    kw = {"sparse": kind == "sparsity", "depth": kind == "depth", "seed": 1,
+          "pattern": pattern if g.needs_pattern else None}
+    if kind not in g.kinds:
+        with pytest.raises(ArchsearchError, match=f"use it with --kind {g.kinds[0]}"):
+            generate(name, target, budget, **kw)
+        return None
+    if name == "pruned" and kind == "depth":
+        return None  # a depth pattern's own blocks: tested with a real proposal in test_propose
+    s = generate(name, target, budget, **kw)
+    c = count(s.spec)
+    got = c.params_nonzero if kind == "sparsity" else c.params
+    assert abs(got - budget) / budget <= 0.01, (*where, name, kind, got, budget)
+    assert s.spec.meta["origin"] == name
+    return s.spec
