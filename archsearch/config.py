@@ -105,13 +105,17 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields if f.name in d})
 
 
+def is_real(v: Any) -> bool:
+    """A finite number (a bool is not one): what every numeric setting must be first."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _why_invalid(c: TrainConfig) -> str | None:
     def whole(v, lo, hi):
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
     def real(v, lo, hi, lo_open=False):
-        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and (v > lo if lo_open else v >= lo) and v <= hi)
+        return is_real(v) and (v > lo if lo_open else v >= lo) and v <= hi
 
     checks = [
         (isinstance(c.name, str) and isinstance(c.about, str), "name and about are strings"),

@@ -17,3 +17,4 @@ MAX_ROUND = 1024             # --round: widths rounded to multiples of this
 MAX_CAP = 1000.0             # Scratch-B epoch factor cap
 MAX_WORKERS = 256
 MAX_THREADS = 1024
+OPTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"  # a proposer's own option (`--option NAME=VALUE`, `options = {...}`)

@@ -22,13 +22,14 @@ net or the schedule (stage counts, skip names, rewind epochs) are the allocation
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config import DEFAULT_PRESET
+from ..config import is_real as _real
 from ..errors import ArchsearchError
+from ..limits import OPTION_NAME
 
 MAX_SUBSET = 1 << 31
 
@@ -42,10 +43,6 @@ def default(name: str, value: Any, base: type | None = None, help: str | None = 
     """Field `name` of `base` (default `Options`) with a method's own default (and help)."""
     inherited = {f.name: f for f in dataclasses.fields(base or Options)}[name]
     return option(value, inherited.metadata["help"] if help is None else help)
-
-
-def _real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,6 @@ def owner(model: type[Options], name: str) -> type[Options]:
 
 # the options with a name of their own (a flag, a sweep file's key): the common ones and the shared groups'
 NAMED = tuple(dict.fromkeys(f.name for cls in (PerLayerOptions, RoundsOptions) for f in dataclasses.fields(cls)))
-OPTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 
 
 def with_own(settings: dict[str, Any], own: dict[str, Any] | None) -> dict[str, Any]:

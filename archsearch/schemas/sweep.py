@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import ConfigDict, Field, model_validator
 
 from ..config import DEFAULT_PRESET
-from ..limits import MAX_BUDGET, MAX_CAP, MAX_EPOCHS, MAX_ROUND, MAX_SEEDS, MAX_WIDTH_MULT
+from ..limits import MAX_BUDGET, MAX_CAP, MAX_EPOCHS, MAX_ROUND, MAX_SEEDS, MAX_WIDTH_MULT, OPTION_NAME
 from .base import Closed, Epochs, Model, Seed, _plain_name
 
 Preset = str  # checked against the presets (`config.PRESETS`) by sweep.spec
@@ -23,7 +23,7 @@ class SweepPatterns(Closed):
 # takes is its options model's to say (`propose.Proposer.make_options`), checked before training
 OptionValue = Union[bool, int, float, Annotated[str, Field(max_length=200)],
                     Annotated[list[Union[int, float, Annotated[str, Field(max_length=200)]]], Field(max_length=1000)]]
-OwnOptions = Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")], OptionValue], Field(max_length=64)]
+OwnOptions = Annotated[dict[Annotated[str, Field(pattern=OPTION_NAME)], OptionValue], Field(max_length=64)]
 
 
 class SweepExtract(Closed):
