@@ -19,7 +19,7 @@ from archsearch.propose.slimming import slimming_keep
 
 def test_slimming_synthetic_gammas_give_known_threshold_and_cfg():
     gammas = [torch.tensor([0.9, 0.1, 0.5, 0.05]), torch.tensor([0.2, 0.3, -0.8, 0.01, 0.6, 0.02])]
-    keep, thr, clamped = slimming_keep(gammas, ratio=0.5)  # 10 channels -> prune the 5 smallest |gamma|
+    keep, thr, clamped = slimming_keep(gammas, ratio=0.5, rule="round")  # 10 channels -> the 5 smallest |gamma|
     # |gamma| sorted: .01 .02 .05 .1 .2 | .3 .5 .6 .8 .9 -> threshold .2
     assert thr == pytest.approx(0.2)
     assert [k.tolist() for k in keep] == [[True, False, True, False], [False, True, True, False, True, False]]
@@ -28,11 +28,11 @@ def test_slimming_synthetic_gammas_give_known_threshold_and_cfg():
 
 def test_slimming_floor_prevents_empty_layers_and_is_recorded():
     gammas = [torch.tensor([1.0, 0.9, 0.8, 0.7]), torch.tensor([0.01, 0.02, 0.03, 0.04])]
-    keep, _, clamped = slimming_keep(gammas, ratio=0.5)
+    keep, _, clamped = slimming_keep(gammas, ratio=0.5, rule="round")
     assert [int(k.sum()) for k in keep] == [4, 1]  # the global threshold empties layer 1
     assert keep[1].tolist() == [False, False, False, True]  # the floor keeps its largest |gamma|
     assert clamped == [{"layer": 1, "kept_by_threshold": 0, "kept": 1, "width": 4}]
-    keep, _, clamped = slimming_keep(gammas, ratio=0.5, floor=0.5)
+    keep, _, clamped = slimming_keep(gammas, ratio=0.5, floor=0.5, rule="round")
     assert int(keep[1].sum()) == 2 and clamped[0]["kept"] == 2
 
 
@@ -42,9 +42,10 @@ def test_magnitude_threshold_hits_exact_sparsity():
     ws[1][:4] = 0.5  # many exact ties
     total = sum(w.numel() for w in ws)
     for ratio in (0.1, 0.37, 0.5, 0.8, 0.95):
-        masks, thr, clamped = magnitude_masks(ws, ratio)
+        masks, thr, clamped = magnitude_masks(ws, ratio, rule="round")
         kept = sum(int(m.sum()) for m in masks)
         assert total - kept == round(ratio * total)
+        assert total - sum(int(m.sum()) for m in magnitude_masks(ws, ratio)[0]) == int(ratio * total) + 1
         assert all(m.shape == tuple(w.shape) for m, w in zip(masks, ws))
         allw = torch.cat([w.abs().flatten() for w in ws])
         keptw = torch.cat([w.abs().flatten()[torch.from_numpy(m.flatten())] for w, m in zip(ws, masks)])
@@ -57,9 +58,9 @@ def test_magnitude_never_empties_a_layer():
     empty layer makes the output constant, and such a mask is refused on load)."""
     ws = [torch.full((4, 3, 3, 3), 5.0), torch.full((4, 4, 3, 3), 1e-3)]
     ws[1][2, 1, 1, 1] = 2e-3
-    masks, _, clamped = magnitude_masks(ws, 0.5)  # 126 of 252 pruned, all in the tiny layer: it keeps 18
+    masks, _, clamped = magnitude_masks(ws, 0.5, rule="round")  # 126 of 252 pruned, all in the tiny layer
     assert clamped == [] and masks[1].any()
-    masks, _, clamped = magnitude_masks(ws, 0.6)  # 151 pruned: all 144 tiny ones and 7 big ones
+    masks, _, clamped = magnitude_masks(ws, 0.6, rule="round")  # 151 pruned: all 144 tiny ones and 7 big ones
     assert clamped == [1] and int(masks[1].sum()) == 1 and masks[1][2, 1, 1, 1]
 
 
@@ -133,13 +134,14 @@ def test_proposal_runs_are_reused_and_resumed(method, small_digits, tmp_path):
                     progress=lambda st: pytest.fail("a finished proposal must be reused"), **kw)
     assert again.reused and again.spec == p.spec and again.base_acc == p.base_acc
     if method == "slimming":
-        assert sum(p.spec.widths) == round(0.4 * sum(p.spec.base_widths)) + sum(
+        total = sum(p.spec.base_widths)  # vggprune.py's count: int(0.6 total) + 1 channels go
+        assert sum(p.spec.widths) == total - (int(0.6 * total) + 1) + sum(
             c["kept"] - c["kept_by_threshold"] for c in p.info["clamped"])
         assert (runs[0] / "pruned_model.pt").exists()
     else:
         kept = sum(int(m.sum()) for m in p.spec.masks.values())
         total = sum(m.size for m in p.spec.masks.values())
-        assert total - kept == round(0.8 * total)
+        assert total - kept == int(0.8 * total) + 1  # cifar_prune.py's count
     # other settings -> another run directory, not a stale reuse
     other = propose(f"{method}-vgg11-digits", small_digits, seed=0, **{**kw, "epochs": 1})
     assert not other.reused and other.run_dir != p.run_dir
@@ -363,14 +365,14 @@ def test_lottery_rounds_compound_and_rewind_to_the_saved_init(small_digits, tmp_
     import archsearch.propose.lottery as lot
     from archsearch.propose.lottery import initial_state, prune_alive
 
-    # the compound sparsity, on weights alone: R rounds of p leave alive_{r+1} = alive_r - int(alive_r p)
+    # the compound sparsity, on weights alone: R rounds of p leave alive_{r+1} = alive_r - int(alive_r p) - 1
     gen = torch.Generator().manual_seed(0)
     ws = [torch.randn(64, 32, 3, 3, generator=gen), torch.randn(10, 64, 3, 3, generator=gen) * 0.5]
     masks = None
     alive = total = sum(w.numel() for w in ws)
     for _ in range(4):
         masks, _, clamped = prune_alive(ws, masks, 0.3)
-        alive -= int(alive * 0.3)
+        alive -= int(alive * 0.3) + 1
         assert sum(int(m.sum()) for m in masks) == alive and not clamped
     assert abs((1 - alive / total) - (1 - 0.7 ** 4)) < 1e-3
     # a run: 2 rounds of training, the ticket is the saved init under the final mask

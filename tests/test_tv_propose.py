@@ -85,7 +85,7 @@ def test_slimming_keeps_the_channels_torch_pruning_s_global_pruner_keeps(arch, w
     k = int(0.4 * total)
     # TP prunes total - int(total * (1 - r)), we round(r * total): at r = (k - 1/4) / total both prune k
     ratio = (k - 0.25) / total
-    keep, _, _ = slimming_keep(bn_scale(model, spec), ratio)
+    keep, _, _ = slimming_keep(bn_scale(model, spec), ratio, rule="round")
     # our kept channels, identified by their BN scales (distinct random values)
     ours = {g.name: sorted(model.get_submodule(g.bn).weight[torch.from_numpy(kp)].tolist())
             for g, kp in zip(groups, keep)}

@@ -121,12 +121,12 @@ def resolve_settings(name: str, **kw: Any) -> tuple[ProposerName, Proposer, Sett
     base = pn.target.base_spec(width)
     prop.check_family(base)
     schedule = make_schedule(opts.preset, epochs=opts.epochs, batch_size=opts.batch_size)
-    alloc = {"layer_ratios": None, "rounds": None, "rewind_epoch": None,
+    alloc = {"layer_ratios": None, "rounds": None, "rewind_epoch": None, "count_rule": None,
              **prop.allocation.resolve(prop.name, base, opts, given, schedule.epochs)}
     s = prop.default_sparsity(base.family) if opts.sparsity is None else opts.sparsity
     settings = Settings(str(pn), alloc["ratio"], opts.preset, width, opts.floor, s, schedule.to_dict(),
                         opts.train_subset, alloc["layer_ratios"], alloc["rounds"], alloc["rewind_epoch"],
-                        "sequential" if prop.data_aware else None, opts.own())
+                        "sequential" if prop.data_aware else None, opts.own(), alloc["count_rule"])
     return pn, prop, settings, schedule, base
 
 

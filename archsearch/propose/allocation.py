@@ -29,13 +29,31 @@ from ..errors import ArchsearchError
 from ..spec import ArchSpec
 
 
-def global_threshold(scores: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
-    """One global threshold over all `scores`: exactly round(ratio x total) entries with the
-    smallest scores are pruned, ties broken by position (so the prune count is exact).
-    Returns boolean keep masks shaped like `scores` and the threshold (the largest pruned
-    score; 0 if nothing is pruned)."""
+COUNT_RULES = ("round", "original")
+
+
+def prune_count(total: int, ratio: float, rule: str = "round") -> int:
+    """How many of `total` items a global threshold at `ratio` prunes. "round": round(ratio x
+    total). "original": int(ratio x total) + 1, as the original code counts: `thre_index =
+    int(total * percent); thre = y[thre_index]` over the sorted scores, then `gt(thre)` keeps
+    only those above it, so the items at positions 0..thre_index go (Network Slimming's
+    `vggprune.py`/`resprune.py`/`denseprune.py`, the Rethinking code's weight-level
+    `cifar_prune.py`). VGG-16 at width 0.25 (1,056 channels) at 0.5 and 0.7: 529 and 740 (the
+    "round" rule: 528 and 739). Without ties the two rules' pruned sets are nested."""
+    if rule not in COUNT_RULES:
+        raise ArchsearchError(f"unknown prune-count rule {rule!r}; known: {', '.join(COUNT_RULES)}")
+    n = int(round(ratio * total)) if rule == "round" else int(ratio * total) + 1
+    return max(0, min(total, n))
+
+
+def global_threshold(scores: list[torch.Tensor], ratio: float, rule: str = "round",
+                     n_prune: int | None = None) -> tuple[list[torch.Tensor], float]:
+    """One global threshold over all `scores`: exactly `prune_count(total, ratio, rule)` entries
+    (or `n_prune`, when given) with the smallest scores are pruned, ties broken by position (so
+    the prune count is exact). Returns boolean keep masks shaped like `scores` and the threshold
+    (the largest pruned score; 0 if nothing is pruned)."""
     flat = torch.cat([v.detach().flatten().float().cpu() for v in scores])
-    n_prune = int(round(ratio * len(flat)))
+    n_prune = prune_count(len(flat), ratio, rule) if n_prune is None else max(0, min(len(flat), n_prune))
     order = torch.argsort(flat, stable=True)
     keep = torch.ones(len(flat), dtype=torch.bool)
     keep[order[:n_prune]] = False
@@ -139,16 +157,27 @@ class Allocation:
 
 
 class GlobalThreshold(Allocation):
-    """One threshold over every score of every layer, at `ratio` (the method picks the widths)."""
+    """One threshold over every score of every layer, at `ratio` (the method picks the widths);
+    `rule` counts what goes (`prune_count`): "original" for the methods whose original code
+    counts int(ratio x total) + 1 (Network Slimming, magnitude pruning), recorded in the
+    settings (so in the proposal's key); "round" for the others."""
 
     about = "prunes once by one global threshold"
+
+    def __init__(self, rule: str = "round"):
+        if rule not in COUNT_RULES:
+            raise ArchsearchError(f"unknown prune-count rule {rule!r}; known: {', '.join(COUNT_RULES)}")
+        self.rule = rule
+
+    def resolve(self, method, base, opts, given, epochs):
+        return {"ratio": opts.ratio, **({"count_rule": self.rule} if self.rule != "round" else {})}
 
     def keep(self, scores: list[torch.Tensor], settings: Any) -> tuple[list[torch.Tensor], float]:
         return self.at(scores, settings.ratio)
 
     def at(self, scores: list[torch.Tensor], ratio: float) -> tuple[list[torch.Tensor], float]:
-        """Keep masks and the threshold at `ratio` (`global_threshold`)."""
-        return global_threshold(scores, ratio)
+        """Keep masks and the threshold at `ratio` (`global_threshold`, this allocation's rule)."""
+        return global_threshold(scores, ratio, self.rule)
 
 
 class OneRatio(Allocation):
@@ -203,7 +232,9 @@ class PredefinedRatios(Allocation):
 
 class Rounds(Allocation):
     """A global threshold over the weights still alive, `ratio` of them per round, for
-    `rounds` rounds, rewound to the initialisation or to epoch `rewind_epoch`."""
+    `rounds` rounds, rewound to the initialisation or to epoch `rewind_epoch`. Each round
+    prunes int(alive x ratio) + 1 more weights, as `cifar_prune_iterative.py` counts (the
+    "original" rule, recorded in the settings)."""
 
     about = "prunes over rounds by one global threshold"
 
@@ -219,4 +250,4 @@ class Rounds(Allocation):
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < epochs):
             raise ArchsearchError(f"--rewind-epoch must be an epoch from 1 to {epochs - 1}, before the last of a "
                                   f"round's {epochs} epochs, got {k!r}")
-        return {"ratio": opts.ratio, "rounds": rounds, "rewind_epoch": k}
+        return {"ratio": opts.ratio, "rounds": rounds, "rewind_epoch": k, "count_rule": "original"}

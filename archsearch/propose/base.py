@@ -80,12 +80,16 @@ class Settings:
     selection: str | None = None
     # a method's own options (`Options.recorded`), e.g. of a proposer added later: part of the key
     options: dict[str, Any] | None = None
+    # how a global threshold counts what it prunes (`allocation.prune_count`): "original" where the
+    # method's original code counts int(ratio x total) + 1 (proposals counted by round() before
+    # 2026-12-07 had none, and are not reused for it)
+    count_rule: str | None = None
 
     def record(self) -> dict:
         """The settings as recorded and hashed; the optional ones only when set, so runs made
         before they existed keep their keys."""
         d = asdict(self)
-        for k in ("train_subset", "layer_ratios", "rounds", "rewind_epoch", "selection", "options"):
+        for k in ("train_subset", "layer_ratios", "rounds", "rewind_epoch", "selection", "options", "count_rule"):
             if d[k] is None:
                 del d[k]
         return d

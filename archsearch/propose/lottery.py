@@ -47,15 +47,17 @@ from .options import RoundsOptions, default
 def prune_alive(weights: list[torch.Tensor], masks: list[np.ndarray] | None, ratio: float
                 ) -> tuple[list[np.ndarray], float, list[int]]:
     """Prune `ratio` of the weights still alive (all of them when `masks` is None): the
-    dead ones first, then int(alive x ratio) of the smallest |w| among the living, by one
-    global threshold; no conv is emptied. Returns (masks, threshold, clamped convs)."""
+    dead ones first, then int(alive x ratio) + 1 of the smallest |w| among the living, by one
+    global threshold; no conv is emptied. `cifar_prune_iterative.py` keeps the weights above
+    `y[thre_index]`, `thre_index = total - total_nonzero + int(total_nonzero * percent)`, so
+    the weight at `thre_index` goes too: one more than int(alive x ratio).
+    Returns (masks, threshold, clamped convs)."""
     scores = [w.detach().abs().float().cpu() for w in weights]
     if masks is not None:
         scores = [torch.where(torch.from_numpy(m), s, torch.full_like(s, -1.0)) for s, m in zip(scores, masks)]
     total = sum(s.numel() for s in scores)
     alive = total if masks is None else int(sum(m.sum() for m in masks))
-    n_prune = (total - alive) + int(alive * ratio)
-    return score_masks(scores, n_prune / total)
+    return score_masks(scores, ratio, n_prune=(total - alive) + int(alive * ratio) + 1)
 
 
 def under_mask(state: dict[str, torch.Tensor], names: list[str], masks: list[np.ndarray]) -> dict[str, torch.Tensor]:

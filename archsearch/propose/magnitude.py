@@ -16,14 +16,16 @@ from torch import nn
 
 from ..archs import get_family
 from ..spec import ArchSpec
-from .allocation import global_threshold, keep_one
+from .allocation import GlobalThreshold, global_threshold, keep_one
 from .base import Pruned, Proposer, Settings, register_proposer
 from .importance import magnitude
 from .options import Options, default
 
 
-def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
-    """Global magnitude pruning: exactly round(ratio * total) weights are pruned.
+def magnitude_masks(weights: list[torch.Tensor], ratio: float,
+                    rule: str = "original") -> tuple[list[np.ndarray], float, list[int]]:
+    """Global magnitude pruning: exactly int(ratio * total) + 1 weights are pruned, as the
+    original `cifar/weight-level/cifar_prune.py` counts (`rule="round"`: round(ratio * total)).
 
     Returns the keep masks (bool, shaped like each weight), the threshold (the largest
     pruned |w|) and the clamped layers. Ties are broken by position, so the sparsity is
@@ -31,12 +33,14 @@ def magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[list[np.
     largest weight (an empty layer makes the network's output constant); those layers are
     the clamped ones.
     """
-    return score_masks([w.detach().abs().float().cpu() for w in weights], ratio)
+    return score_masks([w.detach().abs().float().cpu() for w in weights], ratio, rule)
 
 
-def score_masks(scores: list[torch.Tensor], ratio: float) -> tuple[list[np.ndarray], float, list[int]]:
-    """One global threshold over weight-level scores, no layer emptied: (masks, threshold, clamped)."""
-    keeps, threshold = global_threshold(scores, ratio)
+def score_masks(scores: list[torch.Tensor], ratio: float, rule: str = "round",
+                n_prune: int | None = None) -> tuple[list[np.ndarray], float, list[int]]:
+    """One global threshold over weight-level scores (`global_threshold`: `rule` counts, or
+    exactly `n_prune`), no layer emptied: (masks, threshold, clamped)."""
+    keeps, threshold = global_threshold(scores, ratio, rule, n_prune)
     clamped = keep_one(keeps, scores)
     return [k.numpy() for k in keeps], threshold, clamped
 
@@ -76,6 +80,7 @@ class Magnitude(Proposer):
     kind = "sparsity"
     about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
     options = MagnitudeOptions
+    allocation = GlobalThreshold("original")  # cifar_prune.py's count: int(p x N) + 1
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
-        return masked_proposal(model, base, *score_masks(magnitude(model, base), settings.ratio))
+        return masked_proposal(model, base, *score_masks(magnitude(model, base), settings.ratio, self.allocation.rule))

@@ -17,21 +17,23 @@ import torch
 from torch import nn
 
 from ..spec import ArchSpec
-from .allocation import floor_channels, global_threshold
+from .allocation import GlobalThreshold, floor_channels, global_threshold
 from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import bn_scale
 from .options import Options, default
 
 
-def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0) -> tuple[list[np.ndarray], float, list[dict]]:
+def slimming_keep(gammas: list[torch.Tensor], ratio: float, floor: float = 0.0,
+                  rule: str = "original") -> tuple[list[np.ndarray], float, list[dict]]:
     """Global |gamma| pruning. Returns per-layer keep masks, the threshold, clamped layers.
 
-    Exactly round(ratio * total) channels with the smallest |gamma| are pruned (ties broken
-    by layer order, so the prune count is exact). The threshold reported is the largest
-    pruned |gamma|: every kept channel of an unclamped layer has |gamma| >= it.
+    Exactly int(ratio * total) + 1 channels with the smallest |gamma| are pruned, as the
+    original `vggprune.py` counts (`rule="round"`: round(ratio * total); `allocation.prune_count`);
+    ties are broken by layer order, so the prune count is exact. The threshold reported is the
+    largest pruned |gamma|: every kept channel of an unclamped layer has |gamma| >= it.
     """
     scores = [g.detach().abs().float().cpu() for g in gammas]
-    keeps, threshold = global_threshold(scores, ratio)
+    keeps, threshold = global_threshold(scores, ratio, rule)
     clamped = floor_channels(keeps, scores, floor)
     return [k.numpy() for k in keeps], threshold, clamped
 
@@ -50,6 +52,7 @@ class Slimming(Proposer):
     kind = "channels"
     about = "Network Slimming: L1 on BN scales, one global |gamma| threshold (Liu et al. 2017)"
     options = SlimmingOptions
+    allocation = GlobalThreshold("original")  # vggprune.py's count: int(p x N) + 1
 
     def default_sparsity(self, family: str) -> float:
         return 1e-4 if family == "vgg" else 1e-5
@@ -59,5 +62,6 @@ class Slimming(Proposer):
         group, the stream BN before it, at the channels it selects): all BNs of VGG,
         PreResNet and DenseNet, as the original `vggprune.py`, `resprune.py` and
         `denseprune.py` rank them; a ResNet block's first BN."""
-        keep, threshold, clamped = slimming_keep(bn_scale(model, base), settings.ratio, settings.floor)
+        keep, threshold, clamped = slimming_keep(bn_scale(model, base), settings.ratio, settings.floor,
+                                                 self.allocation.rule)
         return channel_proposal(model, base, keep, threshold=threshold, clamped=clamped, floor=settings.floor)
