@@ -85,7 +85,7 @@ def table_figure(rows: list[dict], arms: list[str], *, colours: dict[str, str] |
                  caption: str = ""):
     """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
     arm with its mean accuracy and std over seeds; the paper's number, where cited, as a
-    black tick on its arm's bar. `rows` are `sweep.table.summary` rows."""
+    black tick on its arm's bar. `rows` are `sweep.table_report.summary` rows."""
     fig = go.Figure()
     labels = [r["row"] for r in rows]
     for arm in arms:

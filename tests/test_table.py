@@ -96,7 +96,7 @@ def test_bad_table_specs_are_one_line_errors(text, match):
 def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     from archsearch.sweep.app import write_outputs
     from archsearch.sweep.runner import status, work
-    from archsearch.sweep.table import summary
+    from archsearch.sweep.table_report import summary
 
     spec, wd, plan, study = _prepared(tmp_path)
     assert plan["arms"] == ["unpruned", "finetune", "scratch-e", "scratch-b"]
@@ -122,7 +122,7 @@ def test_table_sweep_runs_every_arm_from_the_proposal_and_reports(tmp_path):
     assert [r["row"] for r in rows] == ["slimming-vgg11-digits 50%", "l1norm-vgg11-digits 30%"]
     assert rows[0]["paper_finetune"] == 93.5 and rows[1]["paper_finetune"] == ""
     assert all(r[f"{a}_seeds"] == 1 for r in rows for a in plan["arms"])
-    from archsearch.sweep.table import provenance
+    from archsearch.sweep.table_report import provenance
 
     assert [r["width"] for r in rows] == [0.25, 0.25] and "width 0.25, 2 epochs" in provenance(study, plan)
     wide = {**plan, "rows": [plan["rows"][0], {**plan["rows"][1], "settings": {**plan["rows"][1]["settings"],

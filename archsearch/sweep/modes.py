@@ -23,7 +23,7 @@ from ..experiment import Point, net_numbers, point_schedule, result_numbers, tra
 from ..generate import GENERATORS, KINDS, pattern_stage_values
 from ..names import parse_target
 from ..progress import EpochProgress
-from . import results, table
+from . import results, table, table_report
 from .points import arch_for, grid_point, grid_space, resolve_pattern, search_arch, target_net, train_config
 from .processes import train_processes
 from .storage import frozen
@@ -384,12 +384,12 @@ class TableMode(Mode):
         return table.run_trial(study, trial, plan, ctx, label)
 
     def write_outputs(self, study, plan: dict, st, out_dir: Path, x: str, png: bool) -> tuple[Path, Path]:
-        if not table.completed(study):
+        if not table_report.completed(study):
             raise ArchsearchError(f"study {study.study_name} has no completed trials yet")
-        return table.write_outputs(study, plan, st, out_dir, png=png)
+        return table_report.write_outputs(study, plan, st, out_dir, png=png)
 
     def summary_table(self, study, plan: dict) -> str:
-        return table.summary_markdown(study, plan)
+        return table_report.summary_markdown(study, plan)
 
     def efficiency_rows(self, study, ref: str) -> list[dict]:
         raise ArchsearchError(f"{study.study_name} is a table sweep: its figure is table.html, written by "
