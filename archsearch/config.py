@@ -157,14 +157,17 @@ PRESETS: dict[str, TrainConfig] = {
                         about="tests and quickstart: 12 epochs, batch 64, lr 0.05, width 0.25"),
     # the paper's ImageNet settings (imagenet/*/main_E.py, main_B.py, main_finetune.py of the Rethinking code):
     # 90 epochs, batch 256, lr 0.1 x0.1 every int(E/3) epochs (30 and 60 at 90; `adjust_learning_rate`), weight
-    # decay 1e-4, fine-tuning 20 epochs at lr 1e-3 (l1-norm-pruning's; network-slimming's is 5, weight-level's 10:
-    # set finetune_epochs per method), Scratch-B capped at 2x (l1-norm-pruning's main_B.py: 180 epochs). An
-    # ImageNet epoch is long, so every one is checkpointed.
+    # decay 1e-4, fine-tuning 20 epochs at lr 1e-3 (l1-norm-pruning's; a table's fine-tune arm takes each
+    # method's own: network-slimming's 5, weight-level's 10; `Proposer.finetune`). Scratch-B is uncapped here:
+    # l1-norm-pruning's, thinet's and regression-pruning's main_B.py cap it at 2x (180 epochs) and a table
+    # applies their cap (`Proposer.imagenet_scratch_b_cap`); network-slimming's and weight-level's main_B.py do
+    # not cap. An ImageNet epoch is long, so every one is checkpointed.
     "imagenet": TrainConfig("imagenet", epochs=90, lr=0.1, batch_size=256, width=1.0, finetune_epochs=20,
-                            milestones=(1 / 3,), lr_shape="every", count="original", scratch_b_cap=2.0,
+                            milestones=(1 / 3,), lr_shape="every", count="original",
                             checkpoint_every=1,
                             about="Liu et al. 2019 ImageNet settings: 90 epochs, batch 256, lr 0.1 x0.1 every 30 "
-                                  "epochs, wd 1e-4, fine-tune 20 epochs at lr 0.001, Scratch-B capped at 2x"),
+                                  "epochs, wd 1e-4, fine-tune 20 epochs at lr 0.001 (tables: each method's own), "
+                                  "Scratch-B uncapped (tables: 2x for L1-norm, ThiNet, regression)"),
     # soft filter pruning's CIFAR recipe, as cifar/soft-filter-pruning/README.md of the Rethinking code runs its
     # baseline, Scratch-E and Scratch-B: 200 epochs, batch 128, Nesterov momentum 0.9, wd 5e-4, lr 0.01 for the
     # first epoch, then 0.1, x0.2 at epochs 60, 120 and 160 (`--schedule 1 60 120 160 --gammas 10 0.2 0.2 0.2

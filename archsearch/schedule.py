@@ -3,7 +3,8 @@
 `make_schedule(config, kind)` takes a `TrainConfig` (`archsearch.config`: a preset is a named
 one) and gives a `Schedule`: `scratch-e` (the config's epochs), `scratch-b` (epochs x
 cost(base) / cost(spec), optionally capped; the paper caps at 2 on ImageNet only),
-`finetune` (from given weights at the fine-tune lr). The schedule carries the config it was
+`finetune` (from given weights: at the fine-tune lr, or under the training recipe again for a
+method whose original fine-tunes so, `FineTune`). The schedule carries the config it was
 made from (`Schedule.config`, with make_schedule's own overrides folded in), so `train`
 records the resolved config with every result without taking it as another argument.
 """
@@ -19,6 +20,34 @@ from .errors import ArchsearchError
 from .spec import ArchSpec
 
 SCHEDULE_KINDS = ("scratch-e", "scratch-b", "finetune")
+FINETUNE_LRS = ("finetune", "train")
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """A method's own fine-tuning budget and lr rule, as its original code fine-tunes: `fraction`
+    of the large net's epochs, at `lr` = "finetune" (a constant lr, the config's `finetune_lr`:
+    every original main_finetune.py) or "train" (the training recipe again, its lr, warm-up and
+    steps: Network Slimming's `main.py --refine --epochs 160`); under the `imagenet` preset
+    `imagenet_fraction` and `imagenet_lr` instead. `source` says where each number comes from.
+    Whatever the lr rule, the fine-tune arm keeps the recipe's augmentation and regularisers
+    (Nesterov, label smoothing, crop padding, test-time flip), as the scratch arms do."""
+
+    fraction: float
+    lr: str = "finetune"
+    imagenet_fraction: float | None = None
+    imagenet_lr: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 10 or self.lr not in FINETUNE_LRS or (self.imagenet_lr or "finetune") not in FINETUNE_LRS:
+            raise ArchsearchError(f"a fine-tune rule needs a fraction in (0, 10] and an lr rule in {FINETUNE_LRS}")
+
+    def resolve(self, config: TrainConfig, train_epochs: int) -> tuple[int, str]:
+        """(epochs, lr rule) of the fine-tune arm after a large net trained `train_epochs` under `config`."""
+        imagenet = config.name == "imagenet" and self.imagenet_fraction is not None
+        frac = self.imagenet_fraction if imagenet else self.fraction
+        return max(1, round(frac * train_epochs)), (self.imagenet_lr or self.lr) if imagenet else self.lr
 
 
 @dataclass(frozen=True)
@@ -103,15 +132,19 @@ RECIPE_DEFAULTS = {f.name: f.default for f in fields(Schedule)
 def make_schedule(preset: str | TrainConfig = DEFAULT_PRESET, kind: str = "scratch-e", *, epochs: int | None = None,
                   spec: ArchSpec | None = None, base: ArchSpec | None = None, cap: float | None = None,
                   count_convention: str | None = None, lr: float | None = None,
-                  batch_size: int | None = None) -> Schedule:
+                  batch_size: int | None = None, finetune_lr: str = "finetune") -> Schedule:
     """The schedule of a `kind` run under `preset` (a name or a resolved config); the keyword
     overrides are the config's own fields for this kind (`epochs` is the fine-tune epochs of a
-    `finetune` run, `lr` its lr) and are folded into the config the schedule carries."""
+    `finetune` run, `lr` its lr) and are folded into the config the schedule carries.
+    `finetune_lr` (`FineTune.lr`): "finetune", a constant lr at the config's finetune_lr;
+    "train", the training recipe's lr rule over the fine-tune epochs."""
     p = preset if isinstance(preset, TrainConfig) else get_preset(preset)
     if kind not in SCHEDULE_KINDS:
         raise ArchsearchError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULE_KINDS)}")
     if epochs is not None and epochs < 1:
         raise ArchsearchError(f"epochs must be at least 1, got {epochs}")
+    if finetune_lr not in FINETUNE_LRS:
+        raise ArchsearchError(f"unknown fine-tune lr rule {finetune_lr!r}; known: {', '.join(FINETUNE_LRS)}")
     if count_convention is not None and count_convention not in CONVENTIONS:
         raise ArchsearchError(f"unknown counting convention {count_convention!r}; known: {', '.join(CONVENTIONS)}")
     if kind == "scratch-b":
@@ -120,7 +153,8 @@ def make_schedule(preset: str | TrainConfig = DEFAULT_PRESET, kind: str = "scrat
         if cap is not None and cap <= 0:
             raise ArchsearchError(f"scratch-b cap must be positive, got {cap}")
     ft = kind == "finetune"
-    p = p.override(**{"finetune_epochs" if ft else "epochs": epochs, "finetune_lr" if ft else "lr": lr},
+    constant = ft and finetune_lr == "finetune"  # a fine-tune at the training recipe's lr rule is stepped as training
+    p = p.override(**{"finetune_epochs" if ft else "epochs": epochs, "finetune_lr" if constant else "lr": lr},
                    batch_size=batch_size or None, count=count_convention,
                    scratch_b_cap=cap if kind == "scratch-b" else None)
     base_epochs = p.finetune_epochs if ft else p.epochs
@@ -131,18 +165,20 @@ def make_schedule(preset: str | TrainConfig = DEFAULT_PRESET, kind: str = "scrat
         if cap is not None:
             factor = min(factor, cap)
         n = max(1, int(base_epochs * factor))  # int(), as the original main_B.py: int(160 * base / pruned)
-    # fine-tuning keeps a constant lr (the recipe's lr shape and regularisers are not its), but it is
-    # tested as every other arm of the preset is: with the preset's test-time flip, or none
-    recipe = ({"tta_flip": p.tta_flip} if ft else {k: getattr(p, k) for k in RECIPE_DEFAULTS})
+    # every arm keeps the recipe's augmentation and regularisers (issue 29: a fair fine-tune arm); a
+    # constant-lr fine-tune drops only the lr shape and its warm-up
+    recipe = {k: getattr(p, k) for k in RECIPE_DEFAULTS}
+    if constant:
+        recipe.update(lr_shape="step", warmup=0.0, warmup_from=RECIPE_DEFAULTS["warmup_from"])
     return Schedule(
         **recipe,
-        kind=kind, preset=p.name, epochs=n, lr=p.finetune_lr if ft else p.lr,
+        kind=kind, preset=p.name, epochs=n, lr=p.finetune_lr if constant else p.lr,
         batch_size=p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
-        # fine-tuning keeps its lr: every original main_finetune.py (cifar/l1-norm-pruning, network-slimming,
-        # weight-level's schedule [41, 42] of 40 epochs, imagenet/*: 0.1 ** (epoch // 30) over 20 or fewer)
-        milestones=() if ft else p.milestones, gamma=p.gamma, base_epochs=base_epochs,
+        # a constant-lr fine-tune keeps its lr: every original main_finetune.py (cifar/l1-norm-pruning, network-
+        # slimming, weight-level's schedule [41, 42] of 40 epochs, imagenet/*: 0.1 ** (epoch // 30) over 20 or fewer)
+        milestones=() if constant else p.milestones, gamma=p.gamma, base_epochs=base_epochs,
         budget_factor=factor, cap=cap, count=p.count, config=p,
     )
 
 
-__all__ = ["SCHEDULE_KINDS", "RECIPE_DEFAULTS", "Schedule", "make_schedule"]
+__all__ = ["SCHEDULE_KINDS", "FINETUNE_LRS", "FineTune", "RECIPE_DEFAULTS", "Schedule", "make_schedule"]

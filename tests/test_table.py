@@ -317,7 +317,7 @@ def test_every_arm_of_the_registry_is_complete(name, tmp_path):
     if not arm.is_proposal:
         base = base_spec("vgg11", 10, width=0.25)
         spec = base_spec("vgg11", 10, width=0.125)
-        prop = SimpleNamespace(user_attrs={"epochs": 3, "rewind_epoch": 1})
+        prop = SimpleNamespace(user_attrs={"epochs": 3, "rewind_epoch": 1, "method": "slimming"})
         sched = arm.schedule({"preset": "tiny", "finetune_epochs": 2}, prop, spec, base)
         assert sched.epochs >= 1 and sched.preset == "tiny"
     rows = '\n[[rows]]\nfrom = "lottery-vgg11-digits"\n'

@@ -45,6 +45,7 @@ from ..data import Dataset
 from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
 from ..spec import ArchSpec
+from ..schedule import FineTune
 from ..train import BNL1, EpochStats, Schedule, TrainHook, train
 from .allocation import Allocation, GlobalThreshold
 from .options import Options, flag, owner
@@ -144,6 +145,15 @@ class Proposer:
     options: ClassVar[type[Options]] = Options  # the typed options, with the method's defaults
     allocation: ClassVar[Allocation] = GlobalThreshold()  # how scores become keep masks
     data_aware: ClassVar[bool] = False  # `prune` also reads training data (sampled activations)
+    # the table's fine-tune arm: the method's own budget and lr rule (`schedule.FineTune`), from its
+    # original fine-tuning script; a method without one takes L1-norm's, and says so in `source`
+    finetune: ClassVar[FineTune] = FineTune(
+        0.25, imagenet_fraction=20 / 90,
+        source="no fine-tuning script in the Rethinking code for this method: L1-norm's rule, 40 of 160 epochs "
+               "(CIFAR) or 20 of 90 (ImageNet) at lr 0.001")
+    # Scratch-B's epoch factor cap under the imagenet preset: the Rethinking code's imagenet main_B.py
+    # caps at 2 (180 epochs) for L1-norm, ThiNet and regression only; None: uncapped
+    imagenet_scratch_b_cap: ClassVar[float | None] = None
 
     @property
     def default_ratio(self) -> float:

@@ -36,6 +36,7 @@ from ..archs import get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from .allocation import PredefinedRatios
+from ..schedule import FineTune
 from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import filter_norm
 from .options import PerLayerOptions
@@ -85,6 +86,10 @@ class L1Norm(Proposer):
     about = "L1-norm filter pruning: predefined per-layer ratios, filters ranked by L1 norm (Li et al. 2017)"
     options = L1NormOptions
     allocation = PredefinedRatios(variants=variant_ratios)
+    finetune = FineTune(0.25, imagenet_fraction=20 / 90,
+                        source="Rethinking cifar/l1-norm-pruning/main_finetune.py: 40 epochs at lr 0.001; "
+                               "imagenet/l1-norm-pruning/main_finetune.py: 20 epochs at lr 0.001")
+    imagenet_scratch_b_cap = 2.0  # imagenet/l1-norm-pruning/main_B.py: 180 epochs when the FLOP ratio is >= 2
 
     def check_family(self, base: ArchSpec) -> None:
         sel = [g.name for g in get_family(base.family).groups(base) if g.kind != "conv"]

@@ -16,7 +16,7 @@ from torch import nn
 from ..spec import ArchSpec
 from .base import Pruned, Proposer, Settings, register_proposer
 from .importance import lamp
-from .magnitude import masked_proposal, score_masks
+from .magnitude import Magnitude, masked_proposal, score_masks
 from .options import Options, default
 
 
@@ -32,6 +32,7 @@ class Lamp(Proposer):
     kind = "sparsity"
     about = "LAMP: layer-adaptive magnitude scores, one global threshold over all conv weights (Lee et al. 2021)"
     options = LampOptions
+    finetune = Magnitude.finetune  # a weight-level method: the weight-level scripts' fine-tuning
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         return masked_proposal(model, base, *score_masks(lamp(model, base), settings.ratio))

@@ -40,7 +40,7 @@ from ..errors import ArchsearchError
 from ..train import TrainHook, train
 from .allocation import Rounds
 from .base import Pruned, Proposer, initial_state, register_proposer
-from .magnitude import masked_proposal, score_masks
+from .magnitude import Magnitude, masked_proposal, score_masks
 from .options import RoundsOptions, default
 
 
@@ -98,6 +98,7 @@ class Lottery(Proposer):
     kind = "sparsity"
     about = "lottery tickets: iterative magnitude pruning with rewinding to the initial weights (Frankle & Carbin 2019)"
     options = LotteryOptions
+    finetune = Magnitude.finetune  # weight-level: the weight-level scripts' fine-tuning
     allocation = Rounds()
 
     def run(self, base, data, settings, schedule, run: Path, *, seed, device, progress, checkpoint_every, base_dir):

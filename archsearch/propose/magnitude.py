@@ -17,6 +17,7 @@ from torch import nn
 from ..archs import get_family
 from ..spec import ArchSpec
 from .allocation import GlobalThreshold, global_threshold, keep_one
+from ..schedule import FineTune
 from .base import Pruned, Proposer, Settings, register_proposer
 from .importance import magnitude
 from .options import Options, default
@@ -81,6 +82,9 @@ class Magnitude(Proposer):
     about = "unstructured magnitude pruning: one global |w| threshold over all conv weights (Han et al. 2015)"
     options = MagnitudeOptions
     allocation = GlobalThreshold("original")  # cifar_prune.py's count: int(p x N) + 1
+    finetune = FineTune(0.25, imagenet_fraction=10 / 90,
+                        source="Rethinking cifar/weight-level/cifar_finetune.py: 40 epochs at lr 0.001 (its schedule "
+                               "[41, 42] never steps); imagenet/weight-level/main_finetune.py: 10 epochs at lr 0.001")
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         return masked_proposal(model, base, *score_masks(magnitude(model, base), settings.ratio, self.allocation.rule))

@@ -37,6 +37,7 @@ class RegressionOptions(PerLayerOptions):
 @register_proposer
 class Regression(ReaderAllocation, Proposer):
     name = "regression"
+    imagenet_scratch_b_cap = 2.0  # imagenet/regression-pruning/main_B.py: 180 epochs when the FLOP ratio is >= 2
     kind = "channels"
     about = "channel pruning: LASSO channel selection, least-squares reconstruction (He et al. 2017)"
     options = RegressionOptions

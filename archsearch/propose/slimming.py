@@ -18,6 +18,7 @@ from torch import nn
 
 from ..spec import ArchSpec
 from .allocation import GlobalThreshold, floor_channels, global_threshold
+from ..schedule import FineTune
 from .base import Pruned, Proposer, Settings, channel_proposal, register_proposer
 from .importance import bn_scale
 from .options import Options, default
@@ -53,6 +54,14 @@ class Slimming(Proposer):
     about = "Network Slimming: L1 on BN scales, one global |gamma| threshold (Liu et al. 2017)"
     options = SlimmingOptions
     allocation = GlobalThreshold("original")  # vggprune.py's count: int(p x N) + 1
+    # Network Slimming's own code fine-tunes as long as it trains, under the training recipe
+    # (github.com/Eric-mingjie/network-slimming README: `main.py --refine ... --epochs 160`, lr 0.1 x0.1 at
+    # 50%/75%; its README's "Fine-tune-160" columns). The Rethinking code's cifar/network-slimming/
+    # main_finetune.py defaults to 40 epochs at lr 0.001 (its help text still says 160); its imagenet/
+    # network-slimming/main_finetune.py runs 5 of 90 epochs at lr 0.001.
+    finetune = FineTune(1.0, "train", imagenet_fraction=5 / 90, imagenet_lr="finetune",
+                        source="network-slimming README: main.py --refine --epochs 160 (CIFAR); Rethinking "
+                               "imagenet/network-slimming/main_finetune.py: 5 epochs at lr 0.001 (ImageNet)")
 
     def default_sparsity(self, family: str) -> float:
         return 1e-4 if family == "vgg" else 1e-5

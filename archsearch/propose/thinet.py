@@ -36,6 +36,7 @@ class ThiNetOptions(PerLayerOptions):
 @register_proposer
 class ThiNet(ReaderAllocation, Proposer):
     name = "thinet"
+    imagenet_scratch_b_cap = 2.0  # imagenet/thinet/main_B.py: 180 epochs when the FLOP ratio is >= 2
     kind = "channels"
     about = "ThiNet: channels chosen by the next layer's reconstruction error, kept weights rescaled (Luo et al. 2017)"
     options = ThiNetOptions

@@ -8,11 +8,15 @@ arms to train. One study holds, per (row, arm, seed), one trial:
   regulariser, if any) and pruned; its accuracy is the table's "unpruned" column, and its
   pruned architecture, inherited weights and winning-ticket initialisation are uploaded to
   the study's artifact store;
-- `finetune`: the pruned net fine-tuned from the inherited weights (the preset's
-  fine-tuning schedule);
+- `finetune`: the pruned net fine-tuned from the inherited weights, for the method's own
+  fine-tuning budget and lr rule (`Proposer.finetune`: Network Slimming as long as it trained,
+  under the training recipe; L1-norm and magnitude pruning a quarter of it at lr 0.001), with
+  the preset's augmentation and regularisers;
 - `scratch-e`: the pruned architecture from a random initialisation, for the large net's
   epochs (for a lottery row: the "random init" column);
-- `scratch-b`: the same, for the large net's compute (`train.make_schedule`, scratch-b);
+- `scratch-b`: the same, for the large net's compute (`train.make_schedule`, scratch-b; under
+  the imagenet preset capped at 2x for the methods whose originals cap it). When that comes
+  to Scratch-E's epochs, its trial trains nothing and records `same_as = "scratch-e"`;
 - `ticket`: the pruned net (its mask) from the winning-ticket initialisation (the lottery;
   a channel proposal's kept channels of the large net's initial weights), for the large
   net's epochs, from the rewind epoch if the row rewinds.
@@ -39,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .. import propose as proposing  # looked up when called: tests stand in their own proposer
 from .._io import atomic_path, check_name, load_state, make_dirs, os_error
+from ..config import resolve as resolve_config
 from ..counting import count
 from ..errors import ArchsearchError, clip
 from ..experiment import Point, result_numbers, train_point
@@ -61,23 +66,45 @@ class Arm:
     schedule: Callable[[dict, FrozenTrial, ArchSpec, ArchSpec], Schedule] | None = None
     init: str | None = None  # the proposal's artifact holding its initial weights (None: random)
     rewinds: bool = False    # starts at the proposal's rewind epoch (a lottery ticket rewound)
+    # an arm whose run can be another's: when both schedules train the same epochs from the same
+    # start (Scratch-B's compute rounding down to Scratch-E's epochs), this arm's trial trains
+    # nothing and records `same_as`; the report shows the other arm's numbers once
+    same_as: str | None = None
 
     @property
     def is_proposal(self) -> bool:
         return self.schedule is None
 
 
+def _method(prop: FrozenTrial) -> proposing.Proposer:
+    return proposing.get_proposer(str(prop.user_attrs.get("method")))
+
+
 def _finetune(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
-    return make_schedule(tr["preset"], "finetune", epochs=tr.get("finetune_epochs"))
+    """The method's own fine-tuning (`Proposer.finetune`): its share of the large net's epochs at its
+    lr rule, with the preset's augmentation and regularisers; [train]'s finetune_epochs, when given,
+    sets the epochs instead."""
+    config = resolve_config(tr["preset"])
+    epochs, lr_rule = _method(prop).finetune.resolve(config, int(prop.user_attrs["epochs"]))
+    return make_schedule(config, "finetune", epochs=tr.get("finetune_epochs") or epochs, finetune_lr=lr_rule)
 
 
 def _large_net_epochs(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
     return make_schedule(tr["preset"], "scratch-e", epochs=prop.user_attrs["epochs"])
 
 
+def scratch_b_cap(tr: dict, method: proposing.Proposer) -> float | None:
+    """[train]'s cap when given; under the imagenet preset the method's own (the originals cap only
+    L1-norm, ThiNet and regression); otherwise the preset's."""
+    if tr.get("cap") is not None:
+        return tr["cap"]
+    config = resolve_config(tr["preset"])
+    return method.imagenet_scratch_b_cap if config.name == "imagenet" else config.scratch_b_cap
+
+
 def _large_net_compute(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
     return make_schedule(tr["preset"], "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
-                         cap=tr.get("cap"), count_convention=tr.get("count"))
+                         cap=scratch_b_cap(tr, _method(prop)), count_convention=tr.get("count"))
 
 
 # the arms in table order (the proposal first): a new arm is one entry here (and its colour and
@@ -89,7 +116,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("scratch-e", "the pruned architecture trained from scratch for the large net's epochs", "#ff7f0e",
         _large_net_epochs),
     Arm("scratch-b", "the pruned architecture trained from scratch for the large net's compute", "#2ca02c",
-        _large_net_compute),
+        _large_net_compute, same_as="scratch-e"),
     Arm("ticket", "the pruned net trained from the winning-ticket initialisation", "#9467bd", _large_net_epochs,
         init="ticket_init.pt", rewinds=True),
 )}
@@ -356,6 +383,11 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     spec = ArchSpec.load(fetch("spec.json"))
     base = ArchSpec.from_dict(prop.user_attrs["base_spec"], "the proposal's base spec")
     sched = a.schedule(tr, prop, spec, base)
+    if a.same_as is not None and ARMS[a.same_as].init == a.init and \
+            sched.epochs == ARMS[a.same_as].schedule(tr, prop, spec, base).epochs:
+        for k, v in (("same_as", a.same_as), ("epochs", sched.epochs), ("proposal_trial", prop.number)):
+            trial.set_user_attr(k, v)
+        return 0.0  # no accuracy of its own: the report reads `same_as`'s trial of this row and seed
     init = load_state(fetch(a.init), "artifact") if a.init else None
     start = int(prop.user_attrs.get("rewind_epoch") or 0) if a.rewinds else 0
     c = count(spec)
