@@ -98,6 +98,21 @@ def count(spec: ArchSpec) -> Counts:
     return Counts(params, nz_params, macs, nz_macs, orig)
 
 
+def original_params(spec: ArchSpec) -> int:
+    """The parameter count the original scripts report for `spec`: archsearch's
+    (`count(spec).params`) plus one entry per stream channel of every channel-selection layer.
+    cifar/network-slimming/models/channel_selection.py registers its `indexes` (one float per
+    channel of the stream it selects from, pruned or not) as an `nn.Parameter`, and
+    resprune.py / denseprune.py (`sum(param.nelement() for param in newmodel.parameters())`,
+    written to prune.txt) and compute_flops.py count every parameter; archsearch keeps the
+    selection as an index buffer, which trains nothing. So PreResNet-164 (CIFAR-10) is
+    1,711,338 there and 1,703,258 here, DenseNet-40 1,068,658 and 1,059,298; a family without
+    selection layers (VGG, ResNet) counts the same. Quote this figure only beside a paper
+    number that the original scripts produced (e.g. Network Slimming's README tables)."""
+    fam = get_family(spec.family)
+    return count(spec).params + sum(g.stream for g in fam.groups(spec) if g.kind == "select")
+
+
 # -- memory: what a network costs to hold --------------------------------------------------------
 def memory_needed(spec: ArchSpec, batch_size: int) -> int:
     """Bytes that training `spec` at `batch_size` needs at least (fp32): weights, gradients,

@@ -137,7 +137,7 @@ PINNED = [
     ("l1norm-resnet20-digits", dict(stage_ratios=[0.5, 0.25, 0.5], skip=["layer1.0.conv1"], width=0.5),
      "r0.404762-paper-w0.5-e160-136b0b96"),
     ("thinet-vgg11-digits", dict(preset="tiny", ratio=0.3), "r0.306686-tiny-w0.25-e12-dbc5ca44"),
-    ("regression-vgg11-digits", dict(preset="tiny"), "r0.5-tiny-w0.25-e12-e03b1f81"),
+    ("regression-vgg11-digits", dict(preset="tiny"), "r0.5-tiny-w0.25-e12-f8b400b0"),
     ("sfp-resnet20-digits", dict(preset="tiny", batch_size=32), "r0.3-tiny-w0.25-e12-22d1c0da"),
     ("lottery-vgg11-digits", dict(preset="tiny", rounds=3, rewind_epoch=2), "r0.2-tiny-w0.25-e12-8c2eb825"),
     ("lottery-vgg11-digits", dict(preset="tiny"), "r0.2-tiny-w0.25-e12-87f234e6"),

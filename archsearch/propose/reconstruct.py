@@ -192,34 +192,100 @@ def full_contributions(x: torch.Tensor, layer: nn.Module, per_image: int, seed: 
     return fields, torch.einsum("sck,ock->soc", fields, w)
 
 
-def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4096, seed: int = 0,
-                 y: torch.Tensor | None = None) -> np.ndarray:
-    """He et al. (2017, Eq. 3): beta = argmin ||Y - sum_c beta_c Z_c||^2 + alpha ||beta||_1 over
-    (sample, output) rows (at most `rows` of them, drawn with `seed`), alpha raised by bisection
-    (log scale) until at most n_keep betas are non-zero; the n_keep largest |beta| are kept
-    (scikit-learn's Lasso). `y`: the (sample, output) targets, by default the full sum of
-    the contributions (S, out)."""
-    # start-up cost: scikit-learn's linear models take seconds to import, and only regression needs them
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
+# -- channel selection by LASSO (He et al. 2017, Eq. 3) -----------------------------------------
+# Two rules, `lasso_select(rule=...)`. "original" is the authors' code (github.com/yihui-he/
+# channel-pruning, commit 4e1c4cc, lib/decompose.py `dictionary`); "normalized" is the rule
+# archsearch used before issue 29, kept as an option.
+LASSO_RULES = ("original", "normalized")
+ORIGINAL_ALPHA = 1e-3  # lib/cfgs.py line 18, `alpha=1e-3`: the first upper bound of the alpha search
 
+
+def lasso_problem(z: torch.Tensor, rows: int = 4096, seed: int = 0, y: torch.Tensor | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The LASSO's design and target: one row per (sample, output) pair, one column per input
+    channel (its contribution Z_c there), and the target Y, by default the full sum of the
+    contributions. At most `rows` rows, drawn with `seed` (the original draws up to 400
+    positions and takes every output there, decompose.py lines 425-437; a random subset of the
+    pairs keeps the fit's cost bounded on a CPU)."""
     s, o, c = z.shape
     X = z.reshape(s * o, c).double().numpy()
     Y = X.sum(1) if y is None else y.reshape(s * o).double().numpy()
     if len(X) > rows:
         pick = np.sort(np.random.default_rng(seed).choice(len(X), rows, replace=False))
         X, Y = X[pick], Y[pick]
-    y = Y
-    scale = np.sqrt((X ** 2).mean(0)) + 1e-12  # columns on one scale so alpha treats channels alike
+    return X, Y
+
+
+def _largest(beta: np.ndarray, n_keep: int) -> np.ndarray:
+    """The keep mask of the n_keep largest |beta| (ties, zeros among them, in channel order)."""
+    keep = np.zeros(len(beta), dtype=bool)
+    keep[np.argsort(-np.abs(beta), kind="stable")[:n_keep]] = True
+    return keep
+
+
+def original_lasso(X: np.ndarray, Y: np.ndarray, n_keep: int, start: float = ORIGINAL_ALPHA, seed: int = 0,
+                   max_fits: int = 100) -> tuple[np.ndarray, float]:
+    """The authors' selection (lib/decompose.py, `dictionary`, lines 449-524 at commit 4e1c4cc):
+    one scikit-learn `Lasso(alpha, warm_start=True, selection='random')` at its defaults (an
+    intercept, raw columns, max_iter 1000, tol 1e-4), refitted as alpha moves; alpha doubled
+    from `start` until fewer than n_keep coefficients are non-zero, then bisected on [0, that
+    alpha] (arithmetic midpoints) until the count is in the band, and the non-zero ones kept.
+    The original's band is [n_keep, 1.1 n_keep] (`rank_tol = .1`, lib/cfgs.py line 75), so it
+    may keep up to 10% more channels than asked; here the widths are the predefined ones, so
+    the band is n_keep exactly (the original with `rank_tol = 0`). `seed` fixes the random
+    coordinate order the original leaves unseeded. The original loops until the band is hit;
+    after `max_fits` fits (a count that cannot be hit: dead or duplicate channels) this keeps
+    the n_keep largest |beta| of the fit with the fewest non-zeros above n_keep, or of the one
+    with the most below. Returns the keep mask and the alpha (the original starts the next
+    layer's search there, line 627 `cfgs.alpha = alpha`)."""
+    # start-up cost: scikit-learn's linear models take seconds to import, and only regression needs them
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    solver = Lasso(alpha=start, warm_start=True, selection="random", random_state=seed)
+    fits: list[tuple[np.ndarray, float]] = []
+
+    def solve(alpha: float) -> int:
+        solver.alpha = alpha
+        with warnings.catch_warnings():  # the original runs at the defaults and lets it warn
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            solver.fit(X, Y)
+        fits.append((solver.coef_.copy(), alpha))
+        return int((solver.coef_ != 0).sum())
+
+    left, right = 0.0, start
+    while solve(right) >= n_keep and len(fits) < max_fits:
+        right *= 2
+    while len(fits) < max_fits:
+        alpha = (left + right) / 2
+        nnz = solve(alpha)
+        if nnz == n_keep:
+            return fits[-1][0] != 0, alpha
+        left, right = (alpha, right) if nnz > n_keep else (left, alpha)
+    counts = [int((b != 0).sum()) for b, _ in fits]
+    above = [i for i, n in enumerate(counts) if n >= n_keep]
+    best = min(above, key=lambda i: (counts[i], -i)) if above else max(range(len(fits)), key=lambda i: (counts[i], i))
+    return _largest(fits[best][0], n_keep), fits[best][1]
+
+
+def normalized_lasso(X: np.ndarray, Y: np.ndarray, n_keep: int, max_iter: int = 40) -> tuple[np.ndarray, float]:
+    """archsearch's rule before issue 29: columns scaled to unit root-mean-square so that alpha
+    treats channels alike, no intercept, alpha bisected on a log scale below the smallest
+    alpha at which every beta is 0, until at most n_keep betas are non-zero; the n_keep
+    largest |beta| are kept. Returns the keep mask and the alpha (on the scaled columns)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    scale = np.sqrt((X ** 2).mean(0)) + 1e-12
     Xs = X / scale
-    hi = float(np.abs(Xs.T @ y).max() / len(y))  # every beta is 0 at and above this alpha
+    hi = float(np.abs(Xs.T @ Y).max() / len(Y))  # every beta is 0 at and above this alpha
     lo = hi * 1e-6
     best = None
     for _ in range(max_iter):
         alpha = float(np.sqrt(lo * hi))
         with warnings.catch_warnings():  # the search's small alphas converge slowly; the top-k is what counts
             warnings.simplefilter("ignore", ConvergenceWarning)
-            beta = Lasso(alpha=alpha, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, y).coef_
+            beta = Lasso(alpha=alpha, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, Y).coef_
         nnz = int((beta != 0).sum())
         if nnz <= n_keep:
             best, hi = beta, alpha
@@ -232,11 +298,23 @@ def lasso_select(z: torch.Tensor, n_keep: int, max_iter: int = 40, rows: int = 4
     if best is None or (best != 0).sum() == 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            best = Lasso(alpha=lo, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, y).coef_
-    order = np.argsort(-np.abs(best), kind="stable")[:n_keep]
-    keep = np.zeros(c, dtype=bool)
-    keep[order] = True
-    return keep
+            best = Lasso(alpha=lo, fit_intercept=False, max_iter=2000, tol=1e-5).fit(Xs, Y).coef_
+        hi = lo
+    return _largest(best, n_keep), hi
+
+
+def lasso_select(z: torch.Tensor, n_keep: int, rows: int = 4096, seed: int = 0, y: torch.Tensor | None = None,
+                 rule: str = "original", start: float = ORIGINAL_ALPHA) -> tuple[np.ndarray, float]:
+    """He et al. (2017, Eq. 3): beta = argmin ||Y - sum_c beta_c Z_c||^2 + alpha ||beta||_1 over
+    (sample, output) rows (`lasso_problem`), alpha searched until n_keep betas are non-zero,
+    by `rule`: "original" (the authors' code, `original_lasso`, starting at `start`) or
+    "normalized" (`normalized_lasso`; `start` unused). Returns the keep mask and the alpha."""
+    X, Y = lasso_problem(z, rows, seed, y)
+    if rule == "original":
+        return original_lasso(X, Y, n_keep, start=start, seed=seed)
+    if rule == "normalized":
+        return normalized_lasso(X, Y, n_keep)
+    raise ArchsearchError(f"lasso must be one of {', '.join(LASSO_RULES)}, got {rule!r}")
 
 
 def outputs(fields: torch.Tensor, layer: nn.Module) -> torch.Tensor:
