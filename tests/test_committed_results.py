@@ -134,10 +134,13 @@ def _sparsity(trials) -> list[str]:
     return [line.replace("K |", f"K ({pct[b]}) |", 1) for line, b in zip(lines, sorted(pct))]
 
 
+def _kind(trials, kind: str) -> list:
+    return [t for t in trials if t.user_attrs.get("kind") == kind]
+
+
 def _reduced_fig3(trials) -> list[str]:
     return [f"| {kind} " + line for kind in ("channels", "sparsity")
-            for line in _versus([t for t in trials if t.user_attrs.get("kind") == kind], ["pruned", "uniform"],
-                                diffs=True)]
+            for line in _versus(_kind(trials, kind), ["pruned", "uniform"], diffs=True)]
 
 
 def _table(trials) -> list[str]:
@@ -166,7 +169,11 @@ README_LINES = {
     "fig3-vgg16-c10-full/channels": [("fig3-vgg16-c10-full/README.md",
                                       lambda ts: _versus(ts, ["pruned", "uniform"], diffs=True))],
     "fig3-vgg16-c10-full/sparsity": [("fig3-vgg16-c10-full/README.md", _sparsity)],
-    "fig3-vgg16-c10-reduced": [("fig3-vgg16-c10-reduced/README.md", _reduced_fig3)],
+    "fig3-vgg16-c10-reduced": [
+        ("fig3-vgg16-c10-reduced/README.md", _reduced_fig3),
+        ("fig3-vgg16-c10-full/README.md",
+         lambda ts: (_versus(_kind(ts, "channels"), ["pruned", "uniform"], diffs=True)
+                     + _sparsity(_kind(ts, "sparsity"))))],
     "fig5-vgg19-c10-full": [("fig5-vgg19-c10-full/README.md",
                              lambda ts: _versus(ts, ["pruned", "guided", "transferred", "uniform"], diffs=False))],
     "fig5-vgg19-c10-reduced": [
