@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from archsearch.sweep.plan import portable_command
+from archsearch.commands import portable_command
 
 CWD = "/home/someone/checkout"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
 
+from ..commands import portable_command
 from .options import Number
 
 
@@ -35,7 +37,7 @@ def export_cmd(run_dir, **options):
     """
     from ..workflows.export import export_run  # torch: kept out of `archsearch --help`
 
-    done = export_run(run_dir, command="archsearch export " + " ".join(sys.argv[2:]), **options)
+    done = export_run(run_dir, command=portable_command("archsearch export " + shlex.join(sys.argv[2:])), **options)
     for f, rec in done.manifest["formats"].items():
         click.echo(f"{f:12s} {done.out / rec['file']}  (outputs match, max diff {rec['max_abs_diff']:.2g})")
     if not done.trained:

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ..commands import portable_command
 from ..config import DEFAULT_PRESET
 from .options import (EPOCHS, FRACTION, PRESET_NAMES, RATIO, SEEDS, WIDTH, CommaList, NameValue, Number,
                       RegistryCommand, RegistryOption)
@@ -92,8 +93,8 @@ def extract(source, **options):
     for line in x.header:
         click.echo(line, err=True)
     props = propose_seeds(x, log=lambda line: click.echo(line, err=True))
-    command = "archsearch " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["extract"] else \
-        f"archsearch extract --from {source}"
+    command = portable_command("archsearch " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["extract"] else
+                               f"archsearch extract --from {source}")
     saved = save(x, props, command)
     click.echo(stage_table(saved.pattern))
     acc = saved.pattern["accuracy"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import os
-import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +19,7 @@ import optuna
 
 from .. import __version__
 from .. import patterns as P
+from ..commands import portable_command
 from ..errors import ArchsearchError
 from ..schemas import PlanModel, check
 from .modes import get_mode
@@ -66,42 +65,6 @@ def build_plan(spec: SweepSpec, workdir: Path, *, device: str = "auto", data_dir
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     return get_mode(spec.mode).build(spec, plan, workdir, device=device, data_dir=data_dir, log=log,
                                      artifacts=artifacts)
-
-
-# how a storage URL names a file: a journal's file://PATH and SQLite's sqlite:///PATH
-_FILE_URLS = ("file://", "sqlite:///")
-
-
-def _portable_path(arg: str, cwd: str) -> str:
-    """`arg` relative to `cwd` if it is an absolute path (or a file URL or option value holding
-    one); any other argument as it is."""
-    if arg.startswith("-") and "=" in arg:  # --option=VALUE
-        opt, _, value = arg.partition("=")
-        return f"{opt}={_portable_path(value, cwd)}"
-    for scheme in _FILE_URLS:
-        if arg.startswith(scheme) and os.path.isabs(arg[len(scheme):]):
-            return scheme + _portable_path(arg[len(scheme):], cwd)
-    if not os.path.isabs(arg):
-        return arg
-    try:
-        return os.path.relpath(arg, cwd)
-    except ValueError:  # another drive (Windows): no relative form
-        return arg
-
-
-def portable_command(command: str, cwd: str | os.PathLike | None = None) -> str:
-    """The command as a new plan records it, which reports and figure captions show: every
-    absolute path in it (an argument, an option's `=VALUE`, a file:// or sqlite:/// URL) made
-    relative to the folder the command ran in (`cwd`, default the current one), so that a
-    committed report names the work folder's paths (`../shared/data`, `runs/x`), never one
-    machine's home or temporary folders (issue 29). The same command typed in that folder does
-    the same. A command that does not split as shell words is split at white space."""
-    cwd = os.fspath(cwd if cwd is not None else Path.cwd())
-    try:
-        words = shlex.split(command)
-    except ValueError:  # an unbalanced quote
-        return " ".join(_portable_path(w, cwd) for w in command.split())
-    return shlex.join(_portable_path(w, cwd) for w in words)
 
 
 def read_plan(plan, where: str) -> dict:
@@ -220,5 +183,5 @@ def run_cfg_of(spec: SweepSpec) -> dict:
     return {"heartbeat": spec.heartbeat, "grace": spec.grace, "max_retry": spec.max_retry}
 
 
-__all__ = ["build_plan", "read_plan", "portable_command", "open_run_storage", "create_or_load", "load_study",
+__all__ = ["build_plan", "read_plan", "open_run_storage", "create_or_load", "load_study",
            "default_workdir", "run_cfg_of", "study_name", "PLAN_ATTR", "PLAN_VERSION"]

@@ -5,12 +5,14 @@ Read by the modes (`modes.py`: each mode's `check_points` builds every point bef
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Callable
 
 import optuna
 
 from .. import patterns as P
+from ..commands import portable_command
 from ..config import TrainConfig
 from ..config import resolve as resolve_config
 from ..data import load_dataset
@@ -69,7 +71,8 @@ def extract_in_sweep(source: str, spec, workdir: Path, device: str, data_dir: st
     log(f"extract {source}: {seeds} seed(s), {kw} -> {path}")
     props = [propose(source, data, seed=s, workdir=workdir / "proposals", device=device,
                      progress=EpochProgress(f"propose {source} seed {s + 1}/{seeds}"), **kw) for s in range(seeds)]
-    command = f"archsearch sweep run {spec.path}" + (f" --scale {spec.scale}" if spec.scale else "")
+    command = portable_command(shlex.join(["archsearch", "sweep", "run", str(spec.path)])
+                               + (f" --scale {spec.scale}" if spec.scale else ""))
     pat = P.extract(props, name=source, command=command)
     P.save_pattern(pat, path)
     st = pat["stage"]
