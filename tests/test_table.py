@@ -354,11 +354,12 @@ def test_a_new_arm_is_one_registry_entry(tmp_path, monkeypatch):
 
 
 # -- the report's statistics (issue 29), on a study of hand-made trials --------------------------------
-def _report_study(arms, seeds=3, same_as=False, drop_final=None):
+def _report_study(arms, seeds=3, same_as=False, drop_final=None, b_epochs=20):
     """A finished table study without training: per arm and seed one completed trial with known
     accuracies. Final epoch: finetune 30, 31, 32; scratch-e 31, 33, 35 (differences 1, 2, 3);
-    scratch-b 40, 42, 41 (10, 11, 9); the best epoch 5 points above each. With `same_as`, Scratch-B
-    is Scratch-E's run: its trials record no accuracy."""
+    scratch-b 40, 42, 41 (10, 11, 9); the best epoch 5 points above each. Scratch-E trains 8
+    epochs, Scratch-B `b_epochs`. With `same_as`, Scratch-B is Scratch-E's run: its trials
+    record no accuracy."""
     import optuna
 
     finals = {"unpruned": [50.0, 51.0, 52.0], "finetune": [30.0, 31.0, 32.0], "scratch-e": [31.0, 33.0, 35.0],
@@ -366,7 +367,7 @@ def _report_study(arms, seeds=3, same_as=False, drop_final=None):
     study = optuna.create_study(study_name="hand", storage=optuna.storages.InMemoryStorage())
     for arm in arms:
         for s in range(seeds):
-            u = {"point": f"r0/{arm}/s{s}", "epochs": 8, "params": 1000, "pruned_params": 400, "pruned_macs": 9000,
+            u = {"point": f"r0/{arm}/s{s}", "epochs": b_epochs if arm == "scratch-b" else 8, "params": 1000, "pruned_params": 400, "pruned_macs": 9000,
                  "best_acc": finals[arm][s] + 5, "final_acc": finals[arm][s], "device": "cpu", "torch_version": "t"}
             if same_as and arm == "scratch-b":
                 u = {"point": u["point"], "epochs": 8, "same_as": "scratch-e"}
@@ -435,6 +436,19 @@ def test_a_scratch_b_that_is_scratch_e_is_shown_once(tmp_path):
     assert bars["scratch-e"].text == ("33.0 = scratch-b",) and "also scratch-b: the same run" in bars["scratch-e"].hovertext[0]
     text = write_outputs(study, plan, SimpleNamespace(line=lambda: "done", failures=[]), tmp_path)[0].read_text()
     assert "Shown once" in text and "r0 (scratch-b = scratch-e)" in text and "| = scratch-e |" in text
+
+
+def test_a_scratch_b_with_scratch_e_s_epochs_is_shown_once_in_an_older_study():
+    """A study made before trials recorded `same_as` (Table 1's ResNet-56-A): its Scratch-B trained
+    for Scratch-E's epochs, i.e. repeated that run. The records show it; the report says it once."""
+    from archsearch.sweep.table_report import summary, verdicts
+
+    study, plan = _report_study(ALL_ARMS, b_epochs=8)
+    rows = summary(study, plan)
+    assert rows[0]["scratch-b"] == "= scratch-e" and "scratch-b_vs_finetune_diff" not in rows[0]
+    assert rows[0]["scratch-b_epochs"] == [8] and "compared once" in verdicts(rows, plan)[0]
+    study, plan = _report_study(ALL_ARMS, b_epochs=9)  # one epoch more: a run of its own
+    assert summary(study, plan)[0]["scratch-b"] == "41.00 ± 1.00"
 
 
 def test_a_table_trial_without_a_final_accuracy_is_refused_in_one_line(tmp_path):

@@ -37,6 +37,8 @@ def summary_markdown(study: optuna.Study, plan: dict) -> str:
 
 
 SAME_AS = "same_as"  # a trial's record: the arm whose run it is (a Scratch-B with Scratch-E's epochs)
+# an arm that is another's run when it trains for the same epochs: same net, seed and recipe
+TWIN_OF = {"scratch-b": "scratch-e"}
 REFERENCE = "finetune"  # what the scratch arms are compared with (the paper's claim)
 COMPARED = ("scratch-e", "scratch-b")
 
@@ -46,30 +48,43 @@ def _arm_trials(done: dict[str, FrozenTrial], plan: dict, i: int, arm: str) -> d
     return {s: done[p] for s in range(plan["spec"]["seeds"]) if (p := point(i, arm, s)) in done}
 
 
+def _same_runs(arm: str, trials: dict[str, dict[int, FrozenTrial]]) -> dict[int, str]:
+    """Seed -> the arm whose run this arm's trial of that seed is: as the trial records it
+    (`SAME_AS`: it did not train), or as the records show it (its epochs equal its twin's for
+    the same seed, so it repeated that run: a study made before trials recorded `SAME_AS`)."""
+    twin = trials.get(TWIN_OF.get(arm, ""), {})
+    out = {}
+    for s, t in trials[arm].items():
+        if t.user_attrs.get(SAME_AS):
+            out[s] = str(t.user_attrs[SAME_AS])
+        elif s in twin and t.user_attrs.get("epochs") == twin[s].user_attrs.get("epochs"):
+            out[s] = TWIN_OF[arm]
+    return out
+
+
 def _where(t: FrozenTrial) -> str:
     return f"trial #{t.number} ({t.user_attrs.get('point', '?')})"
 
 
-def _arm_cells(arm: str, by_seed: dict[int, FrozenTrial]) -> tuple[dict[str, Any], dict[int, float]]:
+def _arm_cells(arm: str, by_seed: dict[int, FrozenTrial], same: dict[int, str]) -> tuple[dict[str, Any], dict]:
     """One arm's cells in a row (final epoch the headline, the best epoch beside it) and its
-    final accuracy by seed. Trials that are another arm's run (`SAME_AS`) count for nothing
-    here: the cell says whose run they are."""
-    own = {s: t for s, t in by_seed.items() if not t.user_attrs.get(SAME_AS)}
-    twin = sorted({str(t.user_attrs[SAME_AS]) for t in by_seed.values() if t.user_attrs.get(SAME_AS)})
+    final accuracy by seed. Trials that are another arm's run (`same`: seed -> that arm) count
+    for nothing here: the cell says whose run they are."""
+    own = {s: t for s, t in by_seed.items() if s not in same}
     finals = {s: final_acc(t.user_attrs, _where(t)) for s, t in own.items()}
     acc, best = Spread.of(finals.values()), Spread.of(t.user_attrs["best_acc"] for t in own.values())
-    same = [s for s, t in by_seed.items() if t.user_attrs.get(SAME_AS)]
+    twins = sorted(set(same.values()))
     text = acc.text() if acc else ""
-    if twin:
-        text = ("= " + ", ".join(twin) if not own
-                else f"{text}; seed {', '.join(map(str, same))} = {', '.join(twin)} (not counted)")
+    if twins:
+        text = ("= " + ", ".join(twins) if not own
+                else f"{text}; seed {', '.join(map(str, sorted(same)))} = {', '.join(twins)} (not counted)")
     cells = {**(acc.cells(arm) if acc else {f"{arm}_mean": None, f"{arm}_std": None}), arm: text,
              f"{arm}_seeds": len(own), f"{arm}_best": round(best.mean, 2) if best else None,
              f"{arm}_best_std": None if best is None or best.std is None else round(best.std, 2),
              f"{arm}_epochs": sorted({int(t.user_attrs["epochs"]) for t in by_seed.values()
                                       if "epochs" in t.user_attrs})}
-    if twin and not own:
-        cells[f"{arm}_same_as"] = twin[0]
+    if twins and not own:
+        cells[f"{arm}_same_as"] = twins[0]
     return cells, finals
 
 
@@ -85,10 +100,10 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
                                "ratio": r["settings"].get("ratio", r["settings"].get("variant", "")),
                                "width": r["settings"].get("width", 1.0),
                                "paper_source": r.get("paper_source") or ""}
+        trials = {arm: _arm_trials(done, plan, i, arm) for arm in plan["arms"]}
         finals = {}
-        for arm in plan["arms"]:
-            ts = _arm_trials(done, plan, i, arm)
-            cells, finals[arm] = _arm_cells(arm, ts)
+        for arm, ts in trials.items():
+            cells, finals[arm] = _arm_cells(arm, ts, _same_runs(arm, trials))
             row.update(cells)
             if ARMS[arm].is_proposal and ts:
                 own = list(ts.values())
@@ -155,8 +170,9 @@ def _about(arms: list[str], rows: list[dict]) -> str:
             " one. report.csv and report.json also hold each arm's mean, std and seed count, the best epoch's mean"
             f" and std, and each comparison's numbers (`{{arm}}_vs_{REFERENCE}_diff`, `_diff_std`, `_ci_low`,"
             " `_ci_high`, `_n`, `_verdict`)."
-            + ("\n\nShown once: where a Scratch-B trains for exactly Scratch-E's epochs it is the same run; its cell"
-               " reads \"= scratch-e\", it has no bar of its own in table.html and is not compared twice: "
+            + ("\n\nShown once: a Scratch-B that trains for exactly Scratch-E's epochs is the same run (as its trial"
+               " records, or as the two trials' epochs show); its cell reads \"= scratch-e\", it has no bar of its own"
+               " in table.html and is not compared twice: "
                + ", ".join(twins) + "." if twins else ""))
 
 
