@@ -37,8 +37,8 @@ STD_NOTE = "mean ± sample std (ddof=1)"  # how every report and caption names i
 def over_seeds(counts: Iterable[int]) -> str:
     """"over 3 seeds", or where rows differ "over 2-3 seeds (each row's: the seeds column)"."""
     ns = sorted(set(counts))
-    if not ns:
-        return "over no seeds"
+    if not ns:  # rows written without their count (a hand-made results table)
+        return "over seeds (their count not recorded)"
     if len(ns) == 1:
         return f"over {ns[0]} seed" + ("s" if ns[0] != 1 else "")
     return f"over {ns[0]}-{ns[-1]} seeds (each row's: the seeds column)"

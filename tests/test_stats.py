@@ -107,3 +107,4 @@ def test_a_record_without_a_final_accuracy_is_refused():
 def test_seed_counts_in_words():
     assert over_seeds([3, 3, 3]) == "over 3 seeds" and over_seeds([1]) == "over 1 seed"
     assert over_seeds([2, 3, 3]) == "over 2-3 seeds (each row's: the seeds column)"
+    assert over_seeds([]) == "over seeds (their count not recorded)"
