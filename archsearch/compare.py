@@ -1,7 +1,7 @@
 """Generate a family of architectures and train them from scratch: the comparison
 behind `archsearch transfer --train`. Generation and training stay separate functions; the
-training of each point and the mean ± std over seeds are the experiment driver's
-(`archsearch.experiment`), which the sweeps use too.
+training of each point is the experiment driver's (`archsearch.experiment`) and the statistics
+over seeds are `archsearch.stats`', which the sweeps use too.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
 from .limits import MAX_BUDGET
-from .experiment import Point, accuracy_cells, point_schedule, stage_summary, train_point
+from .experiment import Point, point_schedule, stage_summary, train_point
 from .generate import generate, generator_label
 from .spec import ArchSpec
+from .stats import accuracy_cells
 from .train import EpochStats
 
 
@@ -176,7 +177,8 @@ def train_all(gens: list[Generated], data: Dataset, *, config: TrainConfig, sche
 
 
 def trained_rows(results: list[Trained]) -> list[dict]:
-    """One row per (generator, budget): its net and its accuracy over seeds (`experiment.accuracy_cells`)."""
+    """One row per (generator, budget): its net and its accuracy over seeds (`stats.accuracy_cells`:
+    the final epoch first, then the best)."""
     return [{"generator": t.generator, "budget": budget_tag(t.budget), "params": t.params, "macs": t.macs,
-             "epochs": t.epochs, **accuracy_cells([a * 100 for a in t.accs], [f * 100 for f in t.finals]),
+             "epochs": t.epochs, **accuracy_cells(final=[f * 100 for f in t.finals], best=[a * 100 for a in t.accs]),
              "stages": t.stages} for t in results]

@@ -1,14 +1,15 @@
 """One experiment driver: a point's training (its schedule from the resolved `TrainConfig`, its
-count, its run directory, the training, the result's numbers) and one aggregation of per-seed
-results into rows (mean, std, n). `transfer --train` (`compare.train_all`) and every sweep mode
-(`sweep.modes`) train and summarise through here, so the two never drift apart.
+count, its run directory, the training, the result's numbers). `transfer --train`
+(`compare.train_all`) and every sweep mode (`sweep.modes`) train through here, so the two never
+drift apart. The statistics over seeds are `archsearch.stats`' (`Spread` and `accuracy_cells`,
+public names of this module before, are re-exported from there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .counting import count
 from .data import AnyDataset as Dataset
 from .budget import conv_stages
 from .spec import ArchSpec
+from .stats import Spread, accuracy_cells  # re-exported: their home is archsearch.stats
 from .train import EpochStats, Result, Schedule, make_schedule
 
 
@@ -74,36 +76,6 @@ def result_numbers(r: Result) -> dict[str, Any]:
     return {"best_acc": 100 * r.best_acc, "final_acc": 100 * r.final_acc, "best_epoch": r.best_epoch,
             "train_seconds": r.train_seconds, "device": r.device_name, "torch_version": r.torch_version,
             "archsearch_version": r.archsearch_version}
-
-
-# -- over seeds --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Spread:
-    """A metric over seeds. The one home of the reports' convention: the population std
-    (numpy's default, ddof=0), both rounded to 2 places, shown as "mean ± std"."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread | None":
-        a = np.asarray(values, dtype=float)
-        return cls(float(a.mean()), float(a.std()), len(a)) if len(a) else None
-
-    def cells(self, name: str) -> dict[str, float]:
-        return {f"{name}_mean": round(self.mean, 2), f"{name}_std": round(self.std, 2)}
-
-    def text(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}"
-
-
-def accuracy_cells(best: Sequence[float], final: Sequence[float]) -> dict[str, Any]:
-    """The seed count and the best- and final-epoch accuracy (%) over seeds of one row, in the
-    order the reports' columns have."""
-    b, f = Spread.of(best), Spread.of(final)
-    return {"seeds": b.n, **b.cells("best_acc"), **f.cells("final_acc"), "best_acc": b.text(),
-            "final_acc": f.text()}
 
 
 __all__ = ["Point", "stage_summary", "point_schedule", "train_point", "net_numbers", "result_numbers", "Spread",

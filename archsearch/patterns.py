@@ -2,7 +2,8 @@
 
 A pattern file is versioned JSON, validated on load, written atomically:
 
-- per layer: kept channel ratio (channels) or density (sparsity), mean and std over seeds;
+- per layer: kept channel ratio (channels) or density (sparsity), mean and sample std (ddof=1)
+  over seeds;
 - per stage: the mean channel ratio as the paper defines it (mean kept channels over the
   stage's layers divided by the original width, Liu et al. 2019 Sec. 5), or for sparse
   proposals the stage density (kept / total conv weights in the stage) and the 3x3
@@ -34,15 +35,22 @@ from .names import split_proposer
 from .propose import PROPOSERS, parse
 from .schemas import LastPattern, Pattern, check
 from .spec import ArchSpec
+from .stats import DDOF
 
 PATTERN_SCHEMA = 2  # 2 names its layers (channel groups or convs) and kernel sizes; 1 (VGG) is still read
 
 
 # -- extraction ------------------------------------------------------------------------------
+def _seed_std(a: np.ndarray) -> np.ndarray:
+    """The sample std (ddof=1, as every report's ±: `archsearch.stats`) over seeds, axis 0. One
+    seed has no spread to measure; the file stores 0 there (its schema holds numbers), and its
+    provenance's seeds say there was one."""
+    return a.std(0, ddof=DDOF) if len(a) > 1 else np.zeros(a.shape[1:])
+
+
 def _mean_std(rows: Iterable[Iterable[float]]) -> tuple[list[float], list[float]]:
     a = np.asarray(list(rows), dtype=float)
-    # std over seeds, population (ddof=0) so a single seed gives 0 rather than NaN
-    return [round(float(v), 6) for v in a.mean(0)], [round(float(v), 6) for v in a.std(0)]
+    return [round(float(v), 6) for v in a.mean(0)], [round(float(v), 6) for v in _seed_std(a)]
 
 
 def stage_channel_ratios(widths: list[int], base_widths: list[int], stages: list[int]) -> list[float]:
@@ -136,7 +144,7 @@ def _kernel_keep_summary(per_seed: list[dict]) -> tuple[list, list]:
             mean.append(None), std.append(None)
             continue
         maps = np.asarray([r["stage_kernel_keep"][k] for r in per_seed], dtype=float)  # seeds x 3 x 3
-        mean.append(np.round(maps.mean(0), 6).tolist()), std.append(np.round(maps.std(0), 6).tolist())
+        mean.append(np.round(maps.mean(0), 6).tolist()), std.append(np.round(_seed_std(maps), 6).tolist())
     return mean, std
 
 
@@ -152,7 +160,7 @@ def _summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
 
 
 def _accuracy(per_seed: list[dict]) -> dict[str, dict[str, float]]:
-    return {k: dict(zip(("mean", "std"), (round(float(np.mean(v)), 6), round(float(np.std(v)), 6))))
+    return {k: {"mean": round(float(np.mean(v)), 6), "std": round(float(_seed_std(np.asarray(v, dtype=float))), 6)}
             for k, v in (("base", [r["base_acc"] for r in per_seed]),
                          ("base_final", [r["base_final_acc"] for r in per_seed]),
                          ("pruned", [r["pruned_acc"] for r in per_seed]))}

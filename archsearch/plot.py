@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from ._io import write_text
 from .errors import ArchsearchError, clip
 from .generate import GENERATORS, KINDS
+from .stats import STD_NOTE, over_seeds
 
 COLORS = {name: g.colour for name, g in GENERATORS.items()}  # one home: the generator registry
 
@@ -37,16 +38,33 @@ def _wrap(text: str, width: int = 120) -> list[str]:
     return lines
 
 
+def headline(rows: list[dict]) -> tuple[str, str]:
+    """The accuracy a figure draws: (column prefix, what it is). The final epoch's, the reports'
+    headline; rows made without it (a hand-written results table) draw the best epoch's, and the
+    axis says so."""
+    if all(r.get("final_acc_mean") is not None for r in rows):
+        return "final_acc", "final epoch"
+    return "best_acc", "best epoch"
+
+
+def seeds_caption(counts, what: str) -> str:
+    """What the error bars show, for a caption: "accuracy at the final epoch, mean ± sample std
+    (ddof=1) over 3 seeds"."""
+    return f"accuracy at the {what}, {STD_NOTE} {over_seeds(counts)}"
+
+
 def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", caption: str = ""):
-    """Test accuracy (mean +- std over seeds) against params (log x) or MACs, per generator.
+    """Test accuracy at the final epoch (mean, error bars the sample std over seeds) against
+    params (log x) or MACs, per generator.
 
     `rows` are comparison rows (`compare.trained_rows`, `sweep.results.summary_rows`):
-    generator, params, macs, best_acc_mean, best_acc_std, seeds, and optionally stages
-    (hover text) and kind: rows of two kinds (channels, sparsity) get one panel each, as
-    in the paper's Figure 3.
+    generator, params, macs, final_acc_mean, final_acc_std (or, in a hand-written table,
+    best_acc_*: `headline`), seeds, and optionally stages (hover text) and kind: rows of two
+    kinds (channels, sparsity) get one panel each, as in the paper's Figure 3.
     """
     if x not in ("params", "macs"):
         raise ValueError(f"x must be params or macs, got {x!r}")
+    acc, what = headline(rows)
     kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: KINDS.index(k) if k in KINDS else 9)
     titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)",
               "depth": "block pruning (fewer blocks, then width)"}
@@ -59,45 +77,57 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
         for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
             rs = sorted((r for r in krows if r["generator"] == gen), key=lambda r: r[x])
             fig.add_trace(go.Scatter(
-                x=[r[x] for r in rs], y=[r["best_acc_mean"] for r in rs],
-                error_y={"type": "data", "array": [r["best_acc_std"] for r in rs], "visible": True},
+                x=[r[x] for r in rs], y=[r[f"{acc}_mean"] for r in rs],
+                # one seed has no spread (std None): no bar rather than a bar of 0
+                error_y={"type": "data", "array": [r.get(f"{acc}_std") for r in rs], "visible": True},
                 mode="lines+markers" if gen != "search" else "markers", name=gen, legendgroup=gen,
                 showlegend=gen not in shown, line={"color": COLORS.get(gen, "#9467bd" if gen == "search" else "black")},
-                text=[f"{gen} {r.get('kind') or ''} {r.get('budget', '')}<br>params {r['params']:,}<br>"
-                      f"MACs {r['macs']:,}<br>best {r['best_acc_mean']:.2f} ± {r['best_acc_std']:.2f}% "
-                      f"({r.get('seeds', '?')} seeds)"
-                      + (f"<br>stages {r['stages']}" if r.get("stages") is not None else "") for r in rs],
-                hovertemplate="%{text}<extra></extra>",
+                text=[_point_text(gen, r, acc) for r in rs], hovertemplate="%{text}<extra></extra>",
             ), row=1, col=col)
             shown.add(gen)
         fig.update_xaxes(title_text="parameters (non-zero)" if x == "params" else "MACs per image", type="log",
                          row=1, col=col)
-    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std", row=1, col=1)
-    fig.update_layout(
-        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in _wrap(caption)), "y": 0.965,
-               "yanchor": "top"},
-        template="plotly_white", legend={"title": "generator"}, margin={"t": 90 + 18 * len(_wrap(caption))},
-    )
+    fig.update_yaxes(title_text=f"test accuracy (%), {what}, mean ± sample std", row=1, col=1)
+    about = seeds_caption((r.get("seeds") for r in rows if r.get("seeds")), what)
+    if acc == "best_acc":
+        about += " (these rows carry no final-epoch accuracy)"
+    caption = "; ".join(c for c in (caption, about) if c)
+    _titled(fig, title, caption, legend="generator")
     return fig
+
+
+def _point_text(gen: str, r: dict, acc: str) -> str:
+    """One point's hover text: its net, both accuracies over its seeds, its stages."""
+    def cell(prefix: str) -> str:
+        m, s = r.get(f"{prefix}_mean"), r.get(f"{prefix}_std")
+        return "-" if m is None else f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
+
+    return (f"{gen} {r.get('kind') or ''} {r.get('budget', '')}<br>params {r['params']:,}<br>MACs {r['macs']:,}<br>"
+            + (f"final {cell('final_acc')}% · " if acc == "final_acc" else "") + f"best {cell('best_acc')}% "
+            f"({r.get('seeds', '?')} seeds)" + (f"<br>stages {r['stages']}" if r.get("stages") is not None else ""))
+
+
+def _titled(fig, title: str, caption: str, **layout) -> None:
+    """The title with the caption under it, wrapped, and room above the plot for both."""
+    lines = _wrap(caption)
+    fig.update_layout(
+        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in lines), "y": 0.965, "yanchor": "top"},
+        template="plotly_white", legend={"title": layout.pop("legend")}, margin={"t": 90 + 18 * len(lines)},
+        **layout)
 
 
 def table_figure(rows: list[dict], arms: list[str], *, colours: dict[str, str] | None = None, title: str = "",
                  caption: str = ""):
     """A table sweep as grouped bars: one group per row (method, network, ratio), one bar per
-    arm with its mean accuracy and std over seeds; the paper's number, where cited, as a
-    black tick on its arm's bar. `rows` are `sweep.table_report.summary` rows."""
+    arm with its mean final-epoch accuracy and the sample std over seeds as its error bar; the
+    paper's number, where cited, as a black tick on its arm's bar. An arm that is the same run
+    as another in a row (`{arm}_same_as`: a Scratch-B whose epochs equal Scratch-E's) draws no
+    bar of its own there: the other's bar says it stands for both. `rows` are
+    `sweep.table_report.summary` rows."""
     fig = go.Figure()
     labels = [r["row"] for r in rows]
     for arm in arms:
-        ys = [r.get(f"{arm}_mean") for r in rows]
-        fig.add_trace(go.Bar(
-            x=labels, y=ys, name=arm, marker_color=(colours or {}).get(arm, "black"), offsetgroup=arm,
-            error_y={"type": "data", "array": [r.get(f"{arm}_std") or 0 for r in rows], "visible": True},
-            # the mean above each bar; the whole cell (± std, seeds, epochs) on hover
-            texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,
-            hovertext=[f"{arm}: {r[arm] or 'not run'} ({r.get(f'{arm}_seeds', 0)} seeds, epochs "
-                       f"{r.get(f'{arm}_epochs') or '-'})" for r in rows],
-            hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
+        fig.add_trace(_arm_bars(arm, rows, arms, (colours or {}).get(arm, "black")))
         paper = [r.get(f"paper_{arm}") for r in rows]
         if any(isinstance(p, (int, float)) for p in paper):
             fig.add_trace(go.Scatter(
@@ -109,14 +139,30 @@ def table_figure(rows: list[dict], arms: list[str], *, colours: dict[str, str] |
     tops += [p for r in rows for a in arms if isinstance(p := r.get(f"paper_{a}"), (int, float))]
     # bars start at 0 (a cut axis would exaggerate the gaps); room above the tallest bar or paper
     # tick for its label
-    fig.update_yaxes(title_text="test accuracy (%), best epoch, mean ± std",
+    fig.update_yaxes(title_text="test accuracy (%), final epoch, mean ± sample std",
                      range=[0, min(105.0, max(tops, default=95.0) * 1.1 + 2)])
-    lines = _wrap(caption)
-    fig.update_layout(
-        barmode="group", template="plotly_white", legend={"title": "arm"},
-        title={"text": title + "".join(f"<br><sup>{line}</sup>" for line in lines), "y": 0.965, "yanchor": "top"},
-        margin={"t": 90 + 18 * len(lines)}, height=560 + 18 * len(lines))
+    counts = [r[f"{a}_seeds"] for r in rows for a in arms if r.get(f"{a}_seeds")]
+    caption = "; ".join(c for c in (caption, seeds_caption(counts, "final epoch")) if c)
+    _titled(fig, title, caption, legend="arm", barmode="group", height=560 + 18 * len(_wrap(caption)))
     return fig
+
+
+def _arm_bars(arm: str, rows: list[dict], arms: list[str], colour: str):
+    """One arm's bars over the rows: the mean above each, the whole cell (± std, seeds, epochs)
+    on hover; where another arm of the row is the same run as this one, both names."""
+    ys, texts, hovers = [], [], []
+    for r in rows:
+        twins = [a for a in arms if r.get(f"{a}_same_as") == arm]
+        y = None if r.get(f"{arm}_same_as") else r.get(f"{arm}_mean")
+        ys.append(y)
+        texts.append("" if y is None else f"{y:.1f}" + "".join(f" = {a}" for a in twins))
+        hovers.append(f"{arm}: {r[arm] or 'not run'} ({r.get(f'{arm}_seeds', 0)} seeds, epochs "
+                      f"{r.get(f'{arm}_epochs') or '-'})"
+                      + "".join(f"; also {a}: the same run (its epochs equal {arm}'s)" for a in twins))
+    return go.Bar(x=[r["row"] for r in rows], y=ys, name=arm, marker_color=colour, offsetgroup=arm,
+                  error_y={"type": "data", "array": [r.get(f"{arm}_std") or 0 for r in rows], "visible": True},
+                  text=texts, textposition="outside", cliponaxis=False, hovertext=hovers,
+                  hovertemplate="%{x}<br>%{hovertext}<extra></extra>")
 
 
 def pattern_figure(pattern: dict):

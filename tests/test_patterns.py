@@ -37,10 +37,13 @@ def test_channel_pattern_stage_ratios():
     pat = P.extract([a, b], command="test")
     # stage 3 (index 2) of seed 0: mean(32, 32) / 64 = 0.5; seed 1: mean(16, 48) / 64 = 0.5
     assert pat["stage"]["ratio_mean"][2] == pytest.approx(0.5) and pat["stage"]["ratio_std"][2] == 0
-    # stage 1: 16/16 and 8/16 -> mean 0.75, std 0.25
-    assert pat["stage"]["ratio_mean"][0] == pytest.approx(0.75) and pat["stage"]["ratio_std"][0] == pytest.approx(0.25)
+    # stage 1: 16/16 and 8/16 -> mean 0.75; sample std (ddof=1): |1 - 0.5| / sqrt(2) = 0.353553 (the
+    # population std would be 0.25)
+    assert pat["stage"]["ratio_mean"][0] == pytest.approx(0.75)
+    assert pat["stage"]["ratio_std"][0] == pytest.approx(0.353553, abs=1e-6)
     assert pat["layers"]["ratio_mean"][0] == pytest.approx(0.75)
     assert pat["accuracy"]["base"]["mean"] == pytest.approx(0.85)
+    assert pat["accuracy"]["base"]["std"] == pytest.approx(0.070711, abs=1e-6)  # 0.1 / sqrt(2)
     assert pat["provenance"]["seeds"] == [0, 1] and pat["provenance"]["command"] == "test"
     assert "reduced scale" in pat["provenance"]["scale"]
     P.validate(pat)
@@ -62,6 +65,9 @@ def test_sparsity_pattern_density_and_kernel_maps():
     assert km.shape == (5, 3, 3)
     assert km[0, 1, 1] == 1 and km[0, 0, 0] == 1 and km[0, 2, 2] == 0
     assert km[3].sum() == 1 and km[3, 1, 1] == 1
+    # one seed has no spread to measure: the file stores 0 (its schema holds numbers), never NaN
+    assert pat["layers"]["density_std"] == [0.0] * len(convs) and pat["accuracy"]["base"]["std"] == 0.0
+    assert np.array(pat["stage"]["kernel_keep_std"]).shape == (5, 3, 3) and not np.array(pat["stage"]["kernel_keep_std"]).any()
 
 
 def _valid():

@@ -1066,18 +1066,95 @@ def test_a_sweep_points_schedule_comes_from_its_resolved_config_unchanged(preset
 
 
 def test_one_aggregation_over_seeds():
-    """`experiment.accuracy_cells`: the population std, rounded to 2 places, in the reports' order."""
+    """`stats.accuracy_cells` (re-exported by `experiment`): the sample std (ddof=1), rounded to 2
+    places, the final epoch first (the headline), in the reports' order."""
     import numpy as np
 
-    from archsearch.experiment import Spread, accuracy_cells
+    from archsearch import experiment, stats
 
+    assert experiment.Spread is stats.Spread and experiment.accuracy_cells is stats.accuracy_cells
     best, final = [91.234, 92.5, 90.0], [90.0, 91.0, 89.5]
-    cells = accuracy_cells(best, final)
-    assert list(cells) == ["seeds", "best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std", "best_acc",
-                           "final_acc"]
+    cells = stats.accuracy_cells(final=final, best=best)
+    assert list(cells) == ["seeds", "final_acc_mean", "final_acc_std", "best_acc_mean", "best_acc_std", "final_acc",
+                           "best_acc"]
     a = np.asarray(best)
-    assert cells["best_acc_std"] == round(float(a.std()), 2) and cells["best_acc"] == f"{a.mean():.2f} ± {a.std():.2f}"
-    assert cells["seeds"] == 3 and Spread.of([]) is None
+    assert cells["best_acc_std"] == round(float(a.std(ddof=1)), 2) != round(float(a.std()), 2)
+    assert cells["best_acc"] == f"{a.mean():.2f} ± {a.std(ddof=1):.2f}"
+    assert cells["seeds"] == 3 and stats.Spread.of([]) is None
+
+
+def _grid_study(finals: dict, *, kind="channels", budget=1e5):
+    """A finished grid study without training: per generator and seed one completed trial whose
+    final-epoch accuracy is `finals[generator][seed]` and whose best epoch is 10 points above."""
+    import optuna
+
+    study = optuna.create_study(study_name="hand", storage=optuna.storages.InMemoryStorage())
+    for gen, accs in finals.items():
+        for seed, acc in enumerate(accs):
+            u = {"kind": kind, "generator": gen, "budget": budget, "seed": seed, "params": int(budget),
+                 "macs": 10 * int(budget), "best_acc": acc + 10, "final_acc": acc, "epochs": 4, "train_seconds": 1.0,
+                 "stages": [8, 16], "widths": [8, 16], "device": "cpu", "torch_version": "t"}
+            study.add_trial(optuna.trial.create_trial(value=acc + 10, user_attrs=u))
+    plan = {"spec": {"name": "hand", "title": "hand-made", "target": "vgg11-digits", "schedule": "scratch-e",
+                     "train": {"width": 0.25, "preset": "tiny"}},
+            "patterns": {}, "archsearch_version": "v", "created": "2026-12-07"}
+    return study, plan
+
+
+def test_grid_report_pairs_each_generator_with_uniform_on_the_final_epoch(tmp_path):
+    """The headline is the final epoch (rows sort by it, the plot draws it); each generator's
+    difference from uniform is paired by seed, with its 95% CI and verdict."""
+    from types import SimpleNamespace
+
+    from archsearch.sweep.results import summary_rows, write_outputs
+
+    # guided - uniform = 1, 2, 3 (mean 2, CI [-0.48, 4.48]: matches); pruned - uniform = 10, 11, 9 (beats)
+    study, plan = _grid_study({"uniform": [70.0, 70.0, 70.0], "guided": [71.0, 72.0, 73.0],
+                               "pruned": [80.0, 81.0, 79.0]})
+    rows = {r["generator"]: r for r in summary_rows(study)}
+    assert rows["guided"]["final_acc"] == "72.00 ± 1.00" and rows["guided"]["best_acc_mean"] == 82.0
+    assert (rows["guided"]["vs_uniform_diff"], rows["guided"]["vs_uniform_ci_low"],
+            rows["guided"]["vs_uniform_ci_high"], rows["guided"]["vs_uniform_n"]) == (2.0, -0.48, 4.48, 3)
+    assert rows["guided"]["vs_uniform_verdict"] == "matches" and rows["pruned"]["vs_uniform_verdict"] == "beats"
+    assert "vs_uniform_diff" not in rows["uniform"]
+    st = SimpleNamespace(line=lambda: "9/9 done", failures=[])
+    report, html = write_outputs(study, plan, st, tmp_path)
+    text = report.read_text()
+    assert "final_acc: test accuracy (%) at the final epoch, the headline" in text
+    assert "mean ± sample std (ddof=1), over 3 seeds" in text and "## Paired against uniform (final epoch)" in text
+    assert ("- channels 100K: guided matches uniform: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds; no clear "
+            "difference: the 95% CI spans 0") in text
+    head = next(line for line in text.splitlines() if line.startswith("| kind |"))
+    assert head.index("| final_acc |") < head.index("| best_acc |")
+    assert "vs_uniform_ci_low" in (tmp_path / "report.csv").read_text().splitlines()[0]
+    fig_text = html.read_text()
+    assert r"accuracy at the final epoch, mean \u00b1 sample std (ddof=1) over 3 seeds" in fig_text
+    import plotly.io as pio
+
+    from archsearch.plot import efficiency_figure
+
+    fig = efficiency_figure(summary_rows(study))
+    drawn = {t.name: t for t in fig.data}
+    assert drawn["guided"].y == (72.0,) and drawn["guided"].error_y.array == (1.0,)  # the final epoch, sample std
+    assert pio.to_json(fig)  # plotly accepts it
+
+
+def test_grid_report_without_uniform_or_final_accuracy():
+    """No uniform: no pairs. A trial that recorded no final-epoch accuracy (an edited journal):
+    one line, not a report that quietly shows another measure."""
+    import optuna
+
+    from archsearch.sweep.results import summary_rows
+
+    study, _ = _grid_study({"guided": [71.0, 72.0], "pruned": [80.0, 81.0]})
+    assert all(not any(k.startswith("vs_uniform") for k in r) for r in summary_rows(study))
+    t = _grid_study({"uniform": [70.0]})[0].trials[0]
+    old = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    old.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={k: v for k, v in t.user_attrs.items()
+                                                                    if k != "final_acc"}))
+    with pytest.raises(ArchsearchError, match=r"^trial #0 \(channels uniform 100K seed 0\) records no "
+                                              r"final-epoch accuracy"):
+        summary_rows(old)
 
 
 def test_every_sweep_mode_is_a_whole_strategy():

@@ -351,3 +351,121 @@ def test_a_new_arm_is_one_registry_entry(tmp_path, monkeypatch):
     assert sched.epochs == 2
     fig = table_figure([{"row": "r", "scratch-half": "50.00 ± 1.00", "scratch-half_mean": 50.0}], ["scratch-half"], colours={"scratch-half": "#123456"})
     assert fig.data[0].marker.color == "#123456"
+
+
+# -- the report's statistics (issue 29), on a study of hand-made trials --------------------------------
+def _report_study(arms, seeds=3, same_as=False, drop_final=None, b_epochs=20):
+    """A finished table study without training: per arm and seed one completed trial with known
+    accuracies. Final epoch: finetune 30, 31, 32; scratch-e 31, 33, 35 (differences 1, 2, 3);
+    scratch-b 40, 42, 41 (10, 11, 9); the best epoch 5 points above each. Scratch-E trains 8
+    epochs, Scratch-B `b_epochs`. With `same_as`, Scratch-B is Scratch-E's run: its trials
+    record no accuracy."""
+    import optuna
+
+    finals = {"unpruned": [50.0, 51.0, 52.0], "finetune": [30.0, 31.0, 32.0], "scratch-e": [31.0, 33.0, 35.0],
+              "scratch-b": [40.0, 42.0, 41.0]}
+    study = optuna.create_study(study_name="hand", storage=optuna.storages.InMemoryStorage())
+    for arm in arms:
+        for s in range(seeds):
+            u = {"point": f"r0/{arm}/s{s}", "epochs": b_epochs if arm == "scratch-b" else 8, "params": 1000, "pruned_params": 400, "pruned_macs": 9000,
+                 "best_acc": finals[arm][s] + 5, "final_acc": finals[arm][s], "device": "cpu", "torch_version": "t"}
+            if same_as and arm == "scratch-b":
+                u = {"point": u["point"], "epochs": 8, "same_as": "scratch-e"}
+            if drop_final == (arm, s):
+                del u["final_acc"]
+            study.add_trial(optuna.trial.create_trial(value=u.get("best_acc", 0.0), user_attrs=u))
+    plan = {"rows": [{"label": "r0", "method": "slimming", "arch": "vgg11", "data": "digits",
+                      "settings": {"ratio": 0.5, "width": 0.25}, "paper": {}, "paper_source": ""}],
+            "arms": arms, "spec": {"name": "hand", "title": "hand-made", "seeds": seeds, "train": {"preset": "tiny"}},
+            "archsearch_version": "v", "created": "2026-12-07"}
+    return study, plan
+
+
+ALL_ARMS = ["unpruned", "finetune", "scratch-e", "scratch-b"]
+
+
+def test_table_report_headline_is_the_final_epoch_and_verdicts_are_paired(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from archsearch.sweep.table_report import summary, write_outputs
+
+    study, plan = _report_study(ALL_ARMS)
+    (row,) = summary(study, plan)
+    assert row["finetune"] == "31.00 ± 1.00" and row["finetune_mean"] == 31.0 and row["finetune_std"] == 1.0
+    assert row["finetune_best"] == 36.0 and row["scratch-e"] == "33.00 ± 2.00"  # sample std of 31, 33, 35
+    # scratch-e - finetune = 1, 2, 3: mean 2, CI 2 ± 4.302653 / sqrt(3)
+    assert (row["scratch-e_vs_finetune_diff"], row["scratch-e_vs_finetune_ci_low"],
+            row["scratch-e_vs_finetune_ci_high"], row["scratch-e_vs_finetune_n"]) == (2.0, -0.48, 4.48, 3)
+    assert row["scratch-e_vs_finetune_verdict"] == "matches"
+    # scratch-b - finetune = 10, 11, 9: mean 10, sd 1: [7.52, 12.48]
+    assert (row["scratch-b_vs_finetune_ci_low"], row["scratch-b_vs_finetune_ci_high"]) == (7.52, 12.48)
+    assert row["scratch-b_vs_finetune_verdict"] == "beats"
+    report, html = write_outputs(study, plan, SimpleNamespace(line=lambda: "12/12 done", failures=[]), tmp_path)
+    text = report.read_text()
+    assert "at the final epoch (the headline), mean ± sample std (ddof=1) over 3 seeds" in text
+    assert ("r0: scratch-e matches fine-tuning: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds; no clear "
+            "difference: the 95% CI spans 0; scratch-b beats fine-tuning: +10.00 points, 95% CI [7.52, 12.48], "
+            "n = 3 seeds") in text
+    head = next(line for line in text.splitlines() if line.startswith("| row |"))
+    assert "| finetune | scratch-e | scratch-b | unpruned_best | finetune_best |" in head
+    rows = json.loads((tmp_path / "report.json").read_text())
+    assert rows[0]["scratch-b_vs_finetune_diff"] == 10.0
+    assert "scratch-b_vs_finetune_ci_low" in (tmp_path / "report.csv").read_text().splitlines()[0]
+    # the figure says what its bars and error bars are (plotly writes "±" as \u00b1)
+    assert r"accuracy at the final epoch, mean \u00b1 sample std (ddof=1) over 3 seeds" in html.read_text()
+
+
+def test_a_scratch_b_that_is_scratch_e_is_shown_once(tmp_path):
+    from types import SimpleNamespace
+
+    from archsearch.plot import table_figure
+    from archsearch.sweep.table_report import summary, verdicts, write_outputs
+
+    study, plan = _report_study(ALL_ARMS, same_as=True)
+    rows = summary(study, plan)
+    (row,) = rows
+    assert row["scratch-b"] == "= scratch-e" and row["scratch-b_mean"] is None and row["scratch-b_seeds"] == 0
+    assert row["scratch-b_same_as"] == "scratch-e" and "scratch-b_vs_finetune_diff" not in row
+    assert row["scratch-e_vs_finetune_verdict"] == "matches"  # scratch-e itself is compared as before
+    (line,) = verdicts(rows, plan)
+    assert line.count("scratch-b") == 1 and "scratch-b is scratch-e's run (the same epochs): compared once" in line
+    fig = table_figure(rows, ALL_ARMS)
+    bars = {b.name: b for b in fig.data if b.type == "bar"}
+    assert bars["scratch-b"].y == (None,)  # no second bar for the same run
+    assert bars["scratch-e"].text == ("33.0 = scratch-b",) and "also scratch-b: the same run" in bars["scratch-e"].hovertext[0]
+    text = write_outputs(study, plan, SimpleNamespace(line=lambda: "done", failures=[]), tmp_path)[0].read_text()
+    assert "Shown once" in text and "r0 (scratch-b = scratch-e)" in text and "| = scratch-e |" in text
+
+
+def test_a_scratch_b_with_scratch_e_s_epochs_is_shown_once_in_an_older_study():
+    """A study made before trials recorded `same_as` (Table 1's ResNet-56-A): its Scratch-B trained
+    for Scratch-E's epochs, i.e. repeated that run. The records show it; the report says it once."""
+    from archsearch.sweep.table_report import summary, verdicts
+
+    study, plan = _report_study(ALL_ARMS, b_epochs=8)
+    rows = summary(study, plan)
+    assert rows[0]["scratch-b"] == "= scratch-e" and "scratch-b_vs_finetune_diff" not in rows[0]
+    assert rows[0]["scratch-b_epochs"] == [8] and "compared once" in verdicts(rows, plan)[0]
+    study, plan = _report_study(ALL_ARMS, b_epochs=9)  # one epoch more: a run of its own
+    assert summary(study, plan)[0]["scratch-b"] == "41.00 ± 1.00"
+
+
+def test_a_table_trial_without_a_final_accuracy_is_refused_in_one_line(tmp_path):
+    from archsearch.sweep.table_report import summary
+
+    study, plan = _report_study(ALL_ARMS, drop_final=("finetune", 1))
+    with pytest.raises(ArchsearchError, match=r"^trial #\d+ \(r0/finetune/s1\) records no final-epoch accuracy") as e:
+        summary(study, plan)
+    assert "\n" not in str(e.value)
+
+
+def test_one_seed_gives_no_verdict():
+    from archsearch.sweep.table_report import summary, verdicts
+
+    study, plan = _report_study(ALL_ARMS, seeds=1)
+    rows = summary(study, plan)
+    assert rows[0]["finetune"] == "30.00 (1 seed)" and rows[0]["finetune_std"] is None
+    assert verdicts(rows, plan) == ["r0: scratch-e against fine-tuning: +1.00 points on one seed (no interval, no "
+                                    "verdict); scratch-b against fine-tuning: +10.00 points on one seed (no interval, "
+                                    "no verdict)"]

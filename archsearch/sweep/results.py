@@ -1,6 +1,7 @@
 """A grid or search sweep's numbers and report: per-trial rows, per-(kind, generator, budget)
-means over seeds (`experiment.accuracy_cells`), their provenance, report.* and efficiency.html.
-A table sweep's report is `table.py`'s."""
+accuracy over seeds (`stats.accuracy_cells`: the final epoch is the headline, the best epoch a
+column), each generator's paired difference from uniform (`stats.paired`), their provenance,
+report.* and efficiency.html. A table sweep's report is `table_report.py`'s."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compare import budget_tag, markdown_table, write_tables
-from ..experiment import accuracy_cells
 from ..generate import GENERATORS
 from ..errors import ArchsearchError
 from ..plot import efficiency_figure, render_png, write_html
 from ..redact import redact
+from ..stats import STD_NOTE, accuracy_cells, final_acc, over_seeds, paired
 from .storage import DUPLICATE_ATTR, WORKER_LOST
 
 
@@ -42,9 +43,21 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     return rows
 
 
-def summary_rows(study: optuna.Study) -> list[dict]:
-    """Mean ± std over seeds (`experiment.accuracy_cells`) of each (kind, generator, budget) — completed trials only,
-    one per grid point (a point retried after a lost worker counts once)."""
+BASELINE = "uniform"  # the generator a README's "win" is measured against, seed by seed
+VS = f"vs_{BASELINE}"  # the prefix of a row's comparison with it
+ABOUT = ("final_acc: test accuracy (%) at the final epoch, the headline (rows sort by it, the efficiency plot "
+         "draws it); best_acc: at the best epoch, in its own column (the maximum over epochs: selected on the test "
+         "set); params: non-zero parameters (sparse nets count kept weights only); MACs per image.")
+ABOUT_PAIRED = (f"Per kind and budget, each generator's final accuracy minus {BASELINE}'s, seed by seed (the seeds "
+                f"both have): the mean difference in points and its 95% Student-t confidence interval. 'beats' and "
+                f"'falls short of': the interval excludes 0; 'matches': it spans 0 (no clear difference). "
+                f"report.csv and report.json hold the numbers ({VS}_diff, _diff_std, _ci_low, _ci_high, _n, _verdict).")
+
+
+def _groups(study: optuna.Study) -> dict[tuple, list[dict]]:
+    """The completed trial rows of each (kind, generator, budget), one per grid point (a point
+    retried after a lost worker counts once); a search's points each on their own, keyed by
+    trial number."""
     groups: dict = defaultdict(list)
     seen = set()
     for r in trial_rows(study):
@@ -55,24 +68,51 @@ def summary_rows(study: optuna.Study) -> list[dict]:
             seen.add(key)
             groups[(r["kind"], r["generator"], r["budget"]) if r["generator"] != "search"
                    else (r["kind"], "search", r["trial"])].append(r)
+    return groups
+
+
+def _finals(rs: list[dict]) -> dict[int, float]:
+    """Seed -> final-epoch accuracy (%) of one group's trials (`stats.final_acc` refuses a trial
+    that recorded none)."""
+    return {r["seed"]: final_acc(r, f"trial #{r['trial']} ({r['kind']} {r['generator']} "
+                                    f"{budget_tag(float(r['budget']))} seed {r['seed']})") for r in rs}
+
+
+def summary_rows(study: optuna.Study) -> list[dict]:
+    """Per (kind, generator, budget): the final-epoch accuracy over seeds (the headline), the best
+    epoch's, and, for a grid generator other than uniform, its paired difference from uniform at
+    the same kind and budget (`stats.paired`: the `vs_uniform_*` numbers)."""
+    groups = _groups(study)
     out = []
     for (kind, gen, b), rs in groups.items():
         first = rs[0]
-        out.append({"kind": kind, "generator": gen if gen != "search" else (first["reference"] or "search").split(" ")[0],
-                    "budget": budget_tag(float(first["budget"])), "budget_value": first["budget"],
-                    "params": int(np.mean([r["params"] for r in rs])), "macs": int(np.mean([r["macs"] for r in rs])),
-                    "epochs": first["epochs"],
-                    **accuracy_cells([r["best_acc"] for r in rs], [r["final_acc"] for r in rs]),
-                    "stages": first["stages"], "trial": first["trial"],
-                    "search_params": first["search_params"]})
+        finals = _finals(rs)
+        row = {"kind": kind, "generator": gen if gen != "search" else (first["reference"] or "search").split(" ")[0],
+               "budget": budget_tag(float(first["budget"])), "budget_value": first["budget"],
+               "params": int(np.mean([r["params"] for r in rs])), "macs": int(np.mean([r["macs"] for r in rs])),
+               "epochs": first["epochs"],
+               **accuracy_cells(final=list(finals.values()), best=[r["best_acc"] for r in rs]),
+               "stages": first["stages"], "trial": first["trial"],
+               "search_params": first["search_params"]}
+        base = groups.get((kind, BASELINE, b)) if gen not in (BASELINE, "search") else None
+        diff = paired(finals, _finals(base)) if base else None
+        if diff is not None:
+            row.update(diff.numbers(VS), **{VS: diff.sentence(row["generator"], BASELINE)})
+        out.append(row)
     order = [*GENERATORS, "pattern", "search"]  # the registry's order, then search mode's points
     out.sort(key=lambda r: (r["kind"], order.index(r["generator"]) if r["generator"] in order else 99,
-                            r["budget_value"], -r["best_acc_mean"]))
+                            r["budget_value"], -r["final_acc_mean"]))
     return out
 
 
-SUMMARY_COLS = ["kind", "generator", "budget", "params", "macs", "epochs", "seeds", "best_acc", "final_acc", "stages"]
-NUMERIC_COLS = ["best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std"]
+def comparison_lines(rows: list[dict]) -> list[str]:
+    """The paired comparisons with uniform as sentences, one per (kind, budget, generator)."""
+    return [f"{r['kind']} {r['budget']}: {r[VS]}" for r in rows if r.get(VS)]
+
+
+SUMMARY_COLS = ["kind", "generator", "budget", "params", "macs", "epochs", "seeds", "final_acc", "best_acc", "stages"]
+NUMERIC_COLS = (["final_acc_mean", "final_acc_std", "best_acc_mean", "best_acc_std"]
+                + [f"{VS}_{k}" for k in ("diff", "diff_std", "ci_low", "ci_high", "n", "verdict")])
 TRIAL_COLS = ["trial", "state", "kind", "generator", "budget", "seed", "params", "macs", "best_acc", "final_acc",
               "epochs", "train_seconds", "fail_reason"]
 
@@ -124,12 +164,15 @@ def write_outputs(study, plan: dict, st, out_dir: Path, *, x: str = "params", pn
     pats = {f"{role} {k}": p["name"] + f" ({p['provenance'].get('scale', '')})"
             for role, d in plan["patterns"].items() for k, p in d.items()}
     prov = provenance(study, plan, rows)
+    lines = comparison_lines(rows)
     header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
               + "".join(f"- pattern ({k}): {v}\n" for k, v in pats.items())
               + f"- trials: {st.line()}\n"
               + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
-              + "\naccuracy: test accuracy (%) at the best epoch and the final epoch, mean ± std over seeds; "
-              "params: non-zero parameters (sparse nets count kept weights only); MACs per image.")
+              + f"\n{ABOUT} Over seeds: {STD_NOTE}, {over_seeds(r['seeds'] for r in rows)}.\n"
+              + (f"\n## Paired against {BASELINE} (final epoch)\n\n{ABOUT_PAIRED}\n\n"
+                 + "".join(f"- {v}\n" for v in lines) if lines else "")
+              + "\n## Per generator and budget")
     cols = SUMMARY_COLS + list(columns)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(rows, cols + NUMERIC_COLS, out_dir / "report", header, md_cols=cols)
@@ -144,7 +187,7 @@ def write_outputs(study, plan: dict, st, out_dir: Path, *, x: str = "params", pn
 def summary_table(study) -> str:
     """The summary as the Markdown table `sweep run` and `report` print."""
     return markdown_table(summary_rows(study), ["kind", "generator", "budget", "params", "macs", "seeds",
-                                                "best_acc", "final_acc"])
+                                                "final_acc", "best_acc", f"{VS}_verdict"])
 
 
 def efficiency(rows: list[dict], study, plan: dict, out_file, *, x: str, png: bool, title: str | None) -> None:

@@ -1,6 +1,6 @@
 """A table sweep's numbers and report (`mode = "table"`, `table.py` runs it): per row and arm the
-accuracy over seeds, the comparisons of the scratch arms with fine-tuning, the provenance,
-report.* and table.html."""
+final-epoch accuracy over seeds (`stats.Spread`; the best epoch beside it), the scratch arms'
+paired comparisons with fine-tuning (`stats.paired`), the provenance, report.* and table.html."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..compare import markdown_table, write_tables
-from ..experiment import Spread
 from ..plot import render_png, table_figure, write_html
 from ..redact import redact
+from ..stats import STD_NOTE, Spread, final_acc, over_seeds, paired
 from .table import ARMS, point
 
 
@@ -36,9 +36,63 @@ def summary_markdown(study: optuna.Study, plan: dict) -> str:
     return markdown_table(summary(study, plan), ["row", "pruned_params"] + plan["arms"])
 
 
+SAME_AS = "same_as"  # a trial's record: the arm whose run it is (a Scratch-B with Scratch-E's epochs)
+# an arm that is another's run when it trains for the same epochs: same net, seed and recipe
+TWIN_OF = {"scratch-b": "scratch-e"}
+REFERENCE = "finetune"  # what the scratch arms are compared with (the paper's claim)
+COMPARED = ("scratch-e", "scratch-b")
+
+
+def _arm_trials(done: dict[str, FrozenTrial], plan: dict, i: int, arm: str) -> dict[int, FrozenTrial]:
+    """Seed -> the completed trial of one (row, arm)."""
+    return {s: done[p] for s in range(plan["spec"]["seeds"]) if (p := point(i, arm, s)) in done}
+
+
+def _same_runs(arm: str, trials: dict[str, dict[int, FrozenTrial]]) -> dict[int, str]:
+    """Seed -> the arm whose run this arm's trial of that seed is: as the trial records it
+    (`SAME_AS`: it did not train), or as the records show it (its epochs equal its twin's for
+    the same seed, so it repeated that run: a study made before trials recorded `SAME_AS`)."""
+    twin = trials.get(TWIN_OF.get(arm, ""), {})
+    out = {}
+    for s, t in trials[arm].items():
+        if t.user_attrs.get(SAME_AS):
+            out[s] = str(t.user_attrs[SAME_AS])
+        elif s in twin and t.user_attrs.get("epochs") == twin[s].user_attrs.get("epochs"):
+            out[s] = TWIN_OF[arm]
+    return out
+
+
+def _where(t: FrozenTrial) -> str:
+    return f"trial #{t.number} ({t.user_attrs.get('point', '?')})"
+
+
+def _arm_cells(arm: str, by_seed: dict[int, FrozenTrial], same: dict[int, str]) -> tuple[dict[str, Any], dict]:
+    """One arm's cells in a row (final epoch the headline, the best epoch beside it) and its
+    final accuracy by seed. Trials that are another arm's run (`same`: seed -> that arm) count
+    for nothing here: the cell says whose run they are."""
+    own = {s: t for s, t in by_seed.items() if s not in same}
+    finals = {s: final_acc(t.user_attrs, _where(t)) for s, t in own.items()}
+    acc, best = Spread.of(finals.values()), Spread.of(t.user_attrs["best_acc"] for t in own.values())
+    twins = sorted(set(same.values()))
+    text = acc.text() if acc else ""
+    if twins:
+        text = ("= " + ", ".join(twins) if not own
+                else f"{text}; seed {', '.join(map(str, sorted(same)))} = {', '.join(twins)} (not counted)")
+    cells = {**(acc.cells(arm) if acc else {f"{arm}_mean": None, f"{arm}_std": None}), arm: text,
+             f"{arm}_seeds": len(own), f"{arm}_best": round(best.mean, 2) if best else None,
+             f"{arm}_best_std": None if best is None or best.std is None else round(best.std, 2),
+             f"{arm}_epochs": sorted({int(t.user_attrs["epochs"]) for t in by_seed.values()
+                                      if "epochs" in t.user_attrs})}
+    if twins and not own:
+        cells[f"{arm}_same_as"] = twins[0]
+    return cells, finals
+
+
 def summary(study: optuna.Study, plan: dict) -> list[dict]:
-    """One row per table row: per arm the best-epoch accuracy, mean ± std over seeds, its
-    seeds and epochs; the pruned net's parameters and MACs; the paper's numbers where cited."""
+    """One row per table row: per arm the final-epoch accuracy, mean ± sample std over seeds (the
+    headline), the best epoch's mean (`{arm}_best`), its seeds and epochs; the scratch arms'
+    paired differences from fine-tuning (`stats.paired`, `{arm}_vs_finetune_*`); the pruned net's
+    parameters and MACs; the paper's numbers where cited."""
     done = _points(study)
     out = []
     for i, r in enumerate(plan["rows"]):
@@ -46,43 +100,39 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
                                "ratio": r["settings"].get("ratio", r["settings"].get("variant", "")),
                                "width": r["settings"].get("width", 1.0),
                                "paper_source": r.get("paper_source") or ""}
-        for arm in plan["arms"]:
-            ts = [done[p] for p in (point(i, arm, s) for s in range(plan["spec"]["seeds"])) if p in done]
-            acc = Spread.of([t.user_attrs["best_acc"] for t in ts])  # the reports' one convention
-            row.update(acc.cells(arm) if acc else {f"{arm}_mean": None, f"{arm}_std": None})
-            row[arm] = acc.text() if acc else ""
-            row[f"{arm}_seeds"] = len(ts)
-            row[f"{arm}_epochs"] = sorted({int(t.user_attrs["epochs"]) for t in ts}) if ts else []
+        trials = {arm: _arm_trials(done, plan, i, arm) for arm in plan["arms"]}
+        finals = {}
+        for arm, ts in trials.items():
+            cells, finals[arm] = _arm_cells(arm, ts, _same_runs(arm, trials))
+            row.update(cells)
             if ARMS[arm].is_proposal and ts:
-                row["params"] = int(np.mean([t.user_attrs["params"] for t in ts]))
-                row["pruned_params"] = int(np.mean([t.user_attrs["pruned_params"] for t in ts]))
-                row["pruned_macs"] = int(np.mean([t.user_attrs["pruned_macs"] for t in ts]))
+                own = list(ts.values())
+                row["params"] = int(np.mean([t.user_attrs["params"] for t in own]))
+                row["pruned_params"] = int(np.mean([t.user_attrs["pruned_params"] for t in own]))
+                row["pruned_macs"] = int(np.mean([t.user_attrs["pruned_macs"] for t in own]))
             paper = (r.get("paper") or {}).get(arm)
             row[f"paper_{arm}"] = paper if paper is not None else ""
+        for arm in (a for a in COMPARED if a in finals and REFERENCE in finals):
+            diff = paired(finals[arm], finals[REFERENCE])
+            if diff is not None:
+                row.update(diff.numbers(f"{arm}_vs_{REFERENCE}"),
+                           **{f"{arm}_vs_{REFERENCE}": diff.sentence(arm, "fine-tuning")})
         out.append(row)
     return out
 
 
 def verdicts(rows: list[dict], plan: dict) -> list[str]:
-    """Per row: does training from scratch match the fine-tuned net (the paper's claim)? A
-    scratch arm "matches" when its mean is at least the fine-tuned mean minus the larger std."""
+    """Per row: does training from scratch match the fine-tuned net (the paper's claim)? Each
+    scratch arm's paired difference from fine-tuning over the seeds both ran (each arm's trial
+    of seed s starts from the proposal of seed s), with its 95% CI and verdict word; a
+    Scratch-B that is Scratch-E's run is said once, not compared twice."""
     lines = []
     for r in rows:
-        if r.get("finetune_mean") is None:
-            continue
-        ft, sd = r["finetune_mean"], r["finetune_std"] or 0.0
-        parts = []
-        for arm in ("scratch-e", "scratch-b"):
-            if r.get(f"{arm}_mean") is None:
-                continue
-            tol = max(sd, r[f"{arm}_std"] or 0.0)
-            d = r[f"{arm}_mean"] - ft
-            word = "beats" if d > tol else ("matches" if d >= -tol else "falls short of")
-            parts.append(f"{arm} {word} fine-tuning ({d:+.2f} points; the larger std is {tol:.2f})")
+        parts = [r[f"{a}_vs_{REFERENCE}"] for a in COMPARED if r.get(f"{a}_vs_{REFERENCE}")]
+        parts += [f"{a} is {r[f'{a}_same_as']}'s run (the same epochs): compared once, as {r[f'{a}_same_as']}"
+                  for a in COMPARED if r.get(f"{a}_same_as")]
         if parts:
-            few = min(r.get(f"{a}_seeds", 0) for a in ("finetune", "scratch-e", "scratch-b") if f"{a}_seeds" in r)
-            lines.append(f"{r['row']}: " + "; ".join(parts)
-                         + (" — one seed: no spread to judge by" if few < 2 else ""))
+            lines.append(f"{r['row']}: " + "; ".join(parts))
     return lines
 
 
@@ -103,6 +153,34 @@ def provenance(study: optuna.Study, plan: dict) -> str:
             + (f"; command: {redact(plan['command'])}" if plan.get("command") else ""))
 
 
+def _twins(rows: list[dict], arms: list[str]) -> list[str]:
+    """"ROW (scratch-b = scratch-e)" for each row whose arm is another's run."""
+    return [f"{r['row']} ({a} = {r[f'{a}_same_as']})" for r in rows for a in arms if r.get(f"{a}_same_as")]
+
+
+def _about(arms: list[str], rows: list[dict]) -> str:
+    """What the report shows, for its header."""
+    counts = [r[f"{a}_seeds"] for r in rows for a in arms if r.get(f"{a}_seeds")]
+    twins = _twins(rows, arms)
+    return (f"Test accuracy (%) at the final epoch (the headline), {STD_NOTE} {over_seeds(counts)}; "
+            "`{arm}_best`: the mean at the best epoch (the maximum over epochs: selected on the test set, so not the "
+            "headline). Arms: " + "; ".join(f"**{a}**: {ARMS[a].about}" for a in arms)
+            + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
+            " was opened (paper_source); empty otherwise, and left out of this file when no row cites"
+            " one. report.csv and report.json also hold each arm's mean, std and seed count, the best epoch's mean"
+            f" and std, and each comparison's numbers (`{{arm}}_vs_{REFERENCE}_diff`, `_diff_std`, `_ci_low`,"
+            " `_ci_high`, `_n`, `_verdict`)."
+            + ("\n\nShown once: a Scratch-B that trains for exactly Scratch-E's epochs is the same run (as its trial"
+               " records, or as the two trials' epochs show); its cell reads \"= scratch-e\", it has no bar of its own"
+               " in table.html and is not compared twice: "
+               + ", ".join(twins) + "." if twins else ""))
+
+
+COMPARE_TEXT = ("\nScratch against fine-tuned (final epoch, paired by seed: each arm's trial of seed s starts from"
+                " the proposal of seed s; the mean difference in points with its 95% Student-t CI; 'beats' and"
+                " 'falls short of': the interval excludes 0; 'matches': it spans 0, no clear difference):\n\n")
+
+
 def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool = False) -> tuple[Path, Path]:
     """report.md/.csv/.json in the paper's layout and table.html (+ .png): bars per arm with
     error bars, one group per row. `st`: the study's `runner.status` (its trials line and failures)."""
@@ -114,15 +192,14 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
     header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
               + f"- trials: {st.line()}\n"
               + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
-              + "\nTest accuracy (%) at the best epoch, mean ± std over seeds. Arms: "
-              + "; ".join(f"**{a}**: {ARMS[a].about}" for a in arms)
-              + ". `*_epochs`: the epochs each arm trained. `paper_*`: the paper's number where a source"
-              " was opened (paper_source); empty otherwise, and left out of this file when no row cites"
-              " one. report.csv and report.json also hold each arm's mean, std and seed count as numbers.\n"
-              + ("\nScratch against fine-tuned:\n\n" + "".join(f"- {v}\n" for v in lines) if lines else ""))
+              + "\n" + _about(arms, rows) + "\n"
+              + (COMPARE_TEXT + "".join(f"- {v}\n" for v in lines) if lines else ""))
     cols = (["row", "network", "data", "ratio", "width", "params", "pruned_params"] + arms
-            + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms] + ["paper_source"])
-    numeric = [f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds")]
+            + [f"{a}_best" for a in arms] + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms]
+            + ["paper_source"])
+    numeric = ([f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds", "best_std")]
+               + [f"{a}_vs_{REFERENCE}_{k}" for a in COMPARED if a in arms and REFERENCE in arms
+                  for k in ("diff", "diff_std", "ci_low", "ci_high", "n", "verdict")])
     # report.md: the readable columns (the paper's only where some row cites it); .csv/.json: all
     cited = any(r["paper_source"] for r in rows)
     md_cols = [c for c in cols if cited or not c.startswith("paper_")]
@@ -130,7 +207,9 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
     write_tables(rows, cols + numeric, out_dir / "report", header, md_cols=md_cols)
     html = out_dir / "table.html"
     colours = {a: ARMS[a].color for a in arms}
-    write_html(table_figure(rows, arms, colours=colours, title=s.get("title") or s["name"], caption=prov), html)
+    twins = _twins(rows, arms)
+    caption = prov + (f"; one bar for the same run: {', '.join(twins)}" if twins else "")
+    write_html(table_figure(rows, arms, colours=colours, title=s.get("title") or s["name"], caption=caption), html)
     if png:
         render_png(html, html.with_suffix(".png"))
     return out_dir / "report.md", html
