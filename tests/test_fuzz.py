@@ -58,12 +58,12 @@ def sandbox(tmp_path, monkeypatch):
     """A working directory and libraries in tmp, no training, no network, no browser."""
     from archsearch import counting, plot, propose, train
     from archsearch.data import cifar
-    from archsearch.sweep import app, results, table
+    from archsearch.sweep import app, results, table_report
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "build_with", _stop)
     monkeypatch.setattr(propose.base, "build", _stop)  # where proposers build nets (the lottery's initialisation)
-    for module in (plot, results, table):  # every module that calls it, by its own name for it
+    for module in (plot, results, table_report):  # every module that calls it, by its own name for it
         monkeypatch.setattr(module, "render_png", _stop)
     monkeypatch.setattr(app, "spawn_workers", _stop)  # worker processes would train for real
     # a small machine: every memory check refuses big networks and masks at once (a width-16
