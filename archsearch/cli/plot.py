@@ -32,8 +32,8 @@ def plot():
 @click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
 @click.option("--title", help="Title (default: the sweep's).")
 def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
-    """Accuracy (mean ± std over seeds) against params or MACs, per generator, coloured as in
-    the paper (uniform red, pruned blue, guided green, transferred brown, random grey).
+    """Final-epoch accuracy (mean ± sample std over seeds) against params or MACs, per
+    generator, coloured as in the paper (uniform red, pruned blue, guided green, transferred brown, random grey).
 
     STUDY_OR_SPEC is a sweep spec (file or shipped name), a study name, or the directory (or
     results.json) that `archsearch transfer --train` writes.

@@ -120,7 +120,9 @@ class TransferRow(Model):
     params: NonNeg
     macs: NonNeg
     best_acc_mean: Annotated[float, Field(ge=0, le=100)]
-    best_acc_std: Annotated[float, Field(ge=0, le=100)]
+    best_acc_std: Optional[Annotated[float, Field(ge=0, le=100)]] = None  # None: one seed (no sample std)
+    final_acc_mean: Optional[Annotated[float, Field(ge=0, le=100)]] = None  # the headline (older files lack it)
+    final_acc_std: Optional[Annotated[float, Field(ge=0, le=100)]] = None
     budget: Optional[str] = None
     seeds: Optional[PositiveInt] = None
     kind: Optional[str] = None

@@ -157,8 +157,8 @@ def _report_command(cli: click.Group) -> None:
     @click.option("--workdir", type=click.Path(file_okay=False))
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Directory for report.md/.csv/.json (default: the work dir).")
     def report(sweep_ref, scale, storage, workdir, out_dir):
-        """A Markdown and CSV table of a sweep: accuracy (mean ± std over seeds), params, MACs
-        and per-stage widths per (kind, generator, budget); plus every trial.
+        """A Markdown and CSV table of a sweep: final- and best-epoch accuracy (mean ± sample std
+        over seeds), params, MACs and per-stage widths per (kind, generator, budget); plus every trial.
 
         \b
         Examples:

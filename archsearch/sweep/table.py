@@ -362,7 +362,7 @@ def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
                  ("device", prop.device), ("torch_version", prop.torch_version),
                  ("archsearch_version", prop.archsearch_version), ("run_dir", str(run))):
         trial.set_user_attr(k, v)
-    return 100 * prop.base_acc
+    return 100 * prop.base_final_acc
 
 
 def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar) -> float:
@@ -401,7 +401,7 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     for k, v in result_numbers(res).items():
         if k != "best_epoch":  # (an arm's trial records what it always has)
             trial.set_user_attr(k, v)
-    return 100 * res.best_acc
+    return 100 * res.final_acc
 
 
 __all__ = ["ARMS", "validate_table", "build_table_plan", "artifact_store", "check_artifact_id", "enqueue_proposals",

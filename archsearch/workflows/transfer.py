@@ -31,7 +31,7 @@ from ..spec import ArchSpec
 
 DEFAULT_FRACTIONS = "0.05,0.1,0.2,0.4"
 SPEC_COLS = ["generator", "budget", "params", "macs", "stages", "error_pct", "spec"]
-TRAINED_COLS = ["generator", "budget", "params", "macs", "epochs", "seeds", "best_acc", "final_acc"]
+TRAINED_COLS = ["generator", "budget", "params", "macs", "epochs", "seeds", "final_acc", "best_acc"]
 
 
 @dataclass
@@ -157,8 +157,10 @@ def train_specs(t: Transfer, specs: Specs, *, schedule_kind: str = "scratch-e", 
                         out_dir=t.out / "train", device=device, progress=lambda label: EpochProgress(label), log=log)
     rows = trained_rows(results)
     preset = t.config.name
-    write_tables(rows, TRAINED_COLS + ["best_acc_mean", "best_acc_std", "final_acc_mean", "final_acc_std", "stages"],
-                 t.out / "results", f"# trained from scratch: {t.target}, {schedule_kind}, preset {preset}, {seeds} seeds")
+    write_tables(rows, TRAINED_COLS + ["final_acc_mean", "final_acc_std", "best_acc_mean", "best_acc_std", "stages"],
+                 t.out / "results", f"# trained from scratch: {t.target}, {schedule_kind}, preset {preset}, {seeds} seeds\n\n"
+                 "Test accuracy (%) at the final epoch (the headline) and at the best epoch, mean ± sample std "
+                 "(ddof=1) over the seeds.")
     caption = (f"{t.pattern['name']} -> {t.target} width {t.config.width:g}; {schedule_kind}, preset {preset}, "
                f"{results[0].epochs if schedule_kind == 'scratch-e' else 'scaled'} epochs, {seeds} seeds"
                + (f", {train_subset} training images" if train_subset else ""))
