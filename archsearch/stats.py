@@ -117,7 +117,7 @@ class Paired:
         the difference alone and why there is no verdict."""
         if self.verdict is None:
             return f"{a} against {b}: {self.mean:+.2f} {unit} on one seed (no interval, no verdict)"
-        why = f"; {VERDICTS['matches']}" if self.verdict == "matches" else ""
+        why = f" ({VERDICTS['matches']})" if self.verdict == "matches" else ""
         return (f"{a} {self.verdict} {b}: {self.mean:+.2f} {unit}, {round(100 * CONFIDENCE)}% CI "
                 f"[{self.low:.2f}, {self.high:.2f}], n = {self.n} seeds{why}")
 

@@ -41,7 +41,7 @@ def test_paired_interval_on_known_differences():
     assert p.numbers("x") == {"x_diff": 2.0, "x_diff_std": 1.0, "x_ci_low": -0.48, "x_ci_high": 4.48, "x_n": 3,
                               "x_verdict": "matches"}
     assert p.sentence("guided", "uniform") == ("guided matches uniform: +2.00 points, 95% CI [-0.48, 4.48], n = 3 "
-                                               "seeds; no clear difference: the 95% CI spans 0")
+                                               "seeds (no clear difference: the 95% CI spans 0)")
 
 
 @pytest.mark.parametrize("diffs, df, verdict", [

@@ -404,8 +404,8 @@ def test_table_report_headline_is_the_final_epoch_and_verdicts_are_paired(tmp_pa
     report, html = write_outputs(study, plan, SimpleNamespace(line=lambda: "12/12 done", failures=[]), tmp_path)
     text = report.read_text()
     assert "at the final epoch (the headline), mean ± sample std (ddof=1) over 3 seeds" in text
-    assert ("r0: scratch-e matches fine-tuning: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds; no clear "
-            "difference: the 95% CI spans 0; scratch-b beats fine-tuning: +10.00 points, 95% CI [7.52, 12.48], "
+    assert ("r0: scratch-e matches fine-tuning: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds (no clear "
+            "difference: the 95% CI spans 0); scratch-b beats fine-tuning: +10.00 points, 95% CI [7.52, 12.48], "
             "n = 3 seeds") in text
     head = next(line for line in text.splitlines() if line.startswith("| row |"))
     assert "| finetune | scratch-e | scratch-b | unpruned_best | finetune_best |" in head
