@@ -1,8 +1,7 @@
 """One experiment driver: a point's training (its schedule from the resolved `TrainConfig`, its
 count, its run directory, the training, the result's numbers). `transfer --train`
 (`compare.train_all`) and every sweep mode (`sweep.modes`) train through here, so the two never
-drift apart. The statistics over seeds are `archsearch.stats`' (`Spread` and `accuracy_cells`,
-public names of this module before, are re-exported from there).
+drift apart. The statistics over seeds are `archsearch.stats`'.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from .counting import count
 from .data import AnyDataset as Dataset
 from .budget import conv_stages
 from .spec import ArchSpec
-from .stats import Spread, accuracy_cells  # re-exported: their home is archsearch.stats
 from .train import EpochStats, Result, Schedule, make_schedule
 
 
@@ -78,5 +76,4 @@ def result_numbers(r: Result) -> dict[str, Any]:
             "archsearch_version": r.archsearch_version}
 
 
-__all__ = ["Point", "stage_summary", "point_schedule", "train_point", "net_numbers", "result_numbers", "Spread",
-           "accuracy_cells"]
+__all__ = ["Point", "stage_summary", "point_schedule", "train_point", "net_numbers", "result_numbers"]

@@ -1066,13 +1066,12 @@ def test_a_sweep_points_schedule_comes_from_its_resolved_config_unchanged(preset
 
 
 def test_one_aggregation_over_seeds():
-    """`stats.accuracy_cells` (re-exported by `experiment`): the sample std (ddof=1), rounded to 2
-    places, the final epoch first (the headline), in the reports' order."""
+    """`stats.accuracy_cells`: the sample std (ddof=1), rounded to 2 places, the final epoch first
+    (the headline), in the reports' order."""
     import numpy as np
 
-    from archsearch import experiment, stats
+    from archsearch import stats
 
-    assert experiment.Spread is stats.Spread and experiment.accuracy_cells is stats.accuracy_cells
     best, final = [91.234, 92.5, 90.0], [90.0, 91.0, 89.5]
     cells = stats.accuracy_cells(final=final, best=best)
     assert list(cells) == ["seeds", "final_acc_mean", "final_acc_std", "best_acc_mean", "best_acc_std", "final_acc",
