@@ -107,3 +107,20 @@ def test_a_scratch_b_that_is_scratch_e_trains_once(tmp_path):
     assert sb.user_attrs["same_as"] == "scratch-e" and sb.user_attrs["epochs"] == se.user_attrs["epochs"] == 1
     assert "best_acc" not in sb.user_attrs and "best_acc" in se.user_attrs
     assert not (tmp_path / "wd" / "trials" / "row0-scratch-b-s0").exists()
+
+
+def test_a_cited_row_also_counts_its_nets_as_the_original_scripts_do():
+    """Beside a paper's numbers the table gives the counts the original scripts print: PreResNet's
+    channel-selection indexes are parameters there (1,711,338 for PreResNet-164, 1,703,258 here)."""
+    from types import SimpleNamespace
+
+    from archsearch.archs import base_spec
+    from archsearch.sweep.table_report import _paper_counts
+
+    base = base_spec("preresnet164", 10, width=1.0)
+    prop = SimpleNamespace(user_attrs={"base_spec": base.to_dict()})
+    got = _paper_counts({"params": 1_703_258, "pruned_params": 1_000_000}, prop)
+    assert got == {"paper_count_params": 1_711_338, "paper_count_pruned_params": 1_008_080}
+    vgg = SimpleNamespace(user_attrs={"base_spec": base_spec("vgg19", 10).to_dict()})
+    assert _paper_counts({"params": 5, "pruned_params": 3}, vgg) == {"paper_count_params": 5,
+                                                                      "paper_count_pruned_params": 3}

@@ -12,8 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..compare import markdown_table, write_tables
+from ..counting import count, original_params
 from ..plot import render_png, table_figure, write_html
 from ..redact import redact
+from ..spec import ArchSpec
 from ..stats import STD_NOTE, Spread, final_acc, over_seeds, paired
 from .table import ARMS, point
 
@@ -110,6 +112,8 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
                 row["params"] = int(np.mean([t.user_attrs["params"] for t in own]))
                 row["pruned_params"] = int(np.mean([t.user_attrs["pruned_params"] for t in own]))
                 row["pruned_macs"] = int(np.mean([t.user_attrs["pruned_macs"] for t in own]))
+                if r.get("paper"):  # beside a paper's numbers: the nets counted as its scripts count them
+                    row.update(_paper_counts(row, own[0]))
             paper = (r.get("paper") or {}).get(arm)
             row[f"paper_{arm}"] = paper if paper is not None else ""
         for arm in (a for a in COMPARED if a in finals and REFERENCE in finals):
@@ -119,6 +123,15 @@ def summary(study: optuna.Study, plan: dict) -> list[dict]:
                            **{f"{arm}_vs_{REFERENCE}": diff.sentence(arm, "fine-tuning")})
         out.append(row)
     return out
+
+
+def _paper_counts(row: dict, proposal: FrozenTrial) -> dict[str, int]:
+    """The row's nets counted as the original scripts count them (`counting.original_params`:
+    their channel-selection layers register one index per stream channel as parameters). Channel
+    pruning keeps every stream's width, so the pruned net has the base net's selection entries."""
+    base = ArchSpec.from_dict(proposal.user_attrs["base_spec"], "the proposal's base spec")
+    extra = original_params(base) - count(base).params
+    return {"paper_count_params": row["params"] + extra, "paper_count_pruned_params": row["pruned_params"] + extra}
 
 
 def verdicts(rows: list[dict], plan: dict) -> list[str]:
@@ -176,6 +189,10 @@ def _about(arms: list[str], rows: list[dict]) -> str:
                + ", ".join(twins) + "." if twins else ""))
 
 
+PAPER_COUNTS = (" `paper_count_params`, `paper_count_pruned_params`: the row's nets counted as the original scripts"
+                " count them, to read beside the paper's numbers (their channel-selection layers register one index"
+                " per stream channel as parameters; archsearch's `params` leaves that index out: PreResNet-164"
+                " 1,711,338 there, 1,703,258 here).")
 COMPARE_TEXT = ("\nScratch against fine-tuned (final epoch, paired by seed: each arm's trial of seed s starts from"
                 " the proposal of seed s; the mean difference in points with its 95% Student-t CI; 'beats' and"
                 " 'falls short of': the interval excludes 0; 'matches': it spans 0, no clear difference):\n\n")
@@ -189,19 +206,19 @@ def write_outputs(study: optuna.Study, plan: dict, st, out_dir: Path, png: bool 
     prov = provenance(study, plan)
     arms = plan["arms"]
     lines = verdicts(rows, plan)
+    cited = any(r["paper_source"] for r in rows)
     header = (f"# {s.get('title') or s['name']}\n\n{prov}\n\n"
               + f"- trials: {st.line()}\n"
               + "".join(f"- failed trial #{n}: {why}\n" for n, why in st.failures)
-              + "\n" + _about(arms, rows) + "\n"
+              + "\n" + _about(arms, rows) + (PAPER_COUNTS if cited else "") + "\n"
               + (COMPARE_TEXT + "".join(f"- {v}\n" for v in lines) if lines else ""))
     cols = (["row", "network", "data", "ratio", "width", "params", "pruned_params"] + arms
             + [f"{a}_best" for a in arms] + [f"{a}_epochs" for a in arms] + [f"paper_{a}" for a in arms]
-            + ["paper_source"])
+            + ["paper_count_params", "paper_count_pruned_params", "paper_source"])
     numeric = ([f"{a}_{k}" for a in arms for k in ("mean", "std", "seeds", "best_std")]
                + [f"{a}_vs_{REFERENCE}_{k}" for a in COMPARED if a in arms and REFERENCE in arms
                   for k in ("diff", "diff_std", "ci_low", "ci_high", "n", "verdict")])
     # report.md: the readable columns (the paper's only where some row cites it); .csv/.json: all
-    cited = any(r["paper_source"] for r in rows)
     md_cols = [c for c in cols if cited or not c.startswith("paper_")]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(rows, cols + numeric, out_dir / "report", header, md_cols=md_cols)
