@@ -215,11 +215,11 @@ README_LINES = {
                              lambda ts: _versus(ts, ["pruned", "guided", "transferred", "uniform"], diffs=False))],
     "fig5-vgg19-c10-reduced": [
         ("fig5-vgg19-c10-reduced/README.md",
-         lambda ts: _versus(ts, ["pruned", "guided", "transferred", "uniform"], diffs=False)[::2]),
+         lambda ts: _versus(ts, ["pruned", "guided", "transferred", "uniform"], diffs=False)),
         ("fig5-vgg19-c10-full/README.md",
          lambda ts: _versus(ts, ["pruned", "guided", "transferred", "uniform"], diffs=False)[::2])],
     "guided-preresnet29-c10-reduced": [
-        ("README.md", lambda ts: _versus(ts, ["guided", "transferred", "uniform"], diffs=False)[::2]),
+        ("README.md", lambda ts: _versus(ts, ["guided", "transferred", "uniform"], diffs=False)),
         ("README.md", _mean_train_minutes)],
     "table1-l1norm-reduced": [("table1-l1norm-reduced/README.md", _table)],
     "table4-slimming-reduced": [("table4-slimming-reduced/README.md", _table)],
