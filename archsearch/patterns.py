@@ -148,8 +148,9 @@ def _kernel_keep_summary(per_seed: list[dict]) -> tuple[list, list]:
     return mean, std
 
 
-def _summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
-    """The pattern's per-layer and per-stage means and stds over seeds."""
+def summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
+    """The pattern's per-layer and per-stage means and sample stds over seeds (`extract`, and
+    benchmarks/restat_patterns.py on a committed pattern's per-seed records)."""
     if kind in ("channels", "depth"):
         return {"layers": dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["layer_ratio"] for r in per_seed))),
                 "stage": dict(zip(("ratio_mean", "ratio_std"), _mean_std(r["stage_ratio"] for r in per_seed)))}
@@ -159,7 +160,8 @@ def _summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
             "stage": stage}
 
 
-def _accuracy(per_seed: list[dict]) -> dict[str, dict[str, float]]:
+def accuracy_summary(per_seed: list[dict]) -> dict[str, dict[str, float]]:
+    """The base, base-final and pruned accuracies, mean and sample std over seeds."""
     return {k: {"mean": round(float(np.mean(v)), 6), "std": round(float(_seed_std(np.asarray(v, dtype=float))), 6)}
             for k, v in (("base", [r["base_acc"] for r in per_seed]),
                          ("base_final", [r["base_final_acc"] for r in per_seed]),
@@ -209,8 +211,8 @@ def extract(proposals: list, *, name: str | None = None, command: str = "") -> d
     }
     if lay.kernels is not None:
         pat["kernels"] = lay.kernels
-    pat.update(_summaries(kind, per_seed))
-    pat["accuracy"] = _accuracy(per_seed)
+    pat.update(summaries(kind, per_seed))
+    pat["accuracy"] = accuracy_summary(per_seed)
     pat["provenance"] = _provenance(proposals, pat, command)
     pat["proposals"] = per_seed
     validate(pat)

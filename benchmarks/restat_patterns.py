@@ -6,7 +6,7 @@ The shipped patterns (patterns/*.json) were written when `archsearch.patterns` t
 population std over seeds; it now takes the sample std (ddof=1, issue 29). Each file keeps
 its raw per-seed proposals (`proposals`: every seed's layer and stage ratios or densities,
 kernel keep maps and accuracies), so the stds can be recomputed without training: this runs
-the extractor's own summaries (`patterns._summaries`, `patterns._accuracy`) on those records,
+the extractor's own summaries (`patterns.summaries`, `patterns.accuracy_summary`) on those records,
 so the rule has one home. Only std fields are replaced; each recomputed mean must equal the
 stored one (to the 6 places it was written with), which checks that the records are the ones
 the pattern was made from. The result is validated against the pattern schema and written
@@ -57,10 +57,10 @@ def restated(pat: dict) -> dict:
     if not per_seed:
         raise ArchsearchError(f"{pat['name']}: no per-seed proposals to recompute from")
     out = copy.deepcopy(pat)
-    fresh = patterns._summaries(pat["kind"], per_seed)
+    fresh = patterns.summaries(pat["kind"], per_seed)
     for part in ("layers", "stage"):
         out[part] = _merge(pat[part], fresh[part], f"{pat['name']}.{part}")
-    out["accuracy"] = _merge(pat["accuracy"], patterns._accuracy(per_seed), f"{pat['name']}.accuracy")
+    out["accuracy"] = _merge(pat["accuracy"], patterns.accuracy_summary(per_seed), f"{pat['name']}.accuracy")
     return patterns.validate(out, pat["name"])
 
 
