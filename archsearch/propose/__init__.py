@@ -59,7 +59,8 @@ from ..names import ProposerName
 from ..schemas import ProposalRecord, check
 from ..spec import ArchSpec
 from ..train import EpochStats, Schedule, TrainHook, evaluate, make_schedule
-from . import l1norm, lamp, lottery, magnitude, regression, sfp, slimming, sss, thinet  # noqa: F401  (register them)
+from . import (l1norm, lamp, lottery, magnitude, regression, sfp, slimming, sss, thinet,  # noqa: F401  (register them)
+               snip, grasp, synflow)
 from .base import (PROPOSERS, MethodInfo, OptionInfo, Proposer, Pruned, Settings, catalogue, channel_proposal,
                    describe, get_proposer, initial_state, parse, register_proposer, save_ticket)
 from .options import NAMED, Options, with_own

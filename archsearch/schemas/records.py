@@ -103,7 +103,7 @@ class ProposalRecord(Model):
     pruned_acc: Unit
     info: dict[str, Any]
     run_dir: str
-    base_epochs: Epochs
+    base_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]  # 0: no base net trained (pruning at initialisation)
     base_seconds: NonNeg
     device: str
     torch_version: str

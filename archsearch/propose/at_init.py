@@ -1,0 +1,149 @@
+"""Pruning at initialisation: what SNIP, GraSP and SynFlow share (`snip.py`, `grasp.py`,
+`synflow.py`).
+
+These methods train nothing. They score every conv weight of the base net *as initialised*
+(the weights `train` would start from with this seed: `base.initial_state`), with one or
+two batches of training images (SNIP, GraSP) or with no data at all (SynFlow), and keep the
+best-scoring weights under one global threshold. The proposal is a sparsity pattern like
+magnitude pruning's (`magnitude.masked_proposal`); its inherited weights are the initial
+weights under the mask, which is what the three papers train.
+
+The proposal's record says so (`InitProposer.run`): the base net trained 0 epochs in 0
+seconds, its `base_acc` (a number the record requires) is the test accuracy of the
+initialised, untrained net, and `info` names the data the scores used (`images`, `batches`)
+and the seconds the scoring took. Which layers are scored: the convs of `Family.convs`, as
+magnitude pruning (the originals also prune the linear layers; here the classifier stays
+dense, as in every sparsity proposal of archsearch).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..archs import build_with, get_family
+from ..errors import ArchsearchError
+from ..spec import ArchSpec
+from ..train import device_name, evaluate, resolve_device
+from .allocation import keep_one, top_k
+from .base import Proposer, Pruned, Settings, initial_state
+from .magnitude import masked_proposal
+
+
+@dataclass
+class Untrained:
+    """What `propose` records of the base net of a method that does not train it: 0 epochs
+    in 0 seconds; `best_acc` and `final_acc` are the initialised net's test accuracy."""
+
+    best_acc: float
+    final_acc: float
+    device_name: str
+    epochs: int = 0
+    train_seconds: float = 0.0
+
+
+@dataclass
+class Scored:
+    """A method's keep masks (one per conv, `Family.convs` order) and what it records."""
+
+    masks: list[torch.Tensor]
+    threshold: float
+    scores: list[torch.Tensor]   # the scores the masks were cut from (for the known-answer tests)
+    facts: dict[str, Any]        # images and batches used, the method's own numbers
+    higher_keeps: bool = True    # GraSP removes its highest scores: False
+
+
+def conv_names(base: ArchSpec) -> list[str]:
+    return [c.name for c in get_family(base.family).convs(base)]
+
+
+def conv_weights(model: nn.Module, names: list[str]) -> list[torch.Tensor]:
+    modules = dict(model.named_modules())
+    return [modules[n].weight for n in names]
+
+
+def random_batch(data, n: int, seed: int, device: torch.device, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` training images drawn at random (seeded), in one batch, without augmentation:
+    snip-public's `dataset.get_next_batch('train', batch_size)` feeds the raw images."""
+    if n > data.n_train:
+        raise ArchsearchError(f"{method} scores one batch of {n} training images, but the training set has "
+                              f"{data.n_train}: give a smaller samples option or more training images")
+    idx = np.sort(np.random.default_rng(seed).choice(data.n_train, n, replace=False))
+    return next(iter(data.loader("train", n, train=False, device=device, indices=idx)))
+
+
+def per_class_batch(data, per_class: int, seed: int, device: torch.device,
+                    method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` training images of every class, augmented as in training, class by class
+    (class 0's first): GraSP's `GraSP_fetch_data` takes the first `samples_per_class` of each
+    class from the shuffled, augmented training loader and concatenates them in class order."""
+    counts = np.bincount(np.asarray(data.y_train), minlength=data.num_classes)
+    if counts.min() < per_class:
+        c = int(counts.argmin())
+        raise ArchsearchError(f"{method} needs {per_class} training images of every class, but class {c} has "
+                              f"{int(counts[c])}: give a smaller samples_per_class option or more training images")
+    order = np.random.default_rng(seed).permutation(data.n_train)
+    y = np.asarray(data.y_train)[order]
+    idx = np.concatenate([order[y == c][:per_class] for c in range(data.num_classes)])
+    xb, yb = next(iter(data.loader("train", len(idx), train=True, device=device, seed=seed, indices=idx)))
+    by_class = torch.argsort(yb, stable=True)  # the loader shuffles its batch: back to class order
+    return xb[by_class], yb[by_class]
+
+
+def keep_top(scores: list[torch.Tensor], n_keep: int) -> tuple[list[torch.Tensor], float]:
+    """Keep the `n_keep` highest scores over all layers, ties to the earlier position (as
+    TensorFlow's `top_k`, which snip-public's `create_sparse_mask` uses). Returns the masks and
+    the threshold (the lowest kept score)."""
+    flat = torch.cat([s.flatten() for s in scores])
+    keep = top_k(flat, n_keep)
+    threshold = float(flat[keep].min()) if n_keep > 0 else float(flat.max())  # nothing kept: above them all
+    return [k.reshape(s.shape) for k, s in zip(keep.split([s.numel() for s in scores]), scores)], threshold
+
+
+def prune_at_or_below(scores: list[torch.Tensor], n_prune: int) -> tuple[list[torch.Tensor], float] | None:
+    """Synaptic-Flow's `Pruner._global_mask`: the `n_prune`-th smallest score is the threshold
+    (`torch.kthvalue`) and every score at or below it goes (ties included). None when
+    `n_prune` < 1 (the original leaves the masks as they are)."""
+    if n_prune < 1:
+        return None
+    threshold = torch.kthvalue(torch.cat([s.flatten() for s in scores]), n_prune).values
+    return [s > threshold for s in scores], float(threshold)
+
+
+class InitProposer(Proposer):
+    """A method that scores the initialised base net instead of training it (`run`)."""
+
+    kind = "sparsity"
+
+    def score(self, model: nn.Module, base: ArchSpec, settings: Settings, data, device: torch.device,
+              seed: int) -> Scored:
+        """The keep masks of the initialised `model` (left unchanged)."""
+        raise NotImplementedError
+
+    def run(self, base, data, settings, schedule, run, *, seed, device, progress, checkpoint_every, base_dir):
+        """Score the base net as initialised with this seed and prune it; train nothing.
+        Returns (Pruned, Untrained)."""
+        dev = resolve_device(device)
+        init = initial_state(base, seed)
+        start = time.perf_counter()
+        scored = self.score(build_with(base, init).to(dev), base, settings, data, dev, seed)
+        seconds = time.perf_counter() - start
+        pruned = self.proposal(base, init, scored)
+        acc = evaluate(base, init, data, dev, tta_flip=schedule.tta_flip)
+        pruned.info.update(trained_epochs=0, score_seconds=round(seconds, 3), **scored.facts,
+                           base_acc="the test accuracy of the initialised, untrained base net")
+        return pruned, Untrained(acc, acc, device_name(dev))
+
+    @staticmethod
+    def proposal(base: ArchSpec, init: dict[str, torch.Tensor], scored: Scored) -> Pruned:
+        """The initial weights under the masks; a conv the threshold would empty keeps its
+        best-scoring weight (`keep_one`)."""
+        masks = [m.detach().cpu().clone() for m in scored.masks]
+        sign = 1.0 if scored.higher_keeps else -1.0
+        clamped = keep_one(masks, [sign * s.detach().double().cpu() for s in scored.scores])
+        return masked_proposal(build_with(base, init), base, [m.numpy() for m in masks], scored.threshold, clamped)

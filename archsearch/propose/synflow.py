@@ -1,0 +1,123 @@
+"""SynFlow: iterative synaptic flow pruning (Tanaka et al., NeurIPS 2020), at initialisation
+and without data, as an architecture proposer.
+
+Transcribed from ganguli-lab/Synaptic-Flow (commit 9dfa57a):
+- `Pruners/pruners.py` l.178-211 (`SynFlow.score`): every entry of the state dict is replaced
+  by its absolute value (`linearize`), one all-ones input of the data's shape ([1, C, H, W])
+  goes through the net, R = sum(output) is backpropagated, and a weight's score is
+  |dR/dw * w|; the signs are restored afterwards (here: a copy is scored);
+- `prune.py` l.5-24 (`prune_loop`): the net in eval mode (`--prune-train-mode` False), so
+  batch norm uses its running statistics; `epochs` rounds (`--prune-epochs`; the paper's
+  SynFlow uses 100), each scoring the masked net and cutting to density
+  `d ** ((round + 1) / rounds)` (the exponential `--compression-schedule`), d the final
+  density;
+- `Pruners/pruners.py` l.12-29 (`_global_mask`): `k = int((1 - density) * N)`, the
+  threshold is the k-th smallest score (`torch.kthvalue`), and every weight scoring at or
+  below it is masked (ties included); a masked weight scores 0 in later rounds (its
+  gradient through `weight * weight_mask` is 0), so it stays masked.
+The original masks the convs and the linear layers (`generator.masked_parameters`); here the
+convs of `Family.convs` are masked, as magnitude pruning, and the classifier stays dense. The
+original scores in float32 (its `model.double()` is commented out), and so does this one;
+where the flow overflows float32 (the product of |w| over a deep residual net: ResNet-56 at
+width 0.25 reaches 5e53), every round is redone in float64, recorded as `info.precision`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ArchsearchError
+from .at_init import InitProposer, Scored, conv_names, conv_weights, prune_at_or_below
+from .base import register_proposer
+from .options import Options, default, option
+
+
+def linearized(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` in `dtype` and eval mode with every parameter and buffer replaced by
+    its absolute value (`linearize`)."""
+    net = copy.deepcopy(model).to(dtype).eval()
+    with torch.no_grad():
+        for v in net.state_dict().values():
+            v.abs_()
+    return net
+
+
+def synflow_scores(net: nn.Module, weights: list[torch.Tensor], shape: tuple[int, ...]) -> list[torch.Tensor] | None:
+    """|dR/dw * w| of `weights` (parameters of the linearized `net`), R = sum(net(ones));
+    None where R overflows the net's precision."""
+    net.zero_grad()
+    x = torch.ones((1, *shape), dtype=weights[0].dtype, device=weights[0].device)
+    r = net(x).sum()
+    if not torch.isfinite(r):
+        return None
+    r.backward()
+    scores = [(w.grad * w).detach().abs() for w in weights]
+    return scores if all(bool(torch.isfinite(s).all()) for s in scores) else None
+
+
+def synflow_rounds(model: nn.Module, names: list[str], shape: tuple[int, ...], ratio: float, rounds: int,
+                   dtype: torch.dtype) -> tuple[list[torch.Tensor], float, list[torch.Tensor]] | None:
+    """`rounds` rounds of scoring the masked, linearized net and cutting to the exponential
+    schedule's density. Returns the masks, the last round's threshold and its scores (None
+    where the flow overflows `dtype`)."""
+    net = linearized(model, dtype)
+    weights = conv_weights(net, names)
+    dense = [w.detach().clone() for w in weights]
+    masks = [torch.ones_like(w, dtype=torch.bool) for w in weights]
+    density, threshold = 1.0 - ratio, 0.0
+    for r in range(rounds):
+        with torch.no_grad():
+            for w, w0, m in zip(weights, dense, masks):
+                w.copy_(w0 * m)  # the original's `weight * weight_mask`
+        scores = synflow_scores(net, weights, shape)
+        if scores is None:
+            return None
+        sparse = density ** ((r + 1) / rounds)
+        cut = prune_at_or_below(scores, int((1.0 - sparse) * sum(s.numel() for s in scores)))
+        if cut is not None:
+            masks, threshold = cut
+    return masks, threshold, scores
+
+
+def synflow_masks(model: nn.Module, names: list[str], shape: tuple[int, ...], ratio: float,
+                  rounds: int) -> tuple[list[torch.Tensor], float, list[torch.Tensor], torch.dtype]:
+    """`synflow_rounds` in float32, as the original, or in float64 where float32 overflows:
+    (masks, threshold, scores, the precision used)."""
+    for dtype in (torch.float32, torch.float64):
+        out = synflow_rounds(model, names, shape, ratio, rounds, dtype)
+        if out is not None:
+            return (*out, dtype)
+    raise ArchsearchError("synflow: the synaptic flow of this net overflows even float64; it cannot be scored")
+
+
+@dataclass(frozen=True)
+class SynflowOptions(Options):
+    # magnitude's and LAMP's, so that the sparsity patterns are compared at one sparsity by default
+    ratio: float = default("ratio", 0.8, help="Prune ratio: the share of conv weights removed (after all "
+                                              "iterations).")
+    iterations: int = option(100, "Rounds of scoring and pruning, to the exponential schedule's density each "
+                                  "(the paper's 100).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        i = self.iterations
+        if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= 1000:
+            raise ArchsearchError(f"iterations must be a whole number from 1 to 1000, got {i!r}")
+
+
+@register_proposer
+class Synflow(InitProposer):
+    name = "synflow"
+    about = "SynFlow: iterative synaptic-flow scores at initialisation, no data, one global cut (Tanaka et al. 2020)"
+    options = SynflowOptions
+
+    def score(self, model, base, settings, data, device, seed) -> Scored:
+        shape = (3, data.size, data.size)  # the data's shape; no image is read
+        rounds = settings.options["iterations"]
+        masks, threshold, scores, dtype = synflow_masks(model, conv_names(base), shape, settings.ratio, rounds)
+        return Scored(masks, threshold, scores, {"images": 0, "batches": 0, "iterations": rounds,
+                                                 "input": f"ones {[1, *shape]}", "precision": str(dtype)[6:]})
