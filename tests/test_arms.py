@@ -124,3 +124,19 @@ def test_a_cited_row_also_counts_its_nets_as_the_original_scripts_do():
     vgg = SimpleNamespace(user_attrs={"base_spec": base_spec("vgg19", 10).to_dict()})
     assert _paper_counts({"params": 5, "pruned_params": 3}, vgg) == {"paper_count_params": 5,
                                                                       "paper_count_pruned_params": 3}
+
+
+def test_the_arms_of_a_proposer_at_initialisation_train_the_rows_epochs(tmp_path):
+    """SynFlow trains no large net (0 epochs): its row's scratch arm trains the row's schedule."""
+    from archsearch.sweep.runner import status, work
+    from helpers import prepared_study
+    from test_table import _ctx, write_table
+
+    rows = '\n[[rows]]\nfrom = "synflow-vgg11-digits"\nratio = 0.5\noptions = {iterations = 5}\n'
+    spec, plan, study = prepared_study(write_table(tmp_path, rows=rows, arms='["scratch-e"]', epochs=2),
+                                       tmp_path / "wd", None)
+    work(study, plan, _ctx(tmp_path / "wd"))
+    assert status(study, plan).finished
+    done = {t.user_attrs["point"]: t for t in study.trials if t.state.name == "COMPLETE"}
+    assert done["r0/unpruned/s0"].user_attrs["epochs"] == 0
+    assert done["r0/scratch-e/s0"].user_attrs["epochs"] == 2

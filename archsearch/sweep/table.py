@@ -80,17 +80,23 @@ def _method(prop: FrozenTrial) -> proposing.Proposer:
     return proposing.get_proposer(str(prop.user_attrs.get("method")))
 
 
+def _large_epochs(prop: FrozenTrial) -> int:
+    """The epochs the arms measure against: the large net's (`arm_epochs`; a study made before it
+    was recorded has only `epochs`, the large net's)."""
+    return int(prop.user_attrs.get("arm_epochs") or prop.user_attrs["epochs"])
+
+
 def _finetune(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
     """The method's own fine-tuning (`Proposer.finetune`): its share of the large net's epochs at its
     lr rule, with the preset's augmentation and regularisers; [train]'s finetune_epochs, when given,
     sets the epochs instead."""
     config = resolve_config(tr["preset"])
-    epochs, lr_rule = _method(prop).finetune.resolve(config, int(prop.user_attrs["epochs"]))
+    epochs, lr_rule = _method(prop).finetune.resolve(config, _large_epochs(prop))
     return make_schedule(config, "finetune", epochs=tr.get("finetune_epochs") or epochs, finetune_lr=lr_rule)
 
 
 def _large_net_epochs(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
-    return make_schedule(tr["preset"], "scratch-e", epochs=prop.user_attrs["epochs"])
+    return make_schedule(tr["preset"], "scratch-e", epochs=_large_epochs(prop))
 
 
 def scratch_b_cap(tr: dict, method: proposing.Proposer) -> float | None:
@@ -103,7 +109,7 @@ def scratch_b_cap(tr: dict, method: proposing.Proposer) -> float | None:
 
 
 def _large_net_compute(tr: dict, prop: FrozenTrial, spec: ArchSpec, base: ArchSpec) -> Schedule:
-    return make_schedule(tr["preset"], "scratch-b", epochs=prop.user_attrs["epochs"], spec=spec, base=base,
+    return make_schedule(tr["preset"], "scratch-b", epochs=_large_epochs(prop), spec=spec, base=base,
                          cap=scratch_b_cap(tr, _method(prop)), count_convention=tr.get("count"))
 
 
@@ -356,6 +362,9 @@ def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
     base, pruned = count(prop.base_spec), count(prop.spec)
     for k, v in (("artifacts", ids), ("base_spec", prop.base_spec.to_dict()), ("best_acc", 100 * prop.base_acc),
                  ("final_acc", 100 * prop.base_final_acc), ("epochs", prop.base_epochs),
+                 # what the arms train for: the large net's epochs, or (a proposer at initialisation
+                 # trains no large net) the row's schedule
+                 ("arm_epochs", prop.base_epochs or plan["rows"][row]["epochs"]),
                  ("train_seconds", prop.base_seconds), ("params", base.params_nonzero), ("macs", base.macs_nonzero),
                  ("pruned_params", pruned.params_nonzero), ("pruned_macs", pruned.macs_nonzero),
                  ("pruned_acc", 100 * prop.pruned_acc), ("rewind_epoch", prop.info.get("rewind_epoch")),
