@@ -1,7 +1,7 @@
 """A torchvision model's layers at any widths, without building it: a per-layer table traced once.
 
 The budget solver counts dozens of candidate nets; building and narrowing a torchvision module
-for each took 35 ms (MobileNetV2) to over 100 ms (ResNet-50) a count. But every size the
+for each took 35 ms a count for MobileNetV2, most of a transfer's time. But every size the
 counters read is affine in the channel groups' widths and the class count: a conv's input and
 output channels, a BN's features, a linear layer's inputs and outputs, an activation's elements,
 a pool's channels. Narrowing a group by one channel removes, from each layer it reaches, the
@@ -105,6 +105,11 @@ class _Unfollowed(Exception):
     """A layer reads a tensor whose channels the trace cannot follow."""
 
 
+def _cat_dim(args: tuple, kwargs: dict) -> int:
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    return dim if isinstance(dim, int) else -1
+
+
 class _Channels(TorchFunctionMode):
     """Follows the channels (dimension 1) of every tensor made outside the hooked modules."""
 
@@ -119,8 +124,7 @@ class _Channels(TorchFunctionMode):
             return out
         flat = [a for x in (*args, *kwargs.values()) for a in (x if isinstance(x, (list, tuple)) else [x])]
         tensors = [a for a in flat if isinstance(a, torch.Tensor) and a.dim() == out.dim()]
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-        if func is torch.cat and isinstance(dim, int) and dim % out.dim() == 1:
+        if func is torch.cat and _cat_dim(args, kwargs) % out.dim() == 1:
             parts = [self.terms.get(id(t)) for t in tensors]
             if all(p is not None for p in parts):
                 summed: dict[int, int] = defaultdict(int)
