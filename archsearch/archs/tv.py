@@ -146,6 +146,13 @@ def _classifier(model: nn.Module) -> str:
     return (linears or convs)[-1]
 
 
+@functools.lru_cache(maxsize=None)
+def _check_classes(model: str, num_classes: int) -> None:
+    """torchvision builds `model` with `num_classes` outputs, or one line says why; checked once
+    per pair (a build of ResNet-50 takes half a second, and specs are made often)."""
+    make_model(model, num_classes)
+
+
 @dataclass(frozen=True)
 class _Layer:
     """One counted layer of the built module, in execution order."""
@@ -293,7 +300,7 @@ def _layout(model_name: str, size: int) -> _Layout:
 
 
 def _trace_layout(model_name: str, size: int) -> _Layout:
-    model = make_model(model_name, 10)  # the classes never form a group
+    model = make_model(model_name, tv_table.BASE_CLASSES)  # the classes never form a group
     layers, stages = _trace(model, size, model_name)
     run_order = {layer.name: i for i, layer in enumerate(layers)}
     clf = model.get_submodule(_classifier(model))
@@ -418,7 +425,9 @@ class TorchvisionFamily(Family):
              input_size: int = 32) -> ArchSpec:
         if in_channels != 3:
             raise ArchsearchError(f"{self.name} reads 3-channel images, not {in_channels}")
-        make_model(self.model, num_classes)  # an unknown name or class count fails here, once
+        _check_known(self.model)
+        if num_classes != tv_table.BASE_CLASSES:  # the layout below builds the model with that many
+            _check_classes(self.model, num_classes)
         gs = self.layout(depth, width, input_size)
         widths = [g.base for g in gs]
         return ArchSpec(family=self.name, depth=0, widths=widths, stages=[g.stage for g in gs],
