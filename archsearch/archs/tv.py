@@ -384,6 +384,7 @@ def _layers(model_name: str, size: int, num_classes: int, widths: tuple[int, ...
     if lay.table is None:
         return traced_layers(model_name, size, num_classes, widths)
     _check_widths(PREFIX + model_name, lay.groups, widths)
+    # stage 0 here: `convs` takes each conv's stage from the layout
     return tuple(_Layer(n, op, Conv(n, op.cout, op.cin, op.k, 0, op.hw) if op.kind == "conv" else None)
                  for n, op in lay.table.ops(widths, num_classes))
 
@@ -426,7 +427,7 @@ class TorchvisionFamily(Family):
         if in_channels != 3:
             raise ArchsearchError(f"{self.name} reads 3-channel images, not {in_channels}")
         _check_known(self.model)
-        if num_classes != tv_table.BASE_CLASSES:  # the layout below builds the model with that many
+        if num_classes != tv_table.BASE_CLASSES:  # at BASE_CLASSES, the layout's own build below is the check
             _check_classes(self.model, num_classes)
         gs = self.layout(depth, width, input_size)
         widths = [g.base for g in gs]
