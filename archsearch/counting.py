@@ -1,5 +1,11 @@
 """Parameters, MACs and FLOPs from an ArchSpec alone (no module is built).
 
+`count` is the one rule: sums of per-layer terms over the family's `ops(spec)`, each layer's
+sizes given its channel groups' widths. The budget solver calls it for every candidate, so no
+family builds a module for it: the paper's families read their layers from the spec, and a
+torchvision family (`tv.*`) from a per-layer table traced once per process (archs/tv_table.py).
+tests/test_fast_count.py checks every family against counts taken on the built module.
+
 Conventions, stated wherever numbers are printed:
 - `macs`: multiply-accumulates of conv and linear layers, per image, forward pass.
   FLOPs = 2 x MACs.

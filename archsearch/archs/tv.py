@@ -17,9 +17,11 @@ Building a spec constructs the torchvision model (`torchvision.models.get_model(
 weights=None, num_classes=...)`), keeps the first `width` channels of each group through
 the same graph, and initialises the convs again at their new sizes as torchvision does
 (Kaiming normal, fan-out; BN scale 1, shift 0): archsearch trains from scratch. Counting
-builds the module and counts its layers (conv, linear and BN parameters; MACs with
-depthwise convs counted per group; activations and pools for the `original` convention),
-cached per set of widths, since the spec alone does not describe an arbitrary graph.
+reads the layers the counters see (conv, linear and BN parameters; MACs with depthwise convs
+counted per group; activations and pools for the `original` convention) from a per-layer
+table traced once per (model, input size) with the groups (archs/tv_table.py: every size is
+affine in the widths), so the budget solver's many counts build no module; `traced_layers`,
+the same layers traced on the built, narrowed module, is what the table is tested against.
 
 GoogLeNet's auxiliary classifiers are left out (`aux_logits=False`): they are an extra training
 loss of the original paper (Szegedy et al. 2015 §5) that archsearch's one-loss trainer does not
@@ -40,6 +42,7 @@ installed torchvision (tests/test_tv.py), each supported or refused in one line.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from ..errors import ArchsearchError, clip
 from ..spec import ArchSpec
+from . import tv_table
 from .base import Conv, Family, Group, Op, scale_width
 
 PREFIX = "tv."
@@ -140,6 +144,13 @@ def _classifier(model: nn.Module) -> str:
     if not linears and not convs:
         raise ArchsearchError("the model has no final linear or conv layer (its classifier)")
     return (linears or convs)[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def _check_classes(model: str, num_classes: int) -> None:
+    """torchvision builds `model` with `num_classes` outputs, or one line says why; checked once
+    per pair (a build of ResNet-50 takes half a second, and specs are made often)."""
+    make_model(model, num_classes)
 
 
 @dataclass(frozen=True)
@@ -264,11 +275,32 @@ class _Layout:
     wires: dict[str, tuple[str | None, str | None]]  # module -> (group of its output dim, of its input dim)
     bns: dict[str, tuple[str, ...]]                  # group -> every BN of its coupled channels
     conv_stages: dict[str, int]                      # conv -> its stage, numbered as the groups'
+    table: tv_table.Table | None                     # the layers at any widths (None: count by building)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Torch on one thread for a while: the traces below run single images of a few pixels, where a
+    second thread only adds waits (two threads on a busy 2-core machine: 27 ms per conv of
+    MobileNetV2 at 32x32, against under 1 ms on one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=64)
 def _layout(model_name: str, size: int) -> _Layout:
-    model = make_model(model_name, 10)  # the classes never form a group
+    """The groups, wires, BNs, stages and count table of torchvision's `model_name` at `size`,
+    traced once per process."""
+    with _one_thread():
+        return _trace_layout(model_name, size)
+
+
+def _trace_layout(model_name: str, size: int) -> _Layout:
+    model = make_model(model_name, tv_table.BASE_CLASSES)  # the classes never form a group
     layers, stages = _trace(model, size, model_name)
     run_order = {layer.name: i for i, layer in enumerate(layers)}
     clf = model.get_submodule(_classifier(model))
@@ -315,7 +347,9 @@ def _layout(model_name: str, size: int) -> _Layout:
     at = {n: dense[max(0, v - low)] for n, v in stages.items()}
     groups = sorted((Group(g.name, g.kind, dense[max(0, g.stage - low)], g.base, g.bn) for g in groups),
                     key=lambda g: (g.stage, order[g.name]))
-    return _Layout(tuple(groups), {k: (v[0], v[1]) for k, v in wires.items()}, bns, at)
+    table = tv_table.table(model, dg, [(g.name, g.base) for g in groups], _classifier(model), size,
+                           lambda n, m, x, out: getattr(_layer(n, m, x, out, lambda hw: 0), "op", None))
+    return _Layout(tuple(groups), {k: (v[0], v[1]) for k, v in wires.items()}, bns, at, table)
 
 
 def _reinit_(model: nn.Module) -> None:
@@ -334,10 +368,31 @@ def _reinit_(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _check_widths(name: str, gs: tuple[Group, ...], widths: tuple[int, ...]) -> None:
+    if len(widths) != len(gs):
+        raise ArchsearchError(f"{name} has {len(gs)} channel groups; spec has {len(widths)} widths")
+    for g, w in zip(gs, widths):
+        if not 1 <= w <= g.base:
+            raise ArchsearchError(f"{name}: group {g.name} has {g.base} channels; width {w} is out of range")
+
+
 @functools.lru_cache(maxsize=256)
 def _layers(model_name: str, size: int, num_classes: int, widths: tuple[int, ...]) -> tuple[_Layer, ...]:
-    fam = TorchvisionFamily(model_name)
-    model = fam._narrowed(size, num_classes, widths)
+    """The counted layers at `widths`: from the model's table (archs/tv_table.py), or, for a model
+    without one, traced on the built, narrowed module (`traced_layers`)."""
+    lay = _layout(model_name, size)
+    if lay.table is None:
+        return traced_layers(model_name, size, num_classes, widths)
+    _check_widths(PREFIX + model_name, lay.groups, widths)
+    # stage 0 here: `convs` takes each conv's stage from the layout
+    return tuple(_Layer(n, op, Conv(n, op.cout, op.cin, op.k, 0, op.hw) if op.kind == "conv" else None)
+                 for n, op in lay.table.ops(widths, num_classes))
+
+
+def traced_layers(model_name: str, size: int, num_classes: int, widths: tuple[int, ...]) -> tuple[_Layer, ...]:
+    """The counted layers of the built module narrowed to `widths`, traced: what the table must
+    equal (tests/test_fast_count.py), and the count of a model without a table."""
+    model = TorchvisionFamily(model_name)._narrowed(size, num_classes, widths)
     return tuple(_trace(model, size, model_name)[0])
 
 
@@ -371,7 +426,9 @@ class TorchvisionFamily(Family):
              input_size: int = 32) -> ArchSpec:
         if in_channels != 3:
             raise ArchsearchError(f"{self.name} reads 3-channel images, not {in_channels}")
-        make_model(self.model, num_classes)  # an unknown name or class count fails here, once
+        _check_known(self.model)
+        if num_classes != tv_table.BASE_CLASSES:  # at BASE_CLASSES, the layout's own build below is the check
+            _check_classes(self.model, num_classes)
         gs = self.layout(depth, width, input_size)
         widths = [g.base for g in gs]
         return ArchSpec(family=self.name, depth=0, widths=widths, stages=[g.stage for g in gs],
@@ -384,14 +441,11 @@ class TorchvisionFamily(Family):
     def _narrowed(self, size: int, num_classes: int, widths: tuple[int, ...]) -> nn.Module:
         model = make_model(self.model, num_classes)
         gs = _layout(self.model, size).groups
-        if len(widths) != len(gs):
-            raise ArchsearchError(f"{self.name} has {len(gs)} channel groups; spec has {len(widths)} widths")
+        _check_widths(self.name, gs, widths)
         if all(w == g.base for w, g in zip(widths, gs)):
             return model
         dg = _graph(model, size, self.name)
         for g, w in zip(gs, widths):
-            if not 1 <= w <= g.base:
-                raise ArchsearchError(f"{self.name}: group {g.name} has {g.base} channels; width {w} is out of range")
             if w < g.base:
                 root = model.get_submodule(g.name)
                 dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(w, g.base))).prune()
