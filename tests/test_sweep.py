@@ -1121,8 +1121,8 @@ def test_grid_report_pairs_each_generator_with_uniform_on_the_final_epoch(tmp_pa
     text = report.read_text()
     assert "final_acc: test accuracy (%) at the final epoch, the headline" in text
     assert "mean ± sample std (ddof=1), over 3 seeds" in text and "## Paired against uniform (final epoch)" in text
-    assert ("- channels 100K: guided matches uniform: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds; no clear "
-            "difference: the 95% CI spans 0") in text
+    assert ("- channels 100K: guided matches uniform: +2.00 points, 95% CI [-0.48, 4.48], n = 3 seeds (no clear "
+            "difference: the 95% CI spans 0)") in text
     head = next(line for line in text.splitlines() if line.startswith("| kind |"))
     assert head.index("| final_acc |") < head.index("| best_acc |")
     assert "vs_uniform_ci_low" in (tmp_path / "report.csv").read_text().splitlines()[0]
