@@ -271,6 +271,7 @@ def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, m
     r = run("extract", "--from", spec, "--preset", "tiny", "--seeds", "1", "--workdir", str(tmp_path / "w"),
             "--library", str(tmp_path / "lib"), "--device", "cpu")
     assert r.exit_code == 0, r.output
+    assert "scored at initialisation, no training" in r.output and "estimate" not in r.output
     pat = json.loads((tmp_path / "lib" / f"{spec}.json").read_text())
     assert pat["kind"] == "sparsity" and pat["method"] == method and len(pat["layer_names"]) == 8
     dens = pat["layers"]["density_mean"]

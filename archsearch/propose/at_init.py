@@ -119,6 +119,7 @@ class InitProposer(Proposer):
     """A method that scores the initialised base net instead of training it (`run`)."""
 
     kind = "sparsity"
+    trains = False
 
     def score(self, model: nn.Module, base: ArchSpec, settings: Settings, data, device: torch.device,
               seed: int) -> Scored:

@@ -145,6 +145,7 @@ class Proposer:
     options: ClassVar[type[Options]] = Options  # the typed options, with the method's defaults
     allocation: ClassVar[Allocation] = GlobalThreshold()  # how scores become keep masks
     data_aware: ClassVar[bool] = False  # `prune` also reads training data (sampled activations)
+    trains: ClassVar[bool] = True  # trains a base net (False: scores it at initialisation, `at_init.py`)
     # the table's fine-tune arm: the method's own budget and lr rule (`schedule.FineTune`), from its
     # original fine-tuning script; a method without one takes L1-norm's, and says so in `source`
     finetune: ClassVar[FineTune] = FineTune(

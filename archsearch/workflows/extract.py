@@ -45,9 +45,13 @@ def prepare(source: str, *, seeds: int = 3, workdir: str = "runs/proposals", nam
     run_root = run_dir(pn, resolved, workdir, 0).parent
     todo = [seed for seed in range(seeds) if finished(run_dir(pn, resolved, workdir, seed), resolved) is None]
     trained_on = subset_train(data, resolved.train_subset)
+    training = (f"{schedule.epochs} epochs, s={resolved.sparsity:g}" if prop.trains
+                else "scored at initialisation, no training")
     header = [f"{pn}: {prop.about}; ratio {resolved.ratio:g}, {resolved.preset} preset, width {resolved.width:g}, "
-              f"{schedule.epochs} epochs, s={resolved.sparsity:g} | {trained_on.describe()}"]
-    if todo:
+              f"{training} | {trained_on.describe()}"]
+    if todo and not prop.trains:  # no estimate to make (it costs a timed training step)
+        header.append(f"{len(todo)} seed(s) to score ({seeds - len(todo)} reused) in {run_root}")
+    elif todo:
         est = estimate_seconds(base, trained_on, schedule, device) * len(todo) * (resolved.rounds or 1)
         header.append(f"estimate: about {fmt_seconds(est)} to train {len(todo)} base net(s)"
                       f"{f' x {resolved.rounds} rounds' if resolved.rounds else ''} "
