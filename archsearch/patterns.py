@@ -185,12 +185,23 @@ def _provenance(proposals: list, pat: dict, command: str) -> dict[str, Any]:
             "sparsity_s": s["sparsity"], "floor": s["floor"], "base_accuracy": pat["accuracy"]["base"]["mean"],
             "devices": sorted({p.device for p in proposals}), "torch_version": first.torch_version,
             "archsearch_version": __version__, "command": command, "date": max(p.date for p in proposals),
-            "scale": _scale(s)}
+            "scale": _scale(s) if first.base_epochs else _untrained_scale(s, first.info)}
     optional = {"train_subset": s.get("train_subset") or None, "variant": split_proposer(first.proposer)[2] or None,
                 "layer_ratios": s.get("layer_ratios"), "rounds": s.get("rounds"),
                 "ratio_per_round": s["ratio"] if s.get("rounds") is not None else None,
-                "rewind_epoch": s.get("rewind_epoch")}
+                "rewind_epoch": s.get("rewind_epoch"),
+                # a proposer at initialisation trains nothing: `epochs` is its preset's, which the
+                # arms of a table train; what it read to score is this
+                "trained_epochs": 0 if not first.base_epochs else None,
+                "scored_images": first.info.get("images") if not first.base_epochs else None,
+                "scored_batches": first.info.get("batches") if not first.base_epochs else None}
     return {**prov, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def _untrained_scale(s: dict, info: dict) -> str:
+    """What a pattern scored at initialisation cost: no training, the images it read."""
+    return (f"scored at initialisation, no training: width {s['width']:g}, {info.get('images', '?')} images in "
+            f"{info.get('batches', '?')} batch(es)")
 
 
 def extract(proposals: list, *, name: str | None = None, command: str = "") -> dict:

@@ -274,6 +274,9 @@ def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, m
     assert "scored at initialisation, no training" in r.output and "estimate" not in r.output
     pat = json.loads((tmp_path / "lib" / f"{spec}.json").read_text())
     assert pat["kind"] == "sparsity" and pat["method"] == method and len(pat["layer_names"]) == 8
+    prov = pat["provenance"]
+    assert prov["trained_epochs"] == 0 and prov["scale"].startswith("scored at initialisation, no training")
+    assert prov["scored_images"] == (0 if method == "synflow" else 100)
     dens = pat["layers"]["density_mean"]
     assert 0 < min(dens) and max(dens) <= 1 and max(dens) - min(dens) > 0.05  # a per-layer choice, not uniform
     rec = json.loads(next(Path(tmp_path / "w").glob(f"{spec}/*/seed0/proposal.json")).read_text())

@@ -42,6 +42,9 @@ class PatternProvenance(Model):
     rounds: Optional[Annotated[int, Field(ge=1, le=100)]] = None
     ratio_per_round: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     rewind_epoch: Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = None
+    trained_epochs: Optional[Annotated[int, Field(ge=0, le=0)]] = None  # a proposer at initialisation: 0
+    scored_images: Optional[Annotated[int, Field(ge=0, le=1 << 31)]] = None
+    scored_batches: Optional[Annotated[int, Field(ge=0, le=1 << 31)]] = None
 
 
 class LayerStats(Model):
