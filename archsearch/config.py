@@ -110,9 +110,13 @@ def is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def is_whole(v: Any, lo: int, hi: int) -> bool:
+    """A whole number in [lo, hi] (a bool is not one): every count a setting gives."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
 def _why_invalid(c: TrainConfig) -> str | None:
-    def whole(v, lo, hi):
-        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    whole = is_whole
 
     def real(v, lo, hi, lo_open=False):
         return is_real(v) and (v > lo if lo_open else v >= lo) and v <= hi
@@ -203,4 +207,4 @@ def resolve(preset: str | None = None, **overrides: Any) -> TrainConfig:
     return get_preset(preset or DEFAULT_PRESET).override(**overrides)
 
 
-__all__ = ["TrainConfig", "PRESETS", "DEFAULT_PRESET", "get_preset", "resolve"]
+__all__ = ["TrainConfig", "PRESETS", "DEFAULT_PRESET", "get_preset", "resolve", "is_real", "is_whole"]

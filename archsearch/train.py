@@ -37,7 +37,7 @@ from . import __version__
 from ._io import RunLock, torch_save, write_json
 from .archs import apply_masks_, build_with, masked_weights
 from .checkpoint import load_checkpoint, restore, save_checkpoint
-from .config import PRESETS, TrainConfig, get_preset
+from .config import PRESETS, TrainConfig, get_preset, is_whole
 from .counting import check_memory, count
 from .data import AnyDataset as Dataset
 from .data.stream import eval_batch_size
@@ -296,7 +296,7 @@ def _lost_peer(e: RuntimeError) -> bool:
 
 
 def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if not is_whole(seed, 0, MAX_SEED):
         raise ArchsearchError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed!r}")
     return seed
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from ..archs import get_family
+from ..config import is_whole
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 
@@ -240,14 +241,14 @@ class Rounds(Allocation):
 
     def resolve(self, method, base, opts, given, epochs):
         rounds, k = opts.rounds, opts.rewind_epoch
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
+        if not is_whole(rounds, 1, 100):
             raise ArchsearchError(f"{method} needs 1 to 100 rounds of pruning, got {rounds!r}")
         if k is not None and epochs < 2:
             # late resetting rewinds to the weights after an epoch before a round's last (Frankle et al. 2019)
             raise ArchsearchError(f"--rewind-epoch {k}: rounds of {epochs} epoch are too short for late resetting, "
                                   "which rewinds to an epoch before a round's last; train at least 2 epochs "
                                   "(--epochs) or leave --rewind-epoch out")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < epochs):
+        if k is not None and not is_whole(k, 1, epochs - 1):
             raise ArchsearchError(f"--rewind-epoch must be an epoch from 1 to {epochs - 1}, before the last of a "
                                   f"round's {epochs} epochs, got {k!r}")
         return {"ratio": opts.ratio, "rounds": rounds, "rewind_epoch": k, "count_rule": "original"}

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import is_whole
 from ..errors import ArchsearchError
 from .at_init import InitProposer, Scored, conv_names, per_class_batch
 from .base import register_proposer
@@ -92,7 +93,7 @@ class GraspOptions(Options):
     def __post_init__(self) -> None:
         super().__post_init__()
         s = self.samples_per_class
-        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 1000:
+        if not is_whole(s, 1, 1000):
             raise ArchsearchError(f"samples_per_class must be a whole number from 1 to 1000, got {s!r}")
 
 

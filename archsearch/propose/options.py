@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from ..config import DEFAULT_PRESET
 from ..config import is_real as _real
+from ..config import is_whole
 from ..errors import ArchsearchError
 from ..limits import OPTION_NAME
 
@@ -73,7 +74,7 @@ class Options:
         if self.sparsity is not None and not (_real(self.sparsity) and 0 <= self.sparsity <= 1):
             raise ArchsearchError(f"sparsity s must be in [0, 1], got {self.sparsity}")  # NaN too, before training
         t = self.train_subset
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_SUBSET):
+        if t is not None and not is_whole(t, 1, MAX_SUBSET):
             raise ArchsearchError(f"a training subset must be 1 to {MAX_SUBSET} images (a number at or above the "
                                   f"training set's size uses all of it), got {t}")
 

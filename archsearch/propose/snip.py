@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import is_whole
 from ..errors import ArchsearchError
 from .at_init import InitProposer, Scored, conv_names, conv_weights, keep_top, random_batch
 from .base import register_proposer
@@ -60,7 +61,7 @@ class SnipOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= 10000:
+        if not is_whole(self.samples, 1, 10000):
             raise ArchsearchError(f"samples must be a whole number of images from 1 to 10000, got {self.samples!r}")
 
 

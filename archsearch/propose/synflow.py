@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import is_whole
 from ..errors import ArchsearchError
 from .at_init import InitProposer, Scored, conv_names, conv_weights, prune_at_or_below
 from .base import register_proposer
@@ -105,7 +106,7 @@ class SynflowOptions(Options):
     def __post_init__(self) -> None:
         super().__post_init__()
         i = self.iterations
-        if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= 1000:
+        if not is_whole(i, 1, 1000):
             raise ArchsearchError(f"iterations must be a whole number from 1 to 1000, got {i!r}")
 
 
