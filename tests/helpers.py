@@ -1,6 +1,28 @@
 """Shared test helpers (not fixtures)."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    """`archsearch ARGS` in this process (click's runner): its exit code and output."""
+    from click.testing import CliRunner
+
+    from archsearch.cli import cli
+
+    return CliRunner().invoke(cli, list(args), prog_name="archsearch")
+
+
+def load_script(name: str):
+    """A script of benchmarks/ (not a package) loaded as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def random_masks(spec, density=0.3, seed=0):

@@ -5,12 +5,10 @@ Scratch-B's cap per method under the imagenet preset, and a Scratch-B that is Sc
 from __future__ import annotations
 
 import pytest
-from optuna.trial import FrozenTrial
 
 from archsearch.config import resolve
 from archsearch.propose import get_proposer
 from archsearch.schedule import RECIPE_DEFAULTS, FineTune, make_schedule
-from archsearch.spec import ArchSpec
 from archsearch.sweep.table import ARMS, scratch_b_cap
 
 
@@ -90,19 +88,23 @@ def test_a_bad_fine_tune_rule_is_refused():
         make_schedule("paper", "finetune", finetune_lr="cosine")
 
 
-def test_a_scratch_b_that_is_scratch_e_trains_once(tmp_path):
-    """At 1 epoch, an L1-norm net pruned 10% costs about 0.8x: Scratch-B's int(1 x 1.2) = 1 epoch
-    is Scratch-E's run. Its trial trains nothing and says whose numbers it has."""
+def _run_table(tmp_path, rows: str, arms: str, epochs: int) -> dict:
+    """A table sweep of `rows` and `arms` run to the end here; its completed trials by point."""
     from archsearch.sweep.runner import status, work
     from helpers import prepared_study
     from test_table import _ctx, write_table
 
-    rows = '\n[[rows]]\nfrom = "l1norm-vgg11-digits"\nratio = 0.1\n'
-    spec, plan, study = prepared_study(write_table(tmp_path, rows=rows, arms='["scratch-e", "scratch-b"]', epochs=1),
-                                       tmp_path / "wd", None)
+    spec, plan, study = prepared_study(write_table(tmp_path, rows=rows, arms=arms, epochs=epochs), tmp_path / "wd", None)
     work(study, plan, _ctx(tmp_path / "wd"))
     assert status(study, plan).finished
-    done = {t.user_attrs["point"]: t for t in study.trials if t.state.name == "COMPLETE"}
+    return {t.user_attrs["point"]: t for t in study.trials if t.state.name == "COMPLETE"}
+
+
+def test_a_scratch_b_that_is_scratch_e_trains_once(tmp_path):
+    """At 1 epoch, an L1-norm net pruned 10% costs about 0.8x: Scratch-B's int(1 x 1.2) = 1 epoch
+    is Scratch-E's run. Its trial trains nothing and says whose numbers it has."""
+    rows = '\n[[rows]]\nfrom = "l1norm-vgg11-digits"\nratio = 0.1\n'
+    done = _run_table(tmp_path, rows, '["scratch-e", "scratch-b"]', epochs=1)
     sb, se = done["r0/scratch-b/s0"], done["r0/scratch-e/s0"]
     assert sb.user_attrs["same_as"] == "scratch-e" and sb.user_attrs["epochs"] == se.user_attrs["epochs"] == 1
     assert "best_acc" not in sb.user_attrs and "best_acc" in se.user_attrs
@@ -128,15 +130,7 @@ def test_a_cited_row_also_counts_its_nets_as_the_original_scripts_do():
 
 def test_the_arms_of_a_proposer_at_initialisation_train_the_rows_epochs(tmp_path):
     """SynFlow trains no large net (0 epochs): its row's scratch arm trains the row's schedule."""
-    from archsearch.sweep.runner import status, work
-    from helpers import prepared_study
-    from test_table import _ctx, write_table
-
     rows = '\n[[rows]]\nfrom = "synflow-vgg11-digits"\nratio = 0.5\noptions = {iterations = 5}\n'
-    spec, plan, study = prepared_study(write_table(tmp_path, rows=rows, arms='["scratch-e"]', epochs=2),
-                                       tmp_path / "wd", None)
-    work(study, plan, _ctx(tmp_path / "wd"))
-    assert status(study, plan).finished
-    done = {t.user_attrs["point"]: t for t in study.trials if t.state.name == "COMPLETE"}
+    done = _run_table(tmp_path, rows, '["scratch-e"]', epochs=2)
     assert done["r0/unpruned/s0"].user_attrs["epochs"] == 0
     assert done["r0/scratch-e/s0"].user_attrs["epochs"] == 2

@@ -7,14 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from archsearch import __version__
+from helpers import run
 from archsearch.cli import cli
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args), prog_name="archsearch")
 
 
 def test_version_and_help():

@@ -16,7 +16,6 @@ and the reports' verdict word): each expected table line must appear in its READ
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,18 +23,13 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
+from helpers import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def _reexport_module():
-    spec = importlib.util.spec_from_file_location("reexport_reports", REPO / "benchmarks" / "reexport_reports.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-REEXPORT = _reexport_module()
+REEXPORT = load_script("reexport_reports")
 STUDIES = REEXPORT.committed_studies(RESULTS)
 
 

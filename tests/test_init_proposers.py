@@ -16,17 +16,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 from torch import nn
 from torch.nn.utils import parametrize
 
 from archsearch.archs import build, get_family
-from archsearch.cli import cli
 from archsearch.propose import resolve_settings
 from archsearch.propose.at_init import keep_top, prune_at_or_below
 from archsearch.propose.grasp import grasp_masks, grasp_scores
 from archsearch.propose.snip import snip_masks, snip_scores
 from archsearch.propose.synflow import synflow_masks
+from helpers import run
 
 
 def tiny(arch: str, seed: int = 0):
@@ -259,10 +258,6 @@ def test_the_original_weights_stay_as_they_were():
 
 
 # -- the commands ---------------------------------------------------------------------------------
-def run(*args):
-    return CliRunner().invoke(cli, list(args), prog_name="archsearch")
-
-
 @pytest.mark.parametrize("method,own", [("synflow", {"iterations": 100}), ("snip", {"samples": 100}),
                                         ("grasp", {"samples_per_class": 10})])
 def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, monkeypatch):

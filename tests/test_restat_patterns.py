@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from archsearch.errors import ArchsearchError
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("restat_patterns", REPO / "benchmarks" / "restat_patterns.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RESTAT = _module()
+RESTAT = load_script("restat_patterns")
 
 
 def test_committed_patterns_hold_the_current_stds(capsys):
