@@ -127,6 +127,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
         init="ticket_init.pt", rewinds=True),
 )}
 PROPOSAL = next(a.name for a in ARMS.values() if a.is_proposal)
+SAME_AS = "same_as"  # a trial's record: the arm whose run it is (`Arm.same_as`), when it trained nothing
 TICKET = "ticket_init.pt"  # the artifact only some proposers keep (the lottery's, channel pruning's)
 ARTIFACTS = ("spec.json", "pruned_model.pt", "ticket_init.pt")
 TRAIN_SETTINGS = ("preset", "width", "epochs", "train_subset", "batch_size")  # a row's come from [train]
@@ -394,7 +395,7 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     sched = a.schedule(tr, prop, spec, base)
     if a.same_as is not None and ARMS[a.same_as].init == a.init and \
             sched.epochs == ARMS[a.same_as].schedule(tr, prop, spec, base).epochs:
-        for k, v in (("same_as", a.same_as), ("epochs", sched.epochs), ("proposal_trial", prop.number)):
+        for k, v in ((SAME_AS, a.same_as), ("epochs", sched.epochs), ("proposal_trial", prop.number)):
             trial.set_user_attr(k, v)
         return 0.0  # no accuracy of its own: the report reads `same_as`'s trial of this row and seed
     init = load_state(fetch(a.init), "artifact") if a.init else None

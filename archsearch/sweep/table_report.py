@@ -17,7 +17,7 @@ from ..plot import render_png, table_figure, write_html
 from ..redact import redact
 from ..spec import ArchSpec
 from ..stats import STD_NOTE, Spread, final_acc, over_seeds, paired
-from .table import ARMS, point
+from .table import ARMS, SAME_AS, point
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -38,9 +38,8 @@ def summary_markdown(study: optuna.Study, plan: dict) -> str:
     return markdown_table(summary(study, plan), ["row", "pruned_params"] + plan["arms"])
 
 
-SAME_AS = "same_as"  # a trial's record: the arm whose run it is (a Scratch-B with Scratch-E's epochs)
 # an arm that is another's run when it trains for the same epochs: same net, seed and recipe
-TWIN_OF = {"scratch-b": "scratch-e"}
+TWIN_OF = {a.name: a.same_as for a in ARMS.values() if a.same_as}  # the registry's (`Arm.same_as`)
 REFERENCE = "finetune"  # what the scratch arms are compared with (the paper's claim)
 COMPARED = ("scratch-e", "scratch-b")
 
