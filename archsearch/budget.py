@@ -10,7 +10,8 @@ The generators (`archsearch.generate`) say which values to scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -18,9 +19,12 @@ import numpy as np
 from .archs import get_family, spread
 from .counting import check_mask_memory, count
 from .errors import ArchsearchError
+from . import latency
+from .measures import MEASURES, Budget, LatencyMeasure, check_measure, fmt_value
 from .spec import ArchSpec
 
-BY = ("params", "macs")
+BY = MEASURES  # what a budget may bound: params, macs, latency (`archsearch.measures`)
+
 
 def conv_stages(spec: ArchSpec) -> int:
     """The stages sparse values spread over: the convs' (`spec.num_stages` counts the channel
@@ -28,60 +32,104 @@ def conv_stages(spec: ArchSpec) -> int:
     return max(c.stage for c in get_family(spec.family).convs(spec)) + 1
 
 
-def _cost(spec: ArchSpec, by: str) -> int:
-    c = count(spec)
-    return c.params_nonzero if by == "params" else c.macs_nonzero
+class Meter:
+    """What `budget`'s measures cost, for nets narrowed from the target `full`: params and
+    MACs counted (non-zero), latency from the per-layer table (`archsearch.latency`), made
+    on first use with the default measure unless `table` is given."""
+
+    def __init__(self, budget: Budget, full: ArchSpec, table=None):
+        self.budget, self.full, self._table = budget, full, table
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = latency.LatencyTable(LatencyMeasure())
+        return self._table
+
+    def costs(self, spec: ArchSpec) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if "params" in self.budget.measures or "macs" in self.budget.measures:
+            c = count(spec)
+            out.update(params=c.params_nonzero, macs=c.macs_nonzero)
+        if "latency" in self.budget.measures:
+            out["latency"] = self.table.estimate(spec, self.full)
+        return {m: out[m] for m in self.budget.measures}
+
+    def ratio(self, spec: ArchSpec) -> tuple[float, str, dict[str, float]]:
+        """(the largest cost / bound, the measure that gives it: the binding one, the costs)."""
+        costs = self.costs(spec)
+        binding = max(self.budget.measures, key=lambda m: costs[m] / self.budget.get(m))
+        return costs[binding] / self.budget.get(binding), binding, costs
+
+
+def as_budget(budget: float | Budget, by: str) -> Budget:
+    """A bare number is a bound on `by` (the callers of one measure, and older ones)."""
+    if isinstance(budget, Budget):
+        return budget
+    check_measure(by)
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ArchsearchError(f"budget must be a positive finite number, got {budget}")
+    return Budget(((by, float(budget)),))
+
+
+def shown(costs: dict[str, float]) -> str:
+    return ", ".join(f"{fmt_value(m, v)} {m}" for m, v in costs.items())
 
 
 @dataclass
 class Solved:
     spec: ArchSpec
     scale: float
-    cost: int
-    error: float  # (cost - budget) / budget
+    cost: float            # the binding measure's cost (latency: the table's estimate, seconds)
+    error: float           # (cost - bound) / bound on the binding measure
+    binding: str = "params"
+    costs: dict = field(default_factory=dict)  # every bounded measure's cost
 
 
-def solve(make: Callable[[float], ArchSpec], budget: float, by: str, lo: float, hi: float,
-          tol: float = 0.01, moves: Callable[[ArchSpec], list[ArchSpec]] | None = None) -> Solved:
-    """The one budget solver: bisect the scale s in [lo, hi] so that cost(make(s)) ~ budget.
+def solve(make: Callable[[float], ArchSpec], meter: Meter, lo: float, hi: float, tol: float = 0.01,
+          moves: Callable[[ArchSpec], list[ArchSpec]] | None = None) -> Solved:
+    """The one budget solver: bisect the scale s in [lo, hi] so that the binding measure of
+    make(s) meets its bound, every other under its own (the largest cost / bound ratio is 1).
 
-    cost(make(s)) must be non-decreasing in s. Integer (or rounded) widths make it a step
+    Every measure must be non-decreasing in s. Integer (or rounded) widths make it a step
     function, so the closer of the two bracketing specs is taken; if that misses `tol`,
     `moves(spec, start)` lists one-step variants of `spec` (`start`: the bisection's spec) and
-    the best is taken greedily while it brings the cost closer to the budget.
+    the best is taken greedily while it brings the ratio closer to 1.
     """
-    if by not in BY:
-        raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
-    c_lo, c_hi = _cost(make(lo), by), _cost(make(hi), by)
-    if budget < c_lo * (1 - tol):
-        raise ArchsearchError(f"budget {budget:,.0f} {by} is below the smallest net this generator can make "
-                              f"({c_lo:,} {by} with every layer at its floor)")
-    if budget > c_hi * (1 + tol):
-        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the full target ({c_hi:,} {by})")
+    budget = meter.budget
+    r_lo, _, c_lo = meter.ratio(make(lo))
+    r_hi, _, c_hi = meter.ratio(make(hi))
+    if r_lo > 1 + tol:
+        raise ArchsearchError(f"budget {budget.describe()} is below the smallest net this generator can make "
+                              f"({shown(c_lo)} with every layer at its floor)")
+    if r_hi < 1 - tol:
+        raise ArchsearchError(f"budget {budget.describe()} is above the full target ({shown(c_hi)})")
     for _ in range(60):
         mid = (lo + hi) / 2
-        if _cost(make(mid), by) < budget:
+        if meter.ratio(make(mid))[0] < 1:
             lo = mid
         else:
             hi = mid
         if hi - lo < 1e-9:
             break
-    cands = [(abs(_cost(s, by) - budget), sc, s) for sc, s in ((lo, make(lo)), (hi, make(hi)))]
+    gap = lambda sp: abs(meter.ratio(sp)[0] - 1)  # noqa: E731
+    cands = [(gap(s), sc, s) for sc, s in ((lo, make(lo)), (hi, make(hi)))]
     _, scale, spec = min(cands, key=lambda t: t[0])
-    cost, start = _cost(spec, by), spec
-    while moves is not None and abs(cost - budget) / budget > tol:
-        options = [(abs(_cost(m, by) - budget), i, m) for i, m in enumerate(moves(spec, start))]
+    best, start = gap(spec), spec
+    while moves is not None and best > tol:
+        options = [(gap(m), i, m) for i, m in enumerate(moves(spec, start))]
         if not options:
             break
-        gap, _, best = min(options, key=lambda t: (t[0], t[1]))
-        if gap >= abs(cost - budget):
+        g, _, cand = min(options, key=lambda t: (t[0], t[1]))
+        if g >= best:
             break
-        spec, cost = best, _cost(best, by)
-    err = (cost - budget) / budget
+        spec, best = cand, g
+    ratio, binding, costs = meter.ratio(spec)
+    err = ratio - 1
     if abs(err) > tol:
-        raise ArchsearchError(f"cannot match {budget:,.0f} {by} within {tol:.0%} (nearest: {cost:,}, "
-                              f"{err:+.1%}); try another budget or rounding")
-    return Solved(spec, scale, cost, err)
+        raise ArchsearchError(f"cannot match {budget.describe()} within {tol:.0%} (nearest: {shown(costs)}, "
+                              f"{err:+.1%} on {binding}); try another budget or rounding")
+    return Solved(spec, scale, costs[binding], err, binding, costs)
 
 
 # -- channels ----------------------------------------------------------------------------------
@@ -123,9 +171,9 @@ def tie_classes(keys: list) -> list[list[int]]:
     return list(out.values())
 
 
-def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, by: str = "params",
+def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float | Budget, *, by: str = "params",
                  floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None,
-                 per_layer: bool = False, exact: bool = False) -> Solved:
+                 per_layer: bool = False, exact: bool = False, table=None) -> Solved:
     """Group widths = target widths x stage ratio x scale, the scale solved for the budget
     (`per_layer`: one ratio per channel group instead of per stage). A selection group never
     exceeds its stream (the target's own width caps every group).
@@ -135,7 +183,9 @@ def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, 
     per stage). `exact` (uniform): one ratio for every group, and the fix-up may move a class
     at most one rounding step from round(target x ratio), so equal layers stay equal and no
     two ratios differ by more than a step: with few distinct widths (a ResNet's 16/32/64) one
-    ratio alone jumps by several percent of the budget between steps."""
+    ratio alone jumps by several percent of the budget between steps. A number `budget` bounds
+    `by`; `table`: the latency table a latency bound is estimated with."""
+    meter = Meter(as_budget(budget, by), target, table)
     if round_to < 1:
         raise ArchsearchError(f"--round must be a positive multiple, got {round_to}")
     floors = _floors(target.widths, floor, round_to)
@@ -180,7 +230,7 @@ def channel_spec(target: ArchSpec, stage_ratios: list[float], budget: float, *, 
         return [spec.replace(widths=ws) for ws in out]
 
     hi = 1.0 / max(1e-9, float(r.min()))  # at this scale every layer reaches its full width
-    return solve(make, budget, by, 0.0, hi * 1.01 + 1e-6, tol=tol, moves=moves)
+    return solve(make, meter, 0.0, hi * 1.01 + 1e-6, tol=tol, moves=moves)
 
 
 # -- sparsity ----------------------------------------------------------------------------------
@@ -232,12 +282,19 @@ def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, se
     return masks
 
 
-def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps: list, budget: float, *,
+def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps: list, budget: float | Budget, *,
                 by: str = "params", seed: int = 0, tol: float = 0.01, meta: dict | None = None,
-                per_layer: bool = False) -> Solved:
+                per_layer: bool = False, table=None) -> Solved:
     """Per-stage density x scale (capped at 1) with masks from the stage kernel maps; the
-    scale is solved on the expected non-zero count, then masks are sampled once
-    (`per_layer`: one density and one kernel map per layer instead of per stage)."""
+    scale is solved on the expected non-zero counts, then masks are sampled once
+    (`per_layer`: one density and one kernel map per layer instead of per stage).
+
+    A sparse net runs at its dense net's latency (`archsearch.latency`: zeros are multiplied
+    like any weight), so a latency bound cannot shape it: alone it is refused, beside a count
+    it is only checked."""
+    budget = as_budget(budget, by)
+    counts = {m: v for m, v in budget.bounds if m != "latency"}
+    lat = _sparse_latency(target, budget, table, tol) if "latency" in budget.measures else None
     convs = get_family(target.family).convs(target)
     stages = [c.stage for c in convs]
     n = conv_stages(target)
@@ -247,40 +304,57 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
     sizes = np.array([int(np.prod(c.shape)) for c in convs])
     hw = np.array([c.hw for c in convs])
     dense = count(target)
-    other = (dense.params - sizes.sum()) if by == "params" else (dense.macs - (sizes * hw * hw).sum())
-    per = sizes if by == "params" else sizes * hw * hw
+    # per bounded count: what the convs do not hold, and each conv weight's share
+    other = {"params": dense.params - sizes.sum(), "macs": dense.macs - (sizes * hw * hw).sum()}
+    per = {"params": np.ones(len(sizes)), "macs": (hw * hw).astype(float)}
 
     def kept(scale: float) -> np.ndarray:
-        return np.round(np.minimum(1.0, d * scale) * sizes) / sizes
+        return np.round(np.minimum(1.0, d * scale) * sizes)
 
-    def cost(scale: float) -> float:
-        return other + float((np.round(kept(scale) * sizes) * (per / sizes)).sum())
+    def ratio(scale: float) -> float:
+        k = kept(scale)
+        return max((other[m] + float((k * per[m]).sum())) / v for m, v in counts.items())
 
-    full = other + per.sum()
-    if budget > full * (1 + tol):
-        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the full target ({full:,} {by})")
-    min_cost = other + (per / sizes).sum()  # one weight per layer
-    if budget < min_cost:
-        raise ArchsearchError(f"budget {budget:,.0f} {by} is below the smallest sparse net ({min_cost:,.0f} {by}: "
+    top = {m: other[m] + float((sizes * per[m]).sum()) for m in counts}
+    least = {m: other[m] + float(per[m].sum()) for m in counts}  # one weight per layer
+    if all(top[m] < v * (1 - tol) for m, v in counts.items()):
+        raise ArchsearchError(f"budget {budget.describe()} is above the full target ({shown(top)})")
+    if any(least[m] > v for m, v in counts.items()):
+        raise ArchsearchError(f"budget {budget.describe()} is below the smallest sparse net ({shown(least)}: "
                               "the classifier and BN layers alone)")
     lo, hi = 0.0, 1.0 / d.min()
     for _ in range(80):
         mid = (lo + hi) / 2
-        if cost(mid) < budget:
+        if ratio(mid) < 1:
             lo = mid
         else:
             hi = mid
-    scale = hi if abs(cost(hi) - budget) <= abs(cost(lo) - budget) else lo
-    dens = kept(scale)
+    scale = hi if abs(ratio(hi) - 1) <= abs(ratio(lo) - 1) else lo
+    dens = kept(scale) / sizes
     maps = [None if m is None else np.asarray(m, dtype=float)
             for m in _spread(stage_kernel_maps, stages, n, per_layer, "kernel maps", "convs")]
     masks = sample_masks(target, list(dens), maps, seed)
     spec = target.replace(masks=masks, base_widths=target.widths, meta=dict(meta or {}))
-    c = _cost(spec, by)
-    err = (c - budget) / budget
-    if abs(err) > tol:
-        raise ArchsearchError(f"cannot match {budget:,.0f} {by} within {tol:.0%} with sparsity (nearest {c:,})")
-    return Solved(spec, scale, c, err)
+    r, binding, costs = Meter(Budget(tuple(counts.items())), target).ratio(spec)
+    if abs(r - 1) > tol:
+        raise ArchsearchError(f"cannot match {budget.describe()} within {tol:.0%} with sparsity "
+                              f"(nearest {shown(costs)})")
+    if lat is not None:
+        costs["latency"] = lat
+    return Solved(spec, scale, costs[binding], r - 1, binding, costs)
+
+
+def _sparse_latency(target: ArchSpec, budget: Budget, table, tol: float) -> float:
+    """The dense target's latency (the table's), which every sparse net of it runs at: refused
+    as a sparse net's only bound, and checked against the bound beside a count."""
+    lat = Meter(Budget((("latency", budget.get("latency")),)), target, table).costs(target)["latency"]
+    if len(budget.bounds) == 1:
+        raise ArchsearchError(f"a sparse net runs at its dense net's latency here ({fmt_value('latency', lat)} "
+                              "for this target): a latency budget cannot shape it; bound params or macs")
+    if lat > budget.get("latency") * (1 + tol):
+        raise ArchsearchError(f"budget {budget.describe()}: a sparse net runs at its dense net's latency here "
+                              f"({fmt_value('latency', lat)}), above the latency bound")
+    return lat
 
 
 # -- depth -------------------------------------------------------------------------------------
@@ -311,17 +385,56 @@ def kept_blocks_from(target: ArchSpec, values: list[float], per_block: bool) -> 
     return keep
 
 
-def depth_spec(target: ArchSpec, values: list[float], budget: float, *, by: str = "params", per_block: bool = False,
-               floor: float = 0.0, round_to: int = 1, tol: float = 0.01, meta: dict | None = None) -> Solved:
+def depth_spec(target: ArchSpec, values: list[float], budget: float | Budget, *, by: str = "params",
+               per_block: bool = False, floor: float = 0.0, round_to: int = 1, tol: float = 0.01,
+               meta: dict | None = None, table=None) -> Solved:
     """The depth pattern's blocks, then one uniform width solved to the budget: depth from the
     pattern, the rest of the budget spent evenly on width."""
     keep = kept_blocks_from(target, values, per_block)
     deep = target.replace(blocks=keep)
-    most = _cost(deep, by)
-    if budget > most * (1 + tol):
-        raise ArchsearchError(f"budget {budget:,.0f} {by} is above the net with the pattern's {sum(keep)} of {len(keep)} "
-                              f"blocks at full width ({most:,} {by})")
+    budget = as_budget(budget, by)
+    r, _, most = Meter(budget, deep, table).ratio(deep)
+    if r < 1 - tol:
+        raise ArchsearchError(f"budget {budget.describe()} is above the net with the pattern's {sum(keep)} of "
+                              f"{len(keep)} blocks at full width ({shown(most)})")
     m = dict(meta or {})
     m["blocks_kept"] = int(sum(keep))
-    return channel_spec(deep, [1.0] * target.num_stages, budget, by=by, floor=floor, round_to=round_to, tol=tol,
-                        meta=m, exact=True)
+    return channel_spec(deep, [1.0] * target.num_stages, budget, floor=floor, round_to=round_to, tol=tol,
+                        meta=m, exact=True, table=table)
+
+
+# -- latency, checked end to end -------------------------------------------------------------------
+def verify_latency(make: Callable[[Budget], Solved], budget: Budget, table, tol: float = 0.05,
+                   tries: int = 4) -> Solved:
+    """`make(budget)` solved on the latency table's estimates, then the net measured end to end
+    (`table.measure`); while the measured latency misses the bound by more than `tol` (or, where
+    another measure binds, exceeds it), the latency bound the solver sees is scaled by
+    bound / measured and the net solved again: the table's error at this net, corrected. The
+    result records the measured latency (`costs["latency_measured"]`) beside the table's
+    estimate (`costs["latency"]`); its `error` is the measured one."""
+    bound, asked, best = budget.get("latency"), budget, None
+    for _ in range(tries):
+        try:
+            s = make(asked)
+        except ArchsearchError as e:
+            if best is None:
+                raise
+            raise ArchsearchError(f"cannot meet {budget.describe()} within {tol:.0%}: the measured latency "
+                                  f"({fmt_value('latency', best.costs['latency_measured'])}) calls for a net "
+                                  f"the solver cannot make ({e})") from None
+        measured = latency.measure_spec(s.spec, table.measure)
+        s.costs["latency_measured"] = measured
+        err = measured / bound - 1
+        s.error = err if s.binding == "latency" else s.error
+        if s.binding == "latency":
+            s.cost = measured
+        if best is None or abs(measured / bound - 1) < abs(best.costs["latency_measured"] / bound - 1):
+            best = s
+        if (abs(err) <= tol) if s.binding == "latency" else (err <= tol):
+            return s
+        asked = asked.scaled("latency", bound / measured)
+    got = best.costs["latency_measured"]
+    raise ArchsearchError(f"cannot meet {budget.describe()} within {tol:.0%} as measured end to end: nearest "
+                          f"{fmt_value('latency', got)} ({got / bound - 1:+.1%}) after {tries} tries (the table "
+                          f"estimated {fmt_value('latency', best.costs['latency'])}); timing noise on a busy machine "
+                          f"does this: measure on a quiet one, or refresh the table (archsearch profile --refresh)")

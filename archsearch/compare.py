@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,28 +18,14 @@ from .config import TrainConfig
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
-from .limits import MAX_BUDGET
+from .latency import LatencyMeasure, LatencyTable, measure_spec
+from .measures import Budget, fmt_value
 from .experiment import Point, point_schedule, stage_summary, train_point
+from .budget import Solved, verify_latency
 from .generate import generate, generator_label
 from .spec import ArchSpec
 from .stats import accuracy_cells
 from .train import EpochStats
-
-
-def parse_budgets(text: str) -> list[float]:
-    """'0.5M,1M,2000K' -> [500000.0, 1000000.0, 2000000.0]."""
-    mult = {"K": 1e3, "M": 1e6, "G": 1e9}
-    out = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            out.append(float(part[:-1]) * mult[part[-1].upper()] if part[-1].upper() in mult else float(part))
-        except (ValueError, KeyError):
-            raise ArchsearchError(f"budget {part!r} is not a number like 0.5M, 2M or 150000") from None
-        if not (math.isfinite(out[-1]) and 0 < out[-1] <= MAX_BUDGET):
-            raise ArchsearchError(f"budget {part!r} must be a positive finite number up to {MAX_BUDGET:g}")
-    if not out:
-        raise ArchsearchError("no budgets given")
-    return out
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -53,57 +38,75 @@ def parse_fractions(text: str) -> list[float]:
     return fr
 
 
-def budget_tag(b: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if b >= div:
-            return f"{b / div:.4g}{unit}"
-    return f"{b:.4g}"
+def budget_tag(b: float | Budget) -> str:
+    """A budget's label in tables and file names: '500K' for a number (a count), `Budget.tag` else."""
+    return b.tag() if isinstance(b, Budget) else fmt_value("params", b)
 
 
 @dataclass
 class Generated:
     generator: str
-    budget: float
+    budget: Budget
     spec: ArchSpec | None  # None: this (generator, budget) could not be made; `failure` says why
-    error: float
+    error: float           # on the binding measure (latency: as measured end to end)
     path: Path | None = None
     failure: str = ""
+    binding: str = ""      # the measure whose bound binds
+    latency: float | None = None           # measured end to end (seconds), whatever the budget
+    latency_estimate: float | None = None  # the table's, where a latency bound was solved on it
 
 
-def generate_all(target: ArchSpec, target_name: str, budgets: list[float], *, pattern: dict | None,
-                 baselines: list[str], by: str = "params", sparse: bool = False, floor: float = 0.0,
-                 round_to: int = 1, seed: int = 0, out_dir: str | os.PathLike | None = None,
-                 depth: bool = False) -> list[Generated]:
+def generate_all(target: ArchSpec, target_name: str, budgets: list[Budget], *, pattern: dict | None,
+                 baselines: list[str], sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0,
+                 out_dir: str | os.PathLike | None = None, depth: bool = False,
+                 latency: LatencyMeasure | None = None) -> list[Generated]:
     """One spec per (generator, budget): the pattern's (guided or transferred) and each baseline.
     A budget that one generator cannot meet is recorded as a failure (spec None) and the
-    others go on; the caller reports the failures and exits non-zero at the end."""
+    others go on; the caller reports the failures and exits non-zero at the end. `latency`:
+    the measure every written net's latency is taken with (and a latency bound solved and
+    checked with); None measures none, and refuses a latency bound."""
     data = target_name.split("-")[1]  # the arch as typed may be an alias (vgg16-in): compare the spec's own name
     kinds = ([generator_label(pattern, target.name, data)] if pattern is not None else []) + list(baselines)
+    if latency is None and any("latency" in b.measures for b in budgets):
+        raise ArchsearchError("a latency budget needs a latency measure")
+    table = LatencyTable(latency) if latency is not None else None
     out = []
     for b in budgets:
         for kind in kinds:
+            def make(bb: Budget) -> Solved:
+                return generate(kind, target, bb, pattern=pattern, sparse=sparse, floor=floor, round_to=round_to,
+                                seed=seed, target_name=target_name, depth=depth, table=table)
             try:
-                s = generate(kind, target, b, pattern=pattern, by=by, sparse=sparse, floor=floor, round_to=round_to,
-                             seed=seed, target_name=target_name, depth=depth)
+                s = verify_latency(make, b, table) if "latency" in b.measures and not sparse else make(b)
             except ArchsearchError as e:
                 out.append(Generated(kind, b, None, float("nan"), failure=str(e)))
                 continue
-            g = Generated(kind, b, s.spec, s.error)
+            g = Generated(kind, b, s.spec, s.error, binding=s.binding, latency_estimate=s.costs.get("latency"))
+            if table is not None:
+                g.latency = s.costs.get("latency_measured") or measure_spec(s.spec, table.measure)
+                s.spec.meta["latency"] = {"seconds": g.latency, "measure": table.measure.to_dict()}
             if out_dir is not None:
                 g.path = Path(out_dir) / f"{kind}-{budget_tag(b)}.json"
                 s.spec.save(g.path)
             out.append(g)
+    if table is not None:
+        table.save()
     return out
 
 
-def spec_row(g: Generated, by: str) -> dict:
+def spec_row(g: Generated) -> dict:
+    """A written spec's row: its three measures (latency measured end to end; with a latency
+    bound also the table's estimate and its error), which bound binds, and its error there."""
+    row = {"generator": g.generator, "budget": budget_tag(g.budget), "binding": g.binding}
     if g.spec is None:
-        return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": "", "macs": "",
-                "stages": "", "error_pct": "", "spec": "", "failure": g.failure}
+        return {**row, "params": "", "macs": "", "latency_ms": "", "stages": "", "error_pct": "", "spec": "",
+                "failure": g.failure}
     c = count(g.spec)
-    return {"generator": g.generator, "budget": budget_tag(g.budget), "by": by, "params": c.params_nonzero,
-            "macs": c.macs_nonzero, "stages": stage_summary(g.spec), "error_pct": round(100 * g.error, 3),
-            "spec": str(g.path) if g.path else ""}
+    ms = lambda v: "" if v is None else round(1e3 * v, 4)  # noqa: E731
+    est_err = "" if g.latency_estimate is None or not g.latency else round(100 * (g.latency_estimate / g.latency - 1), 2)
+    return {**row, "params": c.params_nonzero, "macs": c.macs_nonzero, "latency_ms": ms(g.latency),
+            "latency_est_ms": ms(g.latency_estimate), "est_error_pct": est_err, "stages": stage_summary(g.spec),
+            "error_pct": round(100 * g.error, 3), "spec": str(g.path) if g.path else ""}
 
 
 def markdown_table(rows: list[dict], cols: list[str]) -> str:
@@ -139,9 +142,10 @@ def write_tables(rows: list[dict], cols: list[str], stem: Path, header: str = ""
 @dataclass
 class Trained:
     generator: str
-    budget: float
+    budget: Budget
     params: int
     macs: int
+    latency: float | None = None  # seconds, measured end to end when the spec was written
     accs: list[float] = field(default_factory=list)     # best test accuracy per seed
     finals: list[float] = field(default_factory=list)   # final test accuracy per seed
     epochs: int = 0
@@ -160,7 +164,7 @@ def train_all(gens: list[Generated], data: Dataset, *, config: TrainConfig, sche
     for g in gens:
         sched = point_schedule(config, schedule_kind, g.spec, base)
         c = count(g.spec)
-        t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, epochs=sched.epochs,
+        t = Trained(g.generator, g.budget, c.params_nonzero, c.macs_nonzero, g.latency, epochs=sched.epochs,
                     stages=stage_summary(g.spec))
         for seed in range(seeds):
             label = f"[{done + 1}/{total}] {g.generator} {budget_tag(g.budget)} seed {seed}"
@@ -180,5 +184,5 @@ def trained_rows(results: list[Trained]) -> list[dict]:
     """One row per (generator, budget): its net and its accuracy over seeds (`stats.accuracy_cells`:
     the final epoch first, then the best)."""
     return [{"generator": t.generator, "budget": budget_tag(t.budget), "params": t.params, "macs": t.macs,
-             "epochs": t.epochs, **accuracy_cells(final=[f * 100 for f in t.finals], best=[a * 100 for a in t.accs]),
+             "latency_ms": "" if t.latency is None else round(1e3 * t.latency, 4), "epochs": t.epochs, **accuracy_cells(final=[f * 100 for f in t.finals], best=[a * 100 for a in t.accs]),
              "stages": t.stages} for t in results]

@@ -15,15 +15,15 @@ budget; this module says which values each generator scales (the registry `GENER
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .archs import get_family
-from .budget import Solved, channel_spec, conv_stages, depth_spec, sparse_spec
+from .budget import Solved, as_budget, channel_spec, conv_stages, depth_spec, sparse_spec
 from .errors import ArchsearchError
+from .measures import Budget
 from .names import parse_target
 from .spec import ArchSpec
 
@@ -203,15 +203,16 @@ def get_generator(name: str) -> Generator:
         raise ArchsearchError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}") from None
 
 
-def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None = None, by: str = "params",
-             sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0, tol: float = 0.01,
-             target_name: str = "", depth: bool = False) -> Solved:
-    """One architecture of generator `kind` (`GENERATORS`) at `budget`. `depth`: a depth
-    pattern's blocks (per stage share kept, or the pruned net's own blocks), then a uniform
-    width to the budget; its uniform baseline keeps every block."""
+def generate(kind: str, target: ArchSpec, budget: float | Budget, *, pattern: dict | None = None,
+             by: str = "params", sparse: bool = False, floor: float = 0.0, round_to: int = 1, seed: int = 0,
+             tol: float = 0.01, target_name: str = "", depth: bool = False, table=None) -> Solved:
+    """One architecture of generator `kind` (`GENERATORS`) at `budget` (a `Budget`, or a number
+    bounding `by`). `depth`: a depth pattern's blocks (per stage share kept, or the pruned net's
+    own blocks), then a uniform width to the budget; its uniform baseline keeps every block.
+    `table`: the latency table a latency bound is estimated with (`archsearch.latency`); the
+    estimate is the solver's, and `budget.verify_latency` checks it end to end."""
     gen = get_generator(kind)
-    if not (math.isfinite(budget) and budget > 0):
-        raise ArchsearchError(f"budget must be a positive finite number, got {budget}")
+    budget = as_budget(budget, by)
     if not 0 <= floor < 1:
         raise ArchsearchError(f"floor must be a fraction in [0, 1), got {floor}")
     want = "sparsity" if sparse else "depth" if depth else "channels"
@@ -226,14 +227,17 @@ def generate(kind: str, target: ArchSpec, budget: float, *, pattern: dict | None
                                   f"it cannot be used as {want} (use --kind {pattern['kind']})")
     n = conv_stages(target) if sparse else target.num_stages
     vals, maps, per_layer, extra = gen.values(target, pattern, n, sparse, depth, seed)
-    meta: dict = {"origin": kind, "budget": budget, "by": by, "target": target_name, "seed": seed, **extra}
+    one = budget.single
+    meta: dict = {"origin": kind, "budget": one[1] if one else budget.to_dict(), "by": one[0] if one else
+                  "+".join(budget.measures), "target": target_name, "seed": seed, **extra}
     if depth and gen.picks_blocks:
-        return depth_spec(target, vals, budget, by=by, per_block=per_layer, floor=floor, round_to=round_to, tol=tol,
-                          meta=meta)
+        return depth_spec(target, vals, budget, per_block=per_layer, floor=floor, round_to=round_to, tol=tol,
+                          meta=meta, table=table)
     if sparse:
-        return sparse_spec(target, vals, maps, budget, by=by, seed=seed, tol=tol, meta=meta, per_layer=per_layer)
-    return channel_spec(target, vals, budget, by=by, floor=floor, round_to=round_to, tol=tol, meta=meta,
-                        per_layer=per_layer, exact=gen.exact)
+        return sparse_spec(target, vals, maps, budget, seed=seed, tol=tol, meta=meta, per_layer=per_layer,
+                           table=table)
+    return channel_spec(target, vals, budget, floor=floor, round_to=round_to, tol=tol, meta=meta,
+                        per_layer=per_layer, exact=gen.exact, table=table)
 
 
 __all__ = ["BASELINES", "GENERATORS", "KINDS", "Generator", "erk_scores", "generate", "generator_label",

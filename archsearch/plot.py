@@ -53,6 +53,10 @@ def seeds_caption(counts, what: str) -> str:
     return f"accuracy at the {what}, {STD_NOTE} {over_seeds(counts)}"
 
 
+X_KEYS = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # the x measure -> its row column
+X_TITLES = {"params": "parameters (non-zero)", "macs": "MACs per image", "latency": "latency (ms, measured)"}
+
+
 def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", caption: str = ""):
     """Test accuracy at the final epoch (mean, error bars the sample std over seeds) against
     params (log x) or MACs, per generator.
@@ -62,8 +66,12 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     best_acc_*: `headline`), seeds, and optionally stages (hover text) and kind: rows of two
     kinds (channels, sparsity) get one panel each, as in the paper's Figure 3.
     """
-    if x not in ("params", "macs"):
-        raise ValueError(f"x must be params or macs, got {x!r}")
+    if x not in X_KEYS:
+        raise ValueError(f"x must be one of {', '.join(X_KEYS)}, got {x!r}")
+    key = X_KEYS[x]
+    rows = [r for r in rows if r.get(key) not in (None, "")]  # latency: only the nets that were timed
+    if not rows:
+        raise ArchsearchError(f"no row has a {key} to plot against")
     acc, what = headline(rows)
     kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: KINDS.index(k) if k in KINDS else 9)
     titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)",
@@ -75,9 +83,9 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     for col, kind in enumerate(kinds, start=1):
         krows = [r for r in rows if (r.get("kind") or "") == kind]
         for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
-            rs = sorted((r for r in krows if r["generator"] == gen), key=lambda r: r[x])
+            rs = sorted((r for r in krows if r["generator"] == gen), key=lambda r: r[key])
             fig.add_trace(go.Scatter(
-                x=[r[x] for r in rs], y=[r[f"{acc}_mean"] for r in rs],
+                x=[r[key] for r in rs], y=[r[f"{acc}_mean"] for r in rs],
                 # one seed has no spread (std None): no bar rather than a bar of 0
                 error_y={"type": "data", "array": [r.get(f"{acc}_std") for r in rs], "visible": True},
                 mode="lines+markers" if gen != "search" else "markers", name=gen, legendgroup=gen,
@@ -85,8 +93,7 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
                 text=[_point_text(gen, r, acc) for r in rs], hovertemplate="%{text}<extra></extra>",
             ), row=1, col=col)
             shown.add(gen)
-        fig.update_xaxes(title_text="parameters (non-zero)" if x == "params" else "MACs per image", type="log",
-                         row=1, col=col)
+        fig.update_xaxes(title_text=X_TITLES[x], type="log", row=1, col=col)
     fig.update_yaxes(title_text=f"test accuracy (%), {what}, mean ± sample std", row=1, col=1)
     about = seeds_caption((r.get("seeds") for r in rows if r.get("seeds")), what)
     if acc == "best_acc":

@@ -15,6 +15,7 @@ import click
 
 from .. import limits as L
 from ..config import PRESETS
+from ..measures import BACKENDS, LatencyMeasure
 
 PRESET_NAMES = " | ".join(PRESETS)  # for --help (archsearch.config imports no torch)
 
@@ -100,3 +101,27 @@ class RegistryCommand(click.Command):
         if self.epilog_from is not None:
             self.epilog, self.epilog_from = self.epilog_from(), None
         super().format_epilog(ctx, formatter)
+
+
+def latency_options(f: Callable) -> Callable:
+    """The latency measure's options (`measures.LatencyMeasure`): the command gets `latency`,
+    the measure, or None with --no-latency."""
+    def wrap(*args, latency_backend, latency_threads, latency_batch, latency_repeats, no_latency, **kw):
+        m = None if no_latency else LatencyMeasure(latency_backend, latency_threads, latency_batch,
+                                                   repeats=latency_repeats).check()
+        return f(*args, latency=m, **kw)
+
+    for opt in reversed([
+        click.option("--latency-backend", type=click.Choice(BACKENDS), default="eager", show_default=True,
+                     help="Where latency is measured: torch eager on the CPU, ONNX Runtime (CPU), or CUDA."),
+        click.option("--latency-threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+                     help="Threads the latency is measured with."),
+        click.option("--latency-batch", type=click.IntRange(1, 4096), default=1, show_default=True,
+                     help="Batch size the latency is measured at."),
+        click.option("--latency-repeats", type=click.IntRange(1, 10000), default=30, show_default=True,
+                     help="Timed runs per latency (their median), after 5 warm-up runs."),
+        click.option("--no-latency", is_flag=True, help="Measure no latency (and accept no latency budget)."),
+    ]):
+        wrap = opt(wrap)
+    wrap.__name__, wrap.__doc__ = f.__name__, f.__doc__
+    return wrap

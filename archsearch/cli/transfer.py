@@ -11,7 +11,7 @@ import click
 from .. import limits as L
 from ..config import DEFAULT_PRESET
 from ..config import resolve as resolve_config
-from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, RegistryOption
+from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, RegistryOption, latency_options
 
 
 def _generators():
@@ -35,15 +35,16 @@ def _kinds_help() -> str:
 
 
 def _by_help() -> str:
-    from ..budget import BY  # torch: kept out of `archsearch --help`
+    from ..measures import MEASURES
 
-    return " | ".join(BY) + "."
+    return " | ".join(MEASURES) + ": what a bare --budget number or --fractions bounds."
 
 
 @click.command()
 @click.option("--to", "target", required=True, help="Target ARCH-DATA, e.g. vgg19-c100.")
 @click.option("--from", "source", help="Pattern name or file (default: the one `extract` wrote last).")
-@click.option("--budget", "budgets", help="Budgets, e.g. 0.5M,1M,2M (params, or MACs with --by macs).")
+@click.option("--budget", "budgets", help="Budgets, e.g. 0.5M,1M,2M (params; MACs with --by macs; 1.5ms,3ms with "
+              "--by latency), or bounds on several measures: macs=20M,params=0.5M (budgets separated by ';').")
 @click.option("--fractions", help="Budgets as fractions of the full target [default: 0.05,0.1,0.2,0.4].")
 @click.option("--by", default="params", show_default=True, cls=RegistryOption, help_from=_by_help)
 @click.option("--kind", cls=RegistryOption, help_from=_kinds_help)
@@ -62,17 +63,21 @@ def _by_help() -> str:
 @click.option("--train-subset", type=click.IntRange(1, 1 << 31),
               help="With --train: train on a fixed class-stratified subset of N training images.")
 @click.option("--device", default="auto", show_default=True)
+@latency_options
 def transfer(target, source, width, preset, epochs, floor, round_to, seed, do_train, kind_sched, seeds, data_dir,
              train_subset, device, **choices):
     """Build guided or transferred architectures from a pattern, plus baselines, at matched budgets.
 
-    Writes one ArchSpec JSON per (generator, budget) and a table (table.md/.csv/.json).
+    Writes one ArchSpec JSON per (generator, budget) and a table (table.md/.csv/.json) with
+    every net's params, MACs and latency (measured end to end; see `archsearch profile`).
 
     \b
     Examples:
       archsearch transfer --from slimming-vgg16-c10 --to vgg19-c100
       archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --budget 0.5M,1M --round 8
       archsearch transfer --from magnitude-vgg16-c10 --to vgg19-c100 --kind sparsity
+      archsearch transfer --from slimming-vgg16-c10 --to vgg19-c10 --width 0.25 --by latency --budget 0.4ms,0.8ms
+      archsearch transfer --from slimming-vgg16-c10 --to vgg19-c10 --budget "macs=20M,params=0.5M"
       archsearch transfer --from slimming-vgg16-c10 --to vgg16-c10 --width 0.25 --train --preset fast
     """
     # torch: kept out of `archsearch --help`

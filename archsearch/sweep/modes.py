@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from ..compare import budget_tag, parse_budgets
+from ..compare import budget_tag
+from ..measures import parse_budgets
 from ..config import PRESETS
 from ..counting import count
 from ..errors import ArchsearchError
@@ -154,7 +155,7 @@ class _FromScratch(Mode):
     def budgets(self, spec, full_cost: int) -> list[float]:
         """Absolute budgets: the listed ones, or fractions of the full target's cost."""
         if spec.budgets:
-            return parse_budgets(",".join(str(b) for b in spec.budgets))
+            return [b.single[1] for b in parse_budgets(",".join(str(b) for b in spec.budgets), spec.by)]
         return [f * full_cost for f in spec.fractions]
 
     @abstractmethod
@@ -209,7 +210,7 @@ class GridMode(_FromScratch):
         want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
         if s.budgets is not None:
             # one run directory per budget, named by its tag: two budgets with one tag would share it
-            tags = [budget_tag(b) for b in parse_budgets(",".join(str(b) for b in s.budgets))]
+            tags = [b.tag() for b in parse_budgets(",".join(str(b) for b in s.budgets), s.by)]
             want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
         else:
             want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
@@ -274,7 +275,7 @@ class SearchMode(_FromScratch):
     def budgets(self, spec, full_cost: int) -> list[float]:
         """The one budget searched at: search.budget, or search.fraction of the full target's cost."""
         if spec.search.get("budget") is not None:
-            return parse_budgets(str(spec.search["budget"]))[:1]
+            return [b.single[1] for b in parse_budgets(str(spec.search["budget"]), spec.by)[:1]]
         return [float(spec.search["fraction"]) * full_cost]
 
     def validate(self, spec, where: str) -> None:
@@ -285,7 +286,7 @@ class SearchMode(_FromScratch):
         want((se["budget"] is None) != (se["fraction"] is None), where,
               "search needs exactly one of search.budget or search.fraction")
         if se["budget"] is not None:
-            parse_budgets(str(se["budget"]))
+            parse_budgets(str(se["budget"]), s.by)
         want(se["low"] < se["high"], where, "search.low and search.high must satisfy 0 < low < high")
 
     def check_points(self, spec, plan: dict) -> dict:

@@ -15,13 +15,13 @@ from typing import Callable
 
 from .. import patterns as P
 from .._io import read_json
-from ..compare import (Generated, generate_all, parse_budgets, parse_fractions, spec_row, train_all, trained_rows,
-                       write_tables)
+from ..compare import Generated, generate_all, parse_fractions, spec_row, train_all, trained_rows, write_tables
 from ..config import TrainConfig
 from ..counting import count
 from ..data import load_dataset, subset_train
 from ..errors import ArchsearchError
-from ..budget import BY
+from ..latency import LatencyMeasure, measure_spec
+from ..measures import Budget, check_measure, fmt_value, parse_budgets
 from ..generate import BASELINES, GENERATORS, KINDS
 from ..names import parse_target
 from ..plot import efficiency_figure, write_html
@@ -30,8 +30,9 @@ from ..schemas import TransferRow, check
 from ..spec import ArchSpec
 
 DEFAULT_FRACTIONS = "0.05,0.1,0.2,0.4"
-SPEC_COLS = ["generator", "budget", "params", "macs", "stages", "error_pct", "spec"]
-TRAINED_COLS = ["generator", "budget", "params", "macs", "epochs", "seeds", "final_acc", "best_acc"]
+SPEC_COLS = ["generator", "budget", "binding", "params", "macs", "latency_ms", "stages", "error_pct", "spec"]
+LATENCY_COLS = ["latency_est_ms", "est_error_pct"]  # with a latency bound: the table's estimate and its error
+TRAINED_COLS = ["generator", "budget", "params", "macs", "latency_ms", "epochs", "seeds", "final_acc", "best_acc"]
 
 
 @dataclass
@@ -41,12 +42,13 @@ class Transfer:
     pattern: dict
     pattern_path: str
     kind: str                       # channels | sparsity | depth
-    by: str                         # params | macs
+    by: str                         # params | macs | latency: what a bare budget number bounds
     baselines: list[str]
     full: ArchSpec                  # the full target at the config's width
-    full_cost: int                  # its params or MACs
-    budgets: list[float]
+    full_cost: float                # its params, MACs or latency (seconds) under `by`
+    budgets: list[Budget]
     out: Path
+    latency: LatencyMeasure | None = None  # how every written net's latency is measured (None: not)
 
 
 def resolve_pattern(name: str | None) -> tuple[dict, str]:
@@ -72,11 +74,13 @@ def parse_baselines(text: str) -> list[str]:
 
 def plan(target: str, source: str | None, config: TrainConfig, *, budgets: str | None = None,
          fractions: str | None = None, by: str = "params", kind: str | None = None, baselines: str = "uniform",
-         out_dir: str | None = None) -> Transfer:
-    """Check every choice; `budgets` are absolute (e.g. 0.5M,1M), `fractions` of the full target."""
+         out_dir: str | None = None, latency: LatencyMeasure | None = None) -> Transfer:
+    """Check every choice; `budgets` are absolute (e.g. 0.5M,1M, or macs=20M,params=0.5M;...),
+    `fractions` of the full target under `by`. `latency`: the measure of every net's latency."""
     tgt = parse_target(target)
-    if by not in BY:
-        raise ArchsearchError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+    check_measure(by)
+    if latency is not None:
+        latency.check()
     if budgets and fractions:
         raise ArchsearchError("give --budget or --fractions, not both")
     bl = parse_baselines(baselines)
@@ -91,12 +95,16 @@ def plan(target: str, source: str | None, config: TrainConfig, *, budgets: str |
     if kind != pattern["kind"]:
         raise ArchsearchError(f"pattern {pattern['name']} is a {pattern['kind']} pattern; it cannot generate "
                               f"{kind} (use --kind {pattern['kind']}, or another pattern)")
+    bs = parse_budgets(budgets, by) if budgets else None
+    if latency is None and (by == "latency" or any("latency" in b.measures for b in bs or [])):
+        raise ArchsearchError("a latency budget needs a latency measure: leave --no-latency out")
     full = tgt.base_spec(config.width)
     fc = count(full)
-    full_cost = fc.params if by == "params" else fc.macs
-    bs = parse_budgets(budgets) if budgets else [f * full_cost for f in parse_fractions(fractions or DEFAULT_FRACTIONS)]
+    full_cost = {"params": fc.params, "macs": fc.macs}.get(by) or measure_spec(full, latency)
+    if bs is None:
+        bs = [Budget(((by, f * full_cost),)) for f in parse_fractions(fractions or DEFAULT_FRACTIONS)]
     out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
-    return Transfer(target, config, pattern, ppath, kind, by, bl, full, full_cost, bs, out)
+    return Transfer(target, config, pattern, ppath, kind, by, bl, full, full_cost, bs, out, latency)
 
 
 @dataclass
@@ -125,9 +133,9 @@ class Specs:
 
 def generate_specs(t: Transfer, *, floor: float = 0.0, round_to: int = 1, seed: int = 0) -> Specs:
     """Write one ArchSpec JSON per (generator, budget) and table.md/.csv/.json to `t.out`."""
-    gens = generate_all(t.full, t.target, t.budgets, pattern=t.pattern, baselines=t.baselines, by=t.by,
+    gens = generate_all(t.full, t.target, t.budgets, pattern=t.pattern, baselines=t.baselines,
                         sparse=t.kind == "sparsity", depth=t.kind == "depth", floor=floor, round_to=round_to,
-                        seed=seed, out_dir=t.out)
+                        seed=seed, out_dir=t.out, latency=t.latency)
     made = [g for g in gens if g.spec is not None]
     if not made:
         raise ArchsearchError(f"no architecture could be generated: {gens[0].failure}")
@@ -135,14 +143,18 @@ def generate_specs(t: Transfer, *, floor: float = 0.0, round_to: int = 1, seed: 
     pat, width = t.pattern, t.config.width
     sparse = t.kind == "sparsity"
     summary = (f"pattern {pat['name']} ({pat['kind']}, {pat['arch']}-{pat['data']}) -> {t.target} width {width:g}; "
-               f"stage map (target <- source): {meta.get('stage_map', 'n/a')}; full target {t.full_cost:,} {t.by}; "
-               f"{'sparse params count non-zero weights only' if sparse else ''}")
-    rows = [spec_row(g, t.by) for g in gens]
-    cols = SPEC_COLS + (["failure"] if len(made) < len(gens) else [])
-    header = (f"# {pat['name']} -> {t.target} (width {width:g}, by {t.by}, kind {t.kind})\n\n"
+               f"stage map (target <- source): {meta.get('stage_map', 'n/a')}; full target "
+               f"{fmt_value(t.by, t.full_cost)} {t.by}; {'sparse params count non-zero weights only' if sparse else ''}")
+    rows = [spec_row(g) for g in gens]
+    with_lat = any("latency" in b.measures for b in t.budgets)
+    cols = (SPEC_COLS[:-3] + (LATENCY_COLS if with_lat else []) + SPEC_COLS[-3:]
+            + (["failure"] if len(made) < len(gens) else []))
+    lat = (f"latency_ms: measured end to end, {t.latency.describe()}" if t.latency else "latency: not measured")
+    header = (f"# {pat['name']} -> {t.target} (width {width:g}, kind {t.kind})\n\n"
               f"pattern: {t.pattern_path}\nstage map (target stage <- source stage): {meta.get('stage_map', 'identity')}\n"
-              f"error_pct: (achieved - budget) / budget; stages: widths per stage "
-              f"{'(mean density per stage)' if sparse else ''}")
+              f"binding: the measure whose bound binds; error_pct: (achieved - bound) / bound on it; {lat}"
+              + ("; latency_est_ms: the per-layer table's estimate, est_error_pct: its error against the measured"
+                 if with_lat else "") + f"; stages: widths per stage {'(mean density per stage)' if sparse else ''}")
     write_tables(rows, cols, t.out / "table", header)
     return Specs(gens, rows, cols, summary)
 
