@@ -19,7 +19,7 @@ from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
 from .latency import LatencyMeasure, LatencyTable, measure_spec
-from .measures import Budget, fmt_value
+from .measures import Budget, fmt_value, parse_budget
 from .experiment import Point, point_schedule, stage_summary, train_point
 from .budget import Solved, verify_latency
 from .generate import generate, generator_label
@@ -38,9 +38,12 @@ def parse_fractions(text: str) -> list[float]:
     return fr
 
 
-def budget_tag(b: float | Budget) -> str:
-    """A budget's label in tables and file names: '500K' for a number (a count), `Budget.tag` else."""
-    return b.tag() if isinstance(b, Budget) else fmt_value("params", b)
+def budget_tag(b: float | str | Budget) -> str:
+    """A budget's label in tables and file names: '500K' for a number (a count), `Budget.tag` for
+    a budget or a budget's text (a sweep plan's latency or several bounds)."""
+    if isinstance(b, str):
+        b = parse_budget(b)
+    return b.tag() if isinstance(b, Budget) else fmt_value("params", float(b))
 
 
 @dataclass

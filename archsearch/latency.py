@@ -13,8 +13,8 @@ threads, batch and library versions, so a table is measured once per machine and
 Conv and linear layers are bilinear in (in, out) width between bucket points, BN, ReLU and
 pooling linear in their width: exact for a cost a + b·in + c·out + d·in·out, the shape of
 a conv's work. What the table leaves out (the containers' calls, residual adds,
-concatenation, flatten) and what it gets wrong (a strided or depthwise conv is timed as the
-dense stride-1 conv of its output's size) is why written specs are then measured end to
+concatenation, flatten) and what it gets wrong (a strided conv is timed at stride 1 with its
+output's size; a grouped conv that is not depthwise as a dense one) is why written specs are then measured end to
 end and the table's error is reported (`archsearch.budget.verify_latency`).
 """
 
@@ -186,9 +186,9 @@ class LatencyTable:
         if self.path.exists():
             self.path.unlink()
 
-    # one layer at exact widths: timed once, then read from the table
+    # one layer at exact widths: timed once, then read from the table (`auto_round` reads it too)
     def _point(self, kind: str, cin: int, cout: int, hw: int, k: int, bias: bool) -> float:
-        key = f"{kind} k{k} hw{hw} in{cin} out{cout}{' bias' if bias else ''}"
+        key = f"{kind} k{k} hw{hw} in{cin} out{cout}{' bias' if bias else ''}"  # kind: conv, dwconv, linear ...
         if key not in self.entries:
             self.entries[key] = time_module(*_layer(kind, cin, cout, hw, k, bias, self.measure.batch), self.measure)
             self.measured += 1
@@ -197,6 +197,10 @@ class LatencyTable:
     def op_seconds(self, op, top_in: int, top_out: int) -> float:
         """One layer's latency at its widths: bilinear (conv, linear) or linear (BN, ReLU,
         pooling: one width) between the bucket points around them."""
+        if op.kind == "conv" and op.depthwise:  # one width: its channels, each its own group
+            c0, c1 = _bracket(op.cout, top_out)
+            g = lambda c: self._point("dwconv", 1, c, op.hw, op.k, op.bias)  # noqa: E731
+            return g(c0) if c1 == c0 else g(c0) + (op.cout - c0) / (c1 - c0) * (g(c1) - g(c0))
         if op.kind in ("conv", "linear"):
             (a0, a1), (b0, b1) = _bracket(op.cin, top_in), _bracket(op.cout, top_out)
             f = lambda a, b: self._point(op.kind, a, b, op.hw, op.k, op.bias)  # noqa: E731
@@ -276,6 +280,48 @@ def profile(full: ArchSpec, table: LatencyTable, fractions: tuple[float, ...] = 
     return Profile(rows, total, table.calibration(full), checks, table.measured, table.path)
 
 
+ROUND_CHOICES = (2, 4, 8, 16)  # the multiples `--round auto` tries, finest first
+
+
+@dataclass
+class AutoRound:
+    multiple: int   # 1: no multiple is faster here
+    probes: dict    # multiple -> [(width, seconds at the multiple, seconds one channel below)]
+    why: str
+
+
+def auto_round(full: ArchSpec, table: LatencyTable, share: float = 2 / 3) -> AutoRound:
+    """`--round auto`: the finest multiple m whose widths the table shows to be free: a conv
+    of the target's kinds (kernel, map side) with m·j channels in and out (j odd) runs at least
+    as fast as one with m·j - 1, in at least `share` of the probes (m·j near 1/4, 1/2 and 3/4 of
+    the target's widest such conv). Vectorised kernels (oneDNN's 8- and 16-wide blocks, tensor
+    cores) make this so where it is; on a back end where time grows smoothly with width no
+    multiple passes, and widths are not rounded (1). The finest, because every multiple of a
+    passing m passes too, and a coarser one only makes the budget harder to match."""
+    convs: dict[tuple[int, int], int] = {}  # (kernel, map side) -> the widest such conv
+    for op in get_family(full.family).ops(full):
+        if op.kind == "conv":
+            convs[(op.k, op.hw)] = max(convs.get((op.k, op.hw), 0), op.cout)
+    probes: dict[int, list] = {}
+    for m in ROUND_CHOICES:
+        rows = []
+        for (k, hw), top in sorted(convs.items()):
+            for frac in (0.25, 0.5, 0.75):
+                # an odd multiple of m: a multiple of 2m (or 4m) would let a coarser block pass for m
+                w = m * (2 * int(round((frac * top / m - 1) / 2)) + 1)
+                if w - 1 < 1:
+                    continue
+                at = table._point("conv", w, w, hw, k, False)
+                below = table._point("conv", w - 1, w - 1, hw, k, False)
+                rows.append((w, at, below))
+        probes[m] = rows
+        wins = sum(at <= below for _, at, below in rows)
+        if rows and wins >= share * len(rows):
+            return AutoRound(m, probes, f"widths at multiples of {m} ran at least as fast as one channel fewer in "
+                                        f"{wins} of {len(rows)} probes")
+    return AutoRound(1, probes, "no multiple of 2-16 ran faster than one channel fewer here: widths not rounded")
+
+
 def _target_key(full: ArchSpec) -> str:
     return (f"{full.family}{full.depth} in{full.in_channels}x{full.input_size} classes{full.num_classes} "
             f"widths{'-'.join(map(str, full.widths))} blocks{'' if full.blocks is None else ''.join('1' if b else '0' for b in full.blocks)}")
@@ -288,6 +334,8 @@ def _layer(kind: str, cin: int, cout: int, hw: int, k: int, bias: bool, batch: i
 
     if kind == "conv":
         return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias), (batch, cin, hw, hw)
+    if kind == "dwconv":
+        return nn.Conv2d(cout, cout, k, padding=k // 2, groups=cout, bias=bias), (batch, cout, hw, hw)
     if kind == "linear":
         return nn.Linear(cin, cout), (batch, cin)
     if kind == "bn":
@@ -300,5 +348,5 @@ def _layer(kind: str, cin: int, cout: int, hw: int, k: int, bias: bool, batch: i
     raise ValueError(f"unknown op kind {kind}")
 
 
-__all__ = ["BACKENDS", "LatencyMeasure", "LatencyTable", "Profile", "cache_root", "input_shape", "machine",
+__all__ = ["AutoRound", "BACKENDS", "LatencyMeasure", "LatencyTable", "Profile", "auto_round", "cache_root", "input_shape", "machine",
            "measure_spec", "profile", "time_module"]

@@ -55,52 +55,85 @@ def seeds_caption(counts, what: str) -> str:
 
 X_KEYS = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # the x measure -> its row column
 X_TITLES = {"params": "parameters (non-zero)", "macs": "MACs per image", "latency": "latency (ms, measured)"}
+KIND_TITLES = {"channels": "channel pruning", "sparsity": "weight pruning", "depth": "block pruning"}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) no other point beats: none costs at most as much
+    and reaches at least as high, one of them strictly. In order of cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
 
 
 def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", caption: str = ""):
     """Test accuracy at the final epoch (mean, error bars the sample std over seeds) against
-    params (log x) or MACs, per generator.
+    params, MACs or measured latency (log x), per generator: every point a marker, each
+    generator's Pareto front (`pareto_front`) a line through its points that no other point of
+    the generator beats, the others hollow. `x="all"`: one panel per measure the rows carry.
 
     `rows` are comparison rows (`compare.trained_rows`, `sweep.results.summary_rows`):
-    generator, params, macs, final_acc_mean, final_acc_std (or, in a hand-written table,
-    best_acc_*: `headline`), seeds, and optionally stages (hover text) and kind: rows of two
-    kinds (channels, sparsity) get one panel each, as in the paper's Figure 3.
+    generator, params, macs, optionally latency_ms, final_acc_mean, final_acc_std (or, in a
+    hand-written table, best_acc_*: `headline`), seeds, and optionally stages (hover text) and
+    kind: rows of two kinds (channels, sparsity) get one row of panels each, as in the paper's
+    Figure 3.
     """
-    if x not in X_KEYS:
-        raise ValueError(f"x must be one of {', '.join(X_KEYS)}, got {x!r}")
-    key = X_KEYS[x]
-    rows = [r for r in rows if r.get(key) not in (None, "")]  # latency: only the nets that were timed
-    if not rows:
-        raise ArchsearchError(f"no row has a {key} to plot against")
+    if x != "all" and x not in X_KEYS:
+        raise ValueError(f"x must be one of {', '.join(X_KEYS)} or all, got {x!r}")
+    xs = [m for m in ((*X_KEYS,) if x == "all" else (x,)) if any(r.get(X_KEYS[m]) not in (None, "") for r in rows)]
+    if not xs:
+        raise ArchsearchError(f"no row has a {X_KEYS.get(x, x)} to plot against")
     acc, what = headline(rows)
     kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: KINDS.index(k) if k in KINDS else 9)
-    titles = {"channels": "channel pruning (fewer channels)", "sparsity": "weight pruning (sparse kernels)",
-              "depth": "block pruning (fewer blocks, then width)"}
-    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles.get(k, k) for k in kinds]
-                        if len(kinds) > 1 else None, shared_yaxes=False, horizontal_spacing=0.08)
+    titles = [f"{KIND_TITLES.get(k, k)}{' · ' if k and len(xs) > 1 else ''}{m if len(xs) > 1 else ''}".strip(" ·")
+              for k in kinds for m in xs] if len(kinds) > 1 or len(xs) > 1 else None
+    fig = make_subplots(rows=len(kinds), cols=len(xs), subplot_titles=titles, horizontal_spacing=0.08,
+                        vertical_spacing=0.12)
     shown = set()
     order = list(COLORS) + ["pattern", "search"]
-    for col, kind in enumerate(kinds, start=1):
-        krows = [r for r in rows if (r.get("kind") or "") == kind]
-        for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
-            rs = sorted((r for r in krows if r["generator"] == gen), key=lambda r: r[key])
-            fig.add_trace(go.Scatter(
-                x=[r[key] for r in rs], y=[r[f"{acc}_mean"] for r in rs],
-                # one seed has no spread (std None): no bar rather than a bar of 0
-                error_y={"type": "data", "array": [r.get(f"{acc}_std") for r in rs], "visible": True},
-                mode="lines+markers" if gen != "search" else "markers", name=gen, legendgroup=gen,
-                showlegend=gen not in shown, line={"color": COLORS.get(gen, "#9467bd" if gen == "search" else "black")},
-                text=[_point_text(gen, r, acc) for r in rs], hovertemplate="%{text}<extra></extra>",
-            ), row=1, col=col)
-            shown.add(gen)
-        fig.update_xaxes(title_text=X_TITLES[x], type="log", row=1, col=col)
-    fig.update_yaxes(title_text=f"test accuracy (%), {what}, mean ± sample std", row=1, col=1)
+    for row, kind in enumerate(kinds, start=1):
+        for col, m in enumerate(xs, start=1):
+            krows = [r for r in rows if (r.get("kind") or "") == kind and r.get(X_KEYS[m]) not in (None, "")]
+            for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
+                _generator_traces(fig, gen, [r for r in krows if r["generator"] == gen], X_KEYS[m], acc,
+                                  gen not in shown, row, col)
+                shown.add(gen)
+            fig.update_xaxes(title_text=X_TITLES[m], type="log", row=row, col=col)
+        fig.update_yaxes(title_text=f"test accuracy (%), {what}, mean ± sample std", row=row, col=1)
     about = seeds_caption((r.get("seeds") for r in rows if r.get("seeds")), what)
     if acc == "best_acc":
         about += " (these rows carry no final-epoch accuracy)"
+    about += "; lines: each generator's Pareto front (hollow: points its own front beats)"
     caption = "; ".join(c for c in (caption, about) if c)
     _titled(fig, title, caption, legend="generator")
+    if len(kinds) > 1 or len(xs) > 1:
+        fig.update_layout(height=max(450, 380 * len(kinds)), width=max(700, 460 * len(xs)))
     return fig
+
+
+def _generator_traces(fig, gen: str, rs: list[dict], key: str, acc: str, legend: bool, row: int, col: int) -> None:
+    """One generator's points (error bars: the sample std) and its Pareto front's line."""
+    colour = COLORS.get(gen, "#9467bd" if gen == "search" else "black")
+    rs = sorted(rs, key=lambda r: r[key])
+    front = set(pareto_front([(r[key], r[f"{acc}_mean"]) for r in rs]))
+    fig.add_trace(go.Scatter(
+        x=[r[key] for r in rs], y=[r[f"{acc}_mean"] for r in rs],
+        # one seed has no spread (std None): no bar rather than a bar of 0
+        error_y={"type": "data", "array": [r.get(f"{acc}_std") for r in rs], "visible": True},
+        mode="markers", name=gen, legendgroup=gen, showlegend=legend,
+        marker={"color": colour, "symbol": ["circle" if i in front else "circle-open" for i in range(len(rs))],
+                "size": 8},
+        text=[_point_text(gen, r, acc) for r in rs], hovertemplate="%{text}<extra></extra>",
+    ), row=row, col=col)
+    if gen != "search":
+        on = [r for i, r in enumerate(rs) if i in front]
+        fig.add_trace(go.Scatter(x=[r[key] for r in on], y=[r[f"{acc}_mean"] for r in on], mode="lines",
+                                 line={"color": colour}, legendgroup=gen, showlegend=False, hoverinfo="skip"),
+                      row=row, col=col)
 
 
 def _point_text(gen: str, r: dict, acc: str) -> str:
@@ -109,7 +142,9 @@ def _point_text(gen: str, r: dict, acc: str) -> str:
         m, s = r.get(f"{prefix}_mean"), r.get(f"{prefix}_std")
         return "-" if m is None else f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
 
+    lat = r.get("latency_ms")
     return (f"{gen} {r.get('kind') or ''} {r.get('budget', '')}<br>params {r['params']:,}<br>MACs {r['macs']:,}<br>"
+            + (f"latency {lat:.3g} ms<br>" if isinstance(lat, (int, float)) else "")
             + (f"final {cell('final_acc')}% · " if acc == "final_acc" else "") + f"best {cell('best_acc')}% "
             f"({r.get('seeds', '?')} seeds)" + (f"<br>stages {r['stages']}" if r.get("stages") is not None else ""))
 

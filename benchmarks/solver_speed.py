@@ -5,7 +5,11 @@ VGG-16, torchvision's MobileNetV2 and ResNet-50, before and after counts stopped
   per process with its channel groups (archsearch/archs/tv_table.py);
 - before: the same command with every `tv.*` count taken on the built, narrowed module, as
   archsearch counted until the table (`tv.traced_layers` in place of the table's layers); a
-  native family (VGG) counts from its spec either way, and imports no torchvision.
+  native family (VGG) counts from its spec either way, and imports no torchvision;
+- before and after run with `--no-latency` (the solver and the command around it, as before
+  transfer measured latency); after+latency is the command as a user types it today, which
+  also measures every written net's latency end to end (median of 30 runs at batch 1, one
+  thread: the net's own speed, not the solver's).
 Each run is a fresh process that runs the command (`archsearch transfer ...` through its click
 entry point; interpreter start, imports and the first trace included: what a user waits for,
 `whole_s`, from the launch to the command's return); then, in the same process, the solve
@@ -39,18 +43,19 @@ from archsearch import __version__
 
 TARGETS = ("vgg16-c10", "tv.mobilenet_v2-c10", "tv.resnet50-c10")
 PATTERN, BUDGET = "slimming-vgg16-c10", "1M"
-MODES = ("before", "after")
+MODES = ("before", "after", "after+latency")
 
 # run in a fresh interpreter: the command, then the solve again (first trace already made)
 DRIVER = """
 import functools, json, sys, time
 mode, target, out = sys.argv[1:4]
+extra = [] if mode == "after+latency" else ["--no-latency"]
 if mode == "before" and target.startswith("tv."):
     import archsearch.archs.tv as tv
     tv._layers = functools.lru_cache(maxsize=256)(tv.traced_layers)  # counts on the built module, as before
 from archsearch.cli import cli
 try:
-    cli.main(["transfer", "--from", "{pattern}", "--to", target, "--budget", "{budget}", "--out", out],
+    cli.main(["transfer", "--from", "{pattern}", "--to", target, "--budget", "{budget}", "--out", out, *extra],
              standalone_mode=False)
 except SystemExit as e:
     if e.code:
@@ -80,11 +85,11 @@ def one_run(mode: str, target: str) -> dict:
     return {"mode": mode, "target": target, "whole_s": round(wall, 3), "warm_solve_s": round(solve["warm_solve_s"], 4)}
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict], modes: list[str]) -> dict:
     """Per mode and target: median whole-command and warm-solve seconds, and the whole
     command's ratio to VGG-16's in the same mode."""
     out = {}
-    for mode in MODES:
+    for mode in modes:
         med = {t: statistics.median(r["whole_s"] for r in runs if r["mode"] == mode and r["target"] == t)
                for t in TARGETS}
         solve = {t: statistics.median(r["warm_solve_s"] for r in runs if r["mode"] == mode and r["target"] == t)
@@ -98,17 +103,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--note", default="", help="what else ran on the machine meanwhile")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
     args = ap.parse_args()
+    modes = [m for m in MODES if m in args.modes.split(",")]
     runs = []
     for i in range(args.repeats):
-        for mode in MODES:
+        for mode in modes:
             for target in TARGETS:
                 runs.append(one_run(mode, target))
                 r = runs[-1]
                 print(f"{i + 1}/{args.repeats} {mode:6} {target:20} whole {r['whole_s']:6.2f} s, "
                       f"solve after the first trace {r['warm_solve_s']:.3f} s", flush=True)
-    summary = summarise(runs)
-    for mode in MODES:
+    summary = summarise(runs, modes)
+    for mode in modes:
         print(mode + ": " + ", ".join(f"{t} {v['whole_s']:.2f} s ({v['ratio_to_vgg16']:.2f}x)"
                                       for t, v in summary[mode].items()))
     import torchvision  # for the record only: the runs themselves import it where they need it
@@ -118,7 +125,8 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),
         "load_avg": os.getloadavg()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
         "archsearch": __version__, "python": platform.python_version(),
-        "command": f"archsearch transfer --from {PATTERN} --to TARGET --budget {BUDGET}",
+        "command": f"archsearch transfer --from {PATTERN} --to TARGET --budget {BUDGET} (--no-latency but in "
+                   "after+latency)",
         "runs": runs, "summary": summary, "note": args.note,
     })
 

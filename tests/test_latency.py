@@ -8,6 +8,7 @@ smoke tests at the end time real layers."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -273,3 +274,119 @@ def test_onnxruntime_and_eager_time_a_real_layer():
     for backend in ("eager", "onnxruntime"):
         t = L.time_module(nn.Conv2d(8, 8, 3, padding=1), shape, LatencyMeasure(backend, repeats=3, warmup=1))
         assert 0 < t < 1
+
+
+# -- sweeps -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def sweep_clock(fake_clock, monkeypatch):
+    import archsearch.sweep.modes as modes
+    import archsearch.sweep.points as points
+
+    monkeypatch.setattr(points, "measure_spec", fake_net)
+    monkeypatch.setattr(modes, "measure_spec", fake_net)
+    return fake_clock
+
+
+def _sweep(tmp_path, name, budget_lines):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sweep import write_spec
+
+    return write_spec(tmp_path, name, generators='["guided", "uniform"]', fractions="[0.3]", seeds=2,
+                      extra=budget_lines).read_text()
+
+
+@pytest.mark.parametrize("how", ["latency", "two"])
+def test_sweeps_take_latency_and_two_bound_budgets(how, sweep_clock, tmp_path, monkeypatch):
+    from archsearch.sweep.plan import load_study
+    from archsearch.sweep.points import plan_budget
+
+    monkeypatch.chdir(tmp_path)
+    from archsearch.names import parse_target
+    full = parse_target("vgg11-digits").base_spec(0.25)
+    if how == "latency":
+        text = _sweep(tmp_path, "lat", 'by = "latency"').replace("fractions = [0.3]", "fractions = [0.4, 0.7]")
+    else:
+        c = count(full)
+        text = _sweep(tmp_path, "two", "").replace(
+            "fractions = [0.3]", f'budgets = ["macs={0.3 * c.macs:.0f},params={0.5 * c.params:.0f}"]')
+    spec = tmp_path / "s.toml"
+    spec.write_text(text)
+    r = run("sweep", "run", str(spec), "--workers", "1", "--workdir", "w")
+    assert r.exit_code == 0, r.output
+    study, plan = load_study(str(tmp_path / "w" / "optuna-journal.log"), "lat" if how == "latency" else "two")
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert len(done) == 2 * 2 * (2 if how == "latency" else 1)
+    for t in done:
+        b = plan_budget(plan, t.params["budget"])
+        assert t.user_attrs["latency"] > 0  # every trained net measured
+        if how == "latency":  # solved and measured at plan time: the net trained is the plan's
+            assert abs(t.user_attrs["latency"] / b.get("latency") - 1) <= 0.05
+            key = f"channels {t.params['generator']} {t.params['budget']} {t.params['seed']}"
+            assert plan["nets"][key]["widths"] == t.user_attrs["widths"]
+        else:
+            ratios = [t.user_attrs["params"] / b.get("params"), t.user_attrs["macs"] / b.get("macs")]
+            assert max(ratios) == pytest.approx(1, abs=0.01)
+    report = (tmp_path / "w" / "report.md").read_text()
+    assert "latency_ms" in report
+
+
+def test_pareto_fronts_keep_the_points_nothing_beats():
+    from archsearch.plot import pareto_front
+
+    pts = [(1.0, 70.0), (2.0, 69.0), (3.0, 75.0), (3.0, 74.0), (4.0, 75.0), (5.0, 80.0)]
+    assert pareto_front(pts) == [0, 2, 5]
+    assert pareto_front([]) == [] and pareto_front([(1.0, 50.0)]) == [0]
+
+
+def test_the_efficiency_figure_has_a_panel_per_measure_and_marks_fronts():
+    from archsearch.plot import efficiency_figure
+
+    rows = [{"generator": g, "kind": "channels", "params": p, "macs": m, "latency_ms": l, "final_acc_mean": a,
+             "final_acc_std": 0.2, "seeds": 3}
+            for g, p, m, l, a in (("uniform", 1e5, 2e6, 0.5, 70.0), ("uniform", 2e5, 4e6, 0.7, 69.0),
+                                  ("uniform", 3e5, 6e6, 0.9, 75.0), ("transferred", 1e5, 7e6, 0.8, 72.0))]
+    fig = efficiency_figure(rows, x="all")
+    assert [fig.layout[f"xaxis{i}"].title.text for i in ("", 2, 3)] == \
+        ["parameters (non-zero)", "MACs per image", "latency (ms, measured)"]
+    uniform = [t for t in fig.data if t.legendgroup == "uniform"]
+    points, line = uniform[0], uniform[1]
+    assert list(points.marker.symbol) == ["circle", "circle-open", "circle"]  # 69% at 200K is beaten by 70% at 100K
+    assert list(line.x) == [1e5, 3e5]
+    with pytest.raises(ArchsearchError, match="latency_ms"):
+        efficiency_figure([{k: v for k, v in r.items() if k != "latency_ms"} for r in rows], x="latency")
+
+
+@pytest.mark.parametrize("fast_every,want", [(8, 8), (4, 4), (None, 1)])
+def test_round_auto_picks_the_finest_multiple_the_table_shows_faster(fast_every, want, fake_clock, monkeypatch):
+    """A back end whose convs run 20% faster when both widths are multiples of `fast_every`
+    (vectorised blocks), and one whose time grows smoothly (None: no rounding)."""
+    def blocked(module, shape, measure):
+        t = fake_layer(module, shape, measure)
+        if fast_every and isinstance(module, nn.Conv2d) and module.in_channels % fast_every == 0 and \
+                module.out_channels % fast_every == 0:
+            t *= 0.8
+        return t
+
+    monkeypatch.setattr(L, "time_module", blocked)
+    auto = L.auto_round(base_spec("vgg16", 10, width=0.25), L.LatencyTable(LatencyMeasure()))
+    assert auto.multiple == want, auto.why
+
+
+def test_transfer_round_auto_rounds_the_widths(fake_clock, tmp_path, monkeypatch):
+    def blocked(module, shape, measure):
+        t = fake_layer(module, shape, measure)
+        return t * 0.8 if isinstance(module, nn.Conv2d) and module.out_channels % 8 == 0 else t
+
+    monkeypatch.setattr(L, "time_module", blocked)
+    monkeypatch.chdir(tmp_path)
+    r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--width", "0.5", "--budget", "300K",
+            "--round", "auto", "--out", "t")
+    assert r.exit_code == 0 and "--round auto: 8" in r.output, r.output
+    for row in json.loads((tmp_path / "t" / "table.json").read_text()):
+        assert all(w % 8 == 0 for w in json.loads((tmp_path / row["spec"]).read_text())["widths"])
+    r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--budget", "300K", "--round", "auto",
+            "--no-latency", "--out", "t2")
+    assert r.exit_code == 2 and "--round auto reads the latency table" in r.output
+    r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--budget", "300K", "--round", "fast")
+    assert r.exit_code == 2 and "fast" in r.output

@@ -618,7 +618,8 @@ def test_efficiency_plot_draws_in_headless_chromium(finished_sweep):
     tmp, _ = finished_sweep
     html = tmp / "runs" / "sweeps" / "done" / "efficiency.html"
     dom = rendered_dom(html)
-    assert dom.count('class="trace scatter') == 4  # one drawn trace per generator
+    # per generator two drawn traces: its points, and the line of its Pareto front
+    assert dom.count('class="trace scatter') == 8
     assert dom.count('class="point"') >= 8  # markers: 4 generators x 2 budgets
     png = tmp / "shot.png"
     render_png(html, png)

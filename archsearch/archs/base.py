@@ -36,6 +36,7 @@ class Op:
     nonzero: int | None = None
     in_original: bool = True
     bias: bool = False
+    depthwise: bool = False  # a conv of one input channel per output (groups = channels): `cin` is 1
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,8 @@ def _layer(name: str, m: nn.Module, x: torch.Tensor, out: torch.Tensor,
     if isinstance(m, nn.Conv2d):
         hw = out.shape[-1]
         cin = m.in_channels // m.groups
-        op = Op("conv", cin, m.out_channels, hw, m.kernel_size[0], bias=m.bias is not None)
+        op = Op("conv", cin, m.out_channels, hw, m.kernel_size[0], bias=m.bias is not None,
+                depthwise=m.groups > 1 and m.groups == m.in_channels == m.out_channels)
         return _Layer(name, op, Conv(name, m.out_channels, cin, m.kernel_size[0], stage_of(hw), hw))
     if isinstance(m, nn.BatchNorm2d):
         return _Layer(name, Op("bn", m.num_features, m.num_features, out.shape[-1]))
@@ -473,7 +474,7 @@ class TorchvisionFamily(Family):
             op = layer.op
             if layer.conv is not None and layer.name in masks:
                 op = Op(op.kind, op.cin, op.cout, op.hw, op.k, nonzero=int(np.count_nonzero(masks[layer.name])),
-                        bias=op.bias)
+                        bias=op.bias, depthwise=op.depthwise)
             ops.append(op)
         return ops
 

@@ -62,7 +62,7 @@ class Row:
 
     def at(self, delta: tuple[int, ...]) -> Op:
         op = self.op
-        return Op(op.kind, self.cin.at(delta), self.cout.at(delta), op.hw, op.k, bias=op.bias)
+        return Op(op.kind, self.cin.at(delta), self.cout.at(delta), op.hw, op.k, bias=op.bias, depthwise=op.depthwise)
 
 
 @dataclass(frozen=True)

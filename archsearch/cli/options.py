@@ -77,6 +77,18 @@ SEEDS = click.IntRange(1, L.MAX_SEEDS)
 EPOCHS = click.IntRange(1, L.MAX_EPOCHS)
 
 
+class RoundTo(click.ParamType):
+    """--round: a multiple in 1..MAX_ROUND, or `auto` (the multiple the latency table shows to
+    be faster: `latency.auto_round`)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        return click.IntRange(1, L.MAX_ROUND).convert(value, param, ctx)
+
+
 class RegistryOption(click.Option):
     """An option whose help is `help_from()`, called when the help is first shown."""
 

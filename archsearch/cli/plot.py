@@ -24,7 +24,9 @@ def plot():
 @plot.command("efficiency")
 @click.argument("source", metavar="STUDY_OR_SPEC")
 @click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-@click.option("--x", "x", default="params", show_default=True, help="params | macs.")
+@click.option("--x", "x", default="all", show_default=True,
+              help="params | macs | latency | all (a panel for each the rows carry). Lines mark each "
+                   "generator's Pareto front.")
 @click.option("--png", is_flag=True, help="Also write a PNG next to the HTML (headless Chromium).")
 @click.option("--scale", help="With a spec: its scale (e.g. reduced).")
 @click.option("--storage", envvar=STORAGE_ENV, callback=storage_option, help=f"With a study name: its storage (default "
@@ -32,8 +34,8 @@ def plot():
 @click.option("--workdir", type=click.Path(file_okay=False), help="The sweep's work directory, if not the default.")
 @click.option("--title", help="Title (default: the sweep's).")
 def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
-    """Final-epoch accuracy (mean ± sample std over seeds) against params or MACs, per
-    generator, coloured as in the paper (uniform red, pruned blue, guided green, transferred brown, random grey).
+    """Final-epoch accuracy (mean ± sample std over seeds) against params, MACs or measured
+    latency, per generator, each generator's Pareto front marked, coloured as in the paper (uniform red, pruned blue, guided green, transferred brown, random grey).
 
     STUDY_OR_SPEC is a sweep spec (file or shipped name), a study name, or the directory (or
     results.json) that `archsearch transfer --train` writes.
@@ -48,8 +50,8 @@ def plot_efficiency(source, out_file, x, png, scale, storage, workdir, title):
     from .. import plot as figures
     from ..workflows.transfer import load_results, results_file
 
-    if x not in ("params", "macs"):
-        raise ArchsearchError(f"--x must be params or macs, got {x!r}")
+    if x not in (*figures.X_KEYS, "all"):
+        raise ArchsearchError(f"--x must be one of {', '.join(figures.X_KEYS)} or all, got {x!r}")
     path = results_file(source)
     if path is not None:
         rows = load_results(path)

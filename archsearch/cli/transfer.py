@@ -11,7 +11,7 @@ import click
 from .. import limits as L
 from ..config import DEFAULT_PRESET
 from ..config import resolve as resolve_config
-from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, RegistryOption, latency_options
+from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, RegistryOption, RoundTo, latency_options
 
 
 def _generators():
@@ -48,7 +48,9 @@ def _by_help() -> str:
 @click.option("--fractions", help="Budgets as fractions of the full target [default: 0.05,0.1,0.2,0.4].")
 @click.option("--by", default="params", show_default=True, cls=RegistryOption, help_from=_by_help)
 @click.option("--kind", cls=RegistryOption, help_from=_kinds_help)
-@click.option("--round", "round_to", type=click.IntRange(1, L.MAX_ROUND), default=1, show_default=True, help="Round widths to multiples of this (8 for tensor cores).")
+@click.option("--round", "round_to", type=RoundTo(), default=1, show_default=True,
+              help=f"Round widths to multiples of this (1-{L.MAX_ROUND}; 8 for tensor cores), or 'auto': the finest "
+                   "multiple the latency table shows to run at least as fast as one channel fewer.")
 @click.option("--floor", type=FRACTION, default=0.0, show_default=True, help="Per-layer floor as a fraction of the target width (always >= 1 channel).")
 @click.option("--baselines", default="uniform", show_default=True, cls=RegistryOption, help_from=_baselines_help)
 @click.option("--width", type=WIDTH, help="Width multiplier of the full target (default: the preset's).")
@@ -82,10 +84,12 @@ def transfer(target, source, width, preset, epochs, floor, round_to, seed, do_tr
     """
     # torch: kept out of `archsearch --help`
     from ..compare import markdown_table
-    from ..workflows.transfer import TRAINED_COLS, generate_specs, plan, train_specs
+    from ..workflows.transfer import TRAINED_COLS, auto_round_for, generate_specs, plan, train_specs
 
     config = resolve_config(preset, width=width, epochs=epochs)  # the target's width and, with --train, how to train
     t = plan(target, source, config, **choices)
+    if round_to == "auto":
+        round_to = auto_round_for(t, log=lambda line: click.echo(line, err=True))
     specs = generate_specs(t, floor=floor, round_to=round_to, seed=seed)
     click.echo(specs.summary, err=True)
     click.echo(markdown_table(specs.rows, [c for c in specs.cols if c != "spec"]))

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..config import DEFAULT_PRESET
 from ..limits import MAX_BUDGET, MAX_CAP, MAX_EPOCHS, MAX_ROUND, MAX_SEEDS, MAX_WIDTH_MULT, OPTION_NAME
+from ..errors import ArchsearchError
+from ..measures import parse_budget
 from .base import Closed, Epochs, Model, Seed, _plain_name
+
+
+def _budget_text(text: str) -> str:
+    """A plan's budget written as text must read as one (`measures.parse_budget`)."""
+    try:
+        parse_budget(text)
+    except ArchsearchError as e:
+        raise ValueError(str(e)) from None
+    return text
 
 Preset = str  # checked against the presets (`config.PRESETS`) by sweep.spec
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -76,6 +87,16 @@ class SweepSearch(Closed):
     uniform_reference: bool = True
 
 
+class SweepLatency(Closed):
+    """How the sweep measures latency (`measures.LatencyMeasure`): every trained net's, and the
+    bound of `by = "latency"` budgets."""
+
+    backend: Literal["eager", "onnxruntime", "cuda"] = "eager"
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
+    batch: Annotated[int, Field(ge=1, le=4096)] = 1
+    repeats: Annotated[int, Field(ge=1, le=10_000)] = 30
+
+
 class SweepRun(Closed):
     heartbeat: Annotated[int, Field(ge=1, le=86_400)] = 10
     grace: Annotated[int, Field(ge=2, le=7 * 86_400)] = 60
@@ -138,7 +159,8 @@ class SweepFile(Closed):
     kinds: Optional[Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=1)]] = None
     budgets: Optional[Annotated[list[str | Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=1)]] = None
     fractions: Optional[Annotated[list[Fraction], Field(min_length=1)]] = None
-    by: Literal["params", "macs"] = "params"
+    by: Literal["params", "macs", "latency"] = "params"
+    latency: Optional[SweepLatency] = None  # None: the default measure
     seeds: Annotated[int, Field(ge=1, le=MAX_SEEDS)] = 1
     schedule: Literal["scratch-e", "scratch-b"] = "scratch-e"
     patterns: SweepPatterns = Field(default_factory=SweepPatterns)
@@ -191,7 +213,11 @@ class PlanModel(Model):
     filled: list[Literal["train.width", "train.checkpoint_every", "extract.preset"]] = []  # sweep.spec.LEGACY_DEFAULTS
     patterns: dict[Literal["own", "transferred"], dict[Literal["channels", "sparsity", "depth"], dict[str, Any]]]
     kinds: Annotated[list[Literal["channels", "sparsity", "depth"]], Field(min_length=0)]  # a table has none
-    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]], Field(min_length=0)]
+    # a number bounds spec.by (params or MACs); a text is a budget of its own (`measures.parse_budget`:
+    # a latency, or bounds on several measures)
+    budgets: Annotated[list[Annotated[float, Field(gt=0, le=MAX_BUDGET)]
+                            | Annotated[str, Field(max_length=200), AfterValidator(_budget_text)]], Field(min_length=0)]
+    nets: Optional[dict[str, dict[str, Any]]] = None  # latency-bound points solved and measured at plan time
     full: dict[str, Annotated[int, Field(ge=0)]]
     rows: Optional[Annotated[list[PlanRow], Field(min_length=1, max_length=1000)]] = None  # table mode
     arms: Optional[Annotated[list[TableArm], Field(min_length=1)]] = None  # table mode, in table order

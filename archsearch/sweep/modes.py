@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..compare import budget_tag
-from ..measures import parse_budgets
+from ..latency import LatencyTable, measure_spec
+from ..measures import Budget, parse_budget
 from ..config import PRESETS
 from ..counting import count
 from ..errors import ArchsearchError
@@ -25,7 +26,8 @@ from ..generate import GENERATORS, KINDS, pattern_stage_values
 from ..names import parse_target
 from ..progress import EpochProgress
 from . import results, table, table_report
-from .points import arch_for, grid_point, grid_space, resolve_pattern, search_arch, target_net, train_config
+from .points import (arch_for, grid_point, grid_space, latency_measure, net_key, plan_budget, plan_value,
+                     record_latency, resolve_pattern, search_arch, solve_point, target_net, train_config)
 from .processes import train_processes
 from .storage import frozen
 
@@ -148,15 +150,18 @@ class _FromScratch(Mode):
         plan = {**plan, "patterns": patterns, "kinds": kinds}
         full = count(target_net(plan))
         plan["full"] = {"params": full.params, "macs": full.macs}
-        full_cost = full.params if spec.by == "params" else full.macs
-        plan["budgets"] = [float(round(b)) for b in self.budgets(spec, full_cost)]
+        if spec.by == "latency":  # fractions of the full target's latency, measured now
+            full_cost = measure_spec(target_net(plan), latency_measure(plan).check())
+        else:
+            full_cost = full.params if spec.by == "params" else full.macs
+        plan["budgets"] = [plan_value(b) for b in self.budgets(spec, full_cost)]
         return self.check_points(spec, plan)
 
-    def budgets(self, spec, full_cost: int) -> list[float]:
+    def budgets(self, spec, full_cost: float) -> list[Budget]:
         """Absolute budgets: the listed ones, or fractions of the full target's cost."""
         if spec.budgets:
-            return [b.single[1] for b in parse_budgets(",".join(str(b) for b in spec.budgets), spec.by)]
-        return [f * full_cost for f in spec.fractions]
+            return [parse_budget(str(b), spec.by) for b in spec.budgets]
+        return [Budget(((spec.by, f * full_cost),)) for f in spec.fractions]
 
     @abstractmethod
     def check_points(self, spec, plan: dict) -> dict:
@@ -176,7 +181,8 @@ class _FromScratch(Mode):
         cfg = train_config(tr)
         sched = point_schedule(cfg, s["schedule"], arch, target_net(plan), cap=tr.get("cap"))
         nums = net_numbers(arch)
-        for k, v in (("generator", gen), ("kind", kind), ("budget", float(budget)), ("seed", int(seed)),
+        for k, v in (("generator", gen), ("kind", kind), ("budget", budget if isinstance(budget, str) else
+                                                                     float(budget)), ("seed", int(seed)),
                      *nums.items(), ("run_dir", str(run)), ("epochs", sched.epochs)):
             trial.set_user_attr(k, v)
         bar = EpochProgress(f"{label} {self.label(trial.params)}") if ctx.epoch_progress else None
@@ -196,6 +202,7 @@ class _FromScratch(Mode):
                             checkpoint_every=cfg.checkpoint_every, progress=hook)
         for k, v in result_numbers(r).items():
             trial.set_user_attr(k, v)
+        record_latency(trial, arch, plan)
         return 100 * r.final_acc  # the objective (search mode's TPE) is the headline: the final epoch
 
 
@@ -210,7 +217,7 @@ class GridMode(_FromScratch):
         want((s.budgets is None) != (s.fractions is None), where, "give exactly one of budgets or fractions")
         if s.budgets is not None:
             # one run directory per budget, named by its tag: two budgets with one tag would share it
-            tags = [b.tag() for b in parse_budgets(",".join(str(b) for b in s.budgets), s.by)]
+            tags = [parse_budget(str(b), s.by).tag() for b in s.budgets]
             want(len(set(tags)) == len(tags), where, f"budgets are listed twice (as {', '.join(tags)})")
         else:
             want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
@@ -222,14 +229,25 @@ class GridMode(_FromScratch):
               "with no patterns, say which kinds to generate (kinds = [\"channels\"])")
 
     def check_points(self, spec, plan: dict) -> dict:
+        """Every point built once; a latency-bound net solved for every seed and measured end to
+        end now, and kept in the plan (`points.arch_for`)."""
+        table = LatencyTable(latency_measure(plan).check()) if any(
+            "latency" in plan_budget(plan, b).measures for b in plan["budgets"]) else None
+        nets = {}
         for kind in plan["kinds"]:
             for g in spec.generators:
                 for b in plan["budgets"]:
-                    try:
-                        arch_for(plan, kind, g, b, 0)
-                    except ArchsearchError as e:
-                        raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
-        return plan
+                    timed = table is not None and "latency" in plan_budget(plan, b).measures and kind != "sparsity"
+                    for seed in range(spec.seeds if timed else 1):
+                        try:
+                            solved = solve_point(plan, kind, g, b, seed, table)
+                        except ArchsearchError as e:
+                            raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
+                        if timed:
+                            nets[net_key(kind, g, b, seed)] = solved.spec.to_dict()
+        if table is not None:
+            table.save()
+        return {**plan, "nets": nets} if nets else plan
 
     def sampler_pruner(self, plan: dict):
         return _GridSampler(grid_space(plan), seed=0), optuna.pruners.NopPruner()
@@ -243,7 +261,7 @@ class GridMode(_FromScratch):
     def label(self, params: dict) -> str:
         if not params:
             return super().label(params)
-        return (f"{params.get('generator')} {params.get('kind')} {budget_tag(float(params.get('budget', 0)))} "
+        return (f"{params.get('generator')} {params.get('kind')} {budget_tag(params.get('budget', 0))} "
                 f"seed {params.get('seed')}")
 
     def before_fail(self, trial: optuna.Trial, plan: dict) -> None:
@@ -251,8 +269,8 @@ class GridMode(_FromScratch):
 
     def point(self, study, trial, plan, ctx):
         kind, gen, budget, seed = grid_point(trial, plan)
-        arch = arch_for(plan, kind, gen, float(budget), int(seed))
-        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(float(budget))}-s{seed}"
+        arch = arch_for(plan, kind, gen, budget, int(seed))
+        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(budget)}-s{seed}"
         return kind, gen, budget, seed, arch, run
 
 
@@ -275,8 +293,8 @@ class SearchMode(_FromScratch):
     def budgets(self, spec, full_cost: int) -> list[float]:
         """The one budget searched at: search.budget, or search.fraction of the full target's cost."""
         if spec.search.get("budget") is not None:
-            return [b.single[1] for b in parse_budgets(str(spec.search["budget"]), spec.by)[:1]]
-        return [float(spec.search["fraction"]) * full_cost]
+            return [parse_budget(str(spec.search["budget"]), spec.by)]
+        return [Budget(((spec.by, float(spec.search["fraction"]) * full_cost),))]
 
     def validate(self, spec, where: str) -> None:
         super().validate(spec, where)
@@ -286,7 +304,7 @@ class SearchMode(_FromScratch):
         want((se["budget"] is None) != (se["fraction"] is None), where,
               "search needs exactly one of search.budget or search.fraction")
         if se["budget"] is not None:
-            parse_budgets(str(se["budget"]), s.by)
+            parse_budget(str(se["budget"]), s.by)
         want(se["low"] < se["high"], where, "search.low and search.high must satisfy 0 < low < high")
 
     def check_points(self, spec, plan: dict) -> dict:

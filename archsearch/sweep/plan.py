@@ -91,6 +91,7 @@ def read_plan(plan, where: str) -> dict:
     return {**plan, "spec": spec.to_dict()}
 
 
+ADDED_LATER = ("latency",)  # spec settings older plans lack
 DESCRIPTIVE = ("title", "about", "cost")  # a spec's prose: rewording it does not make another sweep
 
 
@@ -106,7 +107,8 @@ def _as_legacy(plan: dict) -> dict:
 
 
 def _comparable(plan: dict) -> dict:
-    spec = {k: v for k, v in plan["spec"].items() if k not in DESCRIPTIVE}
+    # a setting added later with its default (None) is what an older plan, which lacks it, meant
+    spec = {k: v for k, v in plan["spec"].items() if k not in DESCRIPTIVE and not (k in ADDED_LATER and v is None)}
     return {"spec": spec, **{k: plan.get(k) for k in ("kinds", "budgets", "rows")}}
 
 

@@ -17,7 +17,9 @@ from ..config import TrainConfig
 from ..config import resolve as resolve_config
 from ..data import load_dataset
 from ..errors import ArchsearchError
-from ..budget import channel_spec
+from ..budget import channel_spec, verify_latency
+from ..latency import LatencyTable, measure_spec
+from ..measures import Budget, LatencyMeasure, parse_budget
 from ..generate import generate, get_generator
 from ..names import parse_target
 from ..progress import EpochProgress
@@ -100,31 +102,83 @@ def grid_point(trial: optuna.Trial, plan: dict) -> tuple[str, str, float, int]:
             trial.suggest_categorical("budget", sp["budget"]), trial.suggest_categorical("seed", sp["seed"]))
 
 
-def arch_for(plan: dict, kind: str, generator: str, budget: float, seed: int) -> ArchSpec:
-    """The one place a sweep turns a grid point into an architecture."""
-    s = plan["spec"]
+def plan_budget(plan: dict, budget: float | str) -> Budget:
+    """A plan's budget as a `Budget`: a number bounds the spec's `by` (params or MACs, as every
+    older plan has them), a text is a budget of its own (a latency, or several bounds)."""
+    return parse_budget(budget) if isinstance(budget, str) else Budget(((plan["spec"]["by"], float(budget)),))
+
+
+def latency_measure(plan: dict) -> LatencyMeasure:
+    """The sweep's latency measure: its `[latency]` table, or the default measure."""
+    return LatencyMeasure(**(plan["spec"].get("latency") or {}))
+
+
+def plan_value(b: Budget) -> float | str:
+    """How a plan keeps a budget: a number for one bound on params or MACs (as every older plan
+    does, so their grids and run folders stay the same), else its text ("latency=1.5ms")."""
+    one = b.single
+    return float(round(one[1])) if one and one[0] != "latency" else b.text()
+
+
+def record_latency(trial: optuna.Trial, arch: ArchSpec, plan: dict) -> None:
+    """The trained net's latency under the sweep's measure, as the trial's `latency` (seconds):
+    measured by the worker after its training, so on a machine whose other cores may be busy
+    with other trials (a latency-bound net's own bound was met on a quiet one, at plan time).
+    A measure this worker cannot take (no CUDA here) is noted, not a failed trial."""
+    try:
+        trial.set_user_attr("latency", measure_spec(arch, latency_measure(plan).check()))
+    except ArchsearchError as e:
+        trial.set_user_attr("latency_note", str(e))
+
+
+def net_key(kind: str, generator: str, budget: float | str, seed: int) -> str:
+    return f"{kind} {generator} {budget} {seed}"
+
+
+def solve_point(plan: dict, kind: str, generator: str, budget: float | str, seed: int, table=None):
+    """A grid point's net solved (`Solved`); a latency bound is checked end to end
+    (`budget.verify_latency`, the measure `latency_measure(plan)`)."""
+    s, tr = plan["spec"], plan["spec"]["train"]
     role = get_generator(generator).role
     pattern = plan["patterns"][role].get(kind) if role else None
     if role and pattern is None:
         raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
-    tr = s["train"]
-    solved = generate(generator, target_net(plan), budget, pattern=pattern, by=s["by"], sparse=kind == "sparsity",
-                      depth=kind == "depth",
-                      floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
-                      target_name=s["target"])
-    solved.spec.meta["generator"] = generator
-    return solved.spec
+    b = plan_budget(plan, budget)
+
+    def make(bb: Budget):
+        return generate(generator, target_net(plan), bb, pattern=pattern, sparse=kind == "sparsity",
+                        depth=kind == "depth", floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
+                        target_name=s["target"], table=table)
+
+    if "latency" in b.measures and kind != "sparsity":
+        return verify_latency(make, b, table or LatencyTable(latency_measure(plan)))
+    return make(b)
+
+
+def arch_for(plan: dict, kind: str, generator: str, budget: float | str, seed: int) -> ArchSpec:
+    """The one place a sweep turns a grid point into an architecture. A latency-bound net was
+    solved and measured once, when the plan was made (`plan["nets"]`), so that every worker,
+    on any machine and however busy, trains the same net."""
+    fixed = (plan.get("nets") or {}).get(net_key(kind, generator, budget, seed))
+    spec = ArchSpec.from_dict(fixed, "a net of the plan") if fixed else solve_point(plan, kind, generator, budget,
+                                                                                     seed).spec
+    spec.meta["generator"] = generator
+    return spec
 
 
 def search_arch(plan: dict, ratios: list[float]) -> ArchSpec:
+    """A searched width vector at the plan's budget. A latency bound is solved on the table
+    alone (this worker's, for this machine), without the end-to-end check of grid points."""
     s, tr = plan["spec"], plan["spec"]["train"]
-    solved = channel_spec(target_net(plan), ratios, plan["budgets"][0], by=s["by"], floor=float(tr["floor"]),
-                          round_to=int(tr["round"]),
+    b = plan_budget(plan, plan["budgets"][0])
+    table = LatencyTable(latency_measure(plan)) if "latency" in b.measures else None
+    solved = channel_spec(target_net(plan), ratios, b, floor=float(tr["floor"]), round_to=int(tr["round"]),
                           meta={"origin": "search", "stage_values": [round(r, 4) for r in ratios],
-                                "target": s["target"], "budget": plan["budgets"][0], "by": s["by"]})
+                                "target": s["target"], "budget": plan["budgets"][0], "by": s["by"]}, table=table)
     return solved.spec
 
 
 
-__all__ = ["train_config", "target_net", "arch_for", "grid_point", "grid_space", "search_arch", "resolve_pattern",
+__all__ = ["train_config", "target_net", "arch_for", "latency_measure", "net_key", "plan_budget", "plan_value",
+           "record_latency", "solve_point", "grid_point", "grid_space", "search_arch", "resolve_pattern",
            "extract_in_sweep"]

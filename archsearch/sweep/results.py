@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from ..compare import budget_tag, markdown_table, write_tables
 from ..generate import GENERATORS
+from ..measures import parse_budget
 from ..errors import ArchsearchError
 from ..plot import efficiency_figure, render_png, write_html
 from ..redact import redact
@@ -32,7 +33,10 @@ def trial_rows(study: optuna.Study) -> list[dict]:
         rows.append({"trial": t.number, "state": t.state.name, "kind": u.get("kind", t.params.get("kind")),
                      "generator": u.get("generator", t.params.get("generator")),
                      "budget": u.get("budget", t.params.get("budget")), "seed": u.get("seed", t.params.get("seed")),
-                     "params": u.get("params"), "macs": u.get("macs"), "best_acc": u.get("best_acc"),
+                     "params": u.get("params"), "macs": u.get("macs"),
+                     # a trial measured since latency was recorded (older studies' rows keep their columns)
+                     **({} if u.get("latency") is None else {"latency_ms": round(1e3 * u["latency"], 4)}),
+                     "best_acc": u.get("best_acc"),
                      "final_acc": u.get("final_acc"), "epochs": u.get("epochs"),
                      "train_seconds": u.get("train_seconds"), "stages": u.get("stages"), "widths": u.get("widths"),
                      "reference": u.get("reference", ""),
@@ -75,7 +79,7 @@ def _finals(rs: list[dict]) -> dict[int, float]:
     """Seed -> final-epoch accuracy (%) of one group's trials (`stats.final_acc` refuses a trial
     that recorded none)."""
     return {r["seed"]: final_acc(r, f"trial #{r['trial']} ({r['kind']} {r['generator']} "
-                                    f"{budget_tag(float(r['budget']))} seed {r['seed']})") for r in rs}
+                                    f"{budget_tag(r['budget'])} seed {r['seed']})") for r in rs}
 
 
 def summary_rows(study: optuna.Study) -> list[dict]:
@@ -88,8 +92,9 @@ def summary_rows(study: optuna.Study) -> list[dict]:
         first = rs[0]
         finals = _finals(rs)
         row = {"kind": kind, "generator": gen if gen != "search" else (first["reference"] or "search").split(" ")[0],
-               "budget": budget_tag(float(first["budget"])), "budget_value": first["budget"],
+               "budget": budget_tag(first["budget"]), "budget_value": first["budget"],
                "params": int(np.mean([r["params"] for r in rs])), "macs": int(np.mean([r["macs"] for r in rs])),
+               **_latency_cell(rs),
                "epochs": first["epochs"],
                **accuracy_cells(final=list(finals.values()), best=[r["best_acc"] for r in rs]),
                "stages": first["stages"], "trial": first["trial"],
@@ -101,8 +106,20 @@ def summary_rows(study: optuna.Study) -> list[dict]:
         out.append(row)
     order = [*GENERATORS, "pattern", "search"]  # the registry's order, then search mode's points
     out.sort(key=lambda r: (r["kind"], order.index(r["generator"]) if r["generator"] in order else 99,
-                            r["budget_value"], -r["final_acc_mean"]))
+                            _budget_order(r["budget_value"]), -r["final_acc_mean"]))
     return out
+
+
+def _latency_cell(rs: list[dict]) -> dict:
+    """The group's measured latency (ms; the median over its trials, one net per seed), where
+    its trials measured one (sweeps before latency was recorded did not)."""
+    got = [r["latency_ms"] for r in rs if r.get("latency_ms") is not None]
+    return {"latency_ms": round(float(np.median(got)), 4)} if got else {}
+
+
+def _budget_order(b) -> tuple:
+    """Budgets in order of their bounds' values: a number, or a budget's text."""
+    return (0, float(b)) if not isinstance(b, str) else (1, *(v for _, v in parse_budget(b).bounds))
 
 
 def comparison_lines(rows: list[dict]) -> list[str]:
@@ -110,11 +127,12 @@ def comparison_lines(rows: list[dict]) -> list[str]:
     return [f"{r['kind']} {r['budget']}: {r[VS]}" for r in rows if r.get(VS)]
 
 
-SUMMARY_COLS = ["kind", "generator", "budget", "params", "macs", "epochs", "seeds", "final_acc", "best_acc", "stages"]
+SUMMARY_COLS = ["kind", "generator", "budget", "params", "macs", "latency_ms", "epochs", "seeds", "final_acc",
+                "best_acc", "stages"]
 NUMERIC_COLS = (["final_acc_mean", "final_acc_std", "best_acc_mean", "best_acc_std"]
                 + [f"{VS}_{k}" for k in ("diff", "diff_std", "ci_low", "ci_high", "n", "verdict")])
-TRIAL_COLS = ["trial", "state", "kind", "generator", "budget", "seed", "params", "macs", "best_acc", "final_acc",
-              "epochs", "train_seconds", "fail_reason"]
+TRIAL_COLS = ["trial", "state", "kind", "generator", "budget", "seed", "params", "macs", "latency_ms", "best_acc",
+              "final_acc", "epochs", "train_seconds", "fail_reason"]
 
 
 def completed_rows(study: optuna.Study) -> list[dict]:
@@ -173,15 +191,21 @@ def write_outputs(study, plan: dict, st, out_dir: Path, *, x: str = "params", pn
               + (f"\n## Paired against {BASELINE} (final epoch)\n\n{ABOUT_PAIRED}\n\n"
                  + "".join(f"- {v}\n" for v in lines) if lines else "")
               + "\n## Per generator and budget")
-    cols = SUMMARY_COLS + list(columns)
+    cols = _measured(SUMMARY_COLS, rows) + list(columns)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(rows, cols + NUMERIC_COLS, out_dir / "report", header, md_cols=cols)
-    write_tables(trial_rows(study), TRIAL_COLS, out_dir / "trials")
+    trials = trial_rows(study)
+    write_tables(trials, _measured(TRIAL_COLS, trials), out_dir / "trials")
     html = out_dir / "efficiency.html"
     write_html(efficiency_figure(rows, x=x, title=s.get("title") or s["name"], caption=prov), html)
     if png:
         render_png(html, html.with_suffix(".png"))
     return out_dir / "report.md", html
+
+
+def _measured(cols: list[str], rows: list[dict]) -> list[str]:
+    """`cols` without latency_ms where no row has one (a study from before latency was recorded)."""
+    return [c for c in cols if c != "latency_ms" or any(r.get("latency_ms") is not None for r in rows)]
 
 
 def summary_table(study) -> str:

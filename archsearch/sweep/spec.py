@@ -39,6 +39,7 @@ class SweepSpec:
     budgets: list[str] | None = None
     fractions: list[float] | None = None
     by: str = "params"
+    latency: dict | None = None  # the latency measure's settings (None: the default measure)
     seeds: int = 1
     schedule: str = "scratch-e"
     patterns: dict = field(default_factory=dict)
@@ -62,7 +63,7 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return {k: copy.deepcopy(getattr(self, k)) for k in (
             "name", "target", "mode", "title", "about", "cost", "generators", "kinds", "budgets", "fractions", "by",
-            "seeds", "schedule", "patterns", "extract", "train", "search", "run", "rows", "arms", "scale")}
+            "latency", "seeds", "schedule", "patterns", "extract", "train", "search", "run", "rows", "arms", "scale")}
 
     @classmethod
     def from_dict(cls, d: dict, path: str = "") -> "SweepSpec":

@@ -50,6 +50,7 @@ from ..experiment import Point, result_numbers, train_point
 from ..progress import EpochProgress
 from ..spec import ArchSpec
 from ..train import Schedule, make_schedule
+from .points import record_latency
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ def _train_arm(study, trial, plan, ctx, row: int, arm: str, seed: int, data, bar
     for k, v in result_numbers(res).items():
         if k != "best_epoch":  # (an arm's trial records what it always has)
             trial.set_user_attr(k, v)
+    record_latency(trial, spec, plan)
     return 100 * res.final_acc
 
 

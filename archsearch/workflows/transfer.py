@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..counting import count
 from ..data import load_dataset, subset_train
 from ..errors import ArchsearchError
-from ..latency import LatencyMeasure, measure_spec
+from ..latency import LatencyMeasure, LatencyTable, auto_round, measure_spec
 from ..measures import Budget, check_measure, fmt_value, parse_budgets
 from ..generate import BASELINES, GENERATORS, KINDS
 from ..names import parse_target
@@ -105,6 +105,17 @@ def plan(target: str, source: str | None, config: TrainConfig, *, budgets: str |
         bs = [Budget(((by, f * full_cost),)) for f in parse_fractions(fractions or DEFAULT_FRACTIONS)]
     out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
     return Transfer(target, config, pattern, ppath, kind, by, bl, full, full_cost, bs, out, latency)
+
+
+def auto_round_for(t: Transfer, log: Callable[[str], None]) -> int:
+    """`--round auto` for the transfer's target under its latency measure (`latency.auto_round`)."""
+    if t.latency is None:
+        raise ArchsearchError("--round auto reads the latency table: leave --no-latency out")
+    table = LatencyTable(t.latency)
+    auto = auto_round(t.full, table)
+    table.save()
+    log(f"--round auto: {auto.multiple} ({auto.why}; {t.latency.describe()})")
+    return auto.multiple
 
 
 @dataclass
