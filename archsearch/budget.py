@@ -412,7 +412,7 @@ def verify_latency(make: Callable[[Budget], Solved], budget: Budget, table, tol:
     bound / measured and the net solved again: the table's error at this net, corrected. The
     result records the measured latency (`costs["latency_measured"]`) beside the table's
     estimate (`costs["latency"]`); its `error` is the measured one."""
-    bound, asked, best = budget.get("latency"), budget, None
+    bound, asked, best, seen = budget.get("latency"), budget, None, []
     for _ in range(tries):
         try:
             s = make(asked)
@@ -424,6 +424,7 @@ def verify_latency(make: Callable[[Budget], Solved], budget: Budget, table, tol:
                                   f"the solver cannot make ({e})") from None
         measured = latency.measure_spec(s.spec, table.measure)
         s.costs["latency_measured"] = measured
+        seen.append(measured)
         err = measured / bound - 1
         s.error = err if s.binding == "latency" else s.error
         if s.binding == "latency":
@@ -434,7 +435,12 @@ def verify_latency(make: Callable[[Budget], Solved], budget: Budget, table, tol:
             return s
         asked = asked.scaled("latency", bound / measured)
     got = best.costs["latency_measured"]
+    under, over = [m for m in seen if m < bound], [m for m in seen if m > bound]
+    why = (f"the nets on either side measured {fmt_value('latency', max(under))} and "
+           f"{fmt_value('latency', min(over))}: this generator's widths step past the bound here; try "
+           "another budget, or a finer --round" if under and over else
+           "timing noise on a busy machine does this: measure on a quiet one, or refresh the table "
+           "(archsearch profile --refresh)")
     raise ArchsearchError(f"cannot meet {budget.describe()} within {tol:.0%} as measured end to end: nearest "
                           f"{fmt_value('latency', got)} ({got / bound - 1:+.1%}) after {tries} tries (the table "
-                          f"estimated {fmt_value('latency', best.costs['latency'])}); timing noise on a busy machine "
-                          f"does this: measure on a quiet one, or refresh the table (archsearch profile --refresh)")
+                          f"estimated {fmt_value('latency', best.costs['latency'])}); {why}")

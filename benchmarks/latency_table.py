@@ -53,7 +53,8 @@ def one_target(arch: str, width: float, cache: str) -> dict:
                             "--width", str(width), "--by", "latency", "--fractions", FRACTIONS, "--out", out],
                            capture_output=True, text=True, env={**os.environ, "ARCHSEARCH_LATENCY_CACHE": cache})
         transfer_s = time.perf_counter() - t0
-        rows = json.load(open(os.path.join(out, "table.json"))) if r.returncode == 0 else []
+        table = os.path.join(out, "table.json")  # written before a failed (generator, budget) ends it
+        rows = json.load(open(table)) if os.path.exists(table) else []
     return {"target": arch, "width": width, "table_points": p.measured_now, "table_s": round(table_s, 2),
             "calibration": [round(v, 6) for v in p.calibration], "checks": p.checks,
             "transfer_exit": r.returncode, "transfer_error": r.stderr.strip().splitlines()[-1:] if r.returncode else [],
@@ -77,7 +78,8 @@ def main() -> None:
                   + ", ".join(f"{c['widths']} {c['error_pct']:+.1f}%" for c in r["checks"])
                   + f"; transfer {r['transfer_s']} s: "
                   + ", ".join(f"{s['generator']} {s['budget']} {s['error_pct']:+.1f}% (table {s['est_error_pct']:+.1f}%)"
-                              for s in r["specs"] if s.get("latency_ms")), flush=True)
+                              if s.get("latency_ms") else f"{s['generator']} {s['budget']} failed"
+                              for s in r["specs"]), flush=True)
     append_jsonl("latency_table", {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": os.cpu_count(),

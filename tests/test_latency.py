@@ -390,3 +390,23 @@ def test_transfer_round_auto_rounds_the_widths(fake_clock, tmp_path, monkeypatch
     assert r.exit_code == 2 and "--round auto reads the latency table" in r.output
     r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg16-c10", "--budget", "300K", "--round", "fast")
     assert r.exit_code == 2 and "fast" in r.output
+
+
+def test_a_budget_only_some_generators_can_meet_is_one_line_after_the_table(fake_clock, tmp_path, monkeypatch):
+    """One (generator, budget) that cannot be made: the table is written with the failure in its
+    column, then one line naming the budget, and exit 2."""
+    real = compare.generate
+
+    def picky(kind, target, budget, **kw):
+        if kind == "transferred" and budget.get("latency") < 0.45 * fake_net(target, None):
+            raise ArchsearchError("cannot meet it (a stand-in failure)")
+        return real(kind, target, budget, **kw)
+
+    monkeypatch.setattr(compare, "generate", picky)
+    monkeypatch.chdir(tmp_path)
+    r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg19-c10", "--width", "0.25", "--by", "latency",
+            "--fractions", "0.3,0.6", "--out", "t")
+    rows = json.loads((tmp_path / "t" / "table.json").read_text())
+    assert [bool(row.get("failure")) for row in rows] == [True, False, False, False], rows
+    assert r.exit_code == 2 and "1 of 4 (generator, budget) could not be generated" in r.output, r.output
+    assert "latency: cannot meet it" in r.output and "Traceback" not in r.output

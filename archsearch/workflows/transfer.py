@@ -139,7 +139,7 @@ class Specs:
         if failed:
             raise ArchsearchError(f"{len(failed)} of {len(self.generated)} (generator, budget) could not be generated "
                                   f"(see the table's failure column); first: {failed[0].generator} "
-                                  f"{failed[0].budget:,.0f}: {failed[0].failure}")
+                                  f"{failed[0].budget.describe()}: {failed[0].failure}")
 
 
 def generate_specs(t: Transfer, *, floor: float = 0.0, round_to: int = 1, seed: int = 0) -> Specs:
