@@ -138,6 +138,7 @@ class Generator:
     baseline: bool = False          # offered by `transfer --baselines` (no pattern of its own)
     picks_blocks: bool = True       # in a depth pattern's nets: chooses blocks (uniform keeps every block)
     exact: bool = False             # channel widths solved exactly (one scale, no per-stage rounding drift)
+    seeded: bool = False            # its values depend on the seed (sparse nets' masks always do)
 
     @property
     def needs_pattern(self) -> bool:
@@ -186,7 +187,8 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in (
               _pattern_stages, role="transferred"),
     Generator("uniform", "#d62728", "every stage alike (uniform pruning)", _uniform, baseline=True,
               picks_blocks=False, exact=True),
-    Generator("random", "#7f7f7f", "per-stage ratios from a Dirichlet around uniform", _random, baseline=True),
+    Generator("random", "#7f7f7f", "per-stage ratios from a Dirichlet around uniform", _random, baseline=True,
+              seeded=True),
     Generator("shuffled", "#bcbd22", "the pruned net's own per-layer densities, each layer's weights placed at "
               "random (the layer-wise shuffle sanity check: Su et al. 2020, Frankle et al. 2021)", _shuffled,
               role="own", kinds=("sparsity",)),

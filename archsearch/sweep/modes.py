@@ -238,13 +238,16 @@ class GridMode(_FromScratch):
             for g in spec.generators:
                 for b in plan["budgets"]:
                     timed = table is not None and "latency" in plan_budget(plan, b).measures and kind != "sparsity"
-                    for seed in range(spec.seeds if timed else 1):
+                    # one net for every seed unless the generator draws from the seed: a net measured
+                    # again per seed would differ by timing noise alone
+                    seeded = timed and GENERATORS[g].seeded
+                    for seed in range(spec.seeds if seeded else 1):
                         try:
                             solved = solve_point(plan, kind, g, b, seed, table)
                         except ArchsearchError as e:
                             raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
-                        if timed:
-                            nets[net_key(kind, g, b, seed)] = solved.spec.to_dict()
+                        for s in (range(spec.seeds) if timed and not seeded else [seed] if timed else []):
+                            nets[net_key(kind, g, b, s)] = solved.spec.to_dict()
         if table is not None:
             table.save()
         return {**plan, "nets": nets} if nets else plan
