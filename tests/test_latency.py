@@ -326,6 +326,8 @@ def test_sweeps_take_latency_and_two_bound_budgets(how, sweep_clock, tmp_path, m
             assert plan["nets"][key]["widths"] == t.user_attrs["widths"]
             other = f"channels {t.params['generator']} {t.params['budget']} {1 - t.params['seed']}"
             assert plan["nets"][other]["widths"] == t.user_attrs["widths"]  # guided, uniform: one net for all seeds
+            at_plan = plan["nets"][key]["meta"]["latency"]
+            assert abs(at_plan["seconds"] / b.get("latency") - 1) <= 0.05 and at_plan["measure"]["batch"] == 1
         else:
             ratios = [t.user_attrs["params"] / b.get("params"), t.user_attrs["macs"] / b.get("macs")]
             assert max(ratios) == pytest.approx(1, abs=0.01)

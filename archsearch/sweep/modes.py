@@ -246,6 +246,10 @@ class GridMode(_FromScratch):
                             solved = solve_point(plan, kind, g, b, seed, table)
                         except ArchsearchError as e:
                             raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
+                        if timed:  # what the plan-time measure found, kept with the net
+                            solved.spec.meta["latency"] = {"seconds": solved.costs["latency_measured"],
+                                                           "table_estimate": solved.costs["latency"],
+                                                           "measure": table.measure.to_dict()}
                         for s in (range(spec.seeds) if timed and not seeded else [seed] if timed else []):
                             nets[net_key(kind, g, b, s)] = solved.spec.to_dict()
         if table is not None:
