@@ -160,12 +160,22 @@ def summaries(kind: str, per_seed: list[dict]) -> dict[str, Any]:
             "stage": stage}
 
 
+def accuracy_line(pat: dict) -> str:
+    """The pattern's accuracies in words, for `extract` and `patterns show`."""
+    acc = pat["accuracy"]
+    if not (acc.get("base") and acc.get("pruned")):
+        return "accuracy not tested (scored at initialisation: the untrained nets are at chance)"
+    return (f"base {100 * acc['base']['mean']:.2f} ± {100 * acc['base']['std']:.2f}%, pruned (no fine-tune) "
+            f"{100 * acc['pruned']['mean']:.2f} ± {100 * acc['pruned']['std']:.2f}%")
+
+
 def accuracy_summary(per_seed: list[dict]) -> dict[str, dict[str, float]]:
-    """The base, base-final and pruned accuracies, mean and sample std over seeds."""
+    """The base, base-final and pruned accuracies, mean and sample std over seeds; an accuracy
+    a seed did not test (a proposal scored at initialisation) is left out."""
     return {k: {"mean": round(float(np.mean(v)), 6), "std": round(float(_seed_std(np.asarray(v, dtype=float))), 6)}
             for k, v in (("base", [r["base_acc"] for r in per_seed]),
                          ("base_final", [r["base_final_acc"] for r in per_seed]),
-                         ("pruned", [r["pruned_acc"] for r in per_seed]))}
+                         ("pruned", [r["pruned_acc"] for r in per_seed])) if all(x is not None for x in v)}
 
 
 def _scale(s: dict) -> str:
@@ -182,7 +192,7 @@ def _provenance(proposals: list, pat: dict, command: str) -> dict[str, Any]:
     prov = {"proposer": first.proposer, "method": first.method, "arch": pat["arch"], "data": pat["data"],
             "ratio": _overall_ratio(s), "seeds": [p.seed for p in proposals], "preset": s["preset"],
             "width": s["width"], "epochs": sched["epochs"], "batch_size": sched["batch_size"], "lr": sched["lr"],
-            "sparsity_s": s["sparsity"], "floor": s["floor"], "base_accuracy": pat["accuracy"]["base"]["mean"],
+            "sparsity_s": s["sparsity"], "floor": s["floor"], "base_accuracy": (pat["accuracy"].get("base") or {}).get("mean"),
             "devices": sorted({p.device for p in proposals}), "torch_version": first.torch_version,
             "archsearch_version": __version__, "command": command, "date": max(p.date for p in proposals),
             "scale": _scale(s) if first.base_epochs else _untrained_scale(s, first.info)}

@@ -261,13 +261,24 @@ def test_the_original_weights_stay_as_they_were():
 @pytest.mark.parametrize("method,own", [("synflow", {"iterations": 100}), ("snip", {"samples": 100}),
                                         ("grasp", {"samples_per_class": 10})])
 def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, monkeypatch):
+    """No test pass: the nets are untrained (at chance), and the passes would be most of the cost."""
+    import archsearch.propose as proposing
+    import archsearch.train as train
+
+    def no_test_pass(*a, **k):
+        raise AssertionError("an untrained proposal was tested")
+
+    monkeypatch.setattr(proposing, "evaluate", no_test_pass)
+    monkeypatch.setattr(train, "evaluate", no_test_pass)
     monkeypatch.setenv("ARCHSEARCH_PATTERNS", str(tmp_path / "lib"))
     spec = f"{method}-vgg11-digits"
     r = run("extract", "--from", spec, "--preset", "tiny", "--seeds", "1", "--workdir", str(tmp_path / "w"),
             "--library", str(tmp_path / "lib"), "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "scored at initialisation, no training" in r.output and "estimate" not in r.output
+    assert "seed 0: scored at initialisation (untrained: not tested)" in r.output and "accuracy not tested" in r.output
     pat = json.loads((tmp_path / "lib" / f"{spec}.json").read_text())
+    assert pat["accuracy"] == {}
     assert pat["kind"] == "sparsity" and pat["method"] == method and len(pat["layer_names"]) == 8
     prov = pat["provenance"]
     assert prov["trained_epochs"] == 0 and prov["scale"].startswith("scored at initialisation, no training")
@@ -275,7 +286,8 @@ def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, m
     dens = pat["layers"]["density_mean"]
     assert 0 < min(dens) and max(dens) <= 1 and max(dens) - min(dens) > 0.05  # a per-layer choice, not uniform
     rec = json.loads(next(Path(tmp_path / "w").glob(f"{spec}/*/seed0/proposal.json")).read_text())
-    assert rec["base_epochs"] == 0 and rec["base_seconds"] == 0 and rec["base_acc"] == rec["base_final_acc"]
+    assert rec["base_epochs"] == 0 and rec["base_seconds"] == 0
+    assert rec["base_acc"] is None and rec["base_final_acc"] is None and rec["pruned_acc"] is None
     assert rec["settings"]["options"] == own and rec["info"]["trained_epochs"] == 0
     assert rec["info"]["images"] == (0 if method == "synflow" else 100)
     assert rec["info"]["batches"] == {"synflow": 0, "snip": 1, "grasp": 2}[method]
@@ -285,6 +297,16 @@ def test_extract_writes_a_pattern_with_an_honest_record(method, own, tmp_path, m
     again = run("extract", "--from", spec, "--preset", "tiny", "--seeds", "1", "--workdir", str(tmp_path / "w"),
                 "--library", str(tmp_path / "lib"), "--device", "cpu")
     assert again.exit_code == 0 and "[reused]" in again.output, again.output
+    shown = run("patterns", "show", str(tmp_path / "lib" / f"{spec}.json"))
+    assert shown.exit_code == 0 and "accuracy not tested" in shown.output, shown.output
+
+
+def test_a_table_tests_an_untrained_proposal(digits, tmp_path):
+    """A table sweep's unpruned and pruned rows show the untrained nets' accuracies: asked for."""
+    from archsearch.propose import propose
+
+    p = propose("snip-vgg11-digits", digits, preset="tiny", workdir=tmp_path, device="cpu", test_untrained=True)
+    assert 0 <= p.base_acc <= 1 and p.base_acc == p.base_final_acc and 0 <= p.pruned_acc <= 1
 
 
 def _conv_sizes(spec):

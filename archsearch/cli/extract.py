@@ -87,6 +87,7 @@ def extract(source, **options):
       archsearch extract --from l1norm-resnet56-c10 --variant A --data-dir ../shared/data
       archsearch extract --from lamp-resnet20-digits --preset tiny
     """
+    from ..patterns import accuracy_line
     from ..workflows.extract import prepare, propose_seeds, save  # torch: kept out of `archsearch --help`
 
     x = prepare(source, options=_own(options.pop("own")), **options)
@@ -97,10 +98,7 @@ def extract(source, **options):
                                f"archsearch extract --from {source}")
     saved = save(x, props, command)
     click.echo(stage_table(saved.pattern))
-    acc = saved.pattern["accuracy"]
-    click.echo(f"base {100 * acc['base']['mean']:.2f} ± {100 * acc['base']['std']:.2f}%, pruned (no fine-tune) "
-               f"{100 * acc['pruned']['mean']:.2f} ± {100 * acc['pruned']['std']:.2f}% over {x.seeds} seed(s); "
-               f"{saved.pattern['provenance']['scale']}")
+    click.echo(f"{accuracy_line(saved.pattern)} over {x.seeds} seed(s); {saved.pattern['provenance']['scale']}")
     click.echo(f"wrote {saved.path}")
     for note in saved.notes:
         click.echo(note, err=True)

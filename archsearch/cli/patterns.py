@@ -79,7 +79,7 @@ def patterns_list():
             p = P.load_pattern(e.path)
             pv = p["provenance"]
             rows.append((e.name, p["kind"], f"{p['arch']}-{p['data']}", f"{p['ratio']:g}", str(len(pv["seeds"])),
-                         f"w{pv['width']:g}/e{pv['epochs']}", f"{100 * p['accuracy']['base']['mean']:.1f}%",
+                         f"w{pv['width']:g}/e{pv['epochs']}", _pct(p["accuracy"].get("base")),
                          f"{e.origin}: {e.path}"))
         except ArchsearchError as err:  # one bad file must not hide the good ones
             click.echo(f"warning: skipped {e.origin} pattern {e.name}: {err}", err=True)
@@ -90,6 +90,10 @@ def patterns_list():
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _pct(acc: dict | None) -> str:
+    return "-" if not acc else f"{100 * acc['mean']:.1f}%"
 
 
 @patterns.command("show")
@@ -109,8 +113,7 @@ def patterns_show(name):
     click.echo(f"{e.name} ({e.origin}: {e.path})")
     click.echo(f"{p['kind']} pattern of {pv['method']} on {p['arch']}-{p['data']} at ratio {p['ratio']:g}; "
                f"{len(pv['seeds'])} seed(s) {pv['seeds']}; {pv.get('scale', '')}")
-    click.echo(f"base accuracy {100 * p['accuracy']['base']['mean']:.2f} ± {100 * p['accuracy']['base']['std']:.2f}%, "
-               f"pruned (no fine-tune) {100 * p['accuracy']['pruned']['mean']:.2f}%")
+    click.echo(P.accuracy_line(p))
     click.echo(f"made by: {pv['command']} (archsearch {pv['archsearch_version']}, torch {pv.get('torch_version', '?')}, "
                f"{pv.get('date', '?')})")
     click.echo("")

@@ -79,9 +79,9 @@ class Proposal:
     settings: dict
     spec: ArchSpec
     base_spec: ArchSpec
-    base_acc: float
-    base_final_acc: float
-    pruned_acc: float
+    base_acc: float | None        # None: not tested (a method that trains nothing: `propose`)
+    base_final_acc: float | None
+    pruned_acc: float | None
     info: dict
     run_dir: str
     base_epochs: int
@@ -157,12 +157,15 @@ def finished(run: Path, settings: Settings) -> dict | None:
 
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
             device: str = "auto", progress: Callable[[EpochStats], None] | None = None,
-            checkpoint_every: int | None = None, **kw) -> Proposal:
+            checkpoint_every: int | None = None, test_untrained: bool = False, **kw) -> Proposal:
     """Run (or reuse, or resume) the proposal of `name` (e.g. 'slimming-vgg16-c10') for one seed.
 
     Keyword settings: the method's options (`resolve_settings`); with `train_subset`, the base
     net trains on that class-stratified subset of `data` (its test set stays whole).
-    """
+
+    A method that trains nothing (SNIP, GraSP, SynFlow) is not tested unless `test_untrained`
+    (a table sweep): its nets are untrained, at chance, and the test passes would be most of its
+    cost (minutes for a CIFAR VGG-16 at width 1, against seconds of scoring); accuracies None."""
     pn, prop, settings, schedule, base = resolve_settings(name, **kw)
     if checkpoint_every is None:
         checkpoint_every = resolve_config(settings.preset).checkpoint_every
@@ -194,7 +197,11 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}
-    pruned_acc = evaluate(pruned.spec, pruned.state, data, device, tta_flip=schedule.tta_flip)  # as base_acc was
+    tested = prop.trains or test_untrained
+    if tested and result.best_acc is None:  # an untrained base net, asked to be tested
+        result.best_acc = result.final_acc = evaluate(base, initial_state(base, seed), data, device,
+                                                      tta_flip=schedule.tta_flip)
+    pruned_acc = evaluate(pruned.spec, pruned.state, data, device, tta_flip=schedule.tta_flip) if tested else None
     prop_rec = Proposal(
         proposer=str(pn), method=prop.name, kind=prop.kind, seed=seed, settings=settings.record(),
         spec=pruned.spec, base_spec=base, base_acc=result.best_acc, base_final_acc=result.final_acc,

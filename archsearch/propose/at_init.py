@@ -9,9 +9,9 @@ magnitude pruning's (`magnitude.masked_proposal`); its inherited weights are the
 weights under the mask, which is what the three papers train.
 
 The proposal's record says so (`InitProposer.run`): the base net trained 0 epochs in 0
-seconds, its `base_acc` (a number the record requires) is the test accuracy of the
-initialised, untrained net, and `info` names the data the scores used (`images`, `batches`)
-and the seconds the scoring took. Which layers are scored: the convs of `Family.convs`, as
+seconds; its accuracies are not tested (None: an untrained net is at chance, and the test
+passes would cost more than the scoring) unless `propose` is asked (a table sweep); and
+`info` names the data the scores used (`images`, `batches`) and the seconds the scoring took. Which layers are scored: the convs of `Family.convs`, as
 magnitude pruning (the originals also prune the linear layers; here the classifier stays
 dense, as in every sparsity proposal of archsearch).
 """
@@ -29,7 +29,7 @@ from torch import nn
 from ..archs import build_with, get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
-from ..train import device_name, evaluate, resolve_device
+from ..train import device_name, resolve_device
 from .allocation import keep_one, top_k
 from .base import Proposer, Pruned, Settings, initial_state
 from .magnitude import masked_proposal
@@ -38,11 +38,12 @@ from .magnitude import masked_proposal
 @dataclass
 class Untrained:
     """What `propose` records of the base net of a method that does not train it: 0 epochs
-    in 0 seconds; `best_acc` and `final_acc` are the initialised net's test accuracy."""
+    in 0 seconds; `best_acc` and `final_acc` the initialised net's test accuracy where
+    `propose` is asked to test it (else None: an untrained net is at chance)."""
 
-    best_acc: float
-    final_acc: float
     device_name: str
+    best_acc: float | None = None
+    final_acc: float | None = None
     epochs: int = 0
     train_seconds: float = 0.0
 
@@ -135,10 +136,9 @@ class InitProposer(Proposer):
         scored = self.score(build_with(base, init).to(dev), base, settings, data, dev, seed)
         seconds = time.perf_counter() - start
         pruned = self.proposal(base, init, scored)
-        acc = evaluate(base, init, data, dev, tta_flip=schedule.tta_flip)
         pruned.info.update(trained_epochs=0, score_seconds=round(seconds, 3), **scored.facts,
-                           base_acc="the test accuracy of the initialised, untrained base net")
-        return pruned, Untrained(acc, acc, device_name(dev))
+                           base_acc="the initialised, untrained base net: not tested unless asked (at chance)")
+        return pruned, Untrained(device_name(dev))
 
     @staticmethod
     def proposal(base: ArchSpec, init: dict[str, torch.Tensor], scored: Scored) -> Pruned:

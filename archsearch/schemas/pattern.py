@@ -15,8 +15,10 @@ class MeanStd(Model):
 
 
 class PatternAccuracy(Model):
-    base: MeanStd
-    pruned: MeanStd
+    """Over seeds; absent where the proposals were not tested (scored at initialisation)."""
+
+    base: Optional[MeanStd] = None
+    pruned: Optional[MeanStd] = None
     base_final: Optional[MeanStd] = None
 
 

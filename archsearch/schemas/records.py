@@ -98,9 +98,10 @@ class ProposalRecord(Model):
     kind: Literal["channels", "sparsity", "depth"]
     seed: Seed
     settings: dict[str, Any]
-    base_acc: Unit
-    base_final_acc: Unit
-    pruned_acc: Unit
+    # None: not tested (a method that trains nothing, unless asked: `propose(test_untrained=...)`)
+    base_acc: Optional[Unit] = None
+    base_final_acc: Optional[Unit] = None
+    pruned_acc: Optional[Unit] = None
     info: dict[str, Any]
     run_dir: str
     base_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]  # 0: no base net trained (pruning at initialisation)

@@ -357,7 +357,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, plan: dict, ctx, label: 
 def _propose(study, trial, plan, ctx, row: int, seed: int, data, bar) -> float:
     r, tr = plan["rows"][row], plan["spec"]["train"]
     prop = proposing.propose(r["from"], data, seed=seed, workdir=ctx.workdir / "proposals", device=ctx.device,
-                             progress=bar, checkpoint_every=int(tr["checkpoint_every"]), **r["settings"])
+                             progress=bar, checkpoint_every=int(tr["checkpoint_every"]), test_untrained=True,
+                             **r["settings"])
     store = artifact_store(ctx.artifacts or plan["artifacts"])
     run = Path(prop.run_dir)
     ids = {name: upload(store, trial, run / name) for name in ARTIFACTS if (run / name).is_file()}

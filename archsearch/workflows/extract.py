@@ -69,8 +69,9 @@ def propose_seeds(x: Extraction, log: Callable[[str], None]) -> list[Proposal]:
         p = propose(x.source, x.data, seed=seed, workdir=x.workdir, device=x.device,
                     progress=EpochProgress(f"{x.source} seed {seed + 1}/{x.seeds}"), **x.settings)
         clamp = f", floor clamped layers {[c['layer'] for c in p.info['clamped']]}" if p.info.get("clamped") else ""
-        log(f"seed {seed}: base {100 * p.base_acc:.2f}% -> pruned {100 * p.pruned_acc:.2f}% "
-            f"(before fine-tuning){' [reused]' if p.reused else ''}{clamp}")
+        tested = (f"base {100 * p.base_acc:.2f}% -> pruned {100 * p.pruned_acc:.2f}% (before fine-tuning)"
+                  if p.pruned_acc is not None else "scored at initialisation (untrained: not tested)")
+        log(f"seed {seed}: {tested}{' [reused]' if p.reused else ''}{clamp}")
         props.append(p)
     return props
 
