@@ -56,6 +56,8 @@ def fake_clock(monkeypatch, tmp_path):
     monkeypatch.setattr(L, "time_module", fake_layer)
     monkeypatch.setattr(L, "measure_spec", fake_net)
     monkeypatch.setattr(compare, "measure_spec", fake_net)
+    import archsearch.workflows.transfer as transfer  # the full target's latency, for --fractions
+    monkeypatch.setattr(transfer, "measure_spec", fake_net)
     return tmp_path / "latency"
 
 

@@ -101,6 +101,10 @@ class Pattern(Model):
             if v is not None and len(v) != n:
                 raise ValueError(f"{n} stage labels but {len(v)} {what}")
         _stages_ok(self.stages)
+        untested = self.provenance.trained_epochs == 0  # scored at initialisation: its nets were not tested
+        for k in ("base", "pruned"):
+            if getattr(self.accuracy, k) is None and not untested:
+                raise ValueError(f"accuracy.{k} is missing (a pattern of a trained net records its accuracy)")
         n_stages = self.stages[-1] + 1
         what = "density" if self.kind == "sparsity" else "ratio"
         for group, length in (("layers", n), ("stage", n_stages)):
