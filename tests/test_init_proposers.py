@@ -344,3 +344,4 @@ def test_the_proposal_is_the_initialisation_under_its_mask(tmp_path):
         m = torch.from_numpy(np.asarray(mask))
         assert torch.equal(state[f"{name}.weight"], init[f"{name}.weight"] * m)
     assert p.base_epochs == 0 and p.kind == "sparsity" and p.info["threshold"] > 0
+
