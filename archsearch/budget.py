@@ -62,6 +62,15 @@ class Meter:
         return costs[binding] / self.budget.get(binding), binding, costs
 
 
+def full_cost(full: ArchSpec, by: str, measure: LatencyMeasure | None = None) -> float:
+    """What `full` costs under `by`: its params or MACs (dense), or its latency measured end to
+    end under `measure` (the base of budgets given as fractions)."""
+    if by == "latency":
+        return latency.measure_spec(full, measure or LatencyMeasure())
+    c = count(full)
+    return c.params if by == "params" else c.macs
+
+
 def as_budget(budget: float | Budget, by: str) -> Budget:
     """A bare number is a bound on `by` (the callers of one measure, and older ones)."""
     if isinstance(budget, Budget):

@@ -18,11 +18,11 @@ from .config import TrainConfig
 from .counting import count
 from .data import Dataset
 from .errors import ArchsearchError
-from .latency import LatencyMeasure, LatencyTable, measure_spec
+from . import latency as lat
+from .latency import LatencyMeasure, LatencyTable
 from .measures import Budget, fmt_value, parse_budget
 from .experiment import Point, point_schedule, stage_summary, train_point
-from .budget import Solved, verify_latency
-from .generate import generate, generator_label
+from .generate import generate_checked, generator_label
 from .spec import ArchSpec
 from .stats import accuracy_cells
 from .train import EpochStats
@@ -76,17 +76,15 @@ def generate_all(target: ArchSpec, target_name: str, budgets: list[Budget], *, p
     out = []
     for b in budgets:
         for kind in kinds:
-            def make(bb: Budget) -> Solved:
-                return generate(kind, target, bb, pattern=pattern, sparse=sparse, floor=floor, round_to=round_to,
-                                seed=seed, target_name=target_name, depth=depth, table=table)
             try:
-                s = verify_latency(make, b, table) if "latency" in b.measures and not sparse else make(b)
+                s = generate_checked(kind, target, b, table=table, pattern=pattern, sparse=sparse, floor=floor,
+                                     round_to=round_to, seed=seed, target_name=target_name, depth=depth)
             except ArchsearchError as e:
                 out.append(Generated(kind, b, None, float("nan"), failure=str(e)))
                 continue
             g = Generated(kind, b, s.spec, s.error, binding=s.binding, latency_estimate=s.costs.get("latency"))
             if table is not None:
-                g.latency = s.costs.get("latency_measured") or measure_spec(s.spec, table.measure)
+                g.latency = s.costs.get("latency_measured") or lat.measure_spec(s.spec, table.measure)
                 s.spec.meta["latency"] = {"seconds": g.latency, "measure": table.measure.to_dict()}
             if out_dir is not None:
                 g.path = Path(out_dir) / f"{kind}-{budget_tag(b)}.json"

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .archs import get_family
-from .budget import Solved, as_budget, channel_spec, conv_stages, depth_spec, sparse_spec
+from .budget import Solved, as_budget, channel_spec, conv_stages, depth_spec, sparse_spec, verify_latency
 from .errors import ArchsearchError
 from .measures import Budget
 from .names import parse_target
@@ -242,5 +242,15 @@ def generate(kind: str, target: ArchSpec, budget: float | Budget, *, pattern: di
                         per_layer=per_layer, exact=gen.exact, table=table)
 
 
-__all__ = ["BASELINES", "GENERATORS", "KINDS", "Generator", "erk_scores", "generate", "generator_label",
+def generate_checked(kind: str, target: ArchSpec, budget: Budget, *, table=None, sparse: bool = False,
+                     **kw) -> Solved:
+    """`generate`, with a latency bound that shapes the net (not a sparse net's: it runs at its
+    dense net's speed) checked end to end (`budget.verify_latency`, under `table.measure`)."""
+    def make(b: Budget) -> Solved:
+        return generate(kind, target, b, sparse=sparse, table=table, **kw)
+
+    return verify_latency(make, budget, table) if "latency" in budget.measures and not sparse else make(budget)
+
+
+__all__ = ["BASELINES", "GENERATORS", "KINDS", "Generator", "erk_scores", "generate", "generate_checked", "generator_label",
            "get_generator", "pattern_layer_values", "pattern_stage_values", "random_stage_ratios", "stage_map"]

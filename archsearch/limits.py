@@ -17,4 +17,6 @@ MAX_ROUND = 1024             # --round: widths rounded to multiples of this
 MAX_CAP = 1000.0             # Scratch-B epoch factor cap
 MAX_WORKERS = 256
 MAX_THREADS = 1024
+MAX_LATENCY_BATCH = 4096     # images per forward pass a latency is measured at
+MAX_REPEATS = 10_000         # timed runs per latency
 OPTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"  # a proposer's own option (`--option NAME=VALUE`, `options = {...}`)

@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from .errors import ArchsearchError
-from .limits import MAX_BUDGET
+from .limits import MAX_BUDGET, MAX_LATENCY_BATCH, MAX_REPEATS, MAX_THREADS
 
 MEASURES = ("params", "macs", "latency")
 BACKENDS = ("eager", "onnxruntime", "cuda")  # where a latency is measured (`archsearch.latency`)
@@ -138,7 +138,8 @@ class LatencyMeasure:
         """One line when this measure cannot be taken here (an unknown or missing back end)."""
         if self.backend not in BACKENDS:
             raise ArchsearchError(f"latency back end must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if not (1 <= self.threads <= 1024 and 1 <= self.batch <= 4096 and self.repeats >= 1 and self.warmup >= 0):
+        if not (1 <= self.threads <= MAX_THREADS and 1 <= self.batch <= MAX_LATENCY_BATCH
+                and 1 <= self.repeats <= MAX_REPEATS and self.warmup >= 0):
             raise ArchsearchError(f"latency measure out of range: threads {self.threads}, batch {self.batch}")
         if self.backend == "onnxruntime":
             if importlib.util.find_spec("onnxruntime") is None:

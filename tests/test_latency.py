@@ -8,12 +8,12 @@ smoke tests at the end time real layers."""
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 from torch import nn
 
-import archsearch.compare as compare
 import archsearch.latency as L
 from archsearch.archs import base_spec, get_family
 from archsearch.budget import Meter
@@ -54,10 +54,7 @@ def fake_net(spec, measure):
 def fake_clock(monkeypatch, tmp_path):
     monkeypatch.setenv("ARCHSEARCH_LATENCY_CACHE", str(tmp_path / "latency"))
     monkeypatch.setattr(L, "time_module", fake_layer)
-    monkeypatch.setattr(L, "measure_spec", fake_net)
-    monkeypatch.setattr(compare, "measure_spec", fake_net)
-    import archsearch.workflows.transfer as transfer  # the full target's latency, for --fractions
-    monkeypatch.setattr(transfer, "measure_spec", fake_net)
+    monkeypatch.setattr(L, "measure_spec", fake_net)  # every caller looks it up there
     return tmp_path / "latency"
 
 
@@ -279,16 +276,6 @@ def test_onnxruntime_and_eager_time_a_real_layer():
 
 
 # -- sweeps -----------------------------------------------------------------------------------------------
-@pytest.fixture
-def sweep_clock(fake_clock, monkeypatch):
-    import archsearch.sweep.modes as modes
-    import archsearch.sweep.points as points
-
-    monkeypatch.setattr(points, "measure_spec", fake_net)
-    monkeypatch.setattr(modes, "measure_spec", fake_net)
-    return fake_clock
-
-
 def _sweep(tmp_path, name, budget_lines):
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
@@ -299,7 +286,7 @@ def _sweep(tmp_path, name, budget_lines):
 
 
 @pytest.mark.parametrize("how", ["latency", "two"])
-def test_sweeps_take_latency_and_two_bound_budgets(how, sweep_clock, tmp_path, monkeypatch):
+def test_sweeps_take_latency_and_two_bound_budgets(how, fake_clock, tmp_path, monkeypatch):
     from archsearch.sweep.plan import load_study
     from archsearch.sweep.points import plan_budget
 
@@ -401,14 +388,15 @@ def test_transfer_round_auto_rounds_the_widths(fake_clock, tmp_path, monkeypatch
 def test_a_budget_only_some_generators_can_meet_is_one_line_after_the_table(fake_clock, tmp_path, monkeypatch):
     """One (generator, budget) that cannot be made: the table is written with the failure in its
     column, then one line naming the budget, and exit 2."""
-    real = compare.generate
+    gen = sys.modules["archsearch.generate"]  # the module (generate_checked calls its generate)
+    real = gen.generate
 
     def picky(kind, target, budget, **kw):
         if kind == "transferred" and budget.get("latency") < 0.45 * fake_net(target, None):
             raise ArchsearchError("cannot meet it (a stand-in failure)")
         return real(kind, target, budget, **kw)
 
-    monkeypatch.setattr(compare, "generate", picky)
+    monkeypatch.setattr(gen, "generate", picky)
     monkeypatch.chdir(tmp_path)
     r = run("transfer", "--from", "slimming-vgg16-c10", "--to", "vgg19-c10", "--width", "0.25", "--by", "latency",
             "--fractions", "0.3,0.6", "--out", "t")

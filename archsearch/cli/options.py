@@ -126,11 +126,11 @@ def latency_options(f: Callable) -> Callable:
     for opt in reversed([
         click.option("--latency-backend", type=click.Choice(BACKENDS), default="eager", show_default=True,
                      help="Where latency is measured: torch eager on the CPU, ONNX Runtime (CPU), or CUDA."),
-        click.option("--latency-threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+        click.option("--latency-threads", type=click.IntRange(1, L.MAX_THREADS), default=1, show_default=True,
                      help="Threads the latency is measured with."),
-        click.option("--latency-batch", type=click.IntRange(1, 4096), default=1, show_default=True,
+        click.option("--latency-batch", type=click.IntRange(1, L.MAX_LATENCY_BATCH), default=1, show_default=True,
                      help="Batch size the latency is measured at."),
-        click.option("--latency-repeats", type=click.IntRange(1, 10000), default=30, show_default=True,
+        click.option("--latency-repeats", type=click.IntRange(1, L.MAX_REPEATS), default=30, show_default=True,
                      help="Timed runs per latency (their median), after 5 warm-up runs."),
         click.option("--no-latency", is_flag=True, help="Measure no latency (and accept no latency budget)."),
     ]):

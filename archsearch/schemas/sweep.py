@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from ..config import DEFAULT_PRESET
-from ..limits import MAX_BUDGET, MAX_CAP, MAX_EPOCHS, MAX_ROUND, MAX_SEEDS, MAX_WIDTH_MULT, OPTION_NAME
+from ..limits import (MAX_BUDGET, MAX_CAP, MAX_EPOCHS, MAX_LATENCY_BATCH, MAX_REPEATS, MAX_ROUND, MAX_SEEDS,
+                      MAX_THREADS, MAX_WIDTH_MULT, OPTION_NAME)
 from ..errors import ArchsearchError
 from ..measures import parse_budget
 from .base import Closed, Epochs, Model, Seed, _plain_name
@@ -92,9 +93,9 @@ class SweepLatency(Closed):
     bound of `by = "latency"` budgets."""
 
     backend: Literal["eager", "onnxruntime", "cuda"] = "eager"
-    threads: Annotated[int, Field(ge=1, le=1024)] = 1
-    batch: Annotated[int, Field(ge=1, le=4096)] = 1
-    repeats: Annotated[int, Field(ge=1, le=10_000)] = 30
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] = 1
+    batch: Annotated[int, Field(ge=1, le=MAX_LATENCY_BATCH)] = 1
+    repeats: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 30
 
 
 class SweepRun(Closed):

@@ -9,6 +9,7 @@ mode; none of them branches on its name. A new mode is one class here plus its t
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..compare import budget_tag
-from ..latency import LatencyTable, measure_spec
+from ..budget import full_cost
+from ..latency import LatencyTable
 from ..measures import Budget, parse_budget
 from ..config import PRESETS
 from ..counting import count
@@ -150,11 +152,9 @@ class _FromScratch(Mode):
         plan = {**plan, "patterns": patterns, "kinds": kinds}
         full = count(target_net(plan))
         plan["full"] = {"params": full.params, "macs": full.macs}
-        if spec.by == "latency":  # fractions of the full target's latency, measured now
-            full_cost = measure_spec(target_net(plan), latency_measure(plan).check())
-        else:
-            full_cost = full.params if spec.by == "params" else full.macs
-        plan["budgets"] = [plan_value(b) for b in self.budgets(spec, full_cost)]
+        # (by latency: the full target's latency, measured now, is what fractions are of)
+        cost = full_cost(target_net(plan), spec.by, latency_measure(plan).check() if spec.by == "latency" else None)
+        plan["budgets"] = [plan_value(b) for b in self.budgets(spec, cost)]
         return self.check_points(spec, plan)
 
     def budgets(self, spec, full_cost: float) -> list[Budget]:
@@ -231,27 +231,25 @@ class GridMode(_FromScratch):
     def check_points(self, spec, plan: dict) -> dict:
         """Every point built once; a latency-bound net solved for every seed and measured end to
         end now, and kept in the plan (`points.arch_for`)."""
-        table = LatencyTable(latency_measure(plan).check()) if any(
-            "latency" in plan_budget(plan, b).measures for b in plan["budgets"]) else None
+        timed_budgets = {b for b in plan["budgets"] if "latency" in plan_budget(plan, b).measures}
+        table = LatencyTable(latency_measure(plan).check()) if timed_budgets else None
         nets = {}
-        for kind in plan["kinds"]:
-            for g in spec.generators:
-                for b in plan["budgets"]:
-                    timed = table is not None and "latency" in plan_budget(plan, b).measures and kind != "sparsity"
-                    # one net for every seed unless the generator draws from the seed: a net measured
-                    # again per seed would differ by timing noise alone
-                    seeded = timed and GENERATORS[g].seeded
-                    for seed in range(spec.seeds if seeded else 1):
-                        try:
-                            solved = solve_point(plan, kind, g, b, seed, table)
-                        except ArchsearchError as e:
-                            raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
-                        if timed:  # what the plan-time measure found, kept with the net
-                            solved.spec.meta["latency"] = {"seconds": solved.costs["latency_measured"],
-                                                           "table_estimate": solved.costs["latency"],
-                                                           "measure": table.measure.to_dict()}
-                        for s in (range(spec.seeds) if timed and not seeded else [seed] if timed else []):
-                            nets[net_key(kind, g, b, s)] = solved.spec.to_dict()
+        for kind, g, b in itertools.product(plan["kinds"], spec.generators, plan["budgets"]):
+            timed = b in timed_budgets and kind != "sparsity"  # a sparse net's latency is its dense net's
+            # one net for every seed unless the generator draws from the seed: a net measured
+            # again per seed would differ by timing noise alone
+            seeded = GENERATORS[g].seeded
+            for seed in range(spec.seeds if timed and seeded else 1):
+                try:
+                    solved = solve_point(plan, kind, g, b, seed, table)
+                except ArchsearchError as e:
+                    raise ArchsearchError(f"{g} ({kind}) at {budget_tag(b)} {spec.by}: {e}") from None
+                if timed:  # the net, with what the plan-time measure found, for the seeds it serves
+                    solved.spec.meta["latency"] = {"seconds": solved.costs["latency_measured"],
+                                                   "table_estimate": solved.costs["latency"],
+                                                   "measure": table.measure.to_dict()}
+                    net = solved.spec.to_dict()
+                    nets.update({net_key(kind, g, b, s): net for s in ([seed] if seeded else range(spec.seeds))})
         if table is not None:
             table.save()
         return {**plan, "nets": nets} if nets else plan

@@ -17,10 +17,11 @@ from ..config import TrainConfig
 from ..config import resolve as resolve_config
 from ..data import load_dataset
 from ..errors import ArchsearchError
-from ..budget import channel_spec, verify_latency
-from ..latency import LatencyTable, measure_spec
+from .. import latency as lat
+from ..budget import channel_spec
+from ..latency import LatencyTable
 from ..measures import Budget, LatencyMeasure, parse_budget
-from ..generate import generate, get_generator
+from ..generate import generate_checked, get_generator
 from ..names import parse_target
 from ..progress import EpochProgress
 from ..propose import NAMED, get_proposer, parse, propose
@@ -126,7 +127,7 @@ def record_latency(trial: optuna.Trial, arch: ArchSpec, plan: dict) -> None:
     with other trials (a latency-bound net's own bound was met on a quiet one, at plan time).
     A measure this worker cannot take (no CUDA here) is noted, not a failed trial."""
     try:
-        trial.set_user_attr("latency", measure_spec(arch, latency_measure(plan).check()))
+        trial.set_user_attr("latency", lat.measure_spec(arch, latency_measure(plan).check()))
     except ArchsearchError as e:
         trial.set_user_attr("latency_note", str(e))
 
@@ -136,23 +137,19 @@ def net_key(kind: str, generator: str, budget: float | str, seed: int) -> str:
 
 
 def solve_point(plan: dict, kind: str, generator: str, budget: float | str, seed: int, table=None):
-    """A grid point's net solved (`Solved`); a latency bound is checked end to end
-    (`budget.verify_latency`, the measure `latency_measure(plan)`)."""
+    """A grid point's net solved (`Solved`); a latency bound is estimated and checked end to end
+    under the plan's measure (`table`, else this machine's table for `latency_measure(plan)`)."""
     s, tr = plan["spec"], plan["spec"]["train"]
     role = get_generator(generator).role
     pattern = plan["patterns"][role].get(kind) if role else None
     if role and pattern is None:
         raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
     b = plan_budget(plan, budget)
-
-    def make(bb: Budget):
-        return generate(generator, target_net(plan), bb, pattern=pattern, sparse=kind == "sparsity",
-                        depth=kind == "depth", floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
-                        target_name=s["target"], table=table)
-
-    if "latency" in b.measures and kind != "sparsity":
-        return verify_latency(make, b, table or LatencyTable(latency_measure(plan)))
-    return make(b)
+    if table is None and "latency" in b.measures:
+        table = LatencyTable(latency_measure(plan))
+    return generate_checked(generator, target_net(plan), b, table=table, pattern=pattern, sparse=kind == "sparsity",
+                            depth=kind == "depth", floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
+                            target_name=s["target"])
 
 
 def arch_for(plan: dict, kind: str, generator: str, budget: float | str, seed: int) -> ArchSpec:

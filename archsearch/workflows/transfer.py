@@ -17,10 +17,10 @@ from .. import patterns as P
 from .._io import read_json
 from ..compare import Generated, generate_all, parse_fractions, spec_row, train_all, trained_rows, write_tables
 from ..config import TrainConfig
-from ..counting import count
 from ..data import load_dataset, subset_train
 from ..errors import ArchsearchError
-from ..latency import LatencyMeasure, LatencyTable, auto_round, measure_spec
+from ..budget import full_cost
+from ..latency import LatencyMeasure, LatencyTable, auto_round
 from ..measures import Budget, check_measure, fmt_value, parse_budgets
 from ..generate import BASELINES, GENERATORS, KINDS
 from ..names import parse_target
@@ -99,12 +99,11 @@ def plan(target: str, source: str | None, config: TrainConfig, *, budgets: str |
     if latency is None and (by == "latency" or any("latency" in b.measures for b in bs or [])):
         raise ArchsearchError("a latency budget needs a latency measure: leave --no-latency out")
     full = tgt.base_spec(config.width)
-    fc = count(full)
-    full_cost = {"params": fc.params, "macs": fc.macs}.get(by) or measure_spec(full, latency)
+    cost = full_cost(full, by, latency)
     if bs is None:
-        bs = [Budget(((by, f * full_cost),)) for f in parse_fractions(fractions or DEFAULT_FRACTIONS)]
+        bs = [Budget(((by, f * cost),)) for f in parse_fractions(fractions or DEFAULT_FRACTIONS)]
     out = Path(out_dir or f"runs/transfer/{pattern['name']}-to-{target}")
-    return Transfer(target, config, pattern, ppath, kind, by, bl, full, full_cost, bs, out, latency)
+    return Transfer(target, config, pattern, ppath, kind, by, bl, full, cost, bs, out, latency)
 
 
 def auto_round_for(t: Transfer, log: Callable[[str], None]) -> int:
