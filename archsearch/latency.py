@@ -148,6 +148,16 @@ def _bracket(w: int, top: int) -> tuple[int, int]:
     return max(1, lo), lo + step
 
 
+def _lerp(f: Callable[[int], float], x: int, bracket: tuple[int, int]) -> float:
+    """f at x, linear between the bracket's two points (f is called only at the points needed:
+    each may be a layer timed for the first time)."""
+    x0, x1 = bracket
+    if x1 == x0:
+        return f(x0)
+    t = (x - x0) / (x1 - x0)
+    return (1 - t) * f(x0) + t * f(x1)
+
+
 class LatencyTable:
     """Per-layer latencies for one (machine, measure), cached in one JSON file: `estimate(spec)`
     sums them, measuring (once) any bucket point the file does not hold yet."""
@@ -197,23 +207,13 @@ class LatencyTable:
     def op_seconds(self, op, top_in: int, top_out: int) -> float:
         """One layer's latency at its widths: bilinear (conv, linear) or linear (BN, ReLU,
         pooling: one width) between the bucket points around them."""
+        out = _bracket(op.cout, top_out)
         if op.kind == "conv" and op.depthwise:  # one width: its channels, each its own group
-            c0, c1 = _bracket(op.cout, top_out)
-            g = lambda c: self._point("dwconv", 1, c, op.hw, op.k, op.bias)  # noqa: E731
-            return g(c0) if c1 == c0 else g(c0) + (op.cout - c0) / (c1 - c0) * (g(c1) - g(c0))
+            return _lerp(lambda c: self._point("dwconv", 1, c, op.hw, op.k, op.bias), op.cout, out)
         if op.kind in ("conv", "linear"):
-            (a0, a1), (b0, b1) = _bracket(op.cin, top_in), _bracket(op.cout, top_out)
-            f = lambda a, b: self._point(op.kind, a, b, op.hw, op.k, op.bias)  # noqa: E731
-            ta = 0.0 if a1 == a0 else (op.cin - a0) / (a1 - a0)
-            tb = 0.0 if b1 == b0 else (op.cout - b0) / (b1 - b0)
-            lo = f(a0, b0) if tb == 0 else (1 - tb) * f(a0, b0) + tb * f(a0, b1)
-            if ta == 0:
-                return lo
-            hi = f(a1, b0) if tb == 0 else (1 - tb) * f(a1, b0) + tb * f(a1, b1)
-            return (1 - ta) * lo + ta * hi
-        c0, c1 = _bracket(op.cout, top_out)
-        f = lambda c: self._point(op.kind, c, c, op.hw, op.k, False)  # noqa: E731
-        return f(c0) if c1 == c0 else f(c0) + (op.cout - c0) / (c1 - c0) * (f(c1) - f(c0))
+            return _lerp(lambda a: _lerp(lambda b: self._point(op.kind, a, b, op.hw, op.k, op.bias), op.cout, out),
+                         op.cin, _bracket(op.cin, top_in))
+        return _lerp(lambda c: self._point(op.kind, c, c, op.hw, op.k, False), op.cout, out)
 
     def layers(self, spec: ArchSpec, full: ArchSpec | None = None) -> list[tuple[object, float]]:
         """(op, seconds) for every layer of `spec`; the buckets follow `full`'s widths (the

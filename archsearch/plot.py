@@ -89,7 +89,8 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
         raise ArchsearchError(f"no row has a {X_KEYS.get(x, x)} to plot against")
     acc, what = headline(rows)
     kinds = sorted({r.get("kind") or "" for r in rows}, key=lambda k: KINDS.index(k) if k in KINDS else 9)
-    titles = [f"{KIND_TITLES.get(k, k)}{' · ' if k and len(xs) > 1 else ''}{m if len(xs) > 1 else ''}".strip(" ·")
+    # a panel's title: its kind (where the rows say one) and, among several measures, its measure
+    titles = [" · ".join(t for t in (KIND_TITLES.get(k, k), m if len(xs) > 1 else "") if t)
               for k in kinds for m in xs] if len(kinds) > 1 or len(xs) > 1 else None
     fig = make_subplots(rows=len(kinds), cols=len(xs), subplot_titles=titles, horizontal_spacing=0.08,
                         vertical_spacing=0.12)
