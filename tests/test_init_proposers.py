@@ -345,3 +345,173 @@ def test_the_proposal_is_the_initialisation_under_its_mask(tmp_path):
         assert torch.equal(state[f"{name}.weight"], init[f"{name}.weight"] * m)
     assert p.base_epochs == 0 and p.kind == "sparsity" and p.info["threshold"] > 0
 
+
+
+# -- channels: a group scores the sum of its weights' scores (DESIGN.md, "Proposers at initialization") --
+def channel_sums_direct(scores, base):
+    """Per group, channel by channel: the sum of its filters' scores (a conv group: every conv
+    writing it, output slice c) or, for a selection group, of the input slices c of the convs
+    reading it; None where no conv reads a selection (it keeps every channel)."""
+    fam = get_family(base.family)
+    convs = [c.name for c in fam.convs(base)]
+    wires = fam.wires(base)
+    out = []
+    for g, width in zip(fam.groups(base), base.widths):
+        side = 0 if g.kind == "conv" else 1
+        owners = [convs.index(m) for m in convs if wires.get(m, (None, None))[side] == g.name]
+        if not owners:
+            out.append(None)
+            continue
+        out.append(torch.tensor([sum(float(scores[i][c].double().sum()) if side == 0 else
+                                     float(scores[i][:, c].double().sum()) for i in owners) for c in range(width)],
+                                dtype=torch.float64))
+    return out
+
+
+def channel_cut_direct(sums, widths, n_prune, higher_keeps=True):
+    """Sort every scored channel by (score, group, channel) and drop the n_prune lowest (the
+    highest where higher_keeps is False); a group left empty keeps its best channel."""
+    sign = 1.0 if higher_keeps else -1.0
+    items = sorted((sign * float(s[c]), g, c) for g, s in enumerate(sums) if s is not None for c in range(len(s)))
+    keeps = [[True] * w for w in widths]
+    for _, g, c in items[:n_prune]:
+        keeps[g][c] = False
+    for g, s in enumerate(sums):
+        if s is not None and not any(keeps[g]):
+            keeps[g][max(range(len(s)), key=lambda c: (sign * float(s[c]), -c))] = True
+    return keeps
+
+
+def tiny_channels(arch, seed=0):
+    base = resolve_settings(f"snip_ch-{arch}-digits", width=0.25)[-1]
+    torch.manual_seed(seed)
+    return build(base), base, [c.name for c in get_family(base.family).convs(base)]
+
+
+@pytest.mark.parametrize("arch,ratio", [("vgg11", 0.6), ("resnet20", 0.5), ("preresnet20", 0.4),
+                                        pytest.param("densenet40", 0.3, marks=pytest.mark.slow)])
+def test_snip_and_grasp_channels_sum_the_original_scores(arch, ratio):
+    from archsearch.propose.at_init import channel_masks, channel_sums, group_slices
+
+    model, base, names = tiny_channels(arch)
+    x, y = batch(10)
+    y = torch.sort(y).values
+    widths = list(base.widths)
+    for want_scores, higher in ((snip_original(model, names, x, y, 0.5)[0], True),
+                                (grasp_original(model, 0.5, x, y, names, seed=3)[0], False)):
+        sums = channel_sums(want_scores, group_slices(base))
+        direct = channel_sums_direct(want_scores, base)
+        for s, d in zip(sums, direct):
+            assert (s is None) == (d is None) and (s is None or torch.allclose(s, d, rtol=1e-9, atol=1e-15))
+        scored = sum(w for w, d in zip(widths, direct) if d is not None)
+        keeps, _, clamped = channel_masks(sums, widths, ratio, 0.0, higher_keeps=higher)
+        assert [k.tolist() for k in keeps] == channel_cut_direct(direct, widths, int(round(ratio * scored)), higher)
+        if arch in ("preresnet20", "densenet40"):  # the last selection feeds the classifier only: kept whole
+            assert direct[-1] is None and bool(keeps[-1].all())
+
+
+class _ChannelMask(nn.Module):
+    """A masked conv whose mask zeroes whole channels: `weight * mask` along dim `dim`."""
+
+    def __init__(self, weight, dim):
+        super().__init__()
+        view = [1] * weight.dim()
+        view[dim] = -1
+        self.view = view
+        self.register_buffer("mask", torch.ones(weight.shape[dim]))
+
+    def forward(self, w):
+        return w * self.mask.view(self.view)
+
+
+def synflow_channels_direct(net, base, names, input_dim, ratio, epochs):
+    """SynFlow's `prune_loop` with channel masks: each round the original `score()` (linearize,
+    ones in, sum out, |grad x w|), the channel sums, and a cut to the exponential schedule."""
+    model = copy.deepcopy(net)
+    modules = dict(model.named_modules())
+    fam = get_family(base.family)
+    wires = fam.wires(base)
+    groups = fam.groups(base)
+    masks = [torch.ones(w) for w in base.widths]
+    owners = []
+    for g in groups:
+        side = 0 if g.kind == "conv" else 1
+        owners.append([(n, side) for n in names if wires.get(n, (None, None))[side] == g.name])
+    scored = sum(len(m) for m, o in zip(masks, owners) if o)
+    weights = [modules[n].weight for n in names]
+    with torch.no_grad():
+        for n, w in zip(names, weights):
+            modules[n].weight.abs_()  # linearize (kept linear: the signs are not needed for the masks)
+        for v in model.state_dict().values():
+            v.abs_()
+    model.eval()
+    dense = [w.detach().clone() for w in weights]
+    keeps = None
+    for epoch in range(epochs):
+        with torch.no_grad():
+            for w, d in zip(weights, dense):
+                w.copy_(d)
+            for m, own in zip(masks, owners):
+                for n, side in own:
+                    w = modules[n].weight
+                    view = [1] * w.dim()
+                    view[side] = -1
+                    w.mul_(m.view(view))
+        model.zero_grad()
+        torch.sum(model(torch.ones([1] + input_dim))).backward()
+        scores = {n: (modules[n].weight.grad * modules[n].weight).detach().abs() for n in names}
+        sums = [None if not own else torch.tensor([sum(float(scores[n][c].double().sum()) if side == 0 else
+                                                       float(scores[n][:, c].double().sum()) for n, side in own)
+                                                   for c in range(len(m))], dtype=torch.float64)
+                for m, own in zip(masks, owners)]
+        sparse = (1.0 - ratio) ** ((epoch + 1) / epochs)
+        keeps = channel_cut_direct(sums, list(base.widths), int((1.0 - sparse) * scored))
+        masks = [torch.tensor(k, dtype=torch.float32) for k in keeps]
+    return keeps
+
+
+@pytest.mark.parametrize("arch,ratio,rounds", [("vgg11", 0.7, 6), ("resnet20", 0.5, 4), ("preresnet20", 0.5, 3)])
+def test_synflow_channels_match_a_direct_transcription(arch, ratio, rounds):
+    from archsearch.propose.at_init import group_slices
+    from archsearch.propose.synflow import synflow_channel_rounds
+
+    model, base, names = tiny_channels(arch)
+    want = synflow_channels_direct(model, base, names, [3, 32, 32], ratio, rounds)
+    keeps, _, _, _ = synflow_channel_rounds(model, names, group_slices(base), list(base.widths), (3, 32, 32),
+                                            ratio, rounds, 0.0, torch.float32)
+    assert [k.tolist() for k in keeps] == want
+    scored = sum(w for w, o in zip(base.widths, group_slices(base)) if o)
+    assert sum(int((~k).sum()) for k in keeps) == int(ratio * scored) or any(sum(k) == 1 for k in want)
+
+
+@pytest.mark.parametrize("method", ["snip_ch", "grasp_ch", "synflow_ch"])
+def test_a_channel_proposal_is_the_initialisation_of_its_kept_channels(method, tmp_path):
+    from archsearch.data import load_dataset
+    from archsearch.propose import initial_state, propose
+
+    kw = {"options": {"iterations": 5}} if method == "synflow_ch" else {}
+    p = propose(f"{method}-resnet20-digits", load_dataset("digits"), workdir=tmp_path, preset="tiny",
+                device="cpu", seed=1, **kw)
+    assert p.kind == "channels" and p.base_epochs == 0 and p.spec.masks is None
+    pruned, total = p.info["pruned_channels"], p.info["total_channels"]
+    revived = sum(c["kept"] - c["kept_by_threshold"] for c in p.info["clamped"])  # a group the cut emptied
+    assert pruned + revived == int(round(0.5 * total))  # the default ratio, one global cut
+    init = initial_state(p.base_spec, 1)
+    state = torch.load(Path(p.run_dir) / "pruned_model.pt", weights_only=True)
+    for g in get_family(p.base_spec.family).groups(p.base_spec):  # resnet: a block's conv1 -> its conv2
+        w, w0 = state[f"{g.name}.weight"], init[f"{g.name}.weight"]
+        rows = [next(i for i in range(len(w0)) if torch.equal(r, w0[i])) for r in w]  # the kept filters, as initialised
+        assert rows == sorted(set(rows))
+        after = g.name.replace("conv1", "conv2")
+        assert torch.equal(state[f"{after}.weight"], init[f"{after}.weight"][:, rows])
+    assert (Path(p.run_dir) / "ticket_init.pt").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--from", "snip_ch-vgg11-digits", "--ratio", "1.5"], "--ratio"),
+    (["--from", "synflow_ch-vgg11-digits", "-o", "iterations=0"], "iterations must be a whole number from 1 to 1000"),
+    (["--from", "grasp_ch-vgg11-digits", "--train-subset", "30"], "grasp_ch needs 10 training images of every class"),
+    (["--from", "snip_ch-vgg11-digits", "--floor", "1.0"], "--floor"),
+])
+def test_bad_channel_input_is_one_line(args, needle, tmp_path):
+    test_bad_input_is_one_line(args, needle, tmp_path)

@@ -14,6 +14,15 @@ passes would cost more than the scoring) unless `propose` is asked (a table swee
 `info` names the data the scores used (`images`, `batches`) and the seconds the scoring took. Which layers are scored: the convs of `Family.convs`, as
 magnitude pruning (the originals also prune the linear layers; here the classifier stays
 dense, as in every sparsity proposal of archsearch).
+
+Each method also proposes channels (`snip_ch`, `grasp_ch`, `synflow_ch`: `InitChannelProposer`),
+scoring each channel group (`Family.groups`) with the sum of its weights' scores (DESIGN.md,
+"Proposers at initialization"): a conv group's weights are its filters, the output slices
+of every conv writing the group (a coupled group of a `tv.*` family: all of them); a
+selection group (PreResNet, DenseNet), which has no filters, owns the input slices of the
+convs reading it. One global cut over the group sums (`allocation.global_threshold`,
+round(ratio x channels) go) picks the widths, as Network Slimming's |gamma| threshold does;
+a group the cut would empty keeps its best channel (`floor_channels`).
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ from ..archs import build_with, get_family
 from ..errors import ArchsearchError
 from ..spec import ArchSpec
 from ..train import device_name, resolve_device
-from .allocation import keep_one, top_k
-from .base import Proposer, Pruned, Settings, initial_state
+from .allocation import floor_channels, global_threshold, keep_one, top_k
+from .base import Proposer, Pruned, Settings, channel_proposal, initial_state, save_ticket
 from .magnitude import masked_proposal
 
 
@@ -148,3 +157,81 @@ class InitProposer(Proposer):
         sign = 1.0 if scored.higher_keeps else -1.0
         clamped = keep_one(masks, [sign * s.detach().double().cpu() for s in scored.scores])
         return masked_proposal(build_with(base, init), base, [m.numpy() for m in masks], scored.threshold, clamped)
+
+
+# -- channels: each group scored by the sum of its weights' scores --------------------------------------
+def group_slices(base: ArchSpec) -> list[list[tuple[int, int]]]:
+    """Per channel group (`Family.groups` order), the weights it owns as (conv index in
+    `Family.convs` order, dim): dim 0, the output filters of each conv writing a conv group;
+    dim 1, the input slices of each conv reading a selection group. A selection group that
+    no conv reads (PreResNet's and DenseNet's last, before the classifier) owns none: it is
+    not scored and keeps every channel."""
+    fam = get_family(base.family)
+    pos = {c.name: i for i, c in enumerate(fam.convs(base))}
+    wires = fam.wires(base)
+    out = []
+    for g in fam.groups(base):
+        dim = 0 if g.kind == "conv" else 1
+        owned = [(pos[m], dim) for m, ends in wires.items() if m in pos and ends[dim] == g.name]
+        if not owned and g.kind == "conv":
+            raise ArchsearchError(f"{base.name}: channel group {g.name} owns no conv weights to score it by")
+        out.append(owned)
+    if not any(out):
+        raise ArchsearchError(f"{base.name}: no channel group owns conv weights to score it by")
+    return out
+
+
+def channel_sums(scores: list[torch.Tensor], slices: list[list[tuple[int, int]]]) -> list[torch.Tensor | None]:
+    """Each group's per-channel score: the sum (float64) of its weights' scores (None for a
+    group that owns no weights)."""
+    out: list[torch.Tensor | None] = []
+    for owned in slices:
+        total = None
+        for i, dim in owned:
+            s = scores[i].double()
+            part = s.sum(dim=tuple(d for d in range(s.dim()) if d != dim))
+            total = part if total is None else total + part
+        out.append(None if total is None else total.cpu())
+    return out
+
+
+def channel_masks(sums: list[torch.Tensor | None], widths: list[int], ratio: float, floor: float,
+                  higher_keeps: bool = True, n_prune: int | None = None) -> tuple[list[torch.Tensor], float, list[dict]]:
+    """One global cut over the scored groups' sums: round(ratio x their channels) (or
+    `n_prune`) channels with the lowest sums go (`higher_keeps` False, GraSP: the highest); a
+    group left below its floor keeps its best channels; an unscored group (None) keeps all
+    its `widths` channels. Returns (keep masks, threshold, clamped groups, numbered in all
+    groups)."""
+    scored = [i for i, s in enumerate(sums) if s is not None]
+    signed = [sums[i] if higher_keeps else -sums[i] for i in scored]
+    cut, threshold = global_threshold(signed, ratio, "round", n_prune=n_prune)
+    clamped = floor_channels(cut, signed, floor)
+    keeps = [torch.ones(n, dtype=torch.bool) for n in widths]
+    for i, k in zip(scored, cut):
+        keeps[i] = k
+    clamped = [{**c, "layer": scored[c["layer"]]} for c in clamped]
+    return keeps, threshold if higher_keeps else -threshold, clamped
+
+
+class InitChannelProposer(InitProposer):
+    """An at-initialisation method proposing channels: `score` returns one keep mask and one
+    summed score per channel group (`Scored.masks`, `Scored.scores`), the clamped groups in
+    `Scored.facts["clamped"]`."""
+
+    kind = "channels"
+
+    def check_family(self, base: ArchSpec) -> None:
+        super().check_family(base)
+        group_slices(base)  # a group with no weights to score refuses here, before any work
+
+    def proposal(self, base: ArchSpec, init: dict[str, torch.Tensor], scored: Scored) -> Pruned:
+        """The initial weights of the kept channels (`channel_proposal`)."""
+        clamped = scored.facts.pop("clamped", [])
+        return channel_proposal(build_with(base, init), base, [m.numpy() for m in scored.masks],
+                                threshold=scored.threshold, clamped=clamped)
+
+    def run(self, base, data, settings, schedule, run, *, seed, device, progress, checkpoint_every, base_dir):
+        pruned, untrained = super().run(base, data, settings, schedule, run, seed=seed, device=device,
+                                        progress=progress, checkpoint_every=checkpoint_every, base_dir=base_dir)
+        save_ticket(pruned, base, seed, run)  # the kept channels' initial weights, as every channel proposal
+        return pruned, untrained

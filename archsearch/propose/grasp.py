@@ -34,7 +34,8 @@ from torch import nn
 
 from ..config import is_whole
 from ..errors import ArchsearchError
-from .at_init import InitProposer, Scored, conv_names, per_class_batch
+from .at_init import (InitChannelProposer, InitProposer, Scored, channel_masks, channel_sums, conv_names, group_slices,
+                      per_class_batch)
 from .base import register_proposer
 from .options import Options, default, option
 
@@ -110,4 +111,26 @@ class Grasp(InitProposer):
         scores = grasp_scores(model, conv_names(base), x, y, generator)
         masks, threshold = grasp_masks(scores, settings.ratio)
         return Scored(masks, threshold, scores, {"images": len(x), "batches": 2, "temperature": T},
+                      higher_keeps=False)
+
+
+@dataclass(frozen=True)
+class GraspChannelOptions(GraspOptions):
+    ratio: float = default("ratio", 0.5, help="Prune ratio: the share of channels removed by one global cut of the "
+                                              "channel groups' summed scores (the highest go, as GraSP's weights).")
+
+
+@register_proposer
+class GraspChannels(InitChannelProposer):
+    name = "grasp_ch"
+    about = ("GraSP for channels: each channel's summed -w x Hg at initialisation, the highest go in one global "
+             "cut (Wang et al. 2020; DESIGN.md)")
+    options = GraspChannelOptions
+
+    def score(self, model, base, settings, data, device, seed) -> Scored:
+        x, y = per_class_batch(data, settings.options["samples_per_class"], seed, device, self.name)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        sums = channel_sums(grasp_scores(model, conv_names(base), x, y, generator), group_slices(base))
+        keeps, threshold, clamped = channel_masks(sums, list(base.widths), settings.ratio, settings.floor, higher_keeps=False)
+        return Scored(keeps, threshold, sums, {"images": len(x), "batches": 2, "temperature": T, "clamped": clamped},
                       higher_keeps=False)

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..config import is_whole
 from ..errors import ArchsearchError
-from .at_init import InitProposer, Scored, conv_names, conv_weights, keep_top, random_batch
+from .at_init import (InitChannelProposer, InitProposer, Scored, channel_masks, channel_sums, conv_names, conv_weights,
+                      group_slices, keep_top, random_batch)
 from .base import register_proposer
 from .options import Options, default, option
 
@@ -77,3 +78,24 @@ class Snip(InitProposer):
         scores = snip_scores(model, conv_names(base), x, y)
         masks, threshold = snip_masks(scores, settings.ratio)
         return Scored(masks, threshold, scores, {"images": n, "batches": 1})
+
+
+@dataclass(frozen=True)
+class SnipChannelOptions(SnipOptions):
+    ratio: float = default("ratio", 0.5, help="Prune ratio: the share of channels removed by one global cut of the "
+                                              "channel groups' summed sensitivities.")
+
+
+@register_proposer
+class SnipChannels(InitChannelProposer):
+    name = "snip_ch"
+    about = ("SNIP for channels: each channel's summed |g x w| at initialisation on one batch, one global cut "
+             "(Lee et al. 2019; DESIGN.md)")
+    options = SnipChannelOptions
+
+    def score(self, model, base, settings, data, device, seed) -> Scored:
+        n = settings.options["samples"]
+        x, y = random_batch(data, n, seed, device, self.name)
+        sums = channel_sums(snip_scores(model, conv_names(base), x, y), group_slices(base))
+        keeps, threshold, clamped = channel_masks(sums, list(base.widths), settings.ratio, settings.floor)
+        return Scored(keeps, threshold, sums, {"images": n, "batches": 1, "clamped": clamped})

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..config import is_whole
 from ..errors import ArchsearchError
-from .at_init import InitProposer, Scored, conv_names, conv_weights, prune_at_or_below
+from .at_init import (InitChannelProposer, InitProposer, Scored, channel_masks, channel_sums, conv_names, conv_weights,
+                      group_slices, prune_at_or_below)
 from .base import register_proposer
 from .options import Options, default, option
 
@@ -88,15 +90,55 @@ def synflow_rounds(model: nn.Module, names: list[str], shape: tuple[int, ...], r
     return masks, threshold, scores
 
 
+def synflow_channel_rounds(model: nn.Module, names: list[str], slices: list[list[tuple[int, int]]],
+                           widths: list[int], shape: tuple[int, ...], ratio: float, rounds: int, floor: float,
+                           dtype: torch.dtype) -> tuple[list[torch.Tensor], float, list, list] | None:
+    """`synflow_rounds` for channels: each round scores the linearized net with the pruned
+    channels' weights (`group_slices`) zeroed, sums each channel's scores (`channel_sums`),
+    and cuts int((1 - d) x channels) of the scored channels, d the exponential schedule's
+    density, by one global cut (`channel_masks`: ties by position, so the count is exact; a
+    zeroed channel sums to 0 and goes first; a group the cut would empty keeps its best
+    channel, so the flow never stops). Returns the keep masks, the last threshold, the last
+    sums and the clamped groups (None where the flow overflows `dtype`)."""
+    net = linearized(model, dtype)
+    weights = conv_weights(net, names)
+    dense = [w.detach().clone() for w in weights]
+    keeps = [torch.ones(n, dtype=torch.bool) for n in widths]
+    total = sum(n for n, owned in zip(widths, slices) if owned)
+    density, threshold, clamped, sums = 1.0 - ratio, 0.0, [], []
+    for r in range(rounds):
+        with torch.no_grad():
+            for w, w0 in zip(weights, dense):
+                w.copy_(w0)
+            for keep, owned in zip(keeps, slices):
+                for i, dim in owned:
+                    view = [1] * weights[i].dim()
+                    view[dim] = -1
+                    weights[i].mul_(keep.to(weights[i].device, weights[i].dtype).view(view))
+        scores = synflow_scores(net, weights, shape)
+        if scores is None:
+            return None
+        sums = channel_sums(scores, slices)
+        sparse = density ** ((r + 1) / rounds)
+        keeps, threshold, clamped = channel_masks(sums, widths, ratio, floor, n_prune=int((1.0 - sparse) * total))
+    return keeps, threshold, sums, clamped
+
+
+def in_precision(method: str, rounds_in: Callable[[torch.dtype], tuple | None]) -> tuple:
+    """`rounds_in(dtype)` in float32, as the original, or in float64 where float32 overflows:
+    its result, then the precision used."""
+    for dtype in (torch.float32, torch.float64):
+        out = rounds_in(dtype)
+        if out is not None:
+            return (*out, dtype)
+    raise ArchsearchError(f"{method}: the synaptic flow of this net overflows even float64; it cannot be scored")
+
+
 def synflow_masks(model: nn.Module, names: list[str], shape: tuple[int, ...], ratio: float,
                   rounds: int) -> tuple[list[torch.Tensor], float, list[torch.Tensor], torch.dtype]:
     """`synflow_rounds` in float32, as the original, or in float64 where float32 overflows:
     (masks, threshold, scores, the precision used)."""
-    for dtype in (torch.float32, torch.float64):
-        out = synflow_rounds(model, names, shape, ratio, rounds, dtype)
-        if out is not None:
-            return (*out, dtype)
-    raise ArchsearchError("synflow: the synaptic flow of this net overflows even float64; it cannot be scored")
+    return in_precision("synflow", lambda dtype: synflow_rounds(model, names, shape, ratio, rounds, dtype))
 
 
 @dataclass(frozen=True)
@@ -126,3 +168,27 @@ class Synflow(InitProposer):
         masks, threshold, scores, dtype = synflow_masks(model, conv_names(base), shape, settings.ratio, rounds)
         return Scored(masks, threshold, scores, {"images": 0, "batches": 0, "iterations": rounds,
                                                  "input": f"ones {[1, *shape]}", "precision": str(dtype)[6:]})
+
+
+@dataclass(frozen=True)
+class SynflowChannelOptions(SynflowOptions):
+    ratio: float = default("ratio", 0.5, help="Prune ratio: the share of channels removed (after all iterations), "
+                                              "by one global cut of the channel groups' summed scores.")
+
+
+@register_proposer
+class SynflowChannels(InitChannelProposer):
+    name = "synflow_ch"
+    about = ("SynFlow for channels: each channel's summed synaptic-flow score, iterative, no data "
+             "(Tanaka et al. 2020; DESIGN.md)")
+    options = SynflowChannelOptions
+
+    def score(self, model, base, settings, data, device, seed) -> Scored:
+        shape = (3, data.size, data.size)
+        rounds = settings.options["iterations"]
+        names, slices = conv_names(base), group_slices(base)
+        keeps, threshold, sums, clamped, dtype = in_precision(self.name, lambda dt: synflow_channel_rounds(
+            model, names, slices, list(base.widths), shape, settings.ratio, rounds, settings.floor, dt))
+        return Scored(keeps, threshold, sums, {"images": 0, "batches": 0, "iterations": rounds,
+                                               "input": f"ones {[1, *shape]}", "precision": str(dtype)[6:],
+                                               "clamped": clamped})
