@@ -291,16 +291,32 @@ def sample_masks(target: ArchSpec, densities: list[float], kernel_maps: list, se
     return masks
 
 
+def fit_masks(masks: dict[str, np.ndarray], counts: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Given masks brought to `counts` kept weights per conv: a mask keeping more drops a
+    random subset of its kept weights, one keeping fewer adds random weights from the rest
+    (seeded); a mask already at its count is returned as it is."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, m in masks.items():
+        m = np.asarray(m, dtype=bool)
+        flat, want = m.ravel().copy(), int(counts[name])
+        have = int(flat.sum())
+        if want < have:
+            flat[rng.permutation(np.flatnonzero(flat))[:have - want]] = False
+        elif want > have:
+            flat[rng.permutation(np.flatnonzero(~flat))[:want - have]] = True
+        out[name] = flat.reshape(m.shape)
+    return out
+
+
 def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps: list, budget: float | Budget, *,
                 by: str = "params", seed: int = 0, tol: float = 0.01, meta: dict | None = None,
-                per_layer: bool = False, table=None) -> Solved:
-    """Per-stage density x scale (capped at 1) with masks from the stage kernel maps; the
-    scale is solved on the expected non-zero counts, then masks are sampled once
-    (`per_layer`: one density and one kernel map per layer instead of per stage).
-
-    A sparse net runs at its dense net's latency (`archsearch.latency`: zeros are multiplied
-    like any weight), so a latency bound cannot shape it: alone it is refused, beside a count
-    it is only checked."""
+                per_layer: bool = False, table=None, masks: dict[str, np.ndarray] | None = None) -> Solved:
+    """Per-stage density x scale (capped at 1), solved on the expected non-zero counts, then
+    masks sampled once from the stage kernel maps (`per_layer`: per layer); given `masks`
+    (`reinit`), the solved counts are cut from them (`fit_masks`; at their own budget, them).
+    A sparse net runs at its dense net's latency (zeros are multiplied like any weight), so a
+    latency bound cannot shape it: alone it is refused, beside a count it is only checked."""
     budget = as_budget(budget, by)
     counts = {m: v for m, v in budget.bounds if m != "latency"}
     lat = _sparse_latency(target, budget, table, tol) if "latency" in budget.measures else None
@@ -339,10 +355,12 @@ def sparse_spec(target: ArchSpec, stage_density: list[float], stage_kernel_maps:
         else:
             hi = mid
     scale = hi if abs(ratio(hi) - 1) <= abs(ratio(lo) - 1) else lo
-    dens = kept(scale) / sizes
-    maps = [None if m is None else np.asarray(m, dtype=float)
-            for m in _spread(stage_kernel_maps, stages, n, per_layer, "kernel maps", "convs")]
-    masks = sample_masks(target, list(dens), maps, seed)
+    if masks is None:
+        maps = [None if m is None else np.asarray(m, dtype=float)
+                for m in _spread(stage_kernel_maps, stages, n, per_layer, "kernel maps", "convs")]
+        masks = sample_masks(target, list(kept(scale) / sizes), maps, seed)
+    else:
+        masks = fit_masks(masks, {c.name: int(k) for c, k in zip(convs, kept(scale))}, seed)
     spec = target.replace(masks=masks, base_widths=target.widths, meta=dict(meta or {}))
     r, binding, costs = Meter(Budget(tuple(counts.items())), target).ratio(spec)
     if abs(r - 1) > tol:

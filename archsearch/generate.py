@@ -6,7 +6,8 @@
 - uniform: the same ratio (or density) everywhere (the paper's red curves),
 - random: per-stage ratios drawn from a Dirichlet around uniform, with a seed,
 - shuffled: the pruned net's own per-layer densities, weights placed at random in each layer
-  (a sanity check), erk: Erdos-Renyi-Kernel densities.
+  (a sanity check), reinit: the pruned net's own masks (its proposal's, from its run folder)
+  with a fresh initialisation, erk: Erdos-Renyi-Kernel densities.
 "Guided" is the transfer generator with source = target, labelled as such.
 
 One budget solver (`archsearch.budget`) finds the scale so that params (or MACs) match the
@@ -16,6 +17,7 @@ budget; this module says which values each generator scales (the registry `GENER
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -136,9 +138,11 @@ class Generator:
     role: str | None = None         # "own" | "transferred": the pattern it builds from
     kinds: tuple[str, ...] = KINDS
     baseline: bool = False          # offered by `transfer --baselines` (no pattern of its own)
+    sanity: bool = False            # a sanity-check arm of the pattern's own net: also offered by `--baselines`
     picks_blocks: bool = True       # in a depth pattern's nets: chooses blocks (uniform keeps every block)
     exact: bool = False             # channel widths solved exactly (one scale, no per-stage rounding drift)
     seeded: bool = False            # its values depend on the seed (sparse nets' masks always do)
+    masks: Callable[..., tuple] | None = None  # (pattern, target, seed) -> (masks, record): masks kept, not drawn
 
     @property
     def needs_pattern(self) -> bool:
@@ -173,6 +177,38 @@ def _shuffled(target, pattern, n, sparse, depth, seed):
                                             "layer_values": vals}
 
 
+def proposal_masks(pattern: dict, target: ArchSpec, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """The masks of the pattern's proposal for `seed` (its own seed where the pattern has it,
+    else seed mod the proposals), read from the proposal's run folder (`spec.json`), and that
+    proposal's record; refused in one line where the run folder is not on this machine or the
+    masks do not fit `target`."""
+    props = pattern.get("proposals") or []
+    if not props:
+        raise ArchsearchError(f"pattern {pattern['name']} records no proposals: reinit needs a proposal's own masks")
+    prop = next((p for p in props if p.get("seed") == seed), props[seed % len(props)])
+    path = Path(str(prop.get("run", ""))) / "spec.json"
+    if not path.is_file():
+        raise ArchsearchError(f"reinit keeps the masks of {pattern['name']}'s seed-{prop.get('seed')} proposal, but its "
+                              f"run folder {prop.get('run')!r} is not on this machine (extract the pattern here, or "
+                              "use shuffled: the same per-layer densities, weights placed at random)")
+    spec = ArchSpec.load(path)
+    shapes = {c.name: c.shape for c in get_family(target.family).convs(target)}
+    masks = spec.masks or {}
+    if spec.family != target.family or {k: tuple(m.shape) for k, m in masks.items()} != shapes:
+        raise ArchsearchError(f"reinit keeps the masks of a proposal on {pattern['arch']}-{pattern['data']}: they do "
+                              f"not fit {target.name} at these widths (reinit applies on the pattern's own target)")
+    return masks, prop
+
+
+def _reinit(target, pattern, n, sparse, depth, seed):
+    masks, prop = proposal_masks(pattern, target, seed)
+    names = [c.name for c in get_family(target.family).convs(target)]
+    vals = [float(masks[k].mean()) for k in names]
+    return vals, [None] * len(vals), True, {"pattern": pattern["name"], "source": f"{pattern['arch']}-{pattern['data']}",
+                                            "masks_of": {"seed": prop.get("seed"), "run": prop.get("run")},
+                                            "layer_values": vals}
+
+
 def _erk(target, pattern, n, sparse, depth, seed):
     vals = erk_scores(target)
     return vals, [None] * len(vals), True, {}  # every kernel position alike: uniformly random within a layer
@@ -191,11 +227,16 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in (
               seeded=True),
     Generator("shuffled", "#bcbd22", "the pruned net's own per-layer densities, each layer's weights placed at "
               "random (the layer-wise shuffle sanity check: Su et al. 2020, Frankle et al. 2021)", _shuffled,
-              role="own", kinds=("sparsity",)),
+              role="own", kinds=("sparsity",), sanity=True),
+    Generator("reinit", "#17becf", "the pruned net's own masks with a fresh initialisation (the reinit sanity "
+              "check: Su et al. 2020, Frankle et al. 2021; a table's Scratch-E); at another budget each layer's "
+              "mask is thinned or grown at random to the solved density", _reinit, role="own", kinds=("sparsity",),
+              seeded=True, sanity=True, masks=proposal_masks),
     Generator("erk", "#9467bd", "random masks at Erdos-Renyi-Kernel densities (RigL)", _erk, baseline=True,
               kinds=("sparsity",)),
 )}
 BASELINES = tuple(n for n, g in GENERATORS.items() if g.baseline)
+OFFERED = tuple(n for n, g in GENERATORS.items() if g.baseline or g.sanity)  # what `transfer --baselines` takes
 
 
 def get_generator(name: str) -> Generator:
@@ -236,8 +277,9 @@ def generate(kind: str, target: ArchSpec, budget: float | Budget, *, pattern: di
         return depth_spec(target, vals, budget, per_block=per_layer, floor=floor, round_to=round_to, tol=tol,
                           meta=meta, table=table)
     if sparse:
+        own = gen.masks(pattern, target, seed)[0] if gen.masks else None
         return sparse_spec(target, vals, maps, budget, seed=seed, tol=tol, meta=meta, per_layer=per_layer,
-                           table=table)
+                           table=table, masks=own)
     return channel_spec(target, vals, budget, floor=floor, round_to=round_to, tol=tol, meta=meta,
                         per_layer=per_layer, exact=gen.exact, table=table)
 
@@ -252,5 +294,5 @@ def generate_checked(kind: str, target: ArchSpec, budget: Budget, *, table=None,
     return verify_latency(make, budget, table) if "latency" in budget.measures and not sparse else make(budget)
 
 
-__all__ = ["BASELINES", "GENERATORS", "KINDS", "Generator", "erk_scores", "generate", "generate_checked", "generator_label",
+__all__ = ["BASELINES", "GENERATORS", "KINDS", "OFFERED", "Generator", "erk_scores", "generate", "generate_checked", "generator_label",
            "get_generator", "pattern_layer_values", "pattern_stage_values", "random_stage_ratios", "stage_map"]

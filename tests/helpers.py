@@ -51,13 +51,20 @@ def make_pattern(kind="channels", arch="vgg16", data="c10", name=None):
     spec = ArchSpec(family="vgg", depth=base.depth, widths=widths, stages=base.stages, num_classes=base.num_classes,
                     base_widths=base.widths, masks=masks)
     method = "slimming" if kind == "channels" else "magnitude"
+    run = "r"
+    if masks is not None:  # the proposal's run folder, where `reinit` reads its masks
+        import tempfile
+        from pathlib import Path
+
+        run = tempfile.mkdtemp(prefix="archsearch-test-proposal-")
+        spec.save(Path(run) / "spec.json")
     settings = {"proposer": f"{method}-{arch}-{data}", "ratio": 0.5, "preset": "tiny", "width": 0.25, "floor": 0.0,
                 "sparsity": 0.0, "schedule": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
     p = Proposal(proposer=f"{method}-{arch}-{data}", method=method, kind=kind, seed=0, settings=settings, spec=spec,
                  base_spec=base, base_acc=0.9, base_final_acc=0.9, pruned_acc=0.5,
                  info={"threshold": 0.1, "clamped": [],
                        **({"kernel_keep": [m.reshape(-1, 3, 3).mean(0).tolist() for m in masks.values()]} if masks else {})},
-                 run_dir="r", base_epochs=3, base_seconds=1.0,
+                 run_dir=run, base_epochs=3, base_seconds=1.0,
                  device="cpu", torch_version="t", archsearch_version="v", date="2026-01-01")
     return extract([p], name=name, command="test")
 

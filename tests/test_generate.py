@@ -258,3 +258,39 @@ def test_shuffled_keeps_each_layers_density_and_places_its_weights_at_random():
     assert nets["shuffled"].meta["origin"] == "shuffled"
     with pytest.raises(ArchsearchError, match="use it with --kind sparsity"):
         generate("shuffled", target, budget, pattern=make_pattern("channels", "vgg16", "c10"))
+
+
+def test_reinit_keeps_the_proposals_own_masks_and_thins_or_grows_them_at_other_budgets(tmp_path, monkeypatch):
+    """`reinit` (Su et al. 2020, Frankle et al. 2021; a table's Scratch-E): at the proposal's
+    own budget, its masks exactly; at a smaller (larger) one, each layer's mask thinned (grown)
+    at random to the solved density, which is `shuffled`'s at that budget; other targets and
+    missing run folders are refused in one line."""
+    from archsearch.data import load_dataset
+    from archsearch.patterns import extract
+    from archsearch.propose import propose
+
+    monkeypatch.chdir(tmp_path)  # the pattern records its proposals' run folders relative to here
+    props = [propose("snip-vgg11-digits", load_dataset("digits"), preset="tiny", workdir="w", device="cpu", seed=s)
+             for s in (0, 1)]
+    pattern = extract(props)
+    target = props[0].base_spec
+    for seed, prop in enumerate(props):
+        own = count(prop.spec).params_nonzero
+        net = generate("reinit", target, own, sparse=True, pattern=pattern, seed=seed).spec
+        assert net.masks.keys() == prop.spec.masks.keys()
+        assert all(np.array_equal(net.masks[k], prop.spec.masks[k]) for k in net.masks)
+        assert net.meta["masks_of"]["seed"] == seed and net.meta["origin"] == "reinit"
+    for factor, inside in ((0.6, True), (1.3, False)):
+        budget = factor * count(props[1].spec).params_nonzero
+        net = generate("reinit", target, budget, sparse=True, pattern=pattern, seed=1).spec
+        mask, base = net.masks, props[1].spec.masks
+        assert all(((mask[k] & ~base[k]).sum() == 0) if inside else ((base[k] & ~mask[k]).sum() == 0) for k in mask)
+        dens = [float(base[k].mean()) for k in base]
+        kept = [m.mean() for m in mask.values()]
+        ratios = [k / d for k, d in zip(kept, dens) if d * factor < 1]  # one scale for every layer not capped at 1
+        assert max(ratios) / min(ratios) == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ArchsearchError, match="do not fit vgg13"):
+        generate("reinit", base_spec("vgg13", 10, width=0.25), 1e4, sparse=True, pattern=pattern)
+    pattern["proposals"][0]["run"] = "gone/seed0"
+    with pytest.raises(ArchsearchError, match="is not on this machine"):
+        generate("reinit", target, 1e4, sparse=True, pattern=pattern, seed=0)

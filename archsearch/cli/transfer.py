@@ -15,7 +15,7 @@ from .options import EPOCHS, FRACTION, PRESET_NAMES, SEED, SEEDS, WIDTH, Registr
 
 
 def _generators():
-    """The generator registry's module (its GENERATORS, BASELINES, KINDS)."""
+    """The generator registry's module (its GENERATORS, OFFERED, KINDS)."""
     from .. import generate  # torch: kept out of `archsearch --help`
 
     return generate
@@ -27,7 +27,8 @@ def _baselines_help() -> str:
     def one(gen) -> str:
         return gen.name if gen.kinds == g.KINDS else f"{gen.name} ({'/'.join(gen.kinds)} only: {gen.about})"
 
-    return f"Comma list of {', '.join(one(g.GENERATORS[b]) for b in g.BASELINES)}, or 'none'."
+    return (f"Comma list of {', '.join(one(g.GENERATORS[b]) for b in g.OFFERED)}, or 'none' (the sanity checks "
+            "shuffled and reinit read the pattern's own pruned net).")
 
 
 def _kinds_help() -> str:

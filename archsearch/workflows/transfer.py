@@ -22,7 +22,7 @@ from ..errors import ArchsearchError
 from ..budget import full_cost
 from ..latency import LatencyMeasure, LatencyTable, auto_round
 from ..measures import Budget, check_measure, fmt_value, parse_budgets
-from ..generate import BASELINES, GENERATORS, KINDS
+from ..generate import GENERATORS, KINDS, OFFERED
 from ..names import parse_target
 from ..plot import efficiency_figure, write_html
 from ..progress import EpochProgress
@@ -64,11 +64,11 @@ def resolve_pattern(name: str | None) -> tuple[dict, str]:
 
 
 def parse_baselines(text: str) -> list[str]:
-    """A comma list of the registry's baselines, or 'none' (or nothing)."""
+    """A comma list of the registry's baselines and sanity checks (`OFFERED`), or 'none' (or nothing)."""
     bl = [] if text.strip() in ("", "none") else [b.strip() for b in text.split(",")]
     for b in bl:
-        if b not in BASELINES:
-            raise ArchsearchError(f"unknown baseline {b!r}; use {', '.join(BASELINES)} or none")
+        if b not in OFFERED:
+            raise ArchsearchError(f"unknown baseline {b!r}; use {', '.join(OFFERED)} or none")
     return bl
 
 
