@@ -1,4 +1,4 @@
-"""Plotly figures: parameter efficiency of generated nets, and a pattern's shape.
+"""Plotly figures: parameter efficiency of generated nets, a pattern's shape, a sensitivity analysis.
 
 HTML files embed plotly.js (no CDN), so they open offline. Colours follow the paper:
 uniform red, pruned blue, guided green, transferred brown, random grey (ERK, which the paper did
@@ -250,6 +250,35 @@ def pattern_figure(pattern: dict):
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=2, col=k + 1)
         fig.update_xaxes(showticklabels=False, row=2, col=k + 1)
     fig.update_layout(title=title, template="plotly_white", showlegend=False)
+    return fig
+
+
+def sensitivity_figure(rows: list[dict], unpruned: float, threshold: float, title: str = "", caption: str = ""):
+    """Test accuracy against the prune ratio of one unit at a time (a channel group, or a stage),
+    the rest of the net unpruned, with no retraining: Li et al. 2017's Fig. 2(b) / 3. One panel
+    per stage, one curve per unit; the unpruned accuracy (dashed) and that accuracy less the
+    threshold (dotted) across every panel. `rows` are `sensitivity.rows` (accuracy in %)."""
+    stages = sorted({r["stage"] for r in rows})
+    fig = make_subplots(rows=1, cols=len(stages), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"stage {k}" for k in stages])
+    for col, k in enumerate(stages, start=1):
+        units = list(dict.fromkeys(r["unit"] for r in rows if r["stage"] == k))
+        for unit in units:
+            rs = sorted((r for r in rows if r["unit"] == unit), key=lambda r: r["ratio"])
+            fig.add_trace(go.Scatter(
+                x=[0.0] + [100 * r["ratio"] for r in rs], y=[unpruned] + [r["accuracy"] for r in rs],
+                mode="lines+markers", name=unit, legendgroup=f"stage {k}", legendgrouptitle_text=f"stage {k}",
+                text=["unpruned"] + [f"{unit}: {100 * r['ratio']:g}% pruned, {r['kept']}/{r['of']} channels kept<br>"
+                                     f"{r['accuracy']:.2f}% (drop {r['drop']:.2f} points)<br>params {r['params']:,}, "
+                                     f"MACs {r['macs']:,}" for r in rs],
+                hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="channels pruned away (%)", range=[-2, 102], row=1, col=col)
+    for y, dash in ((unpruned, "dash"), (unpruned - threshold, "dot")):
+        fig.add_hline(y=y, line_dash=dash, line_color="grey", line_width=1)
+    fig.update_yaxes(title_text="test accuracy (%), no retraining", row=1, col=1)
+    about = (f"dashed: the unpruned net ({unpruned:.2f}%); dotted: {threshold:g} point{'' if threshold == 1 else 's'} "
+             "below it, the drop up to which a derived pattern prunes a unit")
+    _titled(fig, title, "; ".join(c for c in (caption, about) if c), legend="unit", height=640)
     return fig
 
 

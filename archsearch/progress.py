@@ -1,11 +1,13 @@
-"""A progress line for long work: bar, epoch, loss, accuracy and the time left.
+"""Progress lines for long work: bar, epoch, loss, accuracy and the time left (`EpochProgress`),
+or bar, count and the time left over steps of similar cost (`StepProgress`).
 
-On a terminal it redraws one line; in a log (not a TTY) it prints one line per epoch.
+On a terminal each redraws one line; in a log (not a TTY) each prints one line per epoch or step.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import TextIO
 
 
@@ -32,6 +34,31 @@ class EpochProgress:
         if self.tty:
             end = "\n" if st.epoch == st.epochs else ""
             self.stream.write("\r\033[K" + line + end)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class StepProgress:
+    """A progress line over `total` steps of similar cost (e.g. the points of a sensitivity
+    analysis): bar, count, the step's note and the time left from this run's mean step time.
+    `done` steps were finished before this run (reused): they count, but not in the rate."""
+
+    def __init__(self, label: str, total: int, done: int = 0, stream: TextIO | None = None, width: int = 20):
+        self.label, self.total, self.done, self.stream, self.width = label, total, done, stream or sys.stderr, width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.first, self.t0 = done, time.perf_counter()
+
+    def __call__(self, note: str = "") -> None:
+        """One more step finished; `note` says which (and what it measured)."""
+        self.done += 1
+        ran = self.done - self.first
+        eta = (time.perf_counter() - self.t0) / ran * (self.total - self.done)
+        filled = int(self.width * self.done / max(1, self.total))
+        line = (f"{self.label + ' ' if self.label else ''}[{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{self.done}/{self.total} {note + ' ' if note else ''}eta {fmt_seconds(eta)}")
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("\n" if self.done >= self.total else ""))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -195,15 +195,16 @@ def estimate_seconds(spec: ArchSpec, data: Dataset, schedule: Schedule, device: 
 
 @torch.no_grad()
 def evaluate(spec: ArchSpec, state: dict, data: Dataset, device: str | torch.device = "auto",
-             tta_flip: bool = False) -> float:
+             tta_flip: bool = False, indices=None) -> float:
     """Test accuracy of `spec` with weights `state` (e.g. a pruned net before fine-tuning); with
-    `tta_flip`, of the logits summed over each image and its mirror, as `Engine.evaluate`."""
+    `tta_flip`, of the logits summed over each image and its mirror, as `Engine.evaluate`; with
+    `indices`, over those test images only (`data.stratified`: a fixed subset)."""
     dev = resolve_device(device) if isinstance(device, str) else device
     batch = eval_batch_size(data.size)
     check_memory(spec, batch, dev)
     model = build_with(spec, state)
     model = model.to(dev).eval()
-    loader = data.loader("test", batch, train=False, device=dev)
+    loader = data.loader("test", batch, train=False, device=dev, indices=indices)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     tta = tta_flip and data.flip  # as Engine: no mirror test where a mirror is another class
     for xb, yb in loader:

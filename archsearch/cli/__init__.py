@@ -22,7 +22,7 @@ from .. import redact as redaction  # `redaction.redact` is looked up when calle
 from .._io import os_error
 from ..errors import ArchsearchError
 from ..sweep.cli import register as register_sweeps
-from . import data, export, extract, patterns, plot, profile, train, transfer
+from . import data, export, extract, patterns, plot, profile, sensitivity, train, transfer
 
 
 def _terminated(signum, frame):
@@ -102,8 +102,8 @@ def cli() -> None:
     """
 
 
-for _command in (train.train, extract.extract, patterns.patterns, transfer.transfer, profile.profile,
-                 export.export_cmd, plot.plot, data.data):
+for _command in (train.train, extract.extract, sensitivity.sensitivity, patterns.patterns, transfer.transfer,
+                 profile.profile, export.export_cmd, plot.plot, data.data):
     cli.add_command(_command)
 register_sweeps(cli)
 

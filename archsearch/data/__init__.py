@@ -56,22 +56,29 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     return ds
 
 
+def stratified(labels: np.ndarray, num_classes: int, n: int, seed: int = 0,
+               what: str = "a training subset") -> np.ndarray:
+    """Sorted indices of a fixed, class-stratified subset of `n` of `labels` (n // classes of
+    each class, the first n % classes classes one more), drawn with `seed`."""
+    if n < num_classes:
+        raise ArchsearchError(f"{what} needs at least one image per class ({num_classes}), got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    per_class = {c: order[labels[order] == c] for c in range(num_classes)}
+    quota = np.full(num_classes, n // num_classes)
+    quota[: n - quota.sum()] += 1
+    return np.sort(np.concatenate([per_class[c][: quota[c]] for c in range(num_classes)]))
+
+
 def subset_train(ds: "AnyDataset", n: int | None, seed: int = 0) -> "AnyDataset":
     """The same dataset with a fixed, class-stratified subset of `n` training images (the
     test set untouched): for reduced-scale runs. `None` or `n >= len` returns `ds`."""
     if n is None or n >= ds.n_train:
         return ds
-    if n < ds.num_classes:
-        raise ArchsearchError(f"a training subset needs at least one image per class ({ds.num_classes}), got {n}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(ds.y_train))
-    per_class = {c: order[ds.y_train[order] == c] for c in range(ds.num_classes)}
-    quota = np.full(ds.num_classes, n // ds.num_classes)
-    quota[: n - quota.sum()] += 1
-    idx = np.sort(np.concatenate([per_class[c][: quota[c]] for c in range(ds.num_classes)]))
+    idx = stratified(ds.y_train, ds.num_classes, n, seed)
     return ds.subset(idx, f"train subset {len(idx)}, seed {seed}")
 
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "DATASETS", "AnyDataset", "Dataset", "DatasetInfo", "DeviceLoader",
            "StreamingDataset", "default_data_dir", "get_info", "known_names", "load_dataset", "register_dataset",
-           "subset_train"]
+           "stratified", "subset_train"]

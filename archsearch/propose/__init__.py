@@ -34,7 +34,8 @@ keyed by what decides the trained base net alone (its spec, schedule, training h
 training subset, data): methods that train the base plainly (l1norm with both its variants,
 magnitude, lamp, thinet, regression, the lottery's first round) share one base net per seed
 instead of training it again. A finished proposal (proposal.json present, same settings)
-is reused; an interrupted one resumes from the base run's last checkpoint.
+is reused; an interrupted one resumes from the base run's last checkpoint. `trained_base`
+gives that trained base net alone, from the same folder (`archsearch sensitivity`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from .. import __version__
 from .._io import RunInUse, RunLock, read_json, torch_save, write_json
@@ -56,6 +58,7 @@ from ..config import resolve as resolve_config
 from ..data import Dataset, subset_train
 from ..errors import ArchsearchError
 from ..names import ProposerName
+from ..result import Result
 from ..schemas import ProposalRecord, check
 from ..spec import ArchSpec
 from ..train import EpochStats, Schedule, TrainHook, evaluate, make_schedule
@@ -67,7 +70,8 @@ from .options import NAMED, Options, with_own
 
 __all__ = ["NAMED", "PROPOSERS", "MethodInfo", "OptionInfo", "Options", "Proposal", "Proposer", "Pruned", "Settings",
            "base_run_dir", "catalogue", "channel_proposal", "describe", "finished", "get_proposer", "initial_state",
-           "parse", "propose", "register_proposer", "resolve_settings", "run_dir", "save_ticket"]
+           "parse", "propose", "register_proposer", "resolve_settings", "run_dir", "save_ticket", "TrainedBase",
+           "trained_base"]
 
 
 @dataclass
@@ -155,6 +159,56 @@ def finished(run: Path, settings: Settings) -> dict | None:
     return d if d["settings"] == settings.record() else None
 
 
+def _waiting(label: str, work: Callable[[], Any]) -> Any:
+    """`work()`; while another process trains the same (shared) base net or round, wait for it,
+    then go on from what it wrote (a finished run is reused, an interrupted one resumed)."""
+    while True:
+        try:
+            return work()
+        except RunInUse as e:
+            print(f"{label}: waiting for {e.folder}, in use by another archsearch process", file=sys.stderr, flush=True)
+            with RunLock(e.folder, wait=True):
+                pass
+
+
+@dataclass
+class TrainedBase:
+    """The trained base net of a proposer spec's proposals, for one seed."""
+
+    proposer: ProposerName
+    method: Proposer
+    settings: Settings
+    schedule: Schedule
+    spec: ArchSpec
+    model: nn.Module
+    result: Result
+    run_dir: Path
+
+
+def trained_base(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
+                 device: str = "auto", progress: Callable[[EpochStats], None] | None = None,
+                 checkpoint_every: int | None = None, **kw) -> TrainedBase:
+    """The base net that `propose(name, ...)` prunes, trained, resumed or reused in the same
+    folder (`WORKDIR/_base/...`), so neither retrains what the other trained. A method that
+    trains no base net (at initialisation) or trains it its own way (rounds, block scales) is
+    refused in one line."""
+    pn, prop, settings, schedule, base = resolve_settings(name, **kw)
+    if not prop.trains or type(prop).run is not Proposer.run:
+        raise ArchsearchError(f"{prop.name} trains no single base net to prune once (it "
+                              f"{'scores at initialisation' if not prop.trains else prop.allocation.about})")
+    if checkpoint_every is None:
+        checkpoint_every = resolve_config(settings.preset).checkpoint_every
+    if data.name != pn.target.data:
+        raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
+    data = subset_train(data, settings.train_subset)
+    base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
+                            seed)
+    model, result = _waiting(f"{name} seed {seed}", lambda: prop.train_base(
+        base, data, settings, schedule, seed=seed, device=device, progress=progress,
+        checkpoint_every=checkpoint_every, base_dir=base_dir))
+    return TrainedBase(pn, prop, settings, schedule, base, model, result, base_dir)
+
+
 def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLike = "runs/proposals",
             device: str = "auto", progress: Callable[[EpochStats], None] | None = None,
             checkpoint_every: int | None = None, test_untrained: bool = False, **kw) -> Proposal:
@@ -182,18 +236,9 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
                             seed)
     run.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            pruned, result = prop.run(base, data, settings, schedule, run, seed=seed, device=device,
-                                      progress=progress, checkpoint_every=checkpoint_every, base_dir=base_dir)
-            break
-        except RunInUse as e:
-            # another process trains the same (shared) base net or round: wait for it, then
-            # go on from what it wrote (a finished run is reused, an interrupted one resumed)
-            print(f"{name} seed {seed}: waiting for {e.folder}, in use by another archsearch process",
-                  file=sys.stderr, flush=True)
-            with RunLock(e.folder, wait=True):
-                pass
+    pruned, result = _waiting(f"{name} seed {seed}", lambda: prop.run(
+        base, data, settings, schedule, run, seed=seed, device=device, progress=progress,
+        checkpoint_every=checkpoint_every, base_dir=base_dir))
     pruned.spec.meta = {"origin": "pruned", "proposer": str(pn), "ratio": settings.ratio, "seed": seed,
                         "preset": settings.preset, "width": settings.width, "epochs": schedule.epochs,
                         "archsearch_version": __version__}

@@ -46,6 +46,7 @@ from ..errors import ArchsearchError
 from ..names import ProposerName, parse_proposer
 from ..spec import ArchSpec
 from ..schedule import FineTune
+from ..result import Result
 from ..train import BNL1, EpochStats, Schedule, TrainHook, train
 from .allocation import Allocation, GlobalThreshold
 from .options import Options, flag, owner
@@ -145,6 +146,10 @@ class Proposer:
     options: ClassVar[type[Options]] = Options  # the typed options, with the method's defaults
     allocation: ClassVar[Allocation] = GlobalThreshold()  # how scores become keep masks
     data_aware: ClassVar[bool] = False  # `prune` also reads training data (sampled activations)
+    # the per-channel importance it ranks a channel group's channels by (`importance.py`: one score
+    # tensor per group, larger is more important), as `archsearch sensitivity` prunes one group at a
+    # time with it; None: the method has none (sparsity, depth, data-aware and at-init methods)
+    criterion: ClassVar[Callable[[nn.Module, ArchSpec], list[torch.Tensor]] | None] = None
     trains: ClassVar[bool] = True  # trains a base net (False: scores it at initialisation, `at_init.py`)
     # the table's fine-tune arm: the method's own budget and lr rule (`schedule.FineTune`), from its
     # original fine-tuning script; a method without one takes L1-norm's, and says so in `source`
@@ -199,15 +204,24 @@ class Proposer:
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
         raise NotImplementedError
 
-    def run(self, base: ArchSpec, data: Dataset, settings: Settings, schedule: Schedule, run: Path, *, seed: int,
-            device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int, base_dir: Path):
-        """The schedule: train the base net once in `base_dir` (with this method's hooks), then
-        prune it into the proposal's `run` folder. Returns (Pruned, the base run's Result).
-        Iterative methods override it; every training goes through `train(out_dir=...)`, so
-        an interrupted run resumes."""
+    def train_base(self, base: ArchSpec, data: Dataset, settings: Settings, schedule: Schedule, *, seed: int,
+                   device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int,
+                   base_dir: Path) -> tuple[nn.Module, Result]:
+        """Train the base net once in `base_dir` with this method's hooks (reused when done,
+        resumed when interrupted): the trained module and the run's Result. The one path by
+        which a proposal (`run`) and a sensitivity analysis (`archsearch.sensitivity`) get it."""
         result = train(base, data, schedule, seed=seed, device=device, out_dir=base_dir, progress=progress,
                        checkpoint_every=checkpoint_every, hooks=self.hooks(base, settings))
-        model = build_with(base, load_state(base_dir / "model.pt", "model"))
+        return build_with(base, load_state(base_dir / "model.pt", "model")), result
+
+    def run(self, base: ArchSpec, data: Dataset, settings: Settings, schedule: Schedule, run: Path, *, seed: int,
+            device: str, progress: Callable[[EpochStats], None] | None, checkpoint_every: int, base_dir: Path):
+        """The schedule: train the base net once in `base_dir` (`train_base`), then prune it into
+        the proposal's `run` folder. Returns (Pruned, the base run's Result). Iterative methods
+        override it; every training goes through `train(out_dir=...)`, so an interrupted run
+        resumes."""
+        model, result = self.train_base(base, data, settings, schedule, seed=seed, device=device, progress=progress,
+                                        checkpoint_every=checkpoint_every, base_dir=base_dir)
         pruned = self.prune(model, base, settings, data) if self.data_aware else self.prune(model, base, settings)
         save_ticket(pruned, base, seed, run)
         return pruned, result

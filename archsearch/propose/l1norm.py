@@ -86,6 +86,7 @@ class L1Norm(Proposer):
     about = "L1-norm filter pruning: predefined per-layer ratios, filters ranked by L1 norm (Li et al. 2017)"
     options = L1NormOptions
     allocation = PredefinedRatios(variants=variant_ratios)
+    criterion = staticmethod(filter_norm)  # the L1 norm of each filter (p=1, the default)
     finetune = FineTune(0.25, imagenet_fraction=20 / 90,
                         source="Rethinking cifar/l1-norm-pruning/main_finetune.py: 40 epochs at lr 0.001; "
                                "imagenet/l1-norm-pruning/main_finetune.py: 20 epochs at lr 0.001")
@@ -98,5 +99,5 @@ class L1Norm(Proposer):
                                   f"its channel selections ({sel[0]}, ...) have none (try slimming)")
 
     def prune(self, model: nn.Module, base: ArchSpec, settings: Settings) -> Pruned:
-        keep = [k.numpy() for k in self.allocation.keep(filter_norm(model, base, p=1), settings)[0]]
+        keep = [k.numpy() for k in self.allocation.keep(self.criterion(model, base), settings)[0]]
         return channel_proposal(model, base, keep, layer_ratios=settings.layer_ratios)

@@ -54,6 +54,7 @@ class Slimming(Proposer):
     about = "Network Slimming: L1 on BN scales, one global |gamma| threshold (Liu et al. 2017)"
     options = SlimmingOptions
     allocation = GlobalThreshold("original")  # vggprune.py's count: int(p x N) + 1
+    criterion = staticmethod(bn_scale)  # |gamma| of each group's BN
     # Network Slimming's own code fine-tunes as long as it trains, under the training recipe
     # (github.com/Eric-mingjie/network-slimming README: `main.py --refine ... --epochs 160`, lr 0.1 x0.1 at
     # 50%/75%; its README's "Fine-tune-160" columns). The Rethinking code's cifar/network-slimming/
@@ -71,6 +72,6 @@ class Slimming(Proposer):
         group, the stream BN before it, at the channels it selects): all BNs of VGG,
         PreResNet and DenseNet, as the original `vggprune.py`, `resprune.py` and
         `denseprune.py` rank them; a ResNet block's first BN."""
-        keep, threshold, clamped = slimming_keep(bn_scale(model, base), settings.ratio, settings.floor,
+        keep, threshold, clamped = slimming_keep(self.criterion(model, base), settings.ratio, settings.floor,
                                                  self.allocation.rule)
         return channel_proposal(model, base, keep, threshold=threshold, clamped=clamped, floor=settings.floor)

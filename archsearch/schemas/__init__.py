@@ -1,6 +1,7 @@
 """One schema per file format that archsearch reads: patterns (`pattern`), ArchSpec JSON
-(`archspec`), results, checkpoints and proposal records (`records`), sweep specs (TOML) and
-study plans (`sweep`); what they share is in `base`. Every name is importable from here.
+(`archspec`), results, checkpoints, proposal records and sensitivity points (`records`),
+sweep specs (TOML) and study plans (`sweep`); what they share is in `base`. Every name is
+importable from here.
 
 Files a user or another machine hands us are data: each is checked completely when it
 is loaded, types included (strict: "5" is not a number, true is not 1, NaN is not a
@@ -17,9 +18,9 @@ training (`train.check_memory`).
 from .archspec import ArchSpecModel, MaskModel, ModuleName
 from .base import (Closed, Epochs, Map3, MapK, Model, NonNeg, PositiveInt, Seed, Stage, Unit, Width, check)
 from .pattern import (LayerStats, MeanStd, Pattern, PatternAccuracy, PatternProvenance, ProposalSummary,
-                      StageStats)
+                      SensitivityOrigin, StageStats)
 from .records import (CheckpointRecord, EpochRecord, LastPattern, Preprocess, ProposalRecord, RecordedConfig,
-                      ResultModel, TransferRow)
+                      ResultModel, SensitivityPoint, TransferRow)
 from .sweep import (Fraction, PlanModel, PlanRow, PlanRowSettings, Preset, RowSettings, SweepExtract, SweepFile,
                     SweepPatterns, SweepRow, SweepRun, SweepSearch, SweepTrain, TableArm)
 
@@ -28,4 +29,4 @@ __all__ = ["check", "Model", "Closed", "Pattern", "ArchSpecModel", "ResultModel"
            "SweepSearch", "SweepRun", "SweepRow", "SweepPatterns", "PlanRow", "PlanRowSettings", "PlanModel",
            "EpochRecord", "Preprocess", "RecordedConfig", "MeanStd", "PatternAccuracy", "PatternProvenance", "LayerStats", "StageStats",
            "ProposalSummary", "MaskModel", "ModuleName", "TableArm", "Preset", "Fraction", "Unit", "NonNeg", "Width",
-           "Stage", "Seed", "Epochs", "PositiveInt", "Map3", "MapK"]
+           "Stage", "Seed", "Epochs", "PositiveInt", "Map3", "MapK", "SensitivityOrigin", "SensitivityPoint"]

@@ -22,6 +22,20 @@ class PatternAccuracy(Model):
     base_final: Optional[MeanStd] = None
 
 
+class SensitivityOrigin(Model):
+    """A pattern derived from a sensitivity analysis (`archsearch sensitivity`): each unit (a
+    channel group, or a stage) pruned at the largest measured ratio whose accuracy drop stayed
+    within `threshold` points (at most `max_ratio`), the others left whole."""
+
+    threshold: NonNeg                 # accuracy drop, in points
+    by: Literal["group", "stage"]
+    ratios: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)]  # the ratios measured
+    max_ratio: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    test_images: Optional[Annotated[int, Field(ge=1, le=1 << 31)]] = None  # a stratified test subset; None: all
+    criterion: Optional[str] = None
+    record: Optional[str] = None      # the analysis's sensitivity.json
+
+
 class PatternProvenance(Model):
     method: str
     arch: str
@@ -47,6 +61,7 @@ class PatternProvenance(Model):
     trained_epochs: Optional[Annotated[int, Field(ge=0, le=0)]] = None  # a proposer at initialisation: 0
     scored_images: Optional[Annotated[int, Field(ge=0, le=1 << 31)]] = None
     scored_batches: Optional[Annotated[int, Field(ge=0, le=1 << 31)]] = None
+    sensitivity: Optional[SensitivityOrigin] = None  # derived from a sensitivity analysis, not the method's ratios
 
 
 class LayerStats(Model):

@@ -1,5 +1,5 @@
 """What a run leaves behind: result.json, a training checkpoint's plain data, proposal
-records, the last-pattern pointer and transfer result rows."""
+records, the last-pattern pointer, transfer result rows and a sensitivity analysis's points."""
 
 from __future__ import annotations
 
@@ -114,6 +114,20 @@ class ProposalRecord(Model):
 
 class LastPattern(Model):
     path: str
+
+
+class SensitivityPoint(Model):
+    """One line of a sensitivity analysis's journal (`points.jsonl`): one unit pruned at one
+    ratio, tested without retraining (the unpruned net: unit "unpruned", ratio 0)."""
+
+    unit: Annotated[str, Field(min_length=1, max_length=200)]
+    ratio: Annotated[float, Field(ge=0, lt=1)]
+    kept: Annotated[int, Field(ge=1)]
+    of: Annotated[int, Field(ge=1)]
+    acc: Unit
+    params: Annotated[int, Field(ge=0)]
+    macs: Annotated[int, Field(ge=0)]
+    seconds: Optional[NonNeg] = None
 
 
 class TransferRow(Model):
