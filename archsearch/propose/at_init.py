@@ -121,8 +121,16 @@ def prune_at_or_below(scores: list[torch.Tensor], n_prune: int) -> tuple[list[to
     `n_prune` < 1 (the original leaves the masks as they are)."""
     if n_prune < 1:
         return None
-    threshold = torch.kthvalue(torch.cat([s.flatten() for s in scores]), n_prune).values
-    return [s > threshold for s in scores], float(threshold)
+    threshold = kth_smallest(torch.cat([s.flatten() for s in scores]), n_prune)
+    return [s > threshold for s in scores], threshold
+
+
+def kth_smallest(flat: torch.Tensor, k: int) -> float:
+    """The k-th smallest value (from 1) of `flat`, as `torch.kthvalue` gives it, from NumPy's
+    sort: its vectorised sort is 4-5x faster than a selection here (VGG-16's 15M SynFlow
+    scores, most of them tied at 0 in the later rounds, on one CPU thread: 0.036 s against
+    0.178 s for `torch.kthvalue` and 0.69 s for `np.partition`; benchmarks/results/README.md)."""
+    return float(np.sort(flat.detach().cpu().numpy())[k - 1])
 
 
 class InitProposer(Proposer):
