@@ -239,6 +239,24 @@ BASELINES = tuple(n for n, g in GENERATORS.items() if g.baseline)
 OFFERED = tuple(n for n, g in GENERATORS.items() if g.baseline or g.sanity)  # what `transfer --baselines` takes
 
 
+def split_arm(name: str) -> tuple[str, str | None]:
+    """A sweep's arm: 'transferred:synflow-vgg16-c10' -> ('transferred', 'synflow-vgg16-c10'),
+    a pattern-reading generator on one named pattern of the sweep's several of its kind; a bare
+    generator name -> (name, None), on its kind's one pattern."""
+    gen, sep, pattern = str(name).partition(":")
+    return gen, (pattern if sep else None)
+
+
+def arm_generator(name: str) -> Generator:
+    """The generator of a sweep arm (`split_arm`); an arm naming a pattern needs a generator that reads one."""
+    gen, pattern = split_arm(name)
+    g = get_generator(gen)
+    if pattern is not None and (not g.needs_pattern or not pattern):
+        raise ArchsearchError(f"arm {name!r}: only a generator that reads a pattern names one "
+                              f"({', '.join(n for n, x in GENERATORS.items() if x.needs_pattern)})")
+    return g
+
+
 def get_generator(name: str) -> Generator:
     try:
         return GENERATORS[name]
@@ -294,5 +312,5 @@ def generate_checked(kind: str, target: ArchSpec, budget: Budget, *, table=None,
     return verify_latency(make, budget, table) if "latency" in budget.measures and not sparse else make(budget)
 
 
-__all__ = ["BASELINES", "GENERATORS", "KINDS", "OFFERED", "Generator", "erk_scores", "generate", "generate_checked", "generator_label",
+__all__ = ["BASELINES", "GENERATORS", "KINDS", "OFFERED", "arm_generator", "split_arm", "Generator", "erk_scores", "generate", "generate_checked", "generator_label",
            "get_generator", "pattern_layer_values", "pattern_stage_values", "random_stage_ratios", "stage_map"]

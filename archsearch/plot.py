@@ -7,6 +7,8 @@ not have, purple).
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import shutil
 import subprocess
@@ -25,6 +27,13 @@ from .generate import GENERATORS, KINDS
 from .stats import STD_NOTE, over_seeds
 
 COLORS = {name: g.colour for name, g in GENERATORS.items()}  # one home: the generator registry
+# a sweep arm naming one of several patterns ("transferred:synflow-vgg16-c10"): colours apart from the registry's
+ARM_PALETTE = ["#e377c2", "#ff7f0e", "#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d"]
+
+
+def arm_colour(arm: str) -> str:
+    """A stable colour for a named-pattern arm (the same in every plot of every sweep)."""
+    return ARM_PALETTE[int(hashlib.sha1(arm.encode()).hexdigest(), 16) % len(ARM_PALETTE)] if ":" in arm else "black"
 
 
 def _wrap(text: str, width: int = 120) -> list[str]:
@@ -99,7 +108,8 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
     for row, kind in enumerate(kinds, start=1):
         for col, m in enumerate(xs, start=1):
             krows = [r for r in rows if (r.get("kind") or "") == kind and r.get(X_KEYS[m]) not in (None, "")]
-            for gen in sorted({r["generator"] for r in krows}, key=lambda g: order.index(g) if g in order else 99):
+            for gen in sorted({r["generator"] for r in krows}, key=lambda g: (order.index(g.split(":")[0])
+                                                                             if g.split(":")[0] in order else 99, g)):
                 _generator_traces(fig, gen, [r for r in krows if r["generator"] == gen], X_KEYS[m], acc,
                                   gen not in shown, row, col)
                 shown.add(gen)
@@ -118,7 +128,7 @@ def efficiency_figure(rows: list[dict], x: str = "params", title: str = "", capt
 
 def _generator_traces(fig, gen: str, rs: list[dict], key: str, acc: str, legend: bool, row: int, col: int) -> None:
     """One generator's points (error bars: the sample std) and its Pareto front's line."""
-    colour = COLORS.get(gen, "#9467bd" if gen == "search" else "black")
+    colour = COLORS.get(gen) or ("#9467bd" if gen == "search" else arm_colour(gen))
     rs = sorted(rs, key=lambda r: r[key])
     front = set(pareto_front([(r[key], r[f"{acc}_mean"]) for r in rs]))
     fig.add_trace(go.Scatter(

@@ -1168,3 +1168,42 @@ def test_every_sweep_mode_is_a_whole_strategy():
         assert mode.name == name
         for op in ("validate", "build", "total", "train"):
             assert getattr(type(mode), op) is not getattr(Mode, op), (name, op)
+
+
+def test_arms_name_one_of_several_patterns_of_a_kind(tmp_path):
+    """Several transferred patterns of one kind in one grid (issue 31's panel: SynFlow, SNIP and
+    magnitude patterns against one uniform and one ERK arm): each arm names its pattern
+    (`transferred:NAME`), gets its own points, run folders, report rows and plot colour; a
+    bare arm among several patterns, or a name on a generator that reads none, is refused."""
+    from archsearch.plot import arm_colour
+    from archsearch.sweep.plan import build_plan
+    from archsearch.sweep.points import arch_for, grid_space
+
+    a = make_pattern("sparsity", "vgg16", "c10", name="a-vgg16-c10")
+    b = make_pattern("sparsity", "vgg16", "c10", name="b-vgg16-c10")
+    b["stage"]["density_mean"] = list(reversed(b["stage"]["density_mean"]))  # dense late instead of early
+    for name, p in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(p))
+    pats = f'transferred = ["{tmp_path / "a.json"}", "{tmp_path / "b.json"}"]'
+    gens = '["transferred:a-vgg16-c10", "transferred:b-vgg16-c10", "uniform", "erk"]'
+    spec = load_spec(write_spec(tmp_path, generators=gens, patterns=pats, fractions="[0.2]", seeds=1))
+    plan = build_plan(spec, tmp_path / "wd", device="cpu", log=lambda m: None)
+    assert grid_space(plan)["generator"] == json.loads(gens)
+    nets = {g: arch_for(plan, "sparsity", g, plan["budgets"][0], 0) for g in json.loads(gens)[:2]}
+    dens = {g: [float(m.mean()) for m in n.masks.values()] for g, n in nets.items()}
+    assert dens["transferred:a-vgg16-c10"][0] > dens["transferred:a-vgg16-c10"][-1]
+    assert dens["transferred:b-vgg16-c10"][0] < dens["transferred:b-vgg16-c10"][-1]
+    assert nets["transferred:b-vgg16-c10"].meta["pattern"] == "b-vgg16-c10"
+    assert len({arm_colour(g) for g in nets}) == 2 and arm_colour("uniform") == "black"
+    r = run_cli("sweep", "run", str(write_spec(tmp_path, "t2", generators=gens, patterns=pats, fractions="[0.2]",
+                                               seeds=1)), "--workdir", str(tmp_path / "w2"), "--workers", "1")
+    assert r.exit_code == 0, r.output
+    report = (tmp_path / "w2" / "report.md").read_text()
+    assert "transferred:a-vgg16-c10" in report and "transferred:b-vgg16-c10" in report
+    runs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "w2" / "trials" / "sparsity").iterdir())
+    assert runs == ["erk", "transferred_a-vgg16-c10", "transferred_b-vgg16-c10", "uniform"]
+    for gens, needle in (('["transferred", "uniform"]', "name the one each arm reads"),
+                         ('["uniform:a-vgg16-c10"]', "only a generator that reads a pattern names one")):
+        bad = write_spec(tmp_path, "bad", generators=gens, patterns=pats)
+        r = run_cli("sweep", "run", str(bad), "--workdir", str(tmp_path / "w3"))
+        assert r.exit_code == 2 and needle in r.output, r.output

@@ -24,7 +24,7 @@ from ..config import PRESETS
 from ..counting import count
 from ..errors import ArchsearchError
 from ..experiment import Point, net_numbers, point_schedule, result_numbers, train_point
-from ..generate import GENERATORS, KINDS, pattern_stage_values
+from ..generate import GENERATORS, KINDS, arm_generator, pattern_stage_values, split_arm
 from ..names import parse_target
 from ..progress import EpochProgress
 from . import results, table, table_report
@@ -123,8 +123,14 @@ class _FromScratch(Mode):
         want(s.target is not None, where, f"{s.mode} mode needs a target (e.g. target = \"vgg16-c10\")")
         want(s.rows is None and s.arms is None, where, "rows and arms belong to table mode (mode = \"table\")")
         parse_target(s.target)
-        want(all(g in GENERATORS for g in s.generators), where,
-              f"generators must be drawn from {', '.join(GENERATORS)}, got {s.generators!r}")
+        want(all(split_arm(g)[0] in GENERATORS for g in s.generators), where,
+              f"generators must be drawn from {', '.join(GENERATORS)} (a pattern's generator may name one of "
+              f"several patterns: transferred:NAME), got {s.generators!r}")
+        for g in s.generators:
+            try:
+                arm_generator(g)
+            except ArchsearchError as e:
+                want(False, where, str(e))
         want(len(set(s.generators)) == len(s.generators), where, "generators are listed twice")
         want(s.kinds is None or len(set(s.kinds)) == len(s.kinds), where, "kinds are listed twice")
         for sec in ("train", "extract"):
@@ -139,16 +145,19 @@ class _FromScratch(Mode):
         for role in ("own", "transferred"):
             for src in spec.patterns.get(role, []):
                 pat = resolve_pattern(src, role, spec, workdir, device, data_dir, log)
-                if pat["kind"] in patterns[role]:
-                    raise ArchsearchError(f"patterns.{role} has two {pat['kind']} patterns "
-                                          f"({patterns[role][pat['kind']]['name']} and {pat['name']})")
+                first = patterns[role].get(pat["kind"])
+                if first is not None and any(split_arm(g) == (g, None) and arm_generator(g).role == role
+                                             for g in spec.generators):
+                    raise ArchsearchError(f"patterns.{role} has two {pat['kind']} patterns ({first['name']} and "
+                                          f"{pat['name']}): name the one each arm reads, e.g. "
+                                          f"generators = [\"{'guided' if role == 'own' else 'transferred'}:{pat['name']}\"]")
                 same = pat["arch"] == tgt.spec_name and pat["data"] == tgt.data
                 if role == "own" and not same:
                     raise ArchsearchError(f"patterns.own lists {pat['name']} ({pat['arch']}-{pat['data']}), but the "
                                           f"target is {spec.target}: put patterns from elsewhere under "
                                           "patterns.transferred")
-                patterns[role][pat["kind"]] = pat
-        kinds = spec.kinds or sorted({k for r in patterns.values() for k in r}, key=KINDS.index)
+                patterns[role][pat["kind"] if first is None else f"{pat['kind']}:{pat['name']}"] = pat
+        kinds = spec.kinds or sorted({p["kind"] for r in patterns.values() for p in r.values()}, key=KINDS.index)
         plan = {**plan, "patterns": patterns, "kinds": kinds}
         full = count(target_net(plan))
         plan["full"] = {"params": full.params, "macs": full.macs}
@@ -222,7 +231,7 @@ class GridMode(_FromScratch):
         else:
             want(len(set(s.fractions)) == len(s.fractions), where, "fractions are listed twice")
         for role, what in (("own", f"a pattern proposed on {s.target}"), ("transferred", "a pattern from elsewhere")):
-            needs = sorted(g for g in s.generators if GENERATORS[g].role == role)
+            needs = sorted(g for g in s.generators if arm_generator(g).role == role)
             want(not needs or s.patterns.get(role), where,
                   f"generator(s) {', '.join(needs)} need patterns.{role} ({what})")
         want(s.kinds is not None or s.patterns.get("own") or s.patterns.get("transferred"), where,
@@ -238,7 +247,7 @@ class GridMode(_FromScratch):
             timed = b in timed_budgets and kind != "sparsity"  # a sparse net's latency is its dense net's
             # one net for every seed unless the generator draws from the seed: a net measured
             # again per seed would differ by timing noise alone
-            seeded = GENERATORS[g].seeded
+            seeded = arm_generator(g).seeded
             for seed in range(spec.seeds if timed and seeded else 1):
                 try:
                     solved = solve_point(plan, kind, g, b, seed, table)
@@ -275,7 +284,7 @@ class GridMode(_FromScratch):
     def point(self, study, trial, plan, ctx):
         kind, gen, budget, seed = grid_point(trial, plan)
         arch = arch_for(plan, kind, gen, budget, int(seed))
-        run = ctx.workdir / "trials" / kind / f"{gen}-{budget_tag(budget)}-s{seed}"
+        run = ctx.workdir / "trials" / kind / f"{gen.replace(':', '_')}-{budget_tag(budget)}-s{seed}"
         return kind, gen, budget, seed, arch, run
 
 

@@ -21,7 +21,7 @@ from .. import latency as lat
 from ..budget import channel_spec
 from ..latency import LatencyTable
 from ..measures import Budget, LatencyMeasure, parse_budget
-from ..generate import generate_checked, get_generator
+from ..generate import arm_generator, generate_checked, split_arm
 from ..names import parse_target
 from ..progress import EpochProgress
 from ..propose import NAMED, get_proposer, parse, propose
@@ -140,16 +140,25 @@ def solve_point(plan: dict, kind: str, generator: str, budget: float | str, seed
     """A grid point's net solved (`Solved`); a latency bound is estimated and checked end to end
     under the plan's measure (`table`, else this machine's table for `latency_measure(plan)`)."""
     s, tr = plan["spec"], plan["spec"]["train"]
-    role = get_generator(generator).role
-    pattern = plan["patterns"][role].get(kind) if role else None
+    gen, named = split_arm(generator)
+    role = arm_generator(generator).role
+    pattern = arm_pattern(plan, role, kind, named) if role else None
     if role and pattern is None:
-        raise ArchsearchError(f"no {role} {kind} pattern for the {generator} generator")
+        raise ArchsearchError(f"no {role} {kind} pattern{f' named {named}' if named else ''} for the {gen} generator")
     b = plan_budget(plan, budget)
     if table is None and "latency" in b.measures:
         table = LatencyTable(latency_measure(plan))
-    return generate_checked(generator, target_net(plan), b, table=table, pattern=pattern, sparse=kind == "sparsity",
+    return generate_checked(gen, target_net(plan), b, table=table, pattern=pattern, sparse=kind == "sparsity",
                             depth=kind == "depth", floor=float(tr["floor"]), round_to=int(tr["round"]), seed=seed,
                             target_name=s["target"])
+
+
+def arm_pattern(plan: dict, role: str, kind: str, named: str | None) -> dict | None:
+    """The plan's `role` pattern of `kind` an arm reads: its kind's one, or the one it names."""
+    pats = plan["patterns"][role]
+    if named is None:
+        return pats.get(kind)
+    return next((p for p in pats.values() if p["kind"] == kind and p["name"] == named), None)
 
 
 def arch_for(plan: dict, kind: str, generator: str, budget: float | str, seed: int) -> ArchSpec:
