@@ -35,7 +35,7 @@ def write_spec(tmp_path, name="t", *, extra="", generators='["pruned", "guided",
 name = "{name}"
 target = "vgg11-digits"
 generators = {generators}
-fractions = {fractions}
+{f'fractions = {fractions}' if fractions else ''}
 seeds = {seeds}
 {f'kinds = {kinds}' if kinds else ''}
 {extra}
@@ -1207,3 +1207,19 @@ def test_arms_name_one_of_several_patterns_of_a_kind(tmp_path):
         bad = write_spec(tmp_path, "bad", generators=gens, patterns=pats)
         r = run_cli("sweep", "run", str(bad), "--workdir", str(tmp_path / "w3"))
         assert r.exit_code == 2 and needle in r.output, r.output
+
+
+def test_a_text_budget_on_another_measure_keeps_its_measure_in_the_plan(tmp_path):
+    """`budgets = [..., "macs=4M"]` in a sweep by params: the plan keeps the text, so the MAC
+    bound is not read back as 4M parameters."""
+    from archsearch.counting import count
+    from archsearch.sweep.plan import build_plan
+    from archsearch.sweep.points import arch_for
+
+    spec = load_spec(write_spec(tmp_path, generators='["uniform"]', fractions=None, kinds='["channels"]',
+                                extra='budgets = ["40K", "macs=2M"]'))
+    plan = build_plan(spec, tmp_path / "wd", device="cpu", log=lambda m: None)
+    assert plan["budgets"] == [40000.0, "macs=2M"]
+    c = count(arch_for(plan, "channels", "uniform", "macs=2M", 0))
+    assert abs(c.macs - 2e6) / 2e6 <= 0.01  # bound by MACs, not by 2M parameters (above the full net)
+    assert abs(count(arch_for(plan, "channels", "uniform", 40000.0, 0)).params - 40000) <= 400

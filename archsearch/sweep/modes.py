@@ -163,7 +163,7 @@ class _FromScratch(Mode):
         plan["full"] = {"params": full.params, "macs": full.macs}
         # (by latency: the full target's latency, measured now, is what fractions are of)
         cost = full_cost(target_net(plan), spec.by, latency_measure(plan).check() if spec.by == "latency" else None)
-        plan["budgets"] = [plan_value(b) for b in self.budgets(spec, cost)]
+        plan["budgets"] = [plan_value(b, spec.by) for b in self.budgets(spec, cost)]
         return self.check_points(spec, plan)
 
     def budgets(self, spec, full_cost: float) -> list[Budget]:

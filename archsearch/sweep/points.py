@@ -79,7 +79,7 @@ def extract_in_sweep(source: str, spec, workdir: Path, device: str, data_dir: st
     pat = P.extract(props, name=source, command=command)
     P.save_pattern(pat, path)
     st = pat["stage"]
-    log(f"extract {source}: base {100 * pat['accuracy']['base']['mean']:.2f}%, per-stage "
+    log(f"extract {source}: {P.accuracy_line(pat)}; per-stage "
         f"{'ratio' if pat['kind'] == 'channels' else 'density'} "
         f"{[round(v, 3) for v in st.get('ratio_mean', st.get('density_mean', []))]}")
     return pat
@@ -114,11 +114,12 @@ def latency_measure(plan: dict) -> LatencyMeasure:
     return LatencyMeasure(**(plan["spec"].get("latency") or {}))
 
 
-def plan_value(b: Budget) -> float | str:
-    """How a plan keeps a budget: a number for one bound on params or MACs (as every older plan
-    does, so their grids and run folders stay the same), else its text ("latency=1.5ms")."""
+def plan_value(b: Budget, by: str) -> float | str:
+    """How a plan keeps a budget: a number for one bound on the spec's `by` when that is params
+    or MACs (as every older plan does, so their grids and run folders stay the same), else its
+    text ("latency=1.5ms", "macs=4M" in a sweep by params)."""
     one = b.single
-    return float(round(one[1])) if one and one[0] != "latency" else b.text()
+    return float(round(one[1])) if one and one[0] == by and by != "latency" else b.text()
 
 
 def record_latency(trial: optuna.Trial, arch: ArchSpec, plan: dict) -> None:
