@@ -133,6 +133,7 @@ def test_cli_exports_a_trained_run_with_its_preprocessing(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("args,needle", [
     (["export"], "give RUN_DIR"),
+    (["export", ""], "give RUN_DIR"),  # an empty argument (found by the fuzz test: a TypeError before)
     (["export", "nothere"], "does not exist"),
     (["export", "--spec", "nothere.json"], "no spec at"),
     (["export", "--spec", "s.json", "--format", "gif"], "unknown export format 'gif'"),

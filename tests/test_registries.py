@@ -10,6 +10,8 @@ test_families.py, test_imagenet_archs.py and test_generate.py."""
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,10 +174,14 @@ def own_pattern(base: ArchSpec, kind: str) -> dict:
     info = {"threshold": 0.1, "clamped": []}
     if kind == "sparsity":
         info["kernel_keep"] = [m.reshape(-1, *m.shape[-2:]).mean(0).tolist() for m in spec.masks.values()]
+    run = "r"
+    if kind == "sparsity":  # the proposal's run folder, where `reinit` reads its masks
+        run = tempfile.mkdtemp(prefix="archsearch-test-proposal-")
+        spec.save(Path(run) / "spec.json")
     settings = {"proposer": f"{method}-{base.name}-c10", "ratio": 0.5, "preset": "tiny", "width": base.width,
                 "floor": 0.0, "sparsity": 0.0, "schedule": {"epochs": 3, "batch_size": 64, "lr": 0.05}}
     p = Proposal(proposer=settings["proposer"], method=method, kind=kind, seed=0, settings=settings, spec=spec,
-                 base_spec=base, base_acc=0.9, base_final_acc=0.9, pruned_acc=0.5, info=info, run_dir="r",
+                 base_spec=base, base_acc=0.9, base_final_acc=0.9, pruned_acc=0.5, info=info, run_dir=run,
                  base_epochs=3, base_seconds=1.0, device="cpu", torch_version="t", archsearch_version="v",
                  date="2026-01-01")
     return extract([p], name=f"p-{kind}", command="test")

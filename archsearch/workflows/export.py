@@ -27,7 +27,7 @@ def export_run(run_dir: str | None, *, spec_file: str | None = None, weights: st
     """Export RUN_DIR's net (its spec.json and model.pt, else pruned_model.pt), or `spec_file`'s
     (with `weights`, else untrained). Every check, of --out too, comes before any work."""
     fmts = parse_formats(formats)
-    if run_dir is None and spec_file is None:
+    if not run_dir and not spec_file:  # an empty argument ('') is none
         raise ArchsearchError("give RUN_DIR (a run directory with spec.json and model.pt) or --spec FILE")
     rd = Path(run_dir) if run_dir else None
     if rd is not None and not rd.is_dir():
