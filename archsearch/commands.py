@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 # how a storage URL names a file: a journal's file://PATH and SQLite's sqlite:///PATH
@@ -46,3 +47,10 @@ def portable_command(command: str, cwd: str | os.PathLike | None = None) -> str:
 
 
 __all__ = ["portable_command"]
+
+
+def typed_command(name: str, fallback: str) -> str:
+    """The command as typed (`archsearch NAME ...` from this process's argv), its paths made
+    portable; `fallback` where this process was not started as that command (e.g. a test's runner)."""
+    typed = sys.argv[1:2] == [name]
+    return portable_command("archsearch " + shlex.join(sys.argv[1:]) if typed else fallback)

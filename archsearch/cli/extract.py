@@ -5,12 +5,10 @@ Its help lists the methods of the proposer registry, with their default ratios.
 
 from __future__ import annotations
 
-import shlex
-import sys
 
 import click
 
-from ..commands import portable_command
+from ..commands import typed_command
 from ..config import DEFAULT_PRESET
 from .options import (EPOCHS, FRACTION, PRESET_NAMES, RATIO, SEEDS, WIDTH, CommaList, NameValue, Number,
                       RegistryCommand, RegistryOption)
@@ -94,8 +92,7 @@ def extract(source, **options):
     for line in x.header:
         click.echo(line, err=True)
     props = propose_seeds(x, log=lambda line: click.echo(line, err=True))
-    command = portable_command("archsearch " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["extract"] else
-                               f"archsearch extract --from {source}")
+    command = typed_command("extract", f"archsearch extract --from {source}")
     saved = save(x, props, command)
     click.echo(stage_table(saved.pattern))
     click.echo(f"{accuracy_line(saved.pattern)} over {x.seeds} seed(s); {saved.pattern['provenance']['scale']}")

@@ -3,12 +3,10 @@ retraining, and derive a pattern from the curves (Li et al. 2017, Sec. 4.4)."""
 
 from __future__ import annotations
 
-import shlex
-import sys
 
 import click
 
-from ..commands import portable_command
+from ..commands import typed_command
 from ..config import DEFAULT_PRESET
 from .options import EPOCHS, PRESET_NAMES, RATIO, SEED, WIDTH, CommaList, Number, RegistryOption
 
@@ -70,8 +68,7 @@ def sensitivity(source, png, **options):
     for line in a.header:
         click.echo(line, err=True)
     m = measure(a, log=lambda line: click.echo(line, err=True))
-    command = portable_command("archsearch " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["sensitivity"] else
-                               f"archsearch sensitivity --from {source}")
+    command = typed_command("sensitivity", f"archsearch sensitivity --from {source}")
     d = derive_pattern(a, m, command)
     files = write_outputs(a, m, d, command, png=png)
     pruned = [f"{u} {r:g}" for u, r in d.unit_ratios.items() if r > 0]

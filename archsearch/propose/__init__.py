@@ -171,6 +171,19 @@ def _waiting(label: str, work: Callable[[], Any]) -> Any:
                 pass
 
 
+def _base_setup(name, data, pn, prop, settings, schedule, base, workdir, seed, checkpoint_every):
+    """What `propose` and `trained_base` both need before any work: the data checked against the
+    target and narrowed to the training subset, the base net's run folder, the checkpoint interval."""
+    if checkpoint_every is None:
+        checkpoint_every = resolve_config(settings.preset).checkpoint_every
+    if data.name != pn.target.data:
+        raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
+    data = subset_train(data, settings.train_subset)
+    base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
+                            seed)
+    return data, base_dir, checkpoint_every
+
+
 @dataclass
 class TrainedBase:
     """The trained base net of a proposer spec's proposals, for one seed."""
@@ -196,13 +209,8 @@ def trained_base(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.P
     if not prop.trains or type(prop).run is not Proposer.run:
         raise ArchsearchError(f"{prop.name} trains no single base net to prune once (it "
                               f"{'scores at initialisation' if not prop.trains else prop.allocation.about})")
-    if checkpoint_every is None:
-        checkpoint_every = resolve_config(settings.preset).checkpoint_every
-    if data.name != pn.target.data:
-        raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
-    data = subset_train(data, settings.train_subset)
-    base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
-                            seed)
+    data, base_dir, checkpoint_every = _base_setup(name, data, pn, prop, settings, schedule, base, workdir, seed,
+                                                   checkpoint_every)
     model, result = _waiting(f"{name} seed {seed}", lambda: prop.train_base(
         base, data, settings, schedule, seed=seed, device=device, progress=progress,
         checkpoint_every=checkpoint_every, base_dir=base_dir))
@@ -221,11 +229,8 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
     (a table sweep): its nets are untrained, at chance, and the test passes would be most of its
     cost (minutes for a CIFAR VGG-16 at width 1, against seconds of scoring); accuracies None."""
     pn, prop, settings, schedule, base = resolve_settings(name, **kw)
-    if checkpoint_every is None:
-        checkpoint_every = resolve_config(settings.preset).checkpoint_every
-    if data.name != pn.target.data:
-        raise ArchsearchError(f"{name} proposes on {pn.target.data}, but the data given is {data.name}")
-    data = subset_train(data, settings.train_subset)
+    data, base_dir, checkpoint_every = _base_setup(name, data, pn, prop, settings, schedule, base, workdir, seed,
+                                                   checkpoint_every)
     run = run_dir(pn, settings, workdir, seed)
     rec = finished(run, settings)
     if rec is not None:
@@ -233,8 +238,6 @@ def propose(name: str, data: Dataset, *, seed: int = 0, workdir: str | os.PathLi
             return Proposal(**rec, spec=ArchSpec.load(run / "spec.json"), base_spec=base, reused=True)
         except (TypeError, ArchsearchError):
             pass  # a damaged run: redo the pruning step (the base run is reused)
-    base_dir = base_run_dir(workdir, base, pn.target.data, schedule, prop.hooks(base, settings), settings.train_subset,
-                            seed)
     run.mkdir(parents=True, exist_ok=True)
     pruned, result = _waiting(f"{name} seed {seed}", lambda: prop.run(
         base, data, settings, schedule, run, seed=seed, device=device, progress=progress,

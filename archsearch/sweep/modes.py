@@ -146,7 +146,7 @@ class _FromScratch(Mode):
             for src in spec.patterns.get(role, []):
                 pat = resolve_pattern(src, role, spec, workdir, device, data_dir, log)
                 first = patterns[role].get(pat["kind"])
-                if first is not None and any(split_arm(g) == (g, None) and arm_generator(g).role == role
+                if first is not None and any(split_arm(g)[1] is None and arm_generator(g).role == role
                                              for g in spec.generators):
                     raise ArchsearchError(f"patterns.{role} has two {pat['kind']} patterns ({first['name']} and "
                                           f"{pat['name']}): name the one each arm reads, e.g. "
